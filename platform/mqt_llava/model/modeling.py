@@ -125,10 +125,18 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
     ) -> MQTLlavaForConditionalGeneration:
         """Assemble a model around already-built (e.g. `from_pretrained`) vision tower and LLM; the
         MQT is freshly initialised."""
+        implementations = {
+            "vision_config": vision_tower.config._attn_implementation,
+            "text_config": language_model.config._attn_implementation,
+        }
         config = MQTLlavaConfig(
             vision_config=vision_tower.config, text_config=language_model.config, **mqt_kwargs
         )
-        return cls(config, vision_tower=vision_tower, language_model=language_model)
+        model = cls(config, vision_tower=vision_tower, language_model=language_model)
+        # The composite config shares the parts' configs and resets their attention implementation
+        # on creation; without restoring it the parts fall back to a different attention path.
+        model.set_attn_implementation(implementations)
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the MQT and the pixel statistics are ours; the vision tower and LLM initialise

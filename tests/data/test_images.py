@@ -1,0 +1,88 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import CLIPImageProcessorPil
+
+from mqt_llava.data.images import ImageError, ImageSettings, decode_image, preprocess_image, to_rgb
+
+SETTINGS = ImageSettings.square_of(32)
+
+
+def wide_image(width=64, height=32, colour=(200, 10, 10)):
+    return Image.new("RGB", (width, height), colour)
+
+
+def encode(image, fmt="PNG"):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_pad_expands_to_a_square_of_the_mean_colour_then_resizes():
+    out = preprocess_image(wide_image(), SETTINGS, "pad")
+    assert out.shape == (3, 32, 32) and out.dtype == np.uint8
+    background = np.array(SETTINGS.background, dtype=np.uint8)
+    assert (out[:, 0, :].T == background).all()  # top rows are padding
+    assert (out[:, -1, :].T == background).all()
+    assert (out[:, 16, 16] == [200, 10, 10]).all()  # the image itself is in the middle
+    assert SETTINGS.background == (122, 116, 104)  # LLaVA: int(mean * 255)
+
+
+def test_square_resizes_the_shortest_edge_and_centre_crops():
+    image = wide_image()
+    image.paste((0, 0, 255), (0, 0, 8, 32))  # a blue stripe at the far left is cropped away
+    out = preprocess_image(image, SETTINGS, "square")
+    assert out.shape == (3, 32, 32)
+    assert (out == np.array([200, 10, 10], dtype=np.uint8)[:, None, None]).all()
+
+
+def test_square_matches_the_clip_image_processor_exactly():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8))
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    settings = ImageSettings.from_processor(processor)
+    ours = preprocess_image(image, settings, "square").astype(np.float32) / 255
+    ours = (ours - np.array(settings.mean)[:, None, None]) / np.array(settings.std)[:, None, None]
+    theirs = processor(images=image, return_tensors="np")["pixel_values"][0]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "I;16", "I", "F", "1", "LA", "YCbCr"])
+def test_any_mode_becomes_rgb(mode):
+    image = wide_image().convert(mode) if mode not in ("I;16", "I", "F") else Image.new(mode, (8, 8), 1000)
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == image.size
+
+
+def test_transparent_pixels_become_white_and_16_bit_is_rescaled():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+    palette = Image.new("P", (4, 4), 0)
+    palette.info["transparency"] = 0
+    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
+    assert to_rgb(Image.new("I;16", (2, 2), 65535)).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_decode_accepts_jpeg_and_png():
+    for fmt in ("JPEG", "PNG"):
+        assert decode_image(encode(wide_image(), fmt)).size == (64, 32)
+
+
+def test_decode_rejects_broken_and_oversized_images():
+    with pytest.raises(ImageError) as info:
+        decode_image(b"not an image")
+    assert info.value.reason == "undecodable_image"
+    truncated = encode(wide_image(), "PNG")[:60]
+    with pytest.raises(ImageError) as info:
+        decode_image(truncated)
+    assert info.value.reason == "undecodable_image"
+    with pytest.raises(ImageError) as info:
+        decode_image(encode(wide_image()), max_pixels=64 * 32 - 1)
+    assert info.value.reason == "image_too_large"
+
+
+def test_unknown_aspect_is_refused():
+    with pytest.raises(ValueError, match="aspect"):
+        preprocess_image(wide_image(), SETTINGS, "stretch")

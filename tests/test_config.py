@@ -1,0 +1,34 @@
+import pytest
+
+from mqt_llava.config import ConfigError, ModelSpec, apply_overrides, load_config, preset_path
+
+
+def test_presets_load():
+    tiny = load_config(ModelSpec, preset_path("tiny"))
+    assert tiny.mqt.num_queries == 64 and tiny.image.aspect == "pad"
+    paper = load_config(ModelSpec, preset_path("llava-7b"))
+    assert paper.vision_tower.pretrained == "openai/clip-vit-large-patch14-336"
+    assert paper.llm.pretrained == "lmsys/vicuna-7b-v1.5"
+    assert paper.mqt.num_queries == 256
+
+
+def test_overrides_set_nested_fields_with_yaml_types():
+    spec = load_config(ModelSpec, preset_path("tiny"), ["mqt.num_queries=32", "mqt.order=projection_then_attention"])
+    assert spec.mqt.num_queries == 32 and spec.mqt.order == "projection_then_attention"
+    assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("mqt.num_queries=0", "mqt.num_queries"), ("mqt.order=sideways", "mqt.order"), ("mqt.typo=1", "mqt.typo")],
+)
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(ModelSpec, preset_path("tiny"), [override])
+
+
+def test_malformed_override_and_missing_preset_are_clear():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["no_equals_sign"])
+    with pytest.raises(ConfigError, match="presets"):
+        preset_path("llava-70b")
