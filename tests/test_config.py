@@ -1,5 +1,4 @@
 import pytest
-
 from mqt_llava.config import ConfigError, ModelSpec, apply_overrides, load_config, preset_path
 
 
@@ -13,14 +12,20 @@ def test_presets_load():
 
 
 def test_overrides_set_nested_fields_with_yaml_types():
-    spec = load_config(ModelSpec, preset_path("tiny"), ["mqt.num_queries=32", "mqt.order=projection_then_attention"])
+    spec = load_config(
+        ModelSpec, preset_path("tiny"), ["mqt.num_queries=32", "mqt.order=projection_then_attention"]
+    )
     assert spec.mqt.num_queries == 32 and spec.mqt.order == "projection_then_attention"
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 
 
 @pytest.mark.parametrize(
     ("override", "field"),
-    [("mqt.num_queries=0", "mqt.num_queries"), ("mqt.order=sideways", "mqt.order"), ("mqt.typo=1", "mqt.typo")],
+    [
+        ("mqt.num_queries=0", "mqt.num_queries"),
+        ("mqt.order=sideways", "mqt.order"),
+        ("mqt.typo=1", "mqt.typo"),
+    ],
 )
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

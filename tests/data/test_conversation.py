@@ -1,11 +1,8 @@
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
-
 from mqt_llava.data.conversation import (
+    VICUNA_V1,
     MalformedConversation,
     SequenceTooLong,
-    VICUNA_V1,
     build_sample,
     render,
     tokenize,
@@ -13,6 +10,8 @@ from mqt_llava.data.conversation import (
 )
 from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from mqt_llava.model.tokenizer import SPECIAL_TOKENS, byte_level_tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -35,16 +34,29 @@ CORPUS = [SYSTEM, "What colour is the circle? Red. How many squares are there? T
 def trained_bpe(pre_tokenizer, decoder) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer, tok.decoder = pre_tokenizer, decoder
-    alphabet = pre_tokenizers.ByteLevel.alphabet() if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) else []
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(SPECIAL_TOKENS.values()), initial_alphabet=alphabet, show_progress=False)
-    tok.train_from_iterator(CORPUS + ["<image> \n ' , . ? : ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz"], trainer)
+    alphabet = (
+        pre_tokenizers.ByteLevel.alphabet() if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) else []
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    tok.train_from_iterator(
+        CORPUS + ["<image> \n ' , . ? : ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz"], trainer
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
 TOKENIZERS = {
     "byte_level_untrained": byte_level_tokenizer,
-    "byte_level_bpe": lambda: trained_bpe(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()),
-    "metaspace_bpe": lambda: trained_bpe(pre_tokenizers.Metaspace(), decoders.Metaspace()),  # Llama/SentencePiece style
+    "byte_level_bpe": lambda: trained_bpe(
+        pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    ),
+    "metaspace_bpe": lambda: trained_bpe(
+        pre_tokenizers.Metaspace(), decoders.Metaspace()
+    ),  # Llama/SentencePiece style
 }
 
 
@@ -84,7 +96,10 @@ def test_text_only_prompt_has_no_image():
 
 def test_image_after_text_moves_to_the_start_of_the_first_human_turn():
     rendered = render(IMAGE_AFTER_TEXT, "vicuna_v1", has_image=True)
-    assert rendered.text == f"{SYSTEM} USER: <image>\nDescribe this picture. ASSISTANT: Three shapes on a grid.</s>"
+    assert (
+        rendered.text
+        == f"{SYSTEM} USER: <image>\nDescribe this picture. ASSISTANT: Three shapes on a grid.</s>"
+    )
 
 
 def test_plain_template_is_image_then_caption_then_newline():
@@ -100,7 +115,10 @@ def test_leading_assistant_turn_is_dropped_as_llava_does():
 
 def test_turn_with_only_the_image_is_valid():
     conv = [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A red circle."}]
-    assert render(conv, "vicuna_v1", has_image=True).text == f"{SYSTEM} USER: <image> ASSISTANT: A red circle.</s>"
+    assert (
+        render(conv, "vicuna_v1", has_image=True).text
+        == f"{SYSTEM} USER: <image> ASSISTANT: A red circle.</s>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,7 +128,11 @@ def test_turn_with_only_the_image_is_valid():
         ([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "  "}], False, "empty_text"),
         (TEXT_ONLY, True, "image_placeholder_mismatch"),
         (MULTI_TURN, False, "image_placeholder_mismatch"),
-        ([{"from": "human", "value": "<image><image>"}, {"from": "gpt", "value": "x"}], True, "image_placeholder_mismatch"),
+        (
+            [{"from": "human", "value": "<image><image>"}, {"from": "gpt", "value": "x"}],
+            True,
+            "image_placeholder_mismatch",
+        ),
         ([{"from": "human", "value": "Hi"}, {"from": "robot", "value": "x"}], False, "bad_role"),
         ([{"from": "human", "value": "Hi"}, {"from": "human", "value": "x"}], False, "bad_role"),
     ],
@@ -121,7 +143,9 @@ def test_malformed_conversations_name_their_reason(conversation, has_image, reas
     assert info.value.reason == reason
 
 
-@pytest.mark.parametrize(("conversation", "has_image"), [(MULTI_TURN, True), (TEXT_ONLY, False), (IMAGE_AFTER_TEXT, True)])
+@pytest.mark.parametrize(
+    ("conversation", "has_image"), [(MULTI_TURN, True), (TEXT_ONLY, False), (IMAGE_AFTER_TEXT, True)]
+)
 def test_only_assistant_replies_and_their_eos_are_supervised(tokenizer, conversation, has_image):
     sample = tokenize(render(conversation, "vicuna_v1", has_image), tokenizer)
     replies = [turn["value"] + "</s>" for turn in conversation if turn["from"] == "gpt"]
@@ -132,8 +156,16 @@ def test_only_assistant_replies_and_their_eos_are_supervised(tokenizer, conversa
     assert len(eos_positions) == len(replies)
     assert all(sample.labels[i] == tokenizer.eos_token_id for i in eos_positions)
     # everything that is not supervised decodes back to the prompt around the replies
-    unsupervised = [t for t, label in zip(sample.input_ids, sample.labels) if label == IGNORE_INDEX and t >= 0]
-    assert tokenizer.decode(unsupervised, skip_special_tokens=True).replace(" ", "").startswith(SYSTEM.replace(" ", ""))
+    unsupervised = [
+        t
+        for t, label in zip(sample.input_ids, sample.labels, strict=True)
+        if label == IGNORE_INDEX and t >= 0
+    ]
+    assert (
+        tokenizer.decode(unsupervised, skip_special_tokens=True)
+        .replace(" ", "")
+        .startswith(SYSTEM.replace(" ", ""))
+    )
 
 
 def test_plain_supervises_caption_and_newline_only(tokenizer):

@@ -2,10 +2,9 @@ import io
 
 import numpy as np
 import pytest
+from mqt_llava.data.images import ImageError, ImageSettings, decode_image, preprocess_image, to_rgb
 from PIL import Image
 from transformers import CLIPImageProcessorPil
-
-from mqt_llava.data.images import ImageError, ImageSettings, decode_image, preprocess_image, to_rgb
 
 SETTINGS = ImageSettings.square_of(32)
 
@@ -24,8 +23,8 @@ def test_pad_expands_to_a_square_of_the_mean_colour_then_resizes():
     out = preprocess_image(wide_image(), SETTINGS, "pad")
     assert out.shape == (3, 32, 32) and out.dtype == np.uint8
     background = np.array(SETTINGS.background, dtype=np.uint8)
-    assert (out[:, 0, :].T == background).all()  # top rows are padding
-    assert (out[:, -1, :].T == background).all()
+    assert (background == out[:, 0, :].T).all()  # top rows are padding
+    assert (background == out[:, -1, :].T).all()
     assert (out[:, 16, 16] == [200, 10, 10]).all()  # the image itself is in the middle
     assert SETTINGS.background == (122, 116, 104)  # LLaVA: int(mean * 255)
 

@@ -2,7 +2,6 @@ import itertools
 
 import pytest
 import torch
-
 from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
 
 VARIANTS = list(itertools.product(ORDERS, KEY_MODES))
@@ -10,7 +9,9 @@ VARIANTS = list(itertools.product(ORDERS, KEY_MODES))
 
 def make(order="attention_then_projection", keys="content_and_position", num_queries=16):
     torch.manual_seed(0)
-    return MatryoshkaQueryTransformer(num_queries, vision_width=32, llm_width=48, num_heads=4, order=order, keys=keys)
+    return MatryoshkaQueryTransformer(
+        num_queries, vision_width=32, llm_width=48, num_heads=4, order=order, keys=keys
+    )
 
 
 @pytest.mark.parametrize(("order", "keys"), VARIANTS)
@@ -56,12 +57,14 @@ def test_position_only_keys_ignore_the_image_and_content_keys_do_not():
     grids = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
     for keys, same in (("position_only", True), ("content_and_position", False)):
         mqt = make(keys=keys)
-        seen = []
-        hook = mqt.k_proj.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
+        keys_seen = []
+        hook = mqt.k_proj.register_forward_hook(
+            lambda module, args, out, into=keys_seen: into.append(args[0])
+        )
         for grid in grids:
             mqt(grid, 4)
         hook.remove()
-        assert torch.equal(seen[0], seen[1]) is same
+        assert torch.equal(keys_seen[0], keys_seen[1]) is same
 
 
 def test_key_positions_are_the_query_table_resized_to_the_grid():

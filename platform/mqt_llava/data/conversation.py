@@ -109,7 +109,8 @@ def normalize_turns(conversations: list[dict[str, Any]], has_image: bool) -> lis
     placeholders = sum(text.count(IMAGE_PLACEHOLDER) for _, text in turns)
     if has_image and placeholders != 1:
         raise MalformedConversation(
-            "image_placeholder_mismatch", f"an image record needs exactly one {IMAGE_PLACEHOLDER}, found {placeholders}"
+            "image_placeholder_mismatch",
+            f"an image record needs exactly one {IMAGE_PLACEHOLDER}, found {placeholders}",
         )
     if not has_image and placeholders:
         raise MalformedConversation(
@@ -119,7 +120,9 @@ def normalize_turns(conversations: list[dict[str, Any]], has_image: bool) -> lis
         raise MalformedConversation("image_placeholder_mismatch", f"{IMAGE_PLACEHOLDER} in an assistant turn")
 
     # A turn holding only the image is valid (LLaVA renders it as "<image>"); other turns need text.
-    if any(not text.replace(IMAGE_PLACEHOLDER, "").strip() and IMAGE_PLACEHOLDER not in text for _, text in turns):
+    if any(
+        not text.replace(IMAGE_PLACEHOLDER, "").strip() and IMAGE_PLACEHOLDER not in text for _, text in turns
+    ):
         raise MalformedConversation("empty_text", "a turn has empty text")
     turns = [(role, text.replace(IMAGE_PLACEHOLDER, "").strip()) for role, text in turns]
     if has_image:
@@ -127,14 +130,16 @@ def normalize_turns(conversations: list[dict[str, Any]], has_image: bool) -> lis
     return turns
 
 
-def render(conversations: list[dict[str, Any]], template: str | Template, has_image: bool) -> RenderedConversation:
+def render(
+    conversations: list[dict[str, Any]], template: str | Template, has_image: bool
+) -> RenderedConversation:
     template = get_template(template) if isinstance(template, str) else template
     if template is PLAIN:
         return _render_plain(conversations, has_image)
     turns = normalize_turns(conversations, has_image)
     text = template.system + template.sep
     supervised = []
-    for i, (role, value) in enumerate(turns):
+    for role, value in turns:
         if role == "human":
             text += f"{template.user}: {value}{template.sep}"
         else:
@@ -145,16 +150,37 @@ def render(conversations: list[dict[str, Any]], template: str | Template, has_im
     return RenderedConversation(text, tuple(supervised), has_image)
 
 
+def generation_prompt(question: str, template: str | Template, has_image: bool) -> str:
+    """A one-question prompt ending where the assistant's reply starts, as LLaVA's get_prompt renders
+    a conversation whose last message is empty ("... ASSISTANT:")."""
+    template = get_template(template) if isinstance(template, str) else template
+    if template is PLAIN:
+        raise ValueError("the plain template has no prompt to answer; use vicuna_v1")
+    text = question.replace(IMAGE_PLACEHOLDER, "").strip()
+    if has_image:
+        text = f"{IMAGE_PLACEHOLDER}\n{text}".strip()
+    return f"{template.system}{template.sep}{template.user}: {text}{template.sep}{template.assistant}:"
+
+
 def _render_plain(conversations: list[dict[str, Any]], has_image: bool) -> RenderedConversation:
     # LLaVA's preprocess_plain: exactly (instruction, caption); the instruction becomes the image.
     if not has_image:
         raise MalformedConversation("image_placeholder_mismatch", "the plain template needs an image")
     turns = normalize_turns(conversations, has_image)
     if len(turns) != 2:
-        raise MalformedConversation("bad_role", f"the plain template takes one human and one gpt turn, got {len(turns)}")
+        raise MalformedConversation(
+            "bad_role", f"the plain template takes one human and one gpt turn, got {len(turns)}"
+        )
     caption = turns[1][1]
     text = IMAGE_PLACEHOLDER + caption + PLAIN.sep
     return RenderedConversation(text, ((len(IMAGE_PLACEHOLDER), len(text)),), has_image)
+
+
+def tokenize_prompt(prompt: str, tokenizer, add_bos: bool = True) -> list[int]:
+    """Token ids of a generation prompt, with IMAGE_TOKEN_INDEX for its `<image>`."""
+    return tokenize(
+        RenderedConversation(prompt, (), IMAGE_PLACEHOLDER in prompt), tokenizer, add_bos
+    ).input_ids
 
 
 def tokenize(rendered: RenderedConversation, tokenizer, add_bos: bool = True) -> TokenizedSample:

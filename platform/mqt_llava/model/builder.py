@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from mqt_llava.config import ModelSpec
+from mqt_llava.data.images import ImageSettings
+from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+from mqt_llava.model.tokenizer import byte_level_tokenizer
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -19,11 +23,6 @@ from transformers import (
     CLIPVisionModel,
     PreTrainedTokenizerBase,
 )
-
-from mqt_llava.config import ModelSpec
-from mqt_llava.data.images import ImageSettings
-from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.tokenizer import byte_level_tokenizer
 
 
 @dataclass
@@ -52,7 +51,9 @@ def image_settings_for(spec: ModelSpec) -> ImageSettings:
     with OpenAI CLIP statistics."""
     if spec.vision_tower.pretrained is not None:
         try:
-            return ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(spec.vision_tower.pretrained))
+            return ImageSettings.from_processor(
+                CLIPImageProcessorPil.from_pretrained(spec.vision_tower.pretrained)
+            )
         except OSError:
             pass  # a tower saved without preprocessor_config.json
     return ImageSettings.square_of(vision_architecture(spec).image_size)
@@ -88,7 +89,9 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
     """`device="meta"` builds the full architecture without allocating or loading weights."""
     weights = device != "meta"
     tokenizer = load_tokenizer(spec) if weights else None
-    settings = image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
+    settings = (
+        image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
+    )
     with torch.device(device):
         model = MQTLlavaForConditionalGeneration.from_parts(
             build_vision_tower(spec, weights),
@@ -104,3 +107,19 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
     if tokenizer is not None and model.language_model.config.pad_token_id is None:
         model.language_model.config.pad_token_id = tokenizer.pad_token_id
     return BuiltModel(model=model, tokenizer=tokenizer, image_settings=settings, spec=spec)
+
+
+def save_export(built: BuiltModel, path) -> None:
+    """One directory with the model, its tokenizer and its image processor: what evaluation and
+    serving load (`InferenceEngine.from_export`) on a machine without DeepSpeed."""
+    settings = built.image_settings
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": settings.shortest_edge},
+        crop_size={"height": settings.crop_height, "width": settings.crop_width},
+        image_mean=list(settings.mean),
+        image_std=list(settings.std),
+        resample=settings.resample,
+    )
+    built.model.save_pretrained(path)
+    built.tokenizer.save_pretrained(path)
+    processor.save_pretrained(path)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
 from torch import nn
-from transformers import initialization as init
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -22,10 +22,9 @@ from transformers import (
     PreTrainedConfig,
     PreTrainedModel,
 )
+from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
-
-from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id: outside every vocabulary, so no tokenizer change
@@ -70,8 +69,7 @@ class MQTLlavaConfig(PreTrainedConfig):
         layers = self.vision_config.num_hidden_layers
         if not -layers <= self.vision_feature_layer <= layers:
             raise ValueError(
-                f"vision_feature_layer {self.vision_feature_layer} is outside the tower's "
-                f"{layers} layers"
+                f"vision_feature_layer {self.vision_feature_layer} is outside the tower's {layers} layers"
             )
 
 
@@ -164,7 +162,9 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return self.language_model.get_output_embeddings()
 
     def resolve_num_visual_tokens(self, num_visual_tokens: int | None) -> int:
-        return self.mqt.check_num_tokens(self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens)
+        return self.mqt.check_num_tokens(
+            self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens
+        )
 
     def grid_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) images -> (n, H'W', vision_width) features of the selected layer, CLS dropped.
@@ -212,9 +212,11 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError(f"input_ids hold {num_images} image placeholders but {given} images were given")
 
         text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
-        visual = self.encode_images(pixel_values, num_visual_tokens).to(text_embeds.dtype) if num_images else None
+        visual = (
+            self.encode_images(pixel_values, num_visual_tokens).to(text_embeds.dtype) if num_images else None
+        )
 
-        embeds, masks, new_labels = [], [], []
+        embeds, new_labels = [], []
         image_i = 0
         for b in range(input_ids.shape[0]):
             keep = attention_mask[b].bool()

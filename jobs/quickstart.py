@@ -1,0 +1,129 @@
+"""Quickstart: the tiny pipeline end to end, one step after another.
+
+    python jobs/quickstart.py                 # embedded local Ray, tiny preset
+    ray job submit -- python jobs/quickstart.py   # the same on a cluster
+
+Steps so far:
+  1. model   build the preset's MQT-LLaVA; for each budget m show the visual tokens, the prefill
+             latency and a greedy answer about one synthetic image; save an export.
+Later issues add: data -> base models -> stage 1 -> stage 2 -> evaluation -> serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+import torch
+from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.data.synthetic import random_scene, render_scene
+from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.model.builder import build_model, save_export
+from mqt_llava.model.stages import format_parameter_report, parameter_report
+from mqt_llava.ray_runtime import init_ray
+
+QUESTION = "What shapes are in the image, and where are they?"
+
+
+@dataclass
+class Context:
+    spec: ModelSpec
+    run_dir: Path
+    budgets: list[int]
+    results: dict = field(default_factory=dict)
+
+
+@ray.remote(num_cpus=1)
+def probe_budgets(spec: ModelSpec, budgets: list[int], export_dir: str, repeats: int = 5) -> dict:
+    """Runs on a Ray worker: build the model and time one prefill per budget."""
+    torch.manual_seed(0)
+    built = build_model(spec)
+    save_export(built, export_dir)
+    engine = InferenceEngine.from_built(built)
+    scene_seed, image_size = 0, (160, 120)  # not square: exercises padding
+    scene = random_scene(scene_seed)
+    request = Request(QUESTION, render_scene(scene, *image_size))
+    rows = []
+    for m in budgets:
+        batch = engine.prepare([request])
+        visual = built.model.encode_images(batch.pixel_values, m).shape[1]
+        engine.forward([request], m)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            engine.forward([request], m)
+            times.append(time.perf_counter() - start)
+        prompt_tokens = int(batch.attention_mask.sum()) - 1 + visual
+        answer = engine.generate([request], m, max_new_tokens=16)[0]
+        rows.append(
+            dict(
+                m=m,
+                visual_tokens=visual,
+                prompt_tokens=prompt_tokens,
+                prefill_ms=1000 * sorted(times)[len(times) // 2],
+                answer=answer,
+            )
+        )
+    return dict(
+        question=QUESTION,
+        scene_seed=scene_seed,
+        image_size=image_size,
+        scene=scene.describe(),
+        parameters=format_parameter_report(parameter_report(built.model)),
+        rows=rows,
+    )
+
+
+def step_model(ctx: Context) -> None:
+    export_dir = ctx.run_dir / "export"
+    result = ray.get(probe_budgets.remote(ctx.spec, ctx.budgets, str(export_dir)))
+    print(result["parameters"])
+    print(f"\nimage: {result['scene']}\nquestion: {QUESTION}\n")
+    print(f"{'m':>4} {'visual':>7} {'prompt':>7} {'prefill ms':>11}  greedy answer (untrained weights)")
+    for r in result["rows"]:
+        cells = f"{r['m']:>4} {r['visual_tokens']:>7} {r['prompt_tokens']:>7} {r['prefill_ms']:>11.1f}"
+        print(f"{cells}  {r['answer']!r}")
+    print(f"\nexport: {export_dir}")
+    ctx.results["model"] = result
+
+
+STEPS = [("model", step_model)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
+    parser.add_argument("--budgets", default="1,2,4,8,16,M", help="comma-separated; M = the preset's maximum")
+    args = parser.parse_args()
+
+    spec = load_config(ModelSpec, preset_path(args.preset, "model"), args.overrides)
+    budgets = [spec.mqt.num_queries if b.strip() == "M" else int(b) for b in args.budgets.split(",")]
+    for m in budgets:
+        if not 1 <= m <= spec.mqt.num_queries:
+            parser.error(f"--budgets: {m} is outside 1..{spec.mqt.num_queries} (M)")
+    ctx = Context(spec=spec, run_dir=args.run_dir, budgets=budgets)
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+
+    where = init_ray()
+    cpus = ray.cluster_resources().get("CPU", 0)
+    print(f"Ray: {where} ({cpus:.0f} CPUs); preset {spec.name}; run dir {ctx.run_dir}")
+    for i, (name, step) in enumerate(STEPS, 1):
+        print(f"\n=== step {i}/{len(STEPS)}: {name} ===")
+        start = time.perf_counter()
+        step(ctx)
+        print(f"--- {name} done in {time.perf_counter() - start:.1f}s")
+    summary = ctx.run_dir / "summary.json"
+    summary.write_text(json.dumps(ctx.results, indent=2))
+    print(f"\nsummary: {summary}")
+
+
+if __name__ == "__main__":
+    main()
