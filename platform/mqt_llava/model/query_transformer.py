@@ -53,9 +53,9 @@ class MatryoshkaQueryTransformer(nn.Module):
 
     `order="attention_then_projection"` (the paper's choice) attends at the vision width and projects
     the m outputs; `"projection_then_attention"` projects the grid features to the LLM width first and
-    attends there. `keys="content_and_position"` builds keys from the normalised features plus their
-    position; `"position_only"` reproduces the official code, whose keys are position embeddings only
-    (attention weights then do not depend on the image; only the values do).
+    attends there. `keys="content_and_position"` builds keys as LN(features + position);
+    `"position_only"` reproduces the official code, whose keys are LN(position) only (attention
+    weights then do not depend on the image; only the values do).
     """
 
     def __init__(
