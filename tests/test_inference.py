@@ -1,13 +1,21 @@
 import torch
+from conftest import small_spec
+from mqt_llava.config import ImageSpec
 from mqt_llava.data.synthetic import random_scene, render_scene
 from mqt_llava.inference import InferenceEngine, Request
-from mqt_llava.model.builder import save_export
+from mqt_llava.model.builder import build_model, save_export
 
 REQUESTS = [
     Request("What is in the image?", render_scene(random_scene(1), 48, 30)),
     Request("Name a colour."),
     Request("Where is the circle?", render_scene(random_scene(2), 20, 40)),
 ]
+
+
+def test_export_carries_the_aspect_mode(tmp_path):
+    built = build_model(small_spec().model_copy(update={"image": ImageSpec(aspect="square")}))
+    save_export(built, tmp_path)
+    assert InferenceEngine.from_export(tmp_path).aspect == "square"
 
 
 def test_prepare_left_pads_and_keeps_images_uint8(built):
@@ -28,6 +36,7 @@ def test_export_loads_without_the_builder_and_answers_identically(built, tmp_pat
     save_export(built, tmp_path)
     exported = InferenceEngine.from_export(tmp_path)
     assert exported.image_settings == built.image_settings
+    assert exported.aspect == built.spec.image.aspect == "pad"
     original = InferenceEngine.from_built(built)
     for m in (1, 8):
         assert exported.generate(REQUESTS, m, 8) == original.generate(REQUESTS, m, 8)

@@ -48,16 +48,16 @@ class InferenceEngine:
 
     @classmethod
     def from_built(cls, built) -> InferenceEngine:
-        return cls(built.model, built.tokenizer, built.image_settings, built.spec.image.aspect)
+        return cls(built.model, built.tokenizer, built.image_settings, built.model.config.image_aspect_ratio)
 
     @classmethod
-    def from_export(cls, path: str | Path, aspect: Aspect = "pad") -> InferenceEngine:
+    def from_export(cls, path: str | Path) -> InferenceEngine:
         """An export directory: the model, its tokenizer and image processor saved side by side."""
         from transformers import AutoTokenizer, CLIPImageProcessorPil
 
         model = MQTLlavaForConditionalGeneration.from_pretrained(path)
         settings = ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(path))
-        return cls(model, AutoTokenizer.from_pretrained(path), settings, aspect)
+        return cls(model, AutoTokenizer.from_pretrained(path), settings, model.config.image_aspect_ratio)
 
     @property
     def max_visual_tokens(self) -> int:

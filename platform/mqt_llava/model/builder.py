@@ -103,6 +103,7 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
             vision_feature_layer=spec.vision_tower.feature_layer,
             image_mean=list(settings.mean),
             image_std=list(settings.std),
+            image_aspect_ratio=spec.image.aspect,
         )
     if tokenizer is not None and model.language_model.config.pad_token_id is None:
         model.language_model.config.pad_token_id = tokenizer.pad_token_id

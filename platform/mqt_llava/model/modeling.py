@@ -37,7 +37,9 @@ class MQTLlavaConfig(PreTrainedConfig):
     """Vision tower config + LLM config + the MQT's hyperparameters.
 
     image_mean / image_std are the image processor's; images travel as uint8 and the model
-    normalises them with these, so the data path never holds float pixels.
+    normalises them with these, so the data path never holds float pixels. image_aspect_ratio
+    travels with an export so evaluation and serving preprocess as training did (LLaVA keeps it in
+    its config too).
     """
 
     model_type = "mqt_llava"
@@ -56,6 +58,7 @@ class MQTLlavaConfig(PreTrainedConfig):
     image_token_index: int = IMAGE_TOKEN_INDEX
     image_mean: list[float] | tuple[float, ...] = OPENAI_CLIP_MEAN
     image_std: list[float] | tuple[float, ...] = OPENAI_CLIP_STD
+    image_aspect_ratio: str = "pad"  # how images are fitted to the tower's square: pad | square
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -64,6 +67,8 @@ class MQTLlavaConfig(PreTrainedConfig):
             raise ValueError(f"mqt_order must be one of {ORDERS}, got {self.mqt_order!r}")
         if self.mqt_keys not in KEY_MODES:
             raise ValueError(f"mqt_keys must be one of {KEY_MODES}, got {self.mqt_keys!r}")
+        if self.image_aspect_ratio not in ("pad", "square"):
+            raise ValueError(f"image_aspect_ratio must be pad or square, got {self.image_aspect_ratio!r}")
         if self.num_queries < 1:
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
         layers = self.vision_config.num_hidden_layers
