@@ -194,6 +194,9 @@ def tokenize(rendered: RenderedConversation, tokenizer, add_bos: bool = True) ->
     if add_bos and tokenizer.bos_token_id is not None:
         input_ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE_INDEX)
+    trained_chars = bytearray(len(rendered.text))
+    for start, stop in rendered.supervised:
+        trained_chars[start:stop] = b"\x01" * (stop - start)
     chunks = rendered.text.split(IMAGE_PLACEHOLDER)
     offset = 0
     for i, chunk in enumerate(chunks):
@@ -204,9 +207,8 @@ def tokenize(rendered: RenderedConversation, tokenizer, add_bos: bool = True) ->
         if chunk:
             enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
             for token_id, (_, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
-                last_char = offset + end - 1
-                trained = any(start <= last_char < stop for start, stop in rendered.supervised)
                 input_ids.append(token_id)
+                trained = end > 0 and trained_chars[offset + end - 1]  # empty tokens are never trained
                 labels.append(token_id if trained else IGNORE_INDEX)
         offset += len(chunk)
     return TokenizedSample(input_ids, labels)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from mqt_llava.config import ModelSpec
+from mqt_llava.config import ModelSpec, TokenizerSpec
 from mqt_llava.data.images import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
 from mqt_llava.model.tokenizer import byte_level_tokenizer
@@ -33,10 +33,10 @@ class BuiltModel:
     spec: ModelSpec
 
 
-def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
-    if spec.tokenizer.pretrained is None:
+def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
+    if spec.pretrained is None:
         return byte_level_tokenizer()
-    return AutoTokenizer.from_pretrained(spec.tokenizer.pretrained)
+    return AutoTokenizer.from_pretrained(spec.pretrained)
 
 
 def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
@@ -88,7 +88,7 @@ def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTo
 def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
     """`device="meta"` builds the full architecture without allocating or loading weights."""
     weights = device != "meta"
-    tokenizer = load_tokenizer(spec) if weights else None
+    tokenizer = load_tokenizer(spec.tokenizer) if weights else None
     settings = (
         image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
     )

@@ -1,0 +1,72 @@
+"""Convert LLaVA JSON + image folders into Parquet shards (image bytes embedded) with a rejects report.
+
+    python pipelines/prepare_llava.py --json data/blip_laion_cc_sbu_558k.json \\
+        --image-root data/LLaVA-Pretrain/images --template plain --output shards/558k
+    python pipelines/prepare_llava.py --json data/llava_v1_5_mix665k.json \\
+        --image-root data --template vicuna_v1 --output s3://bucket/shards/665k
+
+Records are checked with the model preset's tokenizer and context length (`--preset`), so a record
+that would not fit is rejected here with its reason, not during training. Exit status 0 means the
+run completed (rejected records included); rerunning skips completed shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.data.conversation import TEMPLATES
+from mqt_llava.data.images import DEFAULT_MAX_PIXELS
+from mqt_llava.data.llava_format import RecordRules
+from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.ray_runtime import init_ray
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", required=True, help="LLaVA JSON array (local path or pyarrow URI)")
+    parser.add_argument("--image-root", help="folder the records' `image` paths are relative to")
+    parser.add_argument("--output", required=True, help="shard directory (local path or pyarrow URI)")
+    parser.add_argument(
+        "--template", required=True, choices=sorted(TEMPLATES), help="plain: 558K, vicuna_v1: 665K"
+    )
+    parser.add_argument("--preset", default="tiny", help="model preset whose tokenizer and context apply")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--shard-mb", type=float, default=256.0, help="target shard size")
+    parser.add_argument("--max-records-per-shard", type=int, default=50_000)
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="larger images are rejected"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, default=4, help="shards converted at once (bounds memory)"
+    )
+    args = parser.parse_args()
+
+    spec = load_config(ModelSpec, preset_path(args.preset), args.overrides)
+    job = PrepareJob(
+        json_path=args.json,
+        image_root=args.image_root,
+        output=args.output,
+        tokenizer=spec.tokenizer,
+        rules=RecordRules(args.template, spec.max_length, spec.mqt.num_queries, args.max_pixels),
+        shard_mb=args.shard_mb,
+        max_records_per_shard=args.max_records_per_shard,
+        max_in_flight=args.max_in_flight,
+    )
+    init_ray()
+    report = prepare(job).as_dict()
+    print(
+        f"read {report['read']}, written {report['written']}, rejected {report['rejected']} "
+        f"(shards converted {report['shards_converted']}, skipped {report['shards_skipped']})"
+    )
+    for reason, count in report["rejected_by_reason"].items():
+        print(f"  rejected {reason}: {count}")
+    print(f"shards, rejects.jsonl and summary.json in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
