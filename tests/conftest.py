@@ -37,6 +37,11 @@ def small_spec(**mqt) -> ModelSpec:
 
 
 @pytest.fixture
+def spec() -> ModelSpec:
+    return small_spec()
+
+
+@pytest.fixture
 def built() -> BuiltModel:
     torch.manual_seed(0)
     result = build_model(small_spec())

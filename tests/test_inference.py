@@ -1,5 +1,4 @@
 import torch
-from conftest import small_spec
 from mqt_llava.config import ImageSpec
 from mqt_llava.data.synthetic import random_scene, render_scene
 from mqt_llava.inference import InferenceEngine, Request
@@ -12,8 +11,8 @@ REQUESTS = [
 ]
 
 
-def test_export_carries_the_aspect_mode(tmp_path):
-    built = build_model(small_spec().model_copy(update={"image": ImageSpec(aspect="square")}))
+def test_export_carries_the_aspect_mode(spec, tmp_path):
+    built = build_model(spec.model_copy(update={"image": ImageSpec(aspect="square")}))
     save_export(built, tmp_path)
     assert InferenceEngine.from_export(tmp_path).aspect == "square"
 

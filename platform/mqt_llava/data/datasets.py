@@ -36,7 +36,7 @@ from mqt_llava.model.modeling import IGNORE_INDEX
 from ray.data import FileShuffleConfig
 
 log = logging.getLogger(__name__)
-MODEL_COLUMNS = ("input_ids", "labels", "pixel_values", "has_image", "length")
+MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")
 
 
 def read_shards(uri: str | list[str], seed: int | None = 0) -> ray.data.Dataset:
@@ -82,7 +82,7 @@ class DecodeImages:
                 keep.append(i)
             except ImageError as exc:  # shards are checked when written; this is a corrupt shard
                 log.warning("dropping record %s: %s", batch["id"][i], exc)
-        out = {name: batch[name][keep] for name in ("input_ids", "labels", "length", "has_image")}
+        out = {name: batch[name][keep] for name in ("id", "input_ids", "labels", "length", "has_image")}
         out["pixel_values"] = np.stack(pixels) if pixels else np.zeros((0, *self.blank.shape), np.uint8)
         return out
 

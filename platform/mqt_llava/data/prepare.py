@@ -15,6 +15,7 @@ Output layout (a local directory or any pyarrow filesystem URI):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -102,17 +103,19 @@ def shard_name(index: int) -> str:
 
 
 def estimated_bytes(record, image_root: str | None) -> int:
+    """Text plus image file size: what the record adds to a shard (malformed records count 0)."""
+    if not isinstance(record, dict):
+        return 0
+    turns = record.get("conversations")
     size = (
-        sum(len(str(t.get("value", ""))) for t in record.get("conversations", []) if isinstance(t, dict))
-        if isinstance(record, dict)
+        sum(len(str(t.get("value", ""))) for t in turns if isinstance(t, dict))
+        if isinstance(turns, list)
         else 0
     )
-    image = record.get("image") if isinstance(record, dict) else None
+    image = record.get("image")
     if image_root is not None and isinstance(image, str):
-        try:
+        with contextlib.suppress(OSError):  # a missing file is rejected later, with its reason
             size += os.stat(Path(image_root) / image).st_size
-        except OSError:
-            pass  # rejected later, with its reason
     return size
 
 
