@@ -4,9 +4,11 @@
     ray job submit -- python jobs/quickstart.py   # the same on a cluster
 
 Steps so far:
-  1. model   build the preset's MQT-LLaVA; for each budget m show the visual tokens, the prefill
+  1. data    write a small synthetic corpus in LLaVA's formats, convert both sets to Parquet shards
+             (rejects counted), and stream a few training batches through Ray Data.
+  2. model   build the preset's MQT-LLaVA; for each budget m show the visual tokens, the prefill
              latency and a greedy answer about one synthetic image; save an export.
-Later issues add: data -> base models -> stage 1 -> stage 2 -> evaluation -> serving.
+Later issues add: base models -> stage 1 -> stage 2 -> evaluation -> serving.
 """
 
 from __future__ import annotations
@@ -20,11 +22,22 @@ from pathlib import Path
 import ray
 import torch
 from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
+from mqt_llava.data.llava_format import RecordRules
+from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.synthetic import random_scene, render_scene
+from mqt_llava.data.synthetic_corpus import (
+    INSTRUCT_JSON,
+    PRETRAIN_IMAGES,
+    PRETRAIN_JSON,
+    CorpusSpec,
+    write_corpus,
+)
 from mqt_llava.inference import InferenceEngine, Request
-from mqt_llava.model.builder import build_model, save_export
+from mqt_llava.model.builder import build_model, image_settings_for, load_tokenizer, save_export
 from mqt_llava.model.stages import format_parameter_report, parameter_report
 from mqt_llava.ray_runtime import init_ray
+from ray.data import DataContext
 
 QUESTION = "What shapes are in the image, and where are they?"
 
@@ -78,6 +91,34 @@ def probe_budgets(spec: ModelSpec, budgets: list[int], export_dir: str, repeats:
     )
 
 
+def step_data(ctx: Context) -> None:
+    corpus = ctx.run_dir / "data"
+    if not (corpus / "corpus.json").exists():
+        write_corpus(corpus, CorpusSpec(seed=0, num_pretrain=400, num_instruct=400, num_eval=100))
+    sets = {
+        "558k": (corpus / PRETRAIN_JSON, corpus / PRETRAIN_IMAGES, "plain"),
+        "665k": (corpus / INSTRUCT_JSON, corpus, "vicuna_v1"),
+    }
+    summary = {}
+    for name, (json_path, image_root, template) in sets.items():
+        rules = RecordRules(template, ctx.spec.max_length, ctx.spec.mqt.num_queries)
+        job = PrepareJob(str(json_path), str(image_root), str(ctx.run_dir / "shards" / name), ctx.spec.tokenizer, rules)
+        report = prepare(job).as_dict()
+        summary[name] = report
+        print(f"{name}: read {report['read']}, written {report['written']}, rejected {report['rejected_by_reason']}")
+
+    pad = load_tokenizer(ctx.spec.tokenizer).pad_token_id
+    dataset = training_dataset(
+        read_shards(str(ctx.run_dir / "shards" / "665k")), ctx.spec, "vicuna_v1", image_settings_for(ctx.spec),
+        decode_actors=1, decode_cpus=0.5,
+    )  # fmt: skip
+    batches = dataset.iter_torch_batches(batch_size=8, collate_fn=LlavaCollate(pad), local_shuffle_buffer_size=64)
+    for i, batch in zip(range(3), batches, strict=False):
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items())
+        print(f"batch {i}: {shapes}")
+    ctx.results["data"] = summary
+
+
 def step_model(ctx: Context) -> None:
     export_dir = ctx.run_dir / "export"
     result = ray.get(probe_budgets.remote(ctx.spec, ctx.budgets, str(export_dir)))
@@ -91,13 +132,11 @@ def step_model(ctx: Context) -> None:
     ctx.results["model"] = result
 
 
-STEPS = [("model", step_model)]
+STEPS = [("data", step_data), ("model", step_model)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
@@ -113,6 +152,7 @@ def main() -> None:
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
 
     where = init_ray()
+    DataContext.get_current().enable_progress_bars = False  # progress comes as periodic lines
     cpus = ray.cluster_resources().get("CPU", 0)
     print(f"Ray: {where} ({cpus:.0f} CPUs); preset {spec.name}; run dir {ctx.run_dir}")
     for i, (name, step) in enumerate(STEPS, 1):

@@ -17,18 +17,14 @@ from mqt_llava.data.synthetic_corpus import CorpusSpec, write_corpus
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--workers", type=int, default=2)
     for f in fields(CorpusSpec):
         if f.name != "image_sizes":
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args()
-    spec = CorpusSpec(
-        **{f.name: getattr(args, f.name) for f in fields(CorpusSpec) if f.name != "image_sizes"}
-    )
+    spec = CorpusSpec(**{f.name: getattr(args, f.name) for f in fields(CorpusSpec) if f.name != "image_sizes"})
     out = write_corpus(args.out, spec, workers=args.workers)
     print(f"corpus written to {out}")
 

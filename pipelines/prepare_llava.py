@@ -24,25 +24,17 @@ from mqt_llava.ray_runtime import init_ray
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="LLaVA JSON array (local path or pyarrow URI)")
     parser.add_argument("--image-root", help="folder the records' `image` paths are relative to")
     parser.add_argument("--output", required=True, help="shard directory (local path or pyarrow URI)")
-    parser.add_argument(
-        "--template", required=True, choices=sorted(TEMPLATES), help="plain: 558K, vicuna_v1: 665K"
-    )
+    parser.add_argument("--template", required=True, choices=sorted(TEMPLATES), help="plain: 558K, vicuna_v1: 665K")
     parser.add_argument("--preset", default="tiny", help="model preset whose tokenizer and context apply")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--shard-mb", type=float, default=256.0, help="target shard size")
     parser.add_argument("--max-records-per-shard", type=int, default=50_000)
-    parser.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="larger images are rejected"
-    )
-    parser.add_argument(
-        "--max-in-flight", type=int, default=4, help="shards converted at once (bounds memory)"
-    )
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="larger images are rejected")
+    parser.add_argument("--max-in-flight", type=int, default=4, help="shards converted at once (bounds memory)")
     args = parser.parse_args()
 
     spec = load_config(ModelSpec, preset_path(args.preset), args.overrides)

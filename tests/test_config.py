@@ -12,9 +12,7 @@ def test_presets_load():
 
 
 def test_overrides_set_nested_fields_with_yaml_types():
-    spec = load_config(
-        ModelSpec, preset_path("tiny"), ["mqt.num_queries=32", "mqt.order=projection_then_attention"]
-    )
+    spec = load_config(ModelSpec, preset_path("tiny"), ["mqt.num_queries=32", "mqt.order=projection_then_attention"])
     assert spec.mqt.num_queries == 32 and spec.mqt.order == "projection_then_attention"
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 

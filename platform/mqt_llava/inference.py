@@ -75,18 +75,12 @@ class InferenceEngine:
         for i, x in enumerate(ids):
             input_ids[i, length - len(x) :] = torch.tensor(x)
             attention_mask[i, length - len(x) :] = 1
-        images = [
-            preprocess_image(r.image, self.image_settings, self.aspect)
-            for r in requests
-            if r.image is not None
-        ]
+        images = [preprocess_image(r.image, self.image_settings, self.aspect) for r in requests if r.image is not None]
         pixel_values = torch.from_numpy(np.stack(images)) if images else None
         return PreparedBatch(input_ids, attention_mask, pixel_values)
 
     @torch.inference_mode()
-    def generate(
-        self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32
-    ) -> list[str]:
+    def generate(self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32) -> list[str]:
         """Greedy answers, one per request."""
         batch = self.prepare(requests)
         output = self.model.generate(

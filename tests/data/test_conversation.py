@@ -34,9 +34,7 @@ CORPUS = [SYSTEM, "What colour is the circle? Red. How many squares are there? T
 def trained_bpe(pre_tokenizer, decoder) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer, tok.decoder = pre_tokenizer, decoder
-    alphabet = (
-        pre_tokenizers.ByteLevel.alphabet() if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) else []
-    )
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) else []
     trainer = trainers.BpeTrainer(
         vocab_size=400,
         special_tokens=list(SPECIAL_TOKENS.values()),
@@ -51,12 +49,8 @@ def trained_bpe(pre_tokenizer, decoder) -> PreTrainedTokenizerFast:
 
 TOKENIZERS = {
     "byte_level_untrained": byte_level_tokenizer,
-    "byte_level_bpe": lambda: trained_bpe(
-        pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    ),
-    "metaspace_bpe": lambda: trained_bpe(
-        pre_tokenizers.Metaspace(), decoders.Metaspace()
-    ),  # Llama/SentencePiece style
+    "byte_level_bpe": lambda: trained_bpe(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()),
+    "metaspace_bpe": lambda: trained_bpe(pre_tokenizers.Metaspace(), decoders.Metaspace()),  # Llama/SentencePiece style
 }
 
 
@@ -96,10 +90,7 @@ def test_text_only_prompt_has_no_image():
 
 def test_image_after_text_moves_to_the_start_of_the_first_human_turn():
     rendered = render(IMAGE_AFTER_TEXT, "vicuna_v1", has_image=True)
-    assert (
-        rendered.text
-        == f"{SYSTEM} USER: <image>\nDescribe this picture. ASSISTANT: Three shapes on a grid.</s>"
-    )
+    assert rendered.text == f"{SYSTEM} USER: <image>\nDescribe this picture. ASSISTANT: Three shapes on a grid.</s>"
 
 
 def test_plain_template_is_image_then_caption_then_newline():
@@ -115,10 +106,7 @@ def test_leading_assistant_turn_is_dropped_as_llava_does():
 
 def test_turn_with_only_the_image_is_valid():
     conv = [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A red circle."}]
-    assert (
-        render(conv, "vicuna_v1", has_image=True).text
-        == f"{SYSTEM} USER: <image> ASSISTANT: A red circle.</s>"
-    )
+    assert render(conv, "vicuna_v1", has_image=True).text == f"{SYSTEM} USER: <image> ASSISTANT: A red circle.</s>"
 
 
 @pytest.mark.parametrize(
@@ -157,15 +145,9 @@ def test_only_assistant_replies_and_their_eos_are_supervised(tokenizer, conversa
     assert all(sample.labels[i] == tokenizer.eos_token_id for i in eos_positions)
     # everything that is not supervised decodes back to the prompt around the replies
     unsupervised = [
-        t
-        for t, label in zip(sample.input_ids, sample.labels, strict=True)
-        if label == IGNORE_INDEX and t >= 0
+        t for t, label in zip(sample.input_ids, sample.labels, strict=True) if label == IGNORE_INDEX and t >= 0
     ]
-    assert (
-        tokenizer.decode(unsupervised, skip_special_tokens=True)
-        .replace(" ", "")
-        .startswith(SYSTEM.replace(" ", ""))
-    )
+    assert tokenizer.decode(unsupervised, skip_special_tokens=True).replace(" ", "").startswith(SYSTEM.replace(" ", ""))
 
 
 def test_plain_supervises_caption_and_newline_only(tokenizer):

@@ -70,8 +70,7 @@ def test_665k_format_has_text_only_records_and_llava_folders(corpus):
     }
     tokenizer = byte_level_tokenizer()
     rows = [
-        check_record(r, i, str(corpus), tokenizer, RULES.__class__("vicuna_v1", 1024, 8))
-        for i, r in enumerate(records)
+        check_record(r, i, str(corpus), tokenizer, RULES.__class__("vicuna_v1", 1024, 8)) for i, r in enumerate(records)
     ]
     assert not [r for r in rows if isinstance(r, Rejected)]
 
@@ -104,7 +103,5 @@ def digest(root):
 def test_same_seed_gives_byte_identical_corpus(corpus, tmp_path):
     again = write_corpus(tmp_path / "again", SMALL, workers=2, log=lambda _: None)
     assert digest(again) == digest(corpus)
-    other = write_corpus(
-        tmp_path / "other", CorpusSpec(**{**SMALL.__dict__, "seed": 4}), workers=1, log=lambda _: None
-    )
+    other = write_corpus(tmp_path / "other", CorpusSpec(**{**SMALL.__dict__, "seed": 4}), workers=1, log=lambda _: None)
     assert digest(other) != digest(corpus)

@@ -41,17 +41,13 @@ def rows_by_id(ds):
 def test_pipeline_rows_equal_direct_preprocessing(ray_local, odd_shards):
     odd, shards, job = odd_shards
     prepare(job, log=lambda _: None)
-    rows = rows_by_id(
-        training_dataset(read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5)
-    )
+    rows = rows_by_id(training_dataset(read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5))
     assert set(rows) == set(odd.accepted)
     tokenizer = byte_level_tokenizer()
     original = {str(r["id"]): r for r in json.loads(odd.json_path.read_text())}
     for rid, path in odd.accepted.items():
         row = original[rid]
-        sample = build_sample(
-            row["conversations"], "vicuna_v1", tokenizer, path is not None, RULES.max_length, 8
-        )
+        sample = build_sample(row["conversations"], "vicuna_v1", tokenizer, path is not None, RULES.max_length, 8)
         assert list(rows[rid]["input_ids"]) == sample.input_ids
         assert list(rows[rid]["labels"]) == sample.labels
         assert rows[rid]["has_image"] == (path is not None)
@@ -66,9 +62,7 @@ def test_small_json_path_gives_the_same_rows_as_shards(ray_local, odd_shards):
     ds, rejects = read_llava_json(str(odd.json_path), str(odd.image_root), byte_level_tokenizer(), RULES)
     assert {r.id: r.reason for r in rejects} == odd.rejected
     from_json = rows_by_id(training_dataset(ds, SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5))
-    from_shards = rows_by_id(
-        training_dataset(read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5)
-    )
+    from_shards = rows_by_id(training_dataset(read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5))
     assert from_json.keys() == from_shards.keys()
     for rid in from_json:
         assert list(from_json[rid]["input_ids"]) == list(from_shards[rid]["input_ids"])
@@ -113,3 +107,9 @@ def test_two_train_workers_stream_equal_disjoint_shards(ray_local, tmp_path):
     assert len(ranks[0]["ids"]) == len(ranks[1]["ids"]) == 32  # equal splits
     assert not set(ranks[0]["ids"]) & set(ranks[1]["ids"])  # disjoint
     assert torch.tensor([len(r["ids"]) for r in ranks]).sum() == 64
+
+
+def test_a_pipeline_that_would_starve_its_reads_is_refused(ray_local, odd_shards):
+    _, shards, _ = odd_shards
+    with pytest.raises(ValueError, match="asks for 2.25 CPUs"):
+        training_dataset(read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_actors=2, decode_cpus=1.0)

@@ -31,9 +31,7 @@ def test_shards_keep_every_accepted_record_and_report_every_reject(ray_local, tm
 
     total = len(odd.accepted) + len(odd.rejected)
     assert (report.read, report.written) == (total, len(odd.accepted))
-    assert dict(report.rejected) == {
-        r: list(odd.rejected.values()).count(r) for r in set(odd.rejected.values())
-    }
+    assert dict(report.rejected) == {r: list(odd.rejected.values()).count(r) for r in set(odd.rejected.values())}
     assert report.shards_converted == -(-total // 5)
 
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
@@ -44,9 +42,7 @@ def test_shards_keep_every_accepted_record_and_report_every_reject(ray_local, tm
 
     rows = read_rows(out)  # the Parquet round trip
     assert set(rows) == set(odd.accepted)
-    original = {
-        str(r["id"]): r for r in json.loads(odd.json_path.read_text()) if str(r["id"]) in odd.accepted
-    }
+    original = {str(r["id"]): r for r in json.loads(odd.json_path.read_text()) if str(r["id"]) in odd.accepted}
     for rid, row in rows.items():
         assert row["conversations"] == original[rid]["conversations"]
         path = odd.accepted[rid]
@@ -93,7 +89,5 @@ def test_cli_exits_zero_with_rejects_and_nonzero_when_the_run_fails(tmp_path):
     assert f"read {len(odd.accepted) + len(odd.rejected)}, written {len(odd.accepted)}" in done.stdout
     assert "rejected image_too_large: 1" in done.stdout and "rejected missing_image_file: 1" in done.stdout
 
-    failed = run_cli(
-        "--json", str(tmp_path / "absent.json"), "--template", "plain", "--output", str(tmp_path / "o2")
-    )
+    failed = run_cli("--json", str(tmp_path / "absent.json"), "--template", "plain", "--output", str(tmp_path / "o2"))
     assert failed.returncode != 0 and "absent.json" in failed.stderr

@@ -25,7 +25,7 @@ def test_quickstart_reports_every_budget_and_writes_a_loadable_export(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "step 1/1: model" in done.stdout
+    assert "step 1/2: data" in done.stdout and "step 2/2: model" in done.stdout
 
     result = json.loads((tmp_path / "summary.json").read_text())["model"]
     rows = result["rows"]

@@ -18,24 +18,18 @@ CHAT = [{"from": "human", "value": "Say hello."}, {"from": "gpt", "value": "Hell
 
 def batch(built, records, padding_side="right"):
     """Tokenize LLaVA records and pad them into a batch, one image per image record."""
-    samples = [
-        build_sample(conv, "vicuna_v1", built.tokenizer, has_image, 512, 8) for conv, has_image in records
-    ]
+    samples = [build_sample(conv, "vicuna_v1", built.tokenizer, has_image, 512, 8) for conv, has_image in records]
     length = max(len(s.input_ids) for s in samples)
     pad = built.tokenizer.pad_token_id
     ids = torch.full((len(samples), length), pad)
     labels = torch.full((len(samples), length), IGNORE_INDEX)
     mask = torch.zeros(len(samples), length, dtype=torch.long)
     for i, s in enumerate(samples):
-        span = (
-            slice(length - len(s.input_ids), length) if padding_side == "left" else slice(0, len(s.input_ids))
-        )
+        span = slice(length - len(s.input_ids), length) if padding_side == "left" else slice(0, len(s.input_ids))
         ids[i, span], labels[i, span], mask[i, span] = torch.tensor(s.input_ids), torch.tensor(s.labels), 1
     gen = torch.Generator().manual_seed(0)
     n_images = sum(has_image for _, has_image in records)
-    pixels = (
-        torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=gen) if n_images else None
-    )
+    pixels = torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=gen) if n_images else None
     return ids, mask, labels, pixels
 
 
@@ -57,12 +51,8 @@ def test_placeholder_becomes_exactly_m_ignored_positions(built):
 
 def test_mixed_batch_forward_gives_a_loss_and_per_m_lengths(built):
     ids, mask, labels, pixels = batch(built, [(QUESTION, True), (CHAT, False), (QUESTION, True)])
-    out4 = built.model(
-        input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, num_visual_tokens=4
-    )
-    out8 = built.model(
-        input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, num_visual_tokens=8
-    )
+    out4 = built.model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, num_visual_tokens=4)
+    out8 = built.model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, num_visual_tokens=8)
     assert out8.logits.shape[1] - out4.logits.shape[1] == 4
     assert torch.isfinite(out4.loss) and out4.loss > 0
 
@@ -70,9 +60,7 @@ def test_mixed_batch_forward_gives_a_loss_and_per_m_lengths(built):
 def test_text_only_sample_is_unaffected_by_the_image_next_to_it(built):
     ids, mask, labels, pixels = batch(built, [(QUESTION, True), (CHAT, False)])
     alone = batch(built, [(CHAT, False)])
-    mixed = built.model(input_ids=ids, attention_mask=mask, pixel_values=pixels, num_visual_tokens=8).logits[
-        1
-    ]
+    mixed = built.model(input_ids=ids, attention_mask=mask, pixel_values=pixels, num_visual_tokens=8).logits[1]
     single = built.model(input_ids=alone[0], attention_mask=alone[1]).logits[0]
     torch.testing.assert_close(mixed[: single.shape[0]], single, rtol=1e-4, atol=1e-5)
 
@@ -118,9 +106,7 @@ def test_generation_is_greedy_deterministic_and_batch_independent(built):
     records = [(QUESTION, True), (CHAT, False)]
     kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=built.tokenizer.pad_token_id)
     ids, mask, _, pixels = batch(built, records, padding_side="left")
-    together = built.model.generate(
-        ids, attention_mask=mask, pixel_values=pixels, num_visual_tokens=4, **kwargs
-    )
+    together = built.model.generate(ids, attention_mask=mask, pixel_values=pixels, num_visual_tokens=4, **kwargs)
     assert together.shape[0] == 2
     for i, record in enumerate(records):
         one_ids, one_mask, _, one_pixels = batch(built, [record], padding_side="left")

@@ -9,9 +9,7 @@ VARIANTS = list(itertools.product(ORDERS, KEY_MODES))
 
 def make(order="attention_then_projection", keys="content_and_position", num_queries=16):
     torch.manual_seed(0)
-    return MatryoshkaQueryTransformer(
-        num_queries, vision_width=32, llm_width=48, num_heads=4, order=order, keys=keys
-    )
+    return MatryoshkaQueryTransformer(num_queries, vision_width=32, llm_width=48, num_heads=4, order=order, keys=keys)
 
 
 @pytest.mark.parametrize(("order", "keys"), VARIANTS)
@@ -58,9 +56,7 @@ def test_position_only_keys_ignore_the_image_and_content_keys_do_not():
     for keys, same in (("position_only", True), ("content_and_position", False)):
         mqt = make(keys=keys)
         keys_seen = []
-        hook = mqt.k_proj.register_forward_hook(
-            lambda module, args, out, into=keys_seen: into.append(args[0])
-        )
+        hook = mqt.k_proj.register_forward_hook(lambda module, args, out, into=keys_seen: into.append(args[0]))
         for grid in grids:
             mqt(grid, 4)
         hook.remove()

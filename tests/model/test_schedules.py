@@ -22,9 +22,7 @@ def test_linear_schedule_always_reaches_M():
     assert schedule_support("linear", 5, 1) == (1, 2, 3, 4, 5)
 
 
-@pytest.mark.parametrize(
-    ("kind", "m", "step"), [("cubic", 8, 2), ("linear", 0, 2), ("linear", 8, 0), ("linear", 8, 9)]
-)
+@pytest.mark.parametrize(("kind", "m", "step"), [("cubic", 8, 2), ("linear", 0, 2), ("linear", 8, 0), ("linear", 8, 9)])
 def test_bad_schedules_are_refused(kind, m, step):
     with pytest.raises(ValueError):
         schedule_support(kind, m, step)

@@ -113,16 +113,12 @@ def normalize_turns(conversations: list[dict[str, Any]], has_image: bool) -> lis
             f"an image record needs exactly one {IMAGE_PLACEHOLDER}, found {placeholders}",
         )
     if not has_image and placeholders:
-        raise MalformedConversation(
-            "image_placeholder_mismatch", f"a text-only record contains {IMAGE_PLACEHOLDER}"
-        )
+        raise MalformedConversation("image_placeholder_mismatch", f"a text-only record contains {IMAGE_PLACEHOLDER}")
     if any(IMAGE_PLACEHOLDER in text for role, text in turns if role == "gpt"):
         raise MalformedConversation("image_placeholder_mismatch", f"{IMAGE_PLACEHOLDER} in an assistant turn")
 
     # A turn holding only the image is valid (LLaVA renders it as "<image>"); other turns need text.
-    if any(
-        not text.replace(IMAGE_PLACEHOLDER, "").strip() and IMAGE_PLACEHOLDER not in text for _, text in turns
-    ):
+    if any(not text.replace(IMAGE_PLACEHOLDER, "").strip() and IMAGE_PLACEHOLDER not in text for _, text in turns):
         raise MalformedConversation("empty_text", "a turn has empty text")
     turns = [(role, text.replace(IMAGE_PLACEHOLDER, "").strip()) for role, text in turns]
     if has_image:
@@ -130,9 +126,7 @@ def normalize_turns(conversations: list[dict[str, Any]], has_image: bool) -> lis
     return turns
 
 
-def render(
-    conversations: list[dict[str, Any]], template: str | Template, has_image: bool
-) -> RenderedConversation:
+def render(conversations: list[dict[str, Any]], template: str | Template, has_image: bool) -> RenderedConversation:
     template = get_template(template) if isinstance(template, str) else template
     if template is PLAIN:
         return _render_plain(conversations, has_image)
@@ -178,9 +172,7 @@ def _render_plain(conversations: list[dict[str, Any]], has_image: bool) -> Rende
 
 def tokenize_prompt(prompt: str, tokenizer, add_bos: bool = True) -> list[int]:
     """Token ids of a generation prompt, with IMAGE_TOKEN_INDEX for its `<image>`."""
-    return tokenize(
-        RenderedConversation(prompt, (), IMAGE_PLACEHOLDER in prompt), tokenizer, add_bos
-    ).input_ids
+    return tokenize(RenderedConversation(prompt, (), IMAGE_PLACEHOLDER in prompt), tokenizer, add_bos).input_ids
 
 
 def tokenize(rendered: RenderedConversation, tokenizer, add_bos: bool = True) -> TokenizedSample:

@@ -1,7 +1,7 @@
 """Ray Data pipelines that feed training: shards (or a small JSON) -> tokens -> decoded uint8 images.
 
     read_shards / read_llava_json      rows of SHARD_SCHEMA
-    -> TokenizeConversations          input_ids, labels (ragged), length, has_image
+    -> tokenize_conversations         input_ids, labels (ragged), length, has_image (fused with the read)
     -> DecodeImages (actor pool)      pixel_values (3, H, W) uint8; the image bytes are dropped
     -> TorchTrainer(datasets=...)     equal streaming splits, one per worker
     -> iter_torch_batches(collate_fn=LlavaCollate(pad_id))   right-padded to the batch's longest
@@ -13,6 +13,7 @@ global shuffle, so a 558K epoch streams without materialising the dataset.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Iterator
@@ -39,10 +40,10 @@ log = logging.getLogger(__name__)
 MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")
 
 
-def read_shards(uri: str | list[str], seed: int | None = 0) -> ray.data.Dataset:
+def read_shards(uri: str | list[str], seed: int | None = 0, num_cpus: float = 0.25) -> ray.data.Dataset:
     """Parquet shards written by prepare_llava (local path or pyarrow URI); files in seeded order."""
     shuffle = FileShuffleConfig(seed=seed) if seed is not None else None
-    return ray.data.read_parquet(uri, shuffle=shuffle, file_extensions=["parquet"])
+    return ray.data.read_parquet(uri, shuffle=shuffle, file_extensions=["parquet"], num_cpus=num_cpus)
 
 
 def read_llava_json(
@@ -76,9 +77,7 @@ class DecodeImages:
                 keep.append(i)
                 continue
             try:
-                pixels.append(
-                    preprocess_image(decode_image(data, self.max_pixels), self.settings, self.aspect)
-                )
+                pixels.append(preprocess_image(decode_image(data, self.max_pixels), self.settings, self.aspect))
                 keep.append(i)
             except ImageError as exc:  # shards are checked when written; this is a corrupt shard
                 log.warning("dropping record %s: %s", batch["id"][i], exc)
@@ -87,38 +86,39 @@ class DecodeImages:
         return out
 
 
-class TokenizeConversations:
-    """Template + tokenize + mask; ragged int32 input_ids / labels, their length, has_image."""
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(spec_json: str):
+    from mqt_llava.model.builder import load_tokenizer
 
-    def __init__(self, tokenizer: TokenizerSpec, rules: RecordRules) -> None:
-        from mqt_llava.model.builder import load_tokenizer
+    return load_tokenizer(TokenizerSpec.model_validate_json(spec_json))
 
-        self.tokenizer, self.rules = load_tokenizer(tokenizer), rules
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ids, labels, keep = [], [], []
-        has_image = np.array([data is not None for data in batch["image"]], dtype=bool)
-        for i, conversation in enumerate(batch["conversations"]):
-            turns = [{"from": t["from"], "value": t["value"]} for t in conversation]
-            try:
-                sample = build_sample(
-                    turns, self.rules.template, self.tokenizer, bool(has_image[i]),
-                    self.rules.max_length, self.rules.visual_tokens,
-                )  # fmt: skip
-            except MalformedConversation as exc:  # e.g. shards prepared with another tokenizer
-                log.warning("dropping record %s: %s", batch["id"][i], exc)
-                continue
-            ids.append(np.asarray(sample.input_ids, dtype=np.int32))
-            labels.append(np.asarray(sample.labels, dtype=np.int32))
-            keep.append(i)
-        return {
-            "id": batch["id"][keep],
-            "image": batch["image"][keep],
-            "has_image": has_image[keep],
-            "input_ids": ragged(ids),
-            "labels": ragged(labels),
-            "length": np.array([len(x) for x in ids], dtype=np.int32),
-        }
+def tokenize_conversations(batch: dict[str, np.ndarray], tokenizer: TokenizerSpec, rules: RecordRules) -> dict:
+    """Template + tokenize + mask; ragged int32 input_ids / labels, their length, has_image.
+
+    A plain function (the tokenizer is cached per worker process), so Ray Data runs it in the
+    same tasks as the Parquet read instead of a separate actor stage."""
+    tok = cached_tokenizer(tokenizer.model_dump_json())
+    ids, labels, keep = [], [], []
+    has_image = np.array([data is not None for data in batch["image"]], dtype=bool)
+    for i, conversation in enumerate(batch["conversations"]):
+        turns = [{"from": t["from"], "value": t["value"]} for t in conversation]
+        try:
+            sample = build_sample(turns, rules.template, tok, bool(has_image[i]), rules.max_length, rules.visual_tokens)
+        except MalformedConversation as exc:  # e.g. shards prepared with another tokenizer
+            log.warning("dropping record %s: %s", batch["id"][i], exc)
+            continue
+        ids.append(np.asarray(sample.input_ids, dtype=np.int32))
+        labels.append(np.asarray(sample.labels, dtype=np.int32))
+        keep.append(i)
+    return {
+        "id": batch["id"][keep],
+        "image": batch["image"][keep],
+        "has_image": has_image[keep],
+        "input_ids": ragged(ids),
+        "labels": ragged(labels),
+        "length": np.array([len(x) for x in ids], dtype=np.int32),
+    }
 
 
 def ragged(arrays: list[np.ndarray]) -> np.ndarray:
@@ -133,18 +133,23 @@ def training_dataset(
     template: str,
     image_settings: ImageSettings,
     decode_actors: int = 2,
-    decode_cpus: float = 1.0,
+    decode_cpus: float = 0.75,
+    tokenize_cpus: float = 0.25,
     batch_size: int = 64,
 ) -> ray.data.Dataset:
-    """Rows of SHARD_SCHEMA -> rows with MODEL_COLUMNS, ready for LlavaCollate."""
+    """Rows of SHARD_SCHEMA -> rows with MODEL_COLUMNS, ready for LlavaCollate.
+
+    CPU requests are logical: decode actors take `decode_cpus` each and tokenize tasks
+    `tokenize_cpus`, so on a small machine the read, tokenize and decode stages all fit beside the
+    consumer (a pipeline whose actors reserve every CPU leaves none for reading and stalls)."""
+    check_data_cpus(decode_actors * decode_cpus + tokenize_cpus)
     rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
     tokenized = source.map_batches(
-        TokenizeConversations,
-        fn_constructor_kwargs=dict(tokenizer=spec.tokenizer, rules=rules),
+        tokenize_conversations,
+        fn_kwargs=dict(tokenizer=spec.tokenizer, rules=rules),
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=(1, decode_actors),
-        num_cpus=decode_cpus / 2,
+        num_cpus=tokenize_cpus,
     )
     return tokenized.map_batches(
         DecodeImages,
@@ -154,6 +159,18 @@ def training_dataset(
         concurrency=(1, decode_actors),
         num_cpus=decode_cpus,
     )
+
+
+def check_data_cpus(requested: float) -> None:
+    """Refuse a pipeline whose stages cannot all be scheduled at once: it would stall, not fail."""
+    if not ray.is_initialized():
+        return
+    available = ray.cluster_resources().get("CPU", 0)
+    if requested >= available:
+        raise ValueError(
+            f"the data pipeline asks for {requested:g} CPUs (decode actors + tokenize tasks) but the cluster "
+            f"has {available:g}; lower decode_actors / decode_cpus so reads can still be scheduled"
+        )
 
 
 class LlavaCollate:
@@ -175,9 +192,7 @@ class LlavaCollate:
             attention_mask[i, : len(ids)] = 1
         has_image = torch.from_numpy(np.asarray(batch["has_image"], dtype=bool))
         pixel_values = torch.from_numpy(np.ascontiguousarray(batch["pixel_values"]))[has_image]
-        return dict(
-            input_ids=input_ids, labels=labels, attention_mask=attention_mask, pixel_values=pixel_values
-        )
+        return dict(input_ids=input_ids, labels=labels, attention_mask=attention_mask, pixel_values=pixel_values)
 
 
 def modality_grouped_batches(

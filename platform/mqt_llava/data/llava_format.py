@@ -111,9 +111,7 @@ def record_id(record: Any, position: int) -> str:
     return f"<record {position}>"
 
 
-def check_record(
-    record: Any, position: int, image_root: str | None, tokenizer, rules: RecordRules
-) -> dict | Rejected:
+def check_record(record: Any, position: int, image_root: str | None, tokenizer, rules: RecordRules) -> dict | Rejected:
     """One LLaVA record -> a row of SHARD_SCHEMA, or the reason it cannot be one."""
     rid = record_id(record, position)
     if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):

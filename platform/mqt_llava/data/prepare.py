@@ -107,11 +107,7 @@ def estimated_bytes(record, image_root: str | None) -> int:
     if not isinstance(record, dict):
         return 0
     turns = record.get("conversations")
-    size = (
-        sum(len(str(t.get("value", ""))) for t in turns if isinstance(t, dict))
-        if isinstance(turns, list)
-        else 0
-    )
+    size = sum(len(str(t.get("value", ""))) for t in turns if isinstance(t, dict)) if isinstance(turns, list) else 0
     image = record.get("image")
     if image_root is not None and isinstance(image, str):
         with contextlib.suppress(OSError):  # a missing file is rejected later, with its reason

@@ -100,9 +100,7 @@ def cell_name(row: int, col: int, grid: int) -> str:
         if (vertical, horizontal) == ("middle", "center"):
             return "center"
         return (
-            horizontal
-            if vertical == "middle"
-            else (vertical if horizontal == "center" else f"{vertical} {horizontal}")
+            horizontal if vertical == "middle" else (vertical if horizontal == "center" else f"{vertical} {horizontal}")
         )
     return f"row {row + 1}, column {col + 1}"
 
@@ -212,20 +210,14 @@ def ask(scene: Scene, kind: str, rng: random.Random) -> QA | None:
             return QA(kind, "How many objects are there in the image?", str(len(objects)))
         if target == "shape":
             shape = rng.choice(SHAPES)
-            return QA(
-                kind, f"How many {plural(shape)} are there?", str(sum(o.shape == shape for o in objects))
-            )
+            return QA(kind, f"How many {plural(shape)} are there?", str(sum(o.shape == shape for o in objects)))
         colour = rng.choice(sorted({o.colour for o in objects}))
-        return QA(
-            kind, f"How many {colour} objects are there?", str(sum(o.colour == colour for o in objects))
-        )
+        return QA(kind, f"How many {colour} objects are there?", str(sum(o.colour == colour for o in objects)))
     if kind == "position":
         o = rng.choice(objects)
         if unique(scene, shape=o.shape, colour=o.colour) is None:
             return None
-        return QA(
-            kind, f"Where is the {o.colour} {o.shape}?", capitalise(cell_name(o.row, o.col, scene.grid))
-        )
+        return QA(kind, f"Where is the {o.colour} {o.shape}?", capitalise(cell_name(o.row, o.col, scene.grid)))
     if kind == "size":
         o = rng.choice(objects)
         if unique(scene, shape=o.shape, colour=o.colour) is None:
@@ -254,9 +246,7 @@ def detailed_description(scene: Scene) -> str:
     noun = "object" if count == 1 else "objects"
     sentences = [f"The image shows {NUMBER_WORDS[count]} {noun} on a {scene.grid} by {scene.grid} layout."]
     for o in scene.objects:
-        sentences.append(
-            capitalise(f"{cell_phrase(o.row, o.col, scene.grid)} there is {article(o.name)} {o.name}.")
-        )
+        sentences.append(capitalise(f"{cell_phrase(o.row, o.col, scene.grid)} there is {article(o.name)} {o.name}."))
     return " ".join(sentences)
 
 

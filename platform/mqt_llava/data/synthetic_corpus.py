@@ -117,19 +117,13 @@ def write_items(
             log(f"[synthetic] {label}: {done}/{count} at {rate:.0f}/s, ETA {(count - done) / rate:.0f}s")
 
 
-def write_corpus(
-    out: str | Path, spec: CorpusSpec, workers: int = 2, log: Callable[[str], None] = print
-) -> Path:
+def write_corpus(out: str | Path, spec: CorpusSpec, workers: int = 2, log: Callable[[str], None] = print) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pretrain = list(
-            write_items(out, partial(pretrain_item, spec), spec.num_pretrain, pool, log, "pretrain")
-        )
+        pretrain = list(write_items(out, partial(pretrain_item, spec), spec.num_pretrain, pool, log, "pretrain"))
         (out / PRETRAIN_JSON).write_text(json.dumps(pretrain, indent=1))
-        instruct = list(
-            write_items(out, partial(instruct_item, spec), spec.num_instruct, pool, log, "instruct")
-        )
+        instruct = list(write_items(out, partial(instruct_item, spec), spec.num_instruct, pool, log, "instruct"))
         (out / INSTRUCT_JSON).write_text(json.dumps(instruct, indent=1))
         scenes = write_items(out, partial(eval_item, spec), spec.num_eval, pool, log, "eval")
         (out / EVAL_SCENES).parent.mkdir(parents=True, exist_ok=True)

@@ -51,9 +51,7 @@ def image_settings_for(spec: ModelSpec) -> ImageSettings:
     with OpenAI CLIP statistics."""
     if spec.vision_tower.pretrained is not None:
         try:
-            return ImageSettings.from_processor(
-                CLIPImageProcessorPil.from_pretrained(spec.vision_tower.pretrained)
-            )
+            return ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(spec.vision_tower.pretrained))
         except OSError:
             pass  # a tower saved without preprocessor_config.json
     return ImageSettings.square_of(vision_architecture(spec).image_size)
@@ -89,9 +87,7 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
     """`device="meta"` builds the full architecture without allocating or loading weights."""
     weights = device != "meta"
     tokenizer = load_tokenizer(spec.tokenizer) if weights else None
-    settings = (
-        image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
-    )
+    settings = image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
     with torch.device(device):
         model = MQTLlavaForConditionalGeneration.from_parts(
             build_vision_tower(spec, weights),

@@ -73,9 +73,7 @@ class MQTLlavaConfig(PreTrainedConfig):
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
         layers = self.vision_config.num_hidden_layers
         if not -layers <= self.vision_feature_layer <= layers:
-            raise ValueError(
-                f"vision_feature_layer {self.vision_feature_layer} is outside the tower's {layers} layers"
-            )
+            raise ValueError(f"vision_feature_layer {self.vision_feature_layer} is outside the tower's {layers} layers")
 
 
 @dataclass
@@ -132,9 +130,7 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
             "vision_config": vision_tower.config._attn_implementation,
             "text_config": language_model.config._attn_implementation,
         }
-        config = MQTLlavaConfig(
-            vision_config=vision_tower.config, text_config=language_model.config, **mqt_kwargs
-        )
+        config = MQTLlavaConfig(vision_config=vision_tower.config, text_config=language_model.config, **mqt_kwargs)
         model = cls(config, vision_tower=vision_tower, language_model=language_model)
         # The composite config shares the parts' configs and resets their attention implementation
         # on creation; without restoring it the parts fall back to a different attention path.
@@ -167,9 +163,7 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return self.language_model.get_output_embeddings()
 
     def resolve_num_visual_tokens(self, num_visual_tokens: int | None) -> int:
-        return self.mqt.check_num_tokens(
-            self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens
-        )
+        return self.mqt.check_num_tokens(self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens)
 
     def grid_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) images -> (n, H'W', vision_width) features of the selected layer, CLS dropped.
@@ -217,9 +211,7 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError(f"input_ids hold {num_images} image placeholders but {given} images were given")
 
         text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
-        visual = (
-            self.encode_images(pixel_values, num_visual_tokens).to(text_embeds.dtype) if num_images else None
-        )
+        visual = self.encode_images(pixel_values, num_visual_tokens).to(text_embeds.dtype) if num_images else None
 
         embeds, new_labels = [], []
         image_i = 0

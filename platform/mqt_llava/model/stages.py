@@ -31,12 +31,8 @@ def parameter_report(model: nn.Module) -> dict[str, PartCount]:
     report = {}
     for part in PARTS:
         params = list(getattr(model, part).parameters())
-        report[part] = PartCount(
-            sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-        )
-    report["all"] = PartCount(
-        sum(c.trainable for c in report.values()), sum(c.total for c in report.values())
-    )
+        report[part] = PartCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+    report["all"] = PartCount(sum(c.trainable for c in report.values()), sum(c.total for c in report.values()))
     return report
 
 
