@@ -13,7 +13,6 @@ global shuffle, so a 558K epoch streams without materialising the dataset.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from mqt_llava.data.images import (
     preprocess_image,
 )
 from mqt_llava.data.llava_format import SHARD_SCHEMA, RecordRules, Rejected, check_record, iter_json_records
+from mqt_llava.model.builder import cached_tokenizer
 from mqt_llava.model.modeling import IGNORE_INDEX
 from ray.data import FileShuffleConfig
 
@@ -86,19 +86,12 @@ class DecodeImages:
         return out
 
 
-@functools.lru_cache(maxsize=4)
-def cached_tokenizer(spec_json: str):
-    from mqt_llava.model.builder import load_tokenizer
-
-    return load_tokenizer(TokenizerSpec.model_validate_json(spec_json))
-
-
 def tokenize_conversations(batch: dict[str, np.ndarray], tokenizer: TokenizerSpec, rules: RecordRules) -> dict:
     """Template + tokenize + mask; ragged int32 input_ids / labels, their length, has_image.
 
     A plain function (the tokenizer is cached per worker process), so Ray Data runs it in the
     same tasks as the Parquet read instead of a separate actor stage."""
-    tok = cached_tokenizer(tokenizer.model_dump_json())
+    tok = cached_tokenizer(tokenizer)
     ids, labels, keep = [], [], []
     has_image = np.array([data is not None for data in batch["image"]], dtype=bool)
     for i, conversation in enumerate(batch["conversations"]):

@@ -16,7 +16,6 @@ Output layout (a local directory or any pyarrow filesystem URI):
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import time
@@ -38,6 +37,7 @@ from mqt_llava.data.llava_format import (
     iter_json_records_with_progress,
     json_size,
 )
+from mqt_llava.model.builder import cached_tokenizer
 
 
 @dataclass(frozen=True)
@@ -130,16 +130,9 @@ def plan_shards(job: PrepareJob) -> Iterator[tuple[int, list[tuple[int, object]]
         yield index, items, offset
 
 
-@functools.lru_cache(maxsize=4)
-def cached_tokenizer(spec_json: str):
-    from mqt_llava.model.builder import load_tokenizer
-
-    return load_tokenizer(TokenizerSpec.model_validate_json(spec_json))
-
-
 @ray.remote(max_retries=2)
 def convert_shard(index: int, items: list, job: PrepareJob) -> dict:
-    tokenizer = cached_tokenizer(job.tokenizer.model_dump_json())
+    tokenizer = cached_tokenizer(job.tokenizer)
     rows, rejects = [], []
     for position, record in items:
         result = check_record(record, position, job.image_root, tokenizer, job.rules)

@@ -7,6 +7,7 @@ built with random weights. `device="meta"` sizes any preset without weights or d
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,12 @@ def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
     if spec.pretrained is None:
         return byte_level_tokenizer()
     return AutoTokenizer.from_pretrained(spec.pretrained)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
+    """One tokenizer per spec and process: data tasks and actors call this for every batch."""
+    return load_tokenizer(spec)
 
 
 def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:

@@ -1,0 +1,121 @@
+"""Typed run configs: pydantic models loaded from YAML, with `--set a.b=c` overrides.
+
+Unknown keys are errors (a typo must not silently fall back to a default) and every validation
+error names the field's dotted path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+Strict = ConfigDict(extra="forbid", frozen=True)
+
+
+class PretrainedPart(BaseModel):
+    """A Hugging Face part: `pretrained` (a directory or hub name) loads weights; `architecture`
+    (the part's config.json fields) builds it without a download, with random weights, or on the
+    meta device to size it."""
+
+    model_config = Strict
+    pretrained: str | None = None
+    architecture: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.pretrained is None and self.architecture is None:
+            raise ValueError("set `pretrained` (directory or hub name) or `architecture`")
+        return self
+
+
+class VisionTowerSpec(PretrainedPart):
+    feature_layer: int = -2  # LLaVA: the penultimate layer; CLS is always dropped
+
+
+class LLMSpec(PretrainedPart):
+    pass
+
+
+class TokenizerSpec(BaseModel):
+    model_config = Strict
+    pretrained: str | None = None  # None: an untrained byte-level tokenizer (random-init LLMs)
+
+
+class MQTSpec(BaseModel):
+    model_config = Strict
+    num_queries: int = Field(256, ge=1, description="M, the largest visual-token budget")
+    num_heads: int = Field(8, ge=1)
+    order: Literal["attention_then_projection", "projection_then_attention"] = "attention_then_projection"
+    keys: Literal["content_and_position", "position_only"] = "content_and_position"
+
+
+class ImageSpec(BaseModel):
+    model_config = Strict
+    aspect: Literal["pad", "square"] = "pad"
+
+
+class ModelSpec(BaseModel):
+    model_config = Strict
+    name: str
+    vision_tower: VisionTowerSpec
+    llm: LLMSpec
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    mqt: MQTSpec = MQTSpec()
+    image: ImageSpec = ImageSpec()
+    max_length: int = Field(2048, ge=8, description="LLM context, visual tokens included")
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b=c' -> (['a', 'b'], yaml-parsed c)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def preset_path(preset: str, name: str = "model") -> Path:
+    path = CONFIG_DIR / preset / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir()) if CONFIG_DIR.is_dir() else []
+        raise ConfigError(f"no config {name!r} for preset {preset!r} at {path}; presets: {known}")
+    return path

@@ -1,0 +1,107 @@
+"""The one inference engine: (image, question) -> answer at a chosen visual-token budget.
+
+Evaluation and serving both go through it, so the prompt (vicuna_v1), the image preprocessing and
+the padding are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mqt_llava.data.conversation import generation_prompt, tokenize_prompt
+from mqt_llava.data.images import Aspect, ImageSettings, preprocess_image
+from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+
+
+@dataclass
+class Request:
+    question: str
+    image: Image.Image | None = None
+
+
+@dataclass
+class PreparedBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor | None
+
+
+class InferenceEngine:
+    def __init__(
+        self,
+        model: MQTLlavaForConditionalGeneration,
+        tokenizer,
+        image_settings: ImageSettings,
+        aspect: Aspect = "pad",
+        template: str = "vicuna_v1",
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_settings = image_settings
+        self.aspect = aspect
+        self.template = template
+
+    @classmethod
+    def from_built(cls, built) -> InferenceEngine:
+        return cls(built.model, built.tokenizer, built.image_settings, built.model.config.image_aspect_ratio)
+
+    @classmethod
+    def from_export(cls, path: str | Path) -> InferenceEngine:
+        """An export directory: the model, its tokenizer and image processor saved side by side."""
+        from transformers import AutoTokenizer, CLIPImageProcessorPil
+
+        model = MQTLlavaForConditionalGeneration.from_pretrained(path)
+        settings = ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(path))
+        return cls(model, AutoTokenizer.from_pretrained(path), settings, model.config.image_aspect_ratio)
+
+    @property
+    def max_visual_tokens(self) -> int:
+        return self.model.max_visual_tokens
+
+    def prepare(self, requests: list[Request]) -> PreparedBatch:
+        """Tokenize and left-pad (decoder-only generation) a batch; one image per image request."""
+        ids = [
+            tokenize_prompt(generation_prompt(r.question, self.template, r.image is not None), self.tokenizer)
+            for r in requests
+        ]
+        length = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros(len(ids), length, dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, length - len(x) :] = torch.tensor(x)
+            attention_mask[i, length - len(x) :] = 1
+        images = [preprocess_image(r.image, self.image_settings, self.aspect) for r in requests if r.image is not None]
+        pixel_values = torch.from_numpy(np.stack(images)) if images else None
+        return PreparedBatch(input_ids, attention_mask, pixel_values)
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers, one per request."""
+        batch = self.prepare(requests)
+        output = self.model.generate(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values,
+            num_visual_tokens=num_visual_tokens,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    @torch.inference_mode()
+    def forward(self, requests: list[Request], num_visual_tokens: int) -> torch.Tensor:
+        """One prefill pass (the cost a budget changes); returns the logits."""
+        batch = self.prepare(requests)
+        return self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values,
+            num_visual_tokens=num_visual_tokens,
+        ).logits

@@ -1,0 +1,129 @@
+"""Build an MQT-LLaVA model, its tokenizer and its image settings from a `ModelSpec`.
+
+Every preset takes the same path: parts with `pretrained` load with `from_pretrained` (a hub name
+for llava-7b, a directory the platform wrote for tiny), parts with only an `architecture` are
+built with random weights. `device="meta"` sizes any preset without weights or downloads.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from mqt_llava.config import ModelSpec, TokenizerSpec
+from mqt_llava.data.images import ImageSettings
+from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+from mqt_llava.model.tokenizer import byte_level_tokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    PreTrainedTokenizerBase,
+)
+
+
+@dataclass
+class BuiltModel:
+    model: MQTLlavaForConditionalGeneration
+    tokenizer: PreTrainedTokenizerBase | None  # None on the meta device
+    image_settings: ImageSettings
+    spec: ModelSpec
+
+
+def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
+    if spec.pretrained is None:
+        return byte_level_tokenizer()
+    return AutoTokenizer.from_pretrained(spec.pretrained)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
+    """One tokenizer per spec and process: data tasks and actors call this for every batch."""
+    return load_tokenizer(spec)
+
+
+def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
+    part = spec.vision_tower
+    if part.architecture is not None:
+        return CLIPVisionConfig(**part.architecture)
+    return CLIPVisionConfig.from_pretrained(part.pretrained)
+
+
+def image_settings_for(spec: ModelSpec) -> ImageSettings:
+    """The vision tower's own processor settings when it has them, else a square of its input size
+    with OpenAI CLIP statistics."""
+    if spec.vision_tower.pretrained is not None:
+        try:
+            return ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(spec.vision_tower.pretrained))
+        except OSError:
+            pass  # a tower saved without preprocessor_config.json
+    return ImageSettings.square_of(vision_architecture(spec).image_size)
+
+
+def build_vision_tower(spec: ModelSpec, weights: bool) -> CLIPVisionModel:
+    if weights and spec.vision_tower.pretrained is not None:
+        return CLIPVisionModel.from_pretrained(spec.vision_tower.pretrained)
+    return CLIPVisionModel(vision_architecture(spec))
+
+
+def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTokenizerBase | None):
+    part = spec.llm
+    if weights and part.pretrained is not None:
+        return AutoModelForCausalLM.from_pretrained(part.pretrained)
+    if part.architecture is not None:
+        fields = dict(part.architecture)
+        if tokenizer is not None and weights:
+            # A randomly initialised LLM is sized to the tokenizer it will be trained with.
+            fields |= {
+                "vocab_size": len(tokenizer),
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+            }
+        config = AutoConfig.for_model(**fields)
+    else:
+        config = AutoConfig.from_pretrained(part.pretrained)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
+    """`device="meta"` builds the full architecture without allocating or loading weights."""
+    weights = device != "meta"
+    tokenizer = load_tokenizer(spec.tokenizer) if weights else None
+    settings = image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
+    with torch.device(device):
+        model = MQTLlavaForConditionalGeneration.from_parts(
+            build_vision_tower(spec, weights),
+            build_language_model(spec, weights, tokenizer),
+            num_queries=spec.mqt.num_queries,
+            mqt_num_heads=spec.mqt.num_heads,
+            mqt_order=spec.mqt.order,
+            mqt_keys=spec.mqt.keys,
+            vision_feature_layer=spec.vision_tower.feature_layer,
+            image_mean=list(settings.mean),
+            image_std=list(settings.std),
+            image_aspect_ratio=spec.image.aspect,
+        )
+    if tokenizer is not None and model.language_model.config.pad_token_id is None:
+        model.language_model.config.pad_token_id = tokenizer.pad_token_id
+    return BuiltModel(model=model, tokenizer=tokenizer, image_settings=settings, spec=spec)
+
+
+def save_export(built: BuiltModel, path) -> None:
+    """One directory with the model, its tokenizer and its image processor: what evaluation and
+    serving load (`InferenceEngine.from_export`) on a machine without DeepSpeed."""
+    settings = built.image_settings
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": settings.shortest_edge},
+        crop_size={"height": settings.crop_height, "width": settings.crop_width},
+        image_mean=list(settings.mean),
+        image_std=list(settings.std),
+        resample=settings.resample,
+    )
+    built.model.save_pretrained(path)
+    built.tokenizer.save_pretrained(path)
+    processor.save_pretrained(path)

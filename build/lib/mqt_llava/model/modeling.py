@@ -1,0 +1,283 @@
+"""MQT-LLaVA as a Hugging Face model: frozen CLIP vision tower -> Matryoshka Query Transformer -> any
+causal LM, in one `PreTrainedModel` that `save_pretrained` / `from_pretrained` round-trip.
+
+`input_ids` carry one placeholder id (`config.image_token_index`, LLaVA's -200) per image sample.
+`forward` and `generate` take `num_visual_tokens=m`; the placeholder is expanded to exactly m visual
+token embeddings before the LLM, and those positions are labelled -100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    CLIPVisionModel,
+    GenerationMixin,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+IGNORE_INDEX = -100
+IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id: outside every vocabulary, so no tokenizer change
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(repr=False)
+class MQTLlavaConfig(PreTrainedConfig):
+    """Vision tower config + LLM config + the MQT's hyperparameters.
+
+    image_mean / image_std are the image processor's; images travel as uint8 and the model
+    normalises them with these, so the data path never holds float pixels. image_aspect_ratio
+    travels with an export so evaluation and serving preprocess as training did (LLaVA keeps it in
+    its config too).
+    """
+
+    model_type = "mqt_llava"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    num_queries: int = 256
+    mqt_num_heads: int = 8
+    mqt_order: str = "attention_then_projection"
+    mqt_keys: str = "content_and_position"
+    vision_feature_layer: int = -2
+    image_token_index: int = IMAGE_TOKEN_INDEX
+    image_mean: list[float] | tuple[float, ...] = OPENAI_CLIP_MEAN
+    image_std: list[float] | tuple[float, ...] = OPENAI_CLIP_STD
+    image_aspect_ratio: str = "pad"  # how images are fitted to the tower's square: pad | square
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.mqt_order not in ORDERS:
+            raise ValueError(f"mqt_order must be one of {ORDERS}, got {self.mqt_order!r}")
+        if self.mqt_keys not in KEY_MODES:
+            raise ValueError(f"mqt_keys must be one of {KEY_MODES}, got {self.mqt_keys!r}")
+        if self.image_aspect_ratio not in ("pad", "square"):
+            raise ValueError(f"image_aspect_ratio must be pad or square, got {self.image_aspect_ratio!r}")
+        if self.num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
+        layers = self.vision_config.num_hidden_layers
+        if not -layers <= self.vision_feature_layer <= layers:
+            raise ValueError(f"vision_feature_layer {self.vision_feature_layer} is outside the tower's {layers} layers")
+
+
+@dataclass
+class MultimodalInputs:
+    """LLM inputs after the image placeholders became visual token embeddings."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None
+
+
+class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
+    config: MQTLlavaConfig
+    config_class = MQTLlavaConfig
+    base_model_prefix = "mqt_llava"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(
+        self,
+        config: MQTLlavaConfig,
+        vision_tower: CLIPVisionModel | None = None,
+        language_model: PreTrainedModel | None = None,
+    ) -> None:
+        super().__init__(config)
+        # Pretrained parts may be handed in (see `from_parts`) so a 7B LLM is not built twice.
+        self.vision_tower = vision_tower or CLIPVisionModel(config.vision_config)
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.mqt = MatryoshkaQueryTransformer(
+            num_queries=config.num_queries,
+            vision_width=config.vision_config.hidden_size,
+            llm_width=config.text_config.hidden_size,
+            num_heads=config.mqt_num_heads,
+            order=config.mqt_order,
+            keys=config.mqt_keys,
+        )
+        self.vision_tower.requires_grad_(False)
+        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+        self.post_init()
+
+    @classmethod
+    def from_parts(
+        cls,
+        vision_tower: CLIPVisionModel,
+        language_model: PreTrainedModel,
+        **mqt_kwargs,
+    ) -> MQTLlavaForConditionalGeneration:
+        """Assemble a model around already-built (e.g. `from_pretrained`) vision tower and LLM; the
+        MQT is freshly initialised."""
+        implementations = {
+            "vision_config": vision_tower.config._attn_implementation,
+            "text_config": language_model.config._attn_implementation,
+        }
+        config = MQTLlavaConfig(vision_config=vision_tower.config, text_config=language_model.config, **mqt_kwargs)
+        model = cls(config, vision_tower=vision_tower, language_model=language_model)
+        # The composite config shares the parts' configs and resets their attention implementation
+        # on creation; without restoring it the parts fall back to a different attention path.
+        model.set_attn_implementation(implementations)
+        return model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the MQT and the pixel statistics are ours; the vision tower and LLM initialise
+        # themselves. transformers 5 re-creates non-persistent buffers empty in `from_pretrained`
+        # and runs this with guarded init functions that skip tensors it loaded, so buffers are
+        # refilled here and loaded weights are left alone.
+        if isinstance(module, MatryoshkaQueryTransformer):
+            module.reset_parameters()
+            init.copy_(module.query_grid_pos, sincos_2d(module.query_side, module.width))
+        elif module is self:
+            init.copy_(self.image_mean, torch.tensor(self.config.image_mean).view(1, 3, 1, 1))
+            init.copy_(self.image_std, torch.tensor(self.config.image_std).view(1, 3, 1, 1))
+
+    @property
+    def max_visual_tokens(self) -> int:
+        return self.config.num_queries
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def resolve_num_visual_tokens(self, num_visual_tokens: int | None) -> int:
+        return self.mqt.check_num_tokens(self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens)
+
+    def grid_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) images -> (n, H'W', vision_width) features of the selected layer, CLS dropped.
+
+        uint8 pixels are normalised here with the processor's mean/std; float pixels are taken as
+        already normalised (what a Hugging Face image processor returns).
+        """
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = (pixel_values.float() / 255.0 - self.image_mean) / self.image_std
+        pixel_values = pixel_values.to(self.vision_tower.dtype)
+        # The tower is frozen by design, so no activations are kept for it.
+        with torch.no_grad():
+            out = self.vision_tower(pixel_values, output_hidden_states=True)
+        return out.hidden_states[self.config.vision_feature_layer][:, 1:]
+
+    def encode_images(self, pixel_values: torch.Tensor, num_visual_tokens: int | None = None) -> torch.Tensor:
+        """(n, 3, H, W) images -> (n, m, llm_width) visual tokens."""
+        m = self.resolve_num_visual_tokens(num_visual_tokens)
+        return self.mqt(self.grid_features(pixel_values), m)
+
+    def merge_visual_tokens(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        labels: torch.LongTensor | None,
+        num_visual_tokens: int,
+        padding_side: str,
+    ) -> MultimodalInputs:
+        """Replace each sample's image placeholder by its m visual token embeddings.
+
+        Samples without a placeholder are text-only and take no image; `pixel_values` holds one
+        image per placeholder, in batch order. Sequences grow by m - 1 per image, so the batch is
+        re-padded (right for training, left for generation).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        is_image = input_ids == self.config.image_token_index
+        per_sample = is_image.sum(dim=1)
+        if (per_sample > 1).any():
+            raise ValueError("each sample may hold at most one image placeholder")
+        num_images = int(per_sample.sum())
+        given = 0 if pixel_values is None else pixel_values.shape[0]
+        if given != num_images:
+            raise ValueError(f"input_ids hold {num_images} image placeholders but {given} images were given")
+
+        text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
+        visual = self.encode_images(pixel_values, num_visual_tokens).to(text_embeds.dtype) if num_images else None
+
+        embeds, new_labels = [], []
+        image_i = 0
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b].bool()
+            sample_embeds = text_embeds[b][keep]
+            sample_labels = labels[b][keep] if labels is not None else None
+            placeholder = is_image[b][keep].nonzero()
+            if len(placeholder):
+                p = int(placeholder[0])
+                sample_embeds = torch.cat([sample_embeds[:p], visual[image_i], sample_embeds[p + 1 :]])
+                if sample_labels is not None:
+                    ignored = sample_labels.new_full((num_visual_tokens,), IGNORE_INDEX)
+                    sample_labels = torch.cat([sample_labels[:p], ignored, sample_labels[p + 1 :]])
+                image_i += 1
+            embeds.append(sample_embeds)
+            new_labels.append(sample_labels)
+
+        length = max(e.shape[0] for e in embeds)
+        width = text_embeds.shape[-1]
+        out_embeds = text_embeds.new_zeros(len(embeds), length, width)
+        out_mask = attention_mask.new_zeros(len(embeds), length)
+        out_labels = labels.new_full((len(embeds), length), IGNORE_INDEX) if labels is not None else None
+        for b, e in enumerate(embeds):
+            span = slice(length - e.shape[0], length) if padding_side == "left" else slice(0, e.shape[0])
+            out_embeds[b, span] = e
+            out_mask[b, span] = 1
+            if out_labels is not None:
+                out_labels[b, span] = new_labels[b]
+        return MultimodalInputs(out_embeds, out_mask, out_labels)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        num_visual_tokens: int | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        m = self.resolve_num_visual_tokens(num_visual_tokens)
+        merged = self.merge_visual_tokens(input_ids, attention_mask, pixel_values, labels, m, "right")
+        return self.language_model(
+            inputs_embeds=merged.inputs_embeds,
+            attention_mask=merged.attention_mask,
+            labels=merged.labels,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        num_visual_tokens: int | None = None,
+        **generate_kwargs,
+    ) -> torch.LongTensor:
+        """Generate with m visual tokens; returns only the new tokens (as LLaVA does), since the
+        prompt's image positions have no token ids."""
+        m = self.resolve_num_visual_tokens(num_visual_tokens)
+        merged = self.merge_visual_tokens(input_ids, attention_mask, pixel_values, None, m, "left")
+        return self.language_model.generate(
+            inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, **generate_kwargs
+        )
+
+
+AutoConfig.register(MQTLlavaConfig.model_type, MQTLlavaConfig)
+AutoModelForImageTextToText.register(MQTLlavaConfig, MQTLlavaForConditionalGeneration)

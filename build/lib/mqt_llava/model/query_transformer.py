@@ -1,0 +1,152 @@
+"""The Matryoshka Query Transformer (MQT): M latent queries compress a grid of vision features into
+m <= M visual tokens, nested by construction.
+
+One cross-attention layer, queries -> grid features. Queries never attend to each other and every
+other operation (LayerNorm, projections) is per token, so running the first m queries yields exactly
+the first m rows of what running all M would: the Matryoshka property needs no extra machinery, only
+that nothing mixes information across queries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Order = Literal["attention_then_projection", "projection_then_attention"]
+Keys = Literal["content_and_position", "position_only"]
+ORDERS: tuple[str, ...] = ("attention_then_projection", "projection_then_attention")
+KEY_MODES: tuple[str, ...] = ("content_and_position", "position_only")
+
+
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """Fixed 2D sin-cos position embeddings of a side x side grid, shape (side * side, dim).
+
+    Half of the channels encode the row, half the column (MAE / Qwen-VL convention), row-major
+    order so that entry r * side + c is cell (r, c).
+    """
+    if dim % 4:
+        raise ValueError(f"2D sin-cos embeddings need a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(side, dtype=torch.float64)
+    angles = coords[:, None] * omega[None, :]  # (side, quarter)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (side, dim/2)
+    rows = axis[:, None, :].expand(side, side, -1)
+    cols = axis[None, :, :].expand(side, side, -1)
+    return torch.cat([rows, cols], dim=-1).reshape(side * side, dim).float()
+
+
+def grid_side(num_positions: int, what: str) -> int:
+    side = math.isqrt(num_positions)
+    if side * side != num_positions:
+        raise ValueError(f"{what} must form a square grid, got {num_positions} positions")
+    return side
+
+
+class MatryoshkaQueryTransformer(nn.Module):
+    """Cross-attention from M latent queries to grid features, then (or after) a projection to the
+    LLM width.
+
+    `order="attention_then_projection"` (the paper's choice) attends at the vision width and projects
+    the m outputs; `"projection_then_attention"` projects the grid features to the LLM width first and
+    attends there. `keys="content_and_position"` builds keys as LN(features + position);
+    `"position_only"` reproduces the official code, whose keys are LN(position) only (attention
+    weights then do not depend on the image; only the values do).
+    """
+
+    def __init__(
+        self,
+        num_queries: int,
+        vision_width: int,
+        llm_width: int,
+        num_heads: int = 8,
+        order: Order = "attention_then_projection",
+        keys: Keys = "content_and_position",
+    ) -> None:
+        super().__init__()
+        if num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, got {num_queries}")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        if keys not in KEY_MODES:
+            raise ValueError(f"keys must be one of {KEY_MODES}, got {keys!r}")
+        width = vision_width if order == "attention_then_projection" else llm_width
+        if width % num_heads:
+            raise ValueError(f"attention width {width} is not divisible by num_heads={num_heads}")
+        self.num_queries = num_queries
+        self.order = order
+        self.keys = keys
+        self.num_heads = num_heads
+        self.width = width
+
+        # Queries sit on a ceil(sqrt(M))^2 grid; the same table, resized, positions the keys, so a
+        # query and the image region at the same relative place share a positional frame.
+        self.query_side = math.isqrt(num_queries - 1) + 1
+        self.register_buffer("query_grid_pos", sincos_2d(self.query_side, width), persistent=False)
+        self.queries = nn.Parameter(torch.empty(num_queries, width))
+
+        self.input_proj = nn.Linear(vision_width, llm_width) if order == "projection_then_attention" else None
+        # Pre-attention LayerNorms and the bias-free output projection follow the official code
+        # (eps 1e-6; no LayerNorm after attention).
+        self.ln_q = nn.LayerNorm(width, eps=1e-6)
+        self.ln_k = nn.LayerNorm(width, eps=1e-6)
+        self.ln_v = nn.LayerNorm(width, eps=1e-6)
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+        self.output_proj = (
+            nn.Linear(vision_width, llm_width, bias=False) if order == "attention_then_projection" else None
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.queries, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def check_num_tokens(self, num_tokens: int) -> int:
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
+            raise TypeError(f"num_tokens must be an int, got {type(num_tokens).__name__}")
+        if not 1 <= num_tokens <= self.num_queries:
+            raise ValueError(f"num_tokens must be in 1..{self.num_queries} (M), got {num_tokens}")
+        return num_tokens
+
+    def key_positions(self, num_positions: int) -> torch.Tensor:
+        """The query grid's position table resized (bicubic) to the feature grid, (N, width)."""
+        side = grid_side(num_positions, "grid features")
+        table = self.query_grid_pos
+        if side == self.query_side:
+            return table
+        square = table.reshape(1, self.query_side, self.query_side, -1).permute(0, 3, 1, 2)
+        resized = F.interpolate(square, size=(side, side), mode="bicubic", align_corners=False)
+        return resized.permute(0, 2, 3, 1).reshape(num_positions, -1)
+
+    def forward(self, grid_features: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
+        """(batch, N, vision_width) grid features -> (batch, m, llm_width) visual tokens."""
+        m = self.check_num_tokens(self.num_queries if num_tokens is None else num_tokens)
+        batch, num_positions, _ = grid_features.shape
+        x = self.input_proj(grid_features) if self.input_proj is not None else grid_features
+        pos = self.key_positions(num_positions).to(x.dtype)
+
+        q = self.ln_q(self.queries[:m] + self.query_grid_pos[:m].to(x.dtype))
+        k = self.ln_k(pos.expand(batch, -1, -1) if self.keys == "position_only" else x + pos)
+        v = self.ln_v(x)
+
+        heads, head_dim = self.num_heads, self.width // self.num_heads
+        q = self.q_proj(q).reshape(1, m, heads, head_dim).transpose(1, 2).expand(batch, -1, -1, -1)
+        k = self.k_proj(k).reshape(batch, num_positions, heads, head_dim).transpose(1, 2)
+        v = self.v_proj(v).reshape(batch, num_positions, heads, head_dim).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(q, k, v)  # no mask: every query sees every cell
+        out = self.out_proj(attended.transpose(1, 2).reshape(batch, m, self.width))
+        return self.output_proj(out) if self.output_proj is not None else out
