@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
+
 from mqt_llava.config import LLMSpec, ModelSpec, MQTSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import LlavaCollate, ragged, read_shards, training_dataset
@@ -31,7 +33,6 @@ from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 from mqt_llava.ray_runtime import init_ray
-from torch.utils.data import DataLoader, Dataset
 
 
 class LlavaStyleDataset(Dataset):

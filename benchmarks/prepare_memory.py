@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from mqt_llava.config import REPO_ROOT
 from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import ray
 import torch
+from ray.data import DataContext
+
 from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
 from mqt_llava.data.llava_format import RecordRules
@@ -37,7 +39,6 @@ from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model, image_settings_for, load_tokenizer, save_export
 from mqt_llava.model.stages import format_parameter_report, parameter_report
 from mqt_llava.ray_runtime import init_ray
-from ray.data import DataContext
 
 QUESTION = "What shapes are in the image, and where are they?"
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mqt_llava.config import LLMSpec, ModelSpec, MQTSpec, VisionTowerSpec
 from mqt_llava.model.builder import BuiltModel, build_model
 

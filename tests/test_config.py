@@ -1,4 +1,5 @@
 import pytest
+
 from mqt_llava.config import ConfigError, ModelSpec, apply_overrides, load_config, preset_path
 
 

@@ -1,4 +1,5 @@
 import torch
+
 from mqt_llava.config import ImageSpec
 from mqt_llava.data.synthetic import random_scene, render_scene
 from mqt_llava.inference import InferenceEngine, Request

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mqt_llava.data.llava_format import RecordRules
 from PIL import Image
+
+from mqt_llava.data.llava_format import RecordRules
 
 MAX_PIXELS = 50_000
 RULES = RecordRules("vicuna_v1", max_length=512, visual_tokens=8, max_pixels=MAX_PIXELS)

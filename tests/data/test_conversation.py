@@ -1,4 +1,7 @@
 import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 from mqt_llava.data.conversation import (
     VICUNA_V1,
     MalformedConversation,
@@ -10,8 +13,6 @@ from mqt_llava.data.conversation import (
 )
 from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from mqt_llava.model.tokenizer import SPECIAL_TOKENS, byte_level_tokenizer
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -2,9 +2,10 @@ import io
 
 import numpy as np
 import pytest
-from mqt_llava.data.images import ImageError, ImageSettings, decode_image, preprocess_image, to_rgb
 from PIL import Image
 from transformers import CLIPImageProcessorPil
+
+from mqt_llava.data.images import ImageError, ImageSettings, decode_image, preprocess_image, to_rgb
 
 SETTINGS = ImageSettings.square_of(32)
 

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 import ray.train
 import torch
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
 from mqt_llava.config import LLMSpec, ModelSpec, MQTSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import LlavaCollate, read_llava_json, read_shards, training_dataset
@@ -12,8 +15,6 @@ from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 from odd_corpus import RULES, write_odd_corpus
-from ray.train import RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
 pytestmark = pytest.mark.e2e
 SETTINGS = ImageSettings.square_of(32)

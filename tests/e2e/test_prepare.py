@@ -5,7 +5,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+
 from mqt_llava.config import REPO_ROOT, TokenizerSpec
+from mqt_llava.data.datasets import read_shards
 from mqt_llava.data.prepare import PrepareJob, prepare
 from odd_corpus import RULES, write_odd_corpus
 
@@ -71,6 +73,8 @@ def test_output_may_be_a_filesystem_uri(ray_local, tmp_path):
     report = prepare(job_for(odd, f"file://{tmp_path}/uri-shards"), log=lambda _: None)
     assert report.written == len(odd.accepted)
     assert set(read_rows(tmp_path / "uri-shards")) == set(odd.accepted)
+    streamed = read_shards(f"file://{tmp_path}/uri-shards").select_columns(["id"]).take_all()
+    assert {row["id"] for row in streamed} == set(odd.accepted)
 
 
 def run_cli(*args):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mqt_llava.config import REPO_ROOT
 from mqt_llava.data.synthetic import random_scene, render_scene
 from mqt_llava.inference import InferenceEngine, Request

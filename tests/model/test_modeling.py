@@ -1,5 +1,7 @@
 import pytest
 import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
+
 from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.model.builder import build_model
@@ -10,7 +12,6 @@ from mqt_llava.model.modeling import (
     MQTLlavaForConditionalGeneration,
 )
 from mqt_llava.model.stages import configure_trainable, parameter_report
-from transformers import AutoConfig, AutoModelForImageTextToText
 
 QUESTION = [{"from": "human", "value": "<image>\nWhat shape is red?"}, {"from": "gpt", "value": "A circle."}]
 CHAT = [{"from": "human", "value": "Say hello."}, {"from": "gpt", "value": "Hello there."}]

@@ -1,6 +1,7 @@
 from collections import Counter
 
 import pytest
+
 from mqt_llava.model.schedules import TokenSchedule, schedule_support
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 import torch
+from ray.data import FileShuffleConfig
+
 from mqt_llava.config import ModelSpec, TokenizerSpec
 from mqt_llava.data.conversation import MalformedConversation, build_sample
 from mqt_llava.data.images import (
@@ -34,7 +36,6 @@ from mqt_llava.data.images import (
 from mqt_llava.data.llava_format import SHARD_SCHEMA, RecordRules, Rejected, check_record, iter_json_records
 from mqt_llava.model.builder import cached_tokenizer
 from mqt_llava.model.modeling import IGNORE_INDEX
-from ray.data import FileShuffleConfig
 
 log = logging.getLogger(__name__)
 MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from mqt_llava.model.modeling import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from PIL import Image
+
+from mqt_llava.model.modeling import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 Aspect = Literal["pad", "square"]
 ASPECTS: tuple[str, ...] = ("pad", "square")

@@ -17,6 +17,7 @@ from typing import Any
 import ijson
 import pyarrow as pa
 import pyarrow.fs as pafs
+
 from mqt_llava.data.conversation import MalformedConversation, build_sample
 from mqt_llava.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
+
 from mqt_llava.config import TokenizerSpec
 from mqt_llava.data.llava_format import (
     SHARD_SCHEMA,

@@ -11,10 +11,6 @@ import functools
 from dataclasses import dataclass
 
 import torch
-from mqt_llava.config import ModelSpec, TokenizerSpec
-from mqt_llava.data.images import ImageSettings
-from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.tokenizer import byte_level_tokenizer
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -24,6 +20,11 @@ from transformers import (
     CLIPVisionModel,
     PreTrainedTokenizerBase,
 )
+
+from mqt_llava.config import ModelSpec, TokenizerSpec
+from mqt_llava.data.images import ImageSettings
+from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+from mqt_llava.model.tokenizer import byte_level_tokenizer
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -25,6 +24,8 @@ from transformers import (
 from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id: outside every vocabulary, so no tokenizer change
