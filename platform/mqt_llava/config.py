@@ -71,6 +71,44 @@ class ModelSpec(BaseModel):
     max_length: int = Field(2048, ge=8, description="LLM context, visual tokens included")
 
 
+class CorpusSize(BaseModel):
+    model_config = Strict
+    seed: int = 0
+    num_pretrain: int = Field(20_000, ge=1)
+    num_instruct: int = Field(20_000, ge=1)
+    num_eval: int = Field(2_000, ge=0)
+
+
+class ClipTraining(BaseModel):
+    model_config = Strict
+    text_architecture: dict[str, Any]  # CLIPTextConfig fields; the vision side is the preset's tower
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    max_images: int = Field(20_000, ge=2)
+
+
+class LMTraining(BaseModel):
+    model_config = Strict
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_tokens: int = Field(256, ge=8)
+    lr: float = Field(2e-3, gt=0)
+
+
+class BaseModelsSpec(BaseModel):
+    """How jobs/base_models.py makes a preset's pretrained parts from the synthetic corpus; where it
+    saves them is the model preset's `pretrained` paths."""
+
+    model_config = Strict
+    corpus: str
+    corpus_size: CorpusSize = CorpusSize()
+    vocab_size: int = Field(1024, ge=300)
+    clip: ClipTraining
+    lm: LMTraining = LMTraining()
+    seed: int = 0
+
+
 T = TypeVar("T", bound=BaseModel)
 
 

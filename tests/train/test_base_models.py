@@ -6,7 +6,7 @@ from mqt_llava.data.conversation import VICUNA_V1
 from mqt_llava.data.images import ImageSettings, preprocess_image
 from mqt_llava.data.synthetic import random_scene, record_rng, render_scene
 from mqt_llava.model.tokenizer import byte_level_tokenizer
-from mqt_llava.train.base_models import retrieval_accuracy, train_clip, train_lm, train_tokenizer
+from mqt_llava.train.base_models import normalise, retrieval_accuracy, train_clip, train_lm, train_tokenizer
 
 SCENES = [random_scene(record_rng(0, "test", i), sizes=(40, 60)) for i in range(64)]
 CAPTIONS = [s.describe() for s in SCENES]
@@ -18,12 +18,12 @@ def tokenizer():
     return train_tokenizer(CAPTIONS * 2 + [VICUNA_V1.system], vocab_size=300)
 
 
+SETTINGS = ImageSettings.square_of(32)
+
+
 @pytest.fixture(scope="module")
-def pixels():
-    settings = ImageSettings.square_of(32)
-    images = torch.stack([torch.from_numpy(preprocess_image(render_scene(s), settings)) for s in SCENES])
-    mean, std = torch.tensor(settings.mean).view(1, 3, 1, 1), torch.tensor(settings.std).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
+def images():
+    return torch.stack([torch.from_numpy(preprocess_image(render_scene(s), SETTINGS)) for s in SCENES])
 
 
 def test_tokenizer_compresses_the_corpus_and_round_trips(tokenizer, tmp_path):
@@ -37,18 +37,19 @@ def test_tokenizer_compresses_the_corpus_and_round_trips(tokenizer, tmp_path):
     assert loaded.eos_token_id == tokenizer.eos_token_id and loaded.pad_token_id == tokenizer.pad_token_id
 
 
-def test_clip_learns_to_match_images_and_captions_and_its_vision_tower_loads_alone(tokenizer, pixels, tmp_path):
+def test_clip_learns_to_match_images_and_captions_and_its_vision_tower_loads_alone(tokenizer, images, tmp_path):
     text = {**SMALL, "max_position_embeddings": 128}
     vision = {**SMALL, "image_size": 32, "patch_size": 8}
-    clip, log = train_clip(pixels, CAPTIONS, tokenizer, vision, text, steps=100, batch_size=32, log=lambda _: None)
+    clip, log = train_clip(images, CAPTIONS, tokenizer, vision, text, SETTINGS, steps=100, batch_size=32, log=print)
     assert log.last < 0.5 * log.first
-    assert retrieval_accuracy(clip, pixels[:32], CAPTIONS[:32], tokenizer) > 4 / 32  # chance is 1/32
+    assert retrieval_accuracy(clip, images[:32], CAPTIONS[:32], tokenizer, SETTINGS) > 4 / 32  # chance: 1/32
 
     clip.save_pretrained(tmp_path)
     tower = CLIPVisionModel.from_pretrained(tmp_path).eval()  # how the model builder loads it
+    pixels = normalise(images[:4], SETTINGS)
     with torch.no_grad():
-        expected = clip.vision_model(pixels[:4], output_hidden_states=True).hidden_states[-2]
-        loaded = tower(pixels[:4], output_hidden_states=True).hidden_states[-2]
+        expected = clip.vision_model(pixels, output_hidden_states=True).hidden_states[-2]
+        loaded = tower(pixels, output_hidden_states=True).hidden_states[-2]
     torch.testing.assert_close(loaded, expected)
 
 

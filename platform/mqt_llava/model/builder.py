@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -35,10 +36,29 @@ class BuiltModel:
     spec: ModelSpec
 
 
+def is_local_path(name: str) -> bool:
+    """`./x`, `../x`, `/x`, `~/x` are directories; anything else may be a hub name."""
+    return name.startswith(("./", "../", "/", "~"))
+
+
+def pretrained_location(name: str) -> str:
+    """A hub name as is, or a local directory that must exist (a clear error instead of a failed
+    hub lookup when, say, the tiny preset's base models have not been made yet)."""
+    if not is_local_path(name):
+        return name
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"pretrained directory {name} does not exist; for the tiny preset, make it with "
+            "`python jobs/base_models.py` (or run jobs/quickstart.py, which does)"
+        )
+    return str(path)
+
+
 def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
     if spec.pretrained is None:
         return byte_level_tokenizer()
-    return AutoTokenizer.from_pretrained(spec.pretrained)
+    return AutoTokenizer.from_pretrained(pretrained_location(spec.pretrained))
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,15 +71,16 @@ def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
     part = spec.vision_tower
     if part.architecture is not None:
         return CLIPVisionConfig(**part.architecture)
-    return CLIPVisionConfig.from_pretrained(part.pretrained)
+    return CLIPVisionConfig.from_pretrained(pretrained_location(part.pretrained))
 
 
 def image_settings_for(spec: ModelSpec) -> ImageSettings:
     """The vision tower's own processor settings when it has them, else a square of its input size
     with OpenAI CLIP statistics."""
     if spec.vision_tower.pretrained is not None:
+        location = pretrained_location(spec.vision_tower.pretrained)
         try:
-            return ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(spec.vision_tower.pretrained))
+            return ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(location))
         except OSError:
             pass  # a tower saved without preprocessor_config.json
     return ImageSettings.square_of(vision_architecture(spec).image_size)
@@ -67,14 +88,14 @@ def image_settings_for(spec: ModelSpec) -> ImageSettings:
 
 def build_vision_tower(spec: ModelSpec, weights: bool) -> CLIPVisionModel:
     if weights and spec.vision_tower.pretrained is not None:
-        return CLIPVisionModel.from_pretrained(spec.vision_tower.pretrained)
+        return CLIPVisionModel.from_pretrained(pretrained_location(spec.vision_tower.pretrained))
     return CLIPVisionModel(vision_architecture(spec))
 
 
 def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTokenizerBase | None):
     part = spec.llm
     if weights and part.pretrained is not None:
-        return AutoModelForCausalLM.from_pretrained(part.pretrained)
+        return AutoModelForCausalLM.from_pretrained(pretrained_location(part.pretrained))
     if part.architecture is not None:
         fields = dict(part.architecture)
         if tokenizer is not None and weights:
@@ -87,7 +108,7 @@ def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTo
             }
         config = AutoConfig.for_model(**fields)
     else:
-        config = AutoConfig.from_pretrained(part.pretrained)
+        config = AutoConfig.from_pretrained(pretrained_location(part.pretrained))
     return AutoModelForCausalLM.from_config(config)
 
 

@@ -6,23 +6,38 @@ llava-7b preset loads hub names.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
     CLIPConfig,
+    CLIPImageProcessorPil,
     CLIPModel,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
 
+from mqt_llava.config import BaseModelsSpec, ModelSpec
 from mqt_llava.data.conversation import render
+from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
+from mqt_llava.data.llava_format import iter_json_records
+from mqt_llava.data.synthetic import Scene, SceneObject, render_scene
+from mqt_llava.data.synthetic_corpus import (
+    EVAL_SCENES,
+    INSTRUCT_JSON,
+    PRETRAIN_IMAGES,
+    PRETRAIN_JSON,
+    CorpusSpec,
+    write_corpus,
+)
 from mqt_llava.model.tokenizer import byte_level_bpe
 
 
@@ -100,19 +115,27 @@ def pad_batch(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
+def normalise(images: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
+    """uint8 (n, 3, H, W) -> the float input CLIP expects."""
+    mean = torch.tensor(settings.mean).view(1, 3, 1, 1)
+    std = torch.tensor(settings.std).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
 def train_clip(
-    pixels: torch.Tensor,
+    images: torch.Tensor,
     captions: Sequence[str],
     tokenizer: PreTrainedTokenizerFast,
     vision: dict,
     text: dict,
+    settings: ImageSettings,
     steps: int,
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[CLIPModel, TrainLog]:
-    """Contrastive image-caption training. `pixels` are normalised floats (n, 3, H, W)."""
+    """Contrastive image-caption training on uint8 images (n, 3, H, W), normalised per batch."""
     torch.manual_seed(seed)
     config = CLIPConfig(
         vision_config=vision,
@@ -126,19 +149,21 @@ def train_clip(
     rng = np.random.default_rng(seed)
 
     def batch(step: int) -> dict:
-        index = rng.choice(len(captions), size=min(batch_size, len(captions)), replace=False)
+        index = np.sort(rng.choice(len(captions), size=min(batch_size, len(captions)), replace=False))
         ids, mask = pad_batch([encoded[i] for i in index], tokenizer.pad_token_id)
-        return dict(pixel_values=pixels[index], input_ids=ids, attention_mask=mask)
+        return dict(pixel_values=normalise(images[index], settings), input_ids=ids, attention_mask=mask)
 
     return model, run_steps(model, batch, lambda b: model(**b, return_loss=True).loss, steps, lr, log, "clip")
 
 
 @torch.no_grad()
-def retrieval_accuracy(model: CLIPModel, pixels: torch.Tensor, captions: Sequence[str], tokenizer) -> float:
+def retrieval_accuracy(
+    model: CLIPModel, images: torch.Tensor, captions: Sequence[str], tokenizer, settings: ImageSettings
+) -> float:
     """Share of images whose own caption scores highest among `captions` (image -> text)."""
     encoded = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in captions]
     ids, mask = pad_batch(encoded, tokenizer.pad_token_id)
-    image = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    image = F.normalize(model.get_image_features(pixel_values=normalise(images, settings)).pooler_output, dim=-1)
     text = F.normalize(model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output, dim=-1)
     return float((image @ text.T).argmax(dim=1).eq(torch.arange(len(captions))).float().mean())
 
@@ -170,3 +195,67 @@ def train_lm(
         return dict(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
 
     return model, run_steps(model, batch, lambda b: model(**b).loss, steps, lr, log, "lm")
+
+
+BASE_MODEL_DIRS = {"tokenizer": "tokenizer", "vision_tower": "clip", "llm": "llm"}
+
+
+def make_base_models(
+    spec: BaseModelsSpec, model: ModelSpec, out: str | Path, log: Callable[[str], None] = print
+) -> dict:
+    """Corpus -> tokenizer -> CLIP -> LM, saved under `out` (tokenizer/, clip/, llm/) with the
+    preset's architectures. Point a preset's `pretrained` fields at them (`preset_overrides`).
+    Returns a report: losses, held-out retrieval accuracy, seconds."""
+    if model.vision_tower.architecture is None or model.llm.architecture is None:
+        raise ValueError("the model preset needs an `architecture` for both the vision tower and the LLM")
+    out = Path(out).expanduser()
+    targets = {part: out / name for part, name in BASE_MODEL_DIRS.items()}
+    corpus = Path(spec.corpus).expanduser()
+    if not (corpus / "corpus.json").exists():
+        write_corpus(corpus, CorpusSpec(**spec.corpus_size.model_dump()), log=log)
+    captions_records = list(iter_json_records(str(corpus / PRETRAIN_JSON)))
+    instruct_records = list(iter_json_records(str(corpus / INSTRUCT_JSON)))
+    report: dict = {}
+
+    texts = list(corpus_texts(captions_records, "plain")) + list(corpus_texts(instruct_records, "vicuna_v1"))
+    tokenizer = train_tokenizer(texts, spec.vocab_size)
+    tokenizer.save_pretrained(targets["tokenizer"])
+    report["tokenizer"] = {"vocab_size": len(tokenizer)}
+    log(f"[base] tokenizer: {len(tokenizer)} tokens -> {targets['tokenizer']}")
+
+    vision = dict(model.vision_tower.architecture)
+    settings = ImageSettings.square_of(vision["image_size"])
+    chosen = captions_records[: spec.clip.max_images]
+    aspect = model.image.aspect
+    files = [(corpus / PRETRAIN_IMAGES / r["image"]).read_bytes() for r in chosen]
+    images = torch.from_numpy(np.stack([preprocess_image(decode_image(data), settings, aspect) for data in files]))
+    captions = [r["conversations"][1]["value"] for r in chosen]
+    clip, clip_log = train_clip(images, captions, tokenizer, vision, spec.clip.text_architecture, settings,
+                                spec.clip.steps, spec.clip.batch_size, spec.clip.lr, spec.seed, log)  # fmt: skip
+    held_out = [json.loads(line) for line in (corpus / EVAL_SCENES).read_text().splitlines()][:256]
+    if len(held_out) >= 2:
+        scenes = [Scene(s["scene"]["grid"], tuple(SceneObject(**o) for o in s["scene"]["objects"]),
+                        s["scene"]["width"], s["scene"]["height"]) for s in held_out]  # fmt: skip
+        eval_images = torch.from_numpy(np.stack([preprocess_image(render_scene(s), settings, aspect) for s in scenes]))
+        accuracy = retrieval_accuracy(clip, eval_images, [s.describe() for s in scenes], tokenizer, settings)
+        report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": len(scenes)}
+        log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {len(scenes)} candidates")
+    clip.save_pretrained(targets["vision_tower"])
+    CLIPImageProcessorPil(
+        size={"shortest_edge": settings.shortest_edge},
+        crop_size={"height": settings.crop_height, "width": settings.crop_width},
+        image_mean=list(settings.mean), image_std=list(settings.std),
+    ).save_pretrained(targets["vision_tower"])  # fmt: skip
+    report["clip"] = {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}
+
+    lm, lm_log = train_lm(texts, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
+                          spec.lm.max_tokens, spec.lm.lr, spec.seed, log)  # fmt: skip
+    lm.save_pretrained(targets["llm"])
+    report["lm"] = {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds}
+    return report
+
+
+def preset_overrides(out: str | Path) -> list[str]:
+    """`--set` overrides that make a model preset load the parts saved under `out`."""
+    out = Path(out).expanduser().resolve()
+    return [f"{part}.pretrained={out / name}" for part, name in BASE_MODEL_DIRS.items()]
