@@ -109,6 +109,63 @@ class BaseModelsSpec(BaseModel):
     seed: int = 0
 
 
+class ScheduleSpec(BaseModel):
+    """Which budgets m training draws (mqt_llava.model.schedules)."""
+
+    model_config = Strict
+    kind: Literal["linear", "log", "fixed"] = "linear"
+    step: int = Field(2, ge=1, description="s of the linear schedule {s, 2s, ..., M}")
+    seed: int = 0
+
+
+class StageSpec(BaseModel):
+    """One training stage. Stage 1 trains the MQT on 558K-format data with the plain template;
+    stage 2 trains MQT + LLM on 665K-format data with vicuna_v1, drawing m each optimizer step."""
+
+    model_config = Strict
+    stage: Literal["stage1", "stage2"]
+    template: Literal["plain", "vicuna_v1"]
+    data: str = Field(description="Parquet shards written by prepare_llava (path or URI)")
+    num_workers: int = Field(1, ge=1)
+    global_batch_size: int = Field(ge=1, description="samples per optimizer step, over all workers")
+    micro_batch_size: int = Field(ge=1, description="samples per worker per forward pass")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop earlier than `epochs` (smoke runs)")
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    bf16: bool = Field(True, description="on GPU; CPU always trains in fp32")
+    gradient_checkpointing: bool = False
+    schedule: ScheduleSpec = ScheduleSpec()
+    stage1_elastic: bool = Field(False, description="stage 1 draws m too (the paper's ablation); else m = M")
+
+    @model_validator(mode="after")
+    def _batch_divides(self):
+        per_step = self.micro_batch_size * self.num_workers
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must be a multiple of micro_batch_size x num_workers "
+                f"= {self.micro_batch_size} x {self.num_workers}"
+            )
+        if (
+            self.stage == "stage1"
+            and self.template != "plain"
+            or self.stage == "stage2"
+            and self.template != "vicuna_v1"
+        ):
+            raise ValueError(
+                f"template {self.template!r} does not belong to {self.stage} (stage1: plain, stage2: vicuna_v1)"
+            )
+        return self
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        """Derived, so the same config is the same optimisation on 1 or 64 workers."""
+        return self.global_batch_size // (self.micro_batch_size * self.num_workers)
+
+
 T = TypeVar("T", bound=BaseModel)
 
 

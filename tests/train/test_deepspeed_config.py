@@ -1,0 +1,54 @@
+import pytest
+
+from mqt_llava.config import ConfigError, StageSpec, load_config, preset_path
+from mqt_llava.train.deepspeed_config import deepspeed_config, warmup_steps
+
+
+def stage2(**changes) -> StageSpec:
+    fields = dict(stage="stage2", template="vicuna_v1", data="shards", global_batch_size=128, micro_batch_size=4,
+                  num_workers=2, lr=2e-5, zero_stage=3)  # fmt: skip
+    return StageSpec(**{**fields, **changes})
+
+
+def test_accumulation_is_derived_so_one_config_means_one_optimisation_at_any_scale():
+    assert stage2(num_workers=1).gradient_accumulation_steps == 32
+    assert stage2(num_workers=8).gradient_accumulation_steps == 4
+    assert stage2(num_workers=32).gradient_accumulation_steps == 1
+    for workers in (1, 8, 32):
+        config = deepspeed_config(stage2(num_workers=workers), use_gpu=True)
+        assert config["train_batch_size"] == 128
+        assert config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * workers == 128
+
+
+def test_zero3_gathers_weights_for_export_and_bf16_only_on_gpu():
+    config = deepspeed_config(stage2(), use_gpu=True)
+    assert config["zero_optimization"] == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    assert config["bf16"]["enabled"] is True
+    assert deepspeed_config(stage2(), use_gpu=False)["bf16"]["enabled"] is False
+    assert deepspeed_config(stage2(zero_stage=2), use_gpu=False)["zero_optimization"] == {"stage": 2}
+
+
+def test_a_batch_that_does_not_divide_is_refused_naming_the_fields():
+    with pytest.raises(ValueError, match="global_batch_size 100 must be a multiple of micro_batch_size x num_workers"):
+        stage2(global_batch_size=100, micro_batch_size=4, num_workers=8)
+
+
+def test_a_template_from_the_other_stage_is_refused():
+    with pytest.raises(ValueError, match="does not belong to stage2"):
+        stage2(template="plain")
+
+
+def test_the_papers_stage_configs_load_with_its_hyperparameters():
+    one = load_config(StageSpec, preset_path("llava-7b", "stage1"))
+    two = load_config(StageSpec, preset_path("llava-7b", "stage2"))
+    assert (one.global_batch_size, one.lr, one.zero_stage, one.epochs) == (256, 1e-3, 2, 1)
+    assert (two.global_batch_size, two.lr, two.zero_stage, two.epochs) == (128, 2e-5, 3, 2)
+    assert one.gradient_accumulation_steps == two.gradient_accumulation_steps == 1
+    assert warmup_steps(two, 10_000) == 300
+
+
+def test_bad_stage_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"zero_stage"):
+        load_config(StageSpec, preset_path("llava-7b", "stage2"), ["zero_stage=4"])
+    with pytest.raises(ConfigError, match=r"lr"):
+        load_config(StageSpec, preset_path("llava-7b", "stage2"), ["lr=-1"])
