@@ -86,3 +86,9 @@ def test_decode_rejects_broken_and_oversized_images():
 def test_unknown_aspect_is_refused():
     with pytest.raises(ValueError, match="aspect"):
         preprocess_image(wide_image(), SETTINGS, "stretch")
+
+
+def test_settings_round_trip_through_a_saved_processor(tmp_path):
+    settings = ImageSettings(shortest_edge=40, crop_height=36, crop_width=32, mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7))
+    settings.to_processor().save_pretrained(tmp_path)
+    assert ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(tmp_path)) == settings

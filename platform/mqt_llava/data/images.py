@@ -56,6 +56,19 @@ class ImageSettings:
             resample=int(processor.resample),
         )
 
+    def to_processor(self):
+        """The CLIP image processor with these settings, to save beside a model (from_processor's
+        inverse)."""
+        from transformers import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil(
+            size={"shortest_edge": self.shortest_edge},
+            crop_size={"height": self.crop_height, "width": self.crop_width},
+            image_mean=list(self.mean),
+            image_std=list(self.std),
+            resample=self.resample,
+        )
+
     @property
     def background(self) -> tuple[int, int, int]:
         """LLaVA's padding colour: the mean, in 0..255."""

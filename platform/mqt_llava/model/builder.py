@@ -138,14 +138,6 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
 def save_export(built: BuiltModel, path) -> None:
     """One directory with the model, its tokenizer and its image processor: what evaluation and
     serving load (`InferenceEngine.from_export`) on a machine without DeepSpeed."""
-    settings = built.image_settings
-    processor = CLIPImageProcessorPil(
-        size={"shortest_edge": settings.shortest_edge},
-        crop_size={"height": settings.crop_height, "width": settings.crop_width},
-        image_mean=list(settings.mean),
-        image_std=list(settings.std),
-        resample=settings.resample,
-    )
     built.model.save_pretrained(path)
     built.tokenizer.save_pretrained(path)
-    processor.save_pretrained(path)
+    built.image_settings.to_processor().save_pretrained(path)

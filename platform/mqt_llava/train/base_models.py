@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from transformers import (
     CLIPConfig,
-    CLIPImageProcessorPil,
     CLIPModel,
     LlamaConfig,
     LlamaForCausalLM,
@@ -241,11 +240,7 @@ def make_base_models(
         report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": len(scenes)}
         log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {len(scenes)} candidates")
     clip.save_pretrained(targets["vision_tower"])
-    CLIPImageProcessorPil(
-        size={"shortest_edge": settings.shortest_edge},
-        crop_size={"height": settings.crop_height, "width": settings.crop_width},
-        image_mean=list(settings.mean), image_std=list(settings.std),
-    ).save_pretrained(targets["vision_tower"])  # fmt: skip
+    settings.to_processor().save_pretrained(targets["vision_tower"])
     report["clip"] = {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}
 
     lm, lm_log = train_lm(texts, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
