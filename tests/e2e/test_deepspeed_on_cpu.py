@@ -52,3 +52,58 @@ def test_derived_config_trains_with_zero2_and_zero3_on_cpu():
     for zero in ("2", "3"):
         assert results[zero]["steps"] == 8  # 32 micro-batches / accumulation 4
         assert results[zero]["last"] < results[zero]["first"]
+
+
+TWO_RANKS = textwrap.dedent(
+    """
+    import os, sys
+    import torch, deepspeed
+    sys.path.insert(0, "tests")
+    from conftest import small_spec
+    from mqt_llava.config import StageSpec
+    from mqt_llava.data.conversation import build_sample
+    from mqt_llava.model.builder import build_model
+    from mqt_llava.model.stages import configure_trainable
+    from mqt_llava.train.deepspeed_config import deepspeed_config
+
+    deepspeed.init_distributed("gloo")
+    rank = int(os.environ["RANK"])
+    torch.manual_seed(0)
+    built = build_model(small_spec())
+    configure_trainable(built.model, "stage2")
+    spec = StageSpec(stage="stage2", template="vicuna_v1", data="-", global_batch_size=4, micro_batch_size=2,
+                     num_workers=2, lr=1e-3, zero_stage=int(sys.argv[1]))
+    params = [p for p in built.model.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=built.model, optimizer=torch.optim.AdamW(params, lr=1e-3),
+                                      config=deepspeed_config(spec, False))
+
+    def batch(has_image):
+        question = ("<image>\\n" if has_image else "") + "Hi?"
+        conv = [{"from": "human", "value": question}, {"from": "gpt", "value": "Yes."}]
+        s = build_sample(conv, "vicuna_v1", built.tokenizer, has_image, 512, 8)
+        ids, labels = torch.tensor([s.input_ids] * 2), torch.tensor([s.labels] * 2)
+        pixels = torch.zeros(2, 3, 32, 32, dtype=torch.uint8) if has_image else None
+        return dict(input_ids=ids, labels=labels, attention_mask=torch.ones_like(ids), pixel_values=pixels)
+
+    # Rank 0's micro-batches are text-only at steps 0 and 2; rank 1 always has images.
+    for step, has_image in enumerate([False, True, False, True] if rank == 0 else [True] * 4):
+        engine.backward(engine(**batch(has_image), num_visual_tokens=4).loss)
+        engine.step()
+    print(f"RANK {rank} STEPS {engine.global_steps}")
+    """
+)
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_ranks_with_and_without_images_in_the_same_step_train_together(zero):
+    """Without the model's blank-image path this fails: ZeRO-2's gradient reduction and ZeRO-3's
+    parameter gathers see different tensors on the two ranks (a gloo collective mismatch)."""
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"2960{zero}",
+               "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, "-c", TWO_RANKS, str(zero)], cwd=REPO_ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for rank, (proc, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
+        assert proc.returncode == 0 and f"RANK {rank} STEPS 4" in out, err[-3000:]

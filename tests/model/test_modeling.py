@@ -148,3 +148,17 @@ def test_llava_7b_preset_builds_on_meta_with_the_papers_sizes():
 def test_config_refuses_unknown_order():
     with pytest.raises(ValueError, match="mqt_order"):
         MQTLlavaConfig(mqt_order="sideways")
+
+
+def test_text_only_training_batch_still_gives_every_trainable_part_a_gradient(built):
+    configure_trainable(built.model, "stage2")
+    ids, mask, labels, _ = batch(built, [(CHAT, False), (CHAT, False)])
+    built.model.train()
+    built.model(input_ids=ids, attention_mask=mask, labels=labels, num_visual_tokens=4).loss.backward()
+    grads = [p.grad for p in built.model.mqt.parameters()]
+    assert all(g is not None for g in grads)  # present, so data-parallel ranks reduce the same tensors
+    assert all(torch.count_nonzero(g) == 0 for g in grads)  # and zero: the blank image changes nothing
+    built.model.zero_grad(set_to_none=True)
+    built.model.eval()
+    built.model(input_ids=ids, attention_mask=mask, labels=labels, num_visual_tokens=4).loss.backward()
+    assert all(p.grad is None for p in built.model.mqt.parameters())  # no extra work outside training

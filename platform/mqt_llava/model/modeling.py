@@ -185,6 +185,16 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         m = self.resolve_num_visual_tokens(num_visual_tokens)
         return self.mqt(self.grid_features(pixel_values), m)
 
+    def blank_image_tokens(self) -> torch.Tensor:
+        """The image path run on one blank image. A training batch without images still goes through
+        the vision tower and the MQT (its result weighted 0), as LLaVA does: otherwise data-parallel
+        ranks disagree about which parameters take part in the step, and DeepSpeed's collectives
+        mismatch (measured: ZeRO-2 gradient reduction and ZeRO-3 parameter gathers both fail when
+        one rank's micro-batch is text-only and another's is not)."""
+        size = self.config.vision_config.image_size
+        blank = torch.zeros(1, 3, size, size, dtype=torch.uint8, device=self.image_mean.device)
+        return self.encode_images(blank, 1)
+
     def merge_visual_tokens(
         self,
         input_ids: torch.LongTensor,
@@ -213,6 +223,8 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
         text_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
         visual = self.encode_images(pixel_values, num_visual_tokens).to(text_embeds.dtype) if num_images else None
+        if not num_images and self.training and torch.is_grad_enabled():
+            text_embeds = text_embeds + 0.0 * self.blank_image_tokens().sum().to(text_embeds.dtype)
 
         embeds, new_labels = [], []
         image_i = 0
