@@ -95,10 +95,13 @@ class InferenceEngine:
         )
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
-    @torch.inference_mode()
     def forward(self, requests: list[Request], num_visual_tokens: int) -> torch.Tensor:
-        """One prefill pass (the cost a budget changes); returns the logits."""
-        batch = self.prepare(requests)
+        """One prefill pass over requests (preparation included); returns the logits."""
+        return self.prefill(self.prepare(requests), num_visual_tokens)
+
+    @torch.inference_mode()
+    def prefill(self, batch: PreparedBatch, num_visual_tokens: int) -> torch.Tensor:
+        """One prefill pass over an already prepared batch: the cost a budget changes."""
         return self.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,

@@ -6,6 +6,7 @@ from PIL import Image
 
 from mqt_llava.data.images import decode_image
 from mqt_llava.data.llava_format import REJECT_REASONS, Rejected, check_record, iter_json_records
+from mqt_llava.data.synthetic import Scene
 from mqt_llava.data.synthetic_corpus import (
     INSTRUCT_JSON,
     PRETRAIN_IMAGES,
@@ -91,6 +92,8 @@ def test_synthetic_corpus_has_every_question_family(corpus):
     assert len({round(w / h, 2) for w, h in sizes}) > 2  # varied aspect ratios
     scenes = [json.loads(line) for line in (corpus / "eval/scenes.jsonl").read_text().splitlines()]
     assert len(scenes) == SMALL.num_eval and all((corpus / s["image"]).exists() for s in scenes)
+    for s in scenes:  # held-out ground truth reloads to the very scene that was rendered
+        assert json.loads(json.dumps(Scene.from_dict(s["scene"]).to_dict())) == s["scene"]
 
 
 def digest(root):

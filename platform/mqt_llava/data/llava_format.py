@@ -9,6 +9,7 @@ one image root, `id` is a string or an int in the wild, and about 40K of 665K re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,16 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 
 
+def resolve_location(location: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or any pyarrow filesystem URI (s3://, gs://, file://)."""
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
 def open_input(path: str):
-    """A binary input stream for a local path or any pyarrow filesystem URI (s3://, gs://, ...)."""
-    filesystem, resolved = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    """A binary input stream for a local path or any pyarrow filesystem URI."""
+    filesystem, resolved = resolve_location(path)
     return filesystem.open_input_stream(resolved)
 
 
@@ -83,7 +91,7 @@ def iter_json_records_with_progress(path: str) -> Iterator[tuple[dict[str, Any],
 
 
 def json_size(path: str) -> int:
-    filesystem, resolved = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    filesystem, resolved = resolve_location(path)
     return filesystem.get_file_info(resolved).size
 
 

@@ -37,6 +37,7 @@ from mqt_llava.data.llava_format import (
     check_record,
     iter_json_records_with_progress,
     json_size,
+    resolve_location,
 )
 from mqt_llava.model.builder import cached_tokenizer
 
@@ -78,10 +79,7 @@ class Output:
     """A directory on the local disk or behind a pyarrow filesystem URI."""
 
     def __init__(self, location: str) -> None:
-        if "://" in location:
-            self.fs, self.root = pafs.FileSystem.from_uri(location)
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(location)
+        self.fs, self.root = resolve_location(location)
         self.fs.create_dir(f"{self.root}/_progress", recursive=True)
 
     def path(self, name: str) -> str:

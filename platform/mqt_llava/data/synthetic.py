@@ -84,6 +84,12 @@ class Scene:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Scene:
+        """The inverse of to_dict (eval/scenes.jsonl holds scenes as dicts)."""
+        objects = tuple(SceneObject(**o) for o in data["objects"])
+        return cls(data["grid"], objects, data["width"], data["height"])
+
 
 def capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]

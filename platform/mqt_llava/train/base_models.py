@@ -28,7 +28,7 @@ from mqt_llava.config import BaseModelsSpec, ModelSpec
 from mqt_llava.data.conversation import render
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
-from mqt_llava.data.synthetic import Scene, SceneObject, render_scene
+from mqt_llava.data.synthetic import Scene, render_scene
 from mqt_llava.data.synthetic_corpus import (
     EVAL_SCENES,
     INSTRUCT_JSON,
@@ -178,7 +178,7 @@ def train_lm(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, TrainLog]:
-    """Next-token training on the corpus text (bos + text + eos, padding ignored)."""
+    """Next-token training on the corpus text (bos + text, as rendered; padding ignored)."""
     torch.manual_seed(seed)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
@@ -233,8 +233,7 @@ def make_base_models(
                                 spec.clip.steps, spec.clip.batch_size, spec.clip.lr, spec.seed, log)  # fmt: skip
     held_out = [json.loads(line) for line in (corpus / EVAL_SCENES).read_text().splitlines()][:256]
     if len(held_out) >= 2:
-        scenes = [Scene(s["scene"]["grid"], tuple(SceneObject(**o) for o in s["scene"]["objects"]),
-                        s["scene"]["width"], s["scene"]["height"]) for s in held_out]  # fmt: skip
+        scenes = [Scene.from_dict(s["scene"]) for s in held_out]
         eval_images = torch.from_numpy(np.stack([preprocess_image(render_scene(s), settings, aspect) for s in scenes]))
         accuracy = retrieval_accuracy(clip, eval_images, [s.describe() for s in scenes], tokenizer, settings)
         report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": len(scenes)}
