@@ -118,6 +118,29 @@ class ScheduleSpec(BaseModel):
     seed: int = 0
 
 
+class TrackingSpec(BaseModel):
+    """Where rank 0 logs the run (MLflow). `uri` None: MLFLOW_TRACKING_URI, else a SQLite store
+    (`mlflow.db`, artifacts in `mlartifacts/`) in the runs' storage directory."""
+
+    model_config = Strict
+    uri: str | None = None
+    experiment: str = "mqt-llava"
+    log_export: bool = Field(True, description="log the final export as artifacts (large for 7B)")
+
+
+class ResourcesSpec(BaseModel):
+    """What each Ray Train worker and the data pipeline ask for. CPU figures are logical Ray
+    resources; on a small machine they are fractions so workers and data stages fit together."""
+
+    model_config = Strict
+    use_gpu: bool | None = Field(None, description="None: use GPUs if the cluster has any")
+    worker_cpus: float = Field(1.0, gt=0)
+    torch_threads: int | None = Field(None, ge=1, description="None: Ray's OMP_NUM_THREADS for the worker")
+    decode_actors: int = Field(1, ge=1)
+    decode_cpus: float = Field(0.5, gt=0)
+    tokenize_cpus: float = Field(0.25, gt=0)
+
+
 class StageSpec(BaseModel):
     """One training stage. Stage 1 trains the MQT on 558K-format data with the plain template;
     stage 2 trains MQT + LLM on 665K-format data with vicuna_v1, drawing m each optimizer step."""
@@ -140,6 +163,17 @@ class StageSpec(BaseModel):
     gradient_checkpointing: bool = False
     schedule: ScheduleSpec = ScheduleSpec()
     stage1_elastic: bool = Field(False, description="stage 1 draws m too (the paper's ablation); else m = M")
+    model: str = Field(description="the model: a preset name (configs/<name>/model.yaml) or a YAML path")
+    init_from: str | None = Field(None, description="an export whose MQT weights start this stage (stage 2)")
+    shuffle_buffer: int = Field(1000, ge=0, description="rows in each worker's local shuffle buffer; 0: none")
+    group_by_modality: bool = Field(False, description="LLaVA's group_by_modality_length, on the stream")
+    seed: int = 0
+    log_every: int = Field(10, ge=1, description="a progress line every N steps (MLflow gets every step)")
+    checkpoint_every: int = Field(100, ge=1, description="optimizer steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker-group restarts before the run fails")
+    tracking: TrackingSpec = TrackingSpec()
+    resources: ResourcesSpec = ResourcesSpec()
 
     @model_validator(mode="after")
     def _batch_divides(self):
@@ -214,3 +248,10 @@ def preset_path(preset: str, name: str = "model") -> Path:
         known = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir()) if CONFIG_DIR.is_dir() else []
         raise ConfigError(f"no config {name!r} for preset {preset!r} at {path}; presets: {known}")
     return path
+
+
+def model_config_path(model: str) -> Path:
+    """A stage's `model`: a preset name, or a path to a model YAML."""
+    if model.endswith((".yaml", ".yml")) or "/" in model:
+        return Path(model)
+    return preset_path(model, "model")

@@ -20,6 +20,9 @@ def init_ray(**kwargs) -> str:
         return "cluster"
     # address="local" always starts a fresh embedded instance: a stale `ray_current_cluster` file
     # from an earlier `ray start` would otherwise make ray.init() wait on a dead cluster.
-    kwargs.setdefault("include_dashboard", False)
+    # The dashboard also serves the State API, which Ray Train's placement-group cleaner polls (without
+    # it, a warning every few seconds and no clean-up of a crashed controller's resources).
+    kwargs.setdefault("include_dashboard", True)
+    kwargs.setdefault("dashboard_host", "127.0.0.1")
     ray.init(address="local", **kwargs)
     return "local"

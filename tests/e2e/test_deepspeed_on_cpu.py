@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     deepspeed.init_distributed("gloo")
     results = {}
     for zero in (2, 3):
-        spec = StageSpec(stage="stage2", template="vicuna_v1", data="-", global_batch_size=8, micro_batch_size=2,
-                         lr=1e-2, zero_stage=zero)
+        spec = StageSpec(model="tiny", stage="stage2", template="vicuna_v1", data="-", global_batch_size=8,
+                         micro_batch_size=2, lr=1e-2, zero_stage=zero)
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
         optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr)
@@ -71,8 +71,8 @@ TWO_RANKS = textwrap.dedent(
     torch.manual_seed(0)
     built = build_model(small_spec())
     configure_trainable(built.model, "stage2")
-    spec = StageSpec(stage="stage2", template="vicuna_v1", data="-", global_batch_size=4, micro_batch_size=2,
-                     num_workers=2, lr=1e-3, zero_stage=int(sys.argv[1]))
+    spec = StageSpec(model="tiny", stage="stage2", template="vicuna_v1", data="-", global_batch_size=4,
+                     micro_batch_size=2, num_workers=2, lr=1e-3, zero_stage=int(sys.argv[1]))
     params = [p for p in built.model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=built.model, optimizer=torch.optim.AdamW(params, lr=1e-3),
                                       config=deepspeed_config(spec, False))

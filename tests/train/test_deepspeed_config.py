@@ -1,12 +1,13 @@
 import pytest
 
 from mqt_llava.config import ConfigError, StageSpec, load_config, preset_path
-from mqt_llava.train.deepspeed_config import deepspeed_config, warmup_steps
+from mqt_llava.train.deepspeed_config import deepspeed_config
+from mqt_llava.train.plan import plan_steps
 
 
 def stage2(**changes) -> StageSpec:
-    fields = dict(stage="stage2", template="vicuna_v1", data="shards", global_batch_size=128, micro_batch_size=4,
-                  num_workers=2, lr=2e-5, zero_stage=3)  # fmt: skip
+    fields = dict(model="tiny", stage="stage2", template="vicuna_v1", data="shards", global_batch_size=128,
+                  micro_batch_size=4, num_workers=2, lr=2e-5, zero_stage=3)  # fmt: skip
     return StageSpec(**{**fields, **changes})
 
 
@@ -44,7 +45,7 @@ def test_the_papers_stage_configs_load_with_its_hyperparameters():
     assert (one.global_batch_size, one.lr, one.zero_stage, one.epochs) == (256, 1e-3, 2, 1)
     assert (two.global_batch_size, two.lr, two.zero_stage, two.epochs) == (128, 2e-5, 3, 2)
     assert one.gradient_accumulation_steps == two.gradient_accumulation_steps == 1
-    assert warmup_steps(two, 10_000) == 300
+    assert plan_steps(two, rows=128 * 5000).warmup_steps == 300  # 3 % of 2 epochs x 5000 steps
 
 
 def test_bad_stage_config_errors_name_the_field():

@@ -23,8 +23,3 @@ def deepspeed_config(stage: StageSpec, use_gpu: bool) -> dict:
         "steps_per_print": 10**9,  # the platform prints its own progress lines
         "wall_clock_breakdown": False,
     }
-
-
-def warmup_steps(stage: StageSpec, total_steps: int) -> int:
-    """The paper's warmup: a ratio (0.03) of the optimizer steps, at least one."""
-    return max(1, round(stage.warmup_ratio * total_steps))

@@ -1,0 +1,85 @@
+"""What a training checkpoint holds beyond DeepSpeed's own state, and how it is saved and restored.
+
+One checkpoint directory (Ray merges what every rank writes into it):
+
+    ckpt/...                       DeepSpeed: module weights, each rank's ZeRO optimizer shard, the
+                                   LR scheduler, DeepSpeed's step counters
+    train_state.json               rank 0: the optimizer step, samples and tokens seen
+    worker_rank<r>.pt              each rank: its RNG states and data position
+
+The data position is each rank's (epoch, micro-batches consumed in that epoch). Ray Data cannot
+seek into a stream, so a resumed rank starts that epoch's pass again (same file order, same local
+shuffle seed) and discards that many micro-batches before training. Ray Data's streaming split
+hands blocks to ranks dynamically, so the skipped micro-batches are the same *number* of samples,
+not guaranteed to be the same samples: the run sees every step's worth of data once per epoch,
+but the exact order after a restart can differ.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEEPSPEED_TAG = "ckpt"
+TRAIN_STATE = "train_state.json"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    samples: int = 0  # over all ranks
+    tokens: int = 0  # over all ranks, visual tokens included
+
+
+@dataclass
+class DataPosition:
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches this rank consumed in `epoch`
+
+
+def capture_rng() -> dict:
+    return dict(
+        python=random.getstate(),
+        numpy=np.random.get_state(),
+        torch=torch.get_rng_state(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    )
+
+
+def restore_rng(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save(engine, directory: Path, rank: int, state: TrainState, position: DataPosition) -> None:
+    """Every rank calls this (DeepSpeed's save is collective)."""
+    engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG)
+    torch.save(dict(rng=capture_rng(), position=asdict(position)), directory / f"worker_rank{rank}.pt")
+    if rank == 0:
+        (directory / TRAIN_STATE).write_text(json.dumps(asdict(state)))
+
+
+def restore(engine, directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
+    """Every rank calls this. A checkpoint written by a different number of workers cannot be
+    restored: ZeRO shards the optimizer by rank."""
+    worker_file = directory / f"worker_rank{rank}.pt"
+    if not worker_file.exists():
+        raise RuntimeError(
+            f"checkpoint {directory} has no state for rank {rank}: it was written by a different number of "
+            "workers (ZeRO optimizer shards are per rank); resume with the original num_workers"
+        )
+    path, _ = engine.load_checkpoint(str(directory), tag=DEEPSPEED_TAG)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/{DEEPSPEED_TAG}")
+    worker = torch.load(worker_file, weights_only=False)
+    restore_rng(worker["rng"])
+    state = TrainState(**json.loads((directory / TRAIN_STATE).read_text()))
+    return state, DataPosition(**worker["position"])
