@@ -1,14 +1,19 @@
-"""Quickstart: the tiny pipeline end to end, one step after another.
+"""Quickstart: the tiny pipeline end to end, one step after another, on one machine.
 
-    python jobs/quickstart.py                 # embedded local Ray, tiny preset
+    python jobs/quickstart.py                     # embedded local Ray, tiny preset, ~15 min on 2 cores
     ray job submit -- python jobs/quickstart.py   # the same on a cluster
 
-Steps so far:
-  1. data    write a small synthetic corpus in LLaVA's formats, convert both sets to Parquet shards
-             (rejects counted), and stream a few training batches through Ray Data.
-  2. model   build the preset's MQT-LLaVA; for each budget m show the visual tokens, the prefill
-             latency and a greedy answer about one synthetic image; save an export.
-Later issues add: base models -> stage 1 -> stage 2 -> evaluation -> serving.
+Steps:
+  1. data         a synthetic corpus in LLaVA's formats (558K-like captions, 665K-like instructions,
+                  held-out evaluation scenes)
+  2. base models  the tiny preset's pretrained parts from that corpus: tokenizer, CLIP, Llama LM
+  3. shards       both sets converted to Parquet shards (rejects counted)
+  4. stage 1      the MQT alone, plain template, all M tokens (Ray Train + DeepSpeed ZeRO-2)
+  5. stage 2      MQT + LLM, vicuna_v1, m drawn each step (ZeRO-3), from stage 1's export
+  6. evaluate     held-out exact match at each budget next to the majority-answer baseline
+
+Every step skips what an earlier run of the same --run-dir finished (stages resume by run name).
+Later issues add: benchmark sweeps -> serving.
 """
 
 from __future__ import annotations
@@ -20,150 +25,176 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-import torch
 from ray.data import DataContext
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
-from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
+from mqt_llava.config import BaseModelsSpec, ModelSpec, load_config, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic import random_scene, render_scene
-from mqt_llava.data.synthetic_corpus import (
-    INSTRUCT_JSON,
-    PRETRAIN_IMAGES,
-    PRETRAIN_JSON,
-    CorpusSpec,
-    write_corpus,
-)
-from mqt_llava.inference import InferenceEngine, Request
-from mqt_llava.model.builder import build_model, image_settings_for, load_tokenizer, save_export
-from mqt_llava.model.stages import format_parameter_report, parameter_report
+from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
+from mqt_llava.eval.synthetic_qa import KINDS, exact_match, heldout_questions, majority_baseline
+from mqt_llava.inference import InferenceEngine
 from mqt_llava.ray_runtime import init_ray
-
-QUESTION = "What shapes are in the image, and where are they?"
+from mqt_llava.train.base_models import make_base_models, preset_overrides
+from mqt_llava.train.launch import resolve_run, run_stage
 
 
 @dataclass
 class Context:
-    spec: ModelSpec
+    args: argparse.Namespace
     run_dir: Path
-    budgets: list[int]
     results: dict = field(default_factory=dict)
 
+    @property
+    def corpus(self) -> Path:
+        return self.run_dir / "data"
 
-@ray.remote(num_cpus=1)
-def probe_budgets(spec: ModelSpec, budgets: list[int], export_dir: str, repeats: int = 5) -> dict:
-    """Runs on a Ray worker: build the model and time one prefill per budget."""
-    torch.manual_seed(0)
-    built = build_model(spec)
-    save_export(built, export_dir)
-    engine = InferenceEngine.from_built(built)
-    scene_seed, image_size = 0, (160, 120)  # not square: exercises padding
-    scene = random_scene(scene_seed)
-    request = Request(QUESTION, render_scene(scene, *image_size))
-    batch = engine.prepare([request])  # tokenized and preprocessed once: the timing is the model's
-    rows = []
-    for m in budgets:
-        visual = built.model.encode_images(batch.pixel_values, m).shape[1]
-        engine.prefill(batch, m)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            engine.prefill(batch, m)
-            times.append(time.perf_counter() - start)
-        prompt_tokens = int(batch.attention_mask.sum()) - 1 + visual
-        answer = engine.generate([request], m, max_new_tokens=16)[0]
-        rows.append(
-            dict(
-                m=m,
-                visual_tokens=visual,
-                prompt_tokens=prompt_tokens,
-                prefill_ms=1000 * sorted(times)[len(times) // 2],
-                answer=answer,
-            )
-        )
-    return dict(
-        question=QUESTION,
-        scene_seed=scene_seed,
-        image_size=image_size,
-        scene=scene.describe(),
-        parameters=format_parameter_report(parameter_report(built.model)),
-        rows=rows,
-    )
+    @property
+    def base_models(self) -> Path:
+        return self.run_dir / "base_models"
+
+    @property
+    def storage(self) -> Path:
+        return self.run_dir / "train"
+
+    @property
+    def model_overrides(self) -> list[str]:
+        return preset_overrides(self.base_models) + self.args.model_overrides
+
+    def model_spec(self) -> ModelSpec:
+        return load_config(ModelSpec, preset_path(self.args.preset, "model"), self.model_overrides)
 
 
 def step_data(ctx: Context) -> None:
-    corpus = ctx.run_dir / "data"
-    if not (corpus / "corpus.json").exists():
-        write_corpus(corpus, CorpusSpec(seed=0, num_pretrain=400, num_instruct=400, num_eval=100))
+    pretrain, instruct, held_out = ctx.args.corpus
+    if not (ctx.corpus / "corpus.json").exists():
+        write_corpus(ctx.corpus, CorpusSpec(seed=0, num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out))
+    ctx.results["data"] = json.loads((ctx.corpus / "corpus.json").read_text())
+    print(f"corpus: {ctx.corpus}")
+
+
+def step_base_models(ctx: Context) -> None:
+    report_path = ctx.base_models / "report.json"
+    if not report_path.exists():
+        overrides = [f"corpus={ctx.corpus}"] + ctx.args.base_overrides
+        spec = load_config(BaseModelsSpec, preset_path(ctx.args.preset, "base_models"), overrides)
+        model = load_config(ModelSpec, preset_path(ctx.args.preset, "model"), ctx.args.model_overrides)
+        report = make_base_models(spec, model, ctx.base_models)
+        report_path.write_text(json.dumps(report, indent=2))
+    ctx.results["base_models"] = json.loads(report_path.read_text())
+
+
+def step_shards(ctx: Context) -> None:
+    spec = ctx.model_spec()
     sets = {
-        "558k": (corpus / PRETRAIN_JSON, corpus / PRETRAIN_IMAGES, "plain"),
-        "665k": (corpus / INSTRUCT_JSON, corpus, "vicuna_v1"),
+        "558k": (ctx.corpus / PRETRAIN_JSON, ctx.corpus / PRETRAIN_IMAGES, "plain"),
+        "665k": (ctx.corpus / INSTRUCT_JSON, ctx.corpus, "vicuna_v1"),
     }
-    summary = {}
+    ctx.results["shards"] = {}
     for name, (json_path, image_root, template) in sets.items():
-        rules = RecordRules(template, ctx.spec.max_length, ctx.spec.mqt.num_queries)
-        job = PrepareJob(str(json_path), str(image_root), str(ctx.run_dir / "shards" / name), ctx.spec.tokenizer, rules)
-        report = prepare(job).as_dict()
-        summary[name] = report
+        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        out = ctx.run_dir / "shards" / name
+        report = prepare(PrepareJob(str(json_path), str(image_root), str(out), spec.tokenizer, rules)).as_dict()
+        ctx.results["shards"][name] = report
         print(f"{name}: read {report['read']}, written {report['written']}, rejected {report['rejected_by_reason']}")
 
-    pad = load_tokenizer(ctx.spec.tokenizer).pad_token_id
-    dataset = training_dataset(
-        read_shards(str(ctx.run_dir / "shards" / "665k")), ctx.spec, "vicuna_v1", image_settings_for(ctx.spec),
-        decode_actors=1, decode_cpus=0.5,
-    )  # fmt: skip
-    batches = dataset.iter_torch_batches(batch_size=8, collate_fn=LlavaCollate(pad), local_shuffle_buffer_size=64)
-    for i, batch in zip(range(3), batches, strict=False):
-        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items())
-        print(f"batch {i}: {shapes}")
-    ctx.results["data"] = summary
+
+def train(ctx: Context, stage: str, overrides: list[str]) -> None:
+    run = resolve_run(
+        preset_path(ctx.args.preset, stage),
+        overrides + getattr(ctx.args, f"{stage}_overrides"),
+        ctx.model_overrides,
+        name=f"{ctx.args.preset}-{stage}",
+        storage=str(ctx.storage),
+        expect_stage=stage,
+    )
+    result = run_stage(run)
+    ctx.results[stage] = dict(metrics=result.metrics, export=result.export_dir, steps=run.plan.total_steps)
 
 
-def step_model(ctx: Context) -> None:
-    export_dir = ctx.run_dir / "export"
-    result = ray.get(probe_budgets.remote(ctx.spec, ctx.budgets, str(export_dir)))
-    print(result["parameters"])
-    print(f"\nimage: {result['scene']}\nquestion: {QUESTION}\n")
-    print(f"{'m':>4} {'visual':>7} {'prompt':>7} {'prefill ms':>11}  greedy answer (untrained weights)")
-    for r in result["rows"]:
-        cells = f"{r['m']:>4} {r['visual_tokens']:>7} {r['prompt_tokens']:>7} {r['prefill_ms']:>11.1f}"
-        print(f"{cells}  {r['answer']!r}")
-    print(f"\nexport: {export_dir}")
-    ctx.results["model"] = result
+def step_stage1(ctx: Context) -> None:
+    train(ctx, "stage1", [f"data={ctx.run_dir / 'shards' / '558k'}"])
 
 
-STEPS = [("data", step_data), ("model", step_model)]
+def step_stage2(ctx: Context) -> None:
+    stage1_export = ctx.results.get("stage1", {}).get("export") or str(ctx.storage / f"{ctx.args.preset}-stage1/export")
+    train(ctx, "stage2", [f"data={ctx.run_dir / 'shards' / '665k'}", f"init_from={stage1_export}"])
+
+
+def step_evaluate(ctx: Context) -> None:
+    export = ctx.storage / f"{ctx.args.preset}-stage2" / "export"
+    engine = InferenceEngine.from_export(export)
+    questions = heldout_questions(ctx.corpus, limit=ctx.args.eval_scenes)
+    rows = {"majority baseline": majority_baseline(questions)}
+    for m in ctx.args.budget_list:
+        rows[f"m = {m}"] = exact_match(engine, questions, m)
+    print(f"\nheld-out exact match, {len(questions)} questions ({ctx.args.eval_scenes} scenes x {len(KINDS)} kinds):")
+    columns = list(KINDS) + ["all"]
+    print(f"{'':>18}" + "".join(f"{c:>11}" for c in columns))
+    for label, scores in rows.items():
+        print(f"{label:>18}" + "".join(f"{scores.get(c, float('nan')):>11.3f}" for c in columns))
+    ctx.results["evaluate"] = dict(questions=len(questions), scores=rows)
+
+
+STEPS = [
+    ("data", step_data),
+    ("base models", step_base_models),
+    ("shards", step_shards),
+    ("stage 1", step_stage1),
+    ("stage 2", step_stage2),
+    ("evaluate", step_evaluate),
+]
+
+
+def counts(text: str) -> tuple[int, int, int]:
+    values = tuple(int(x) for x in text.split(","))
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected three positive counts: PRETRAIN,INSTRUCT,EVAL")
+    return values  # type: ignore[return-value]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
-    parser.add_argument("--budgets", default="1,2,4,8,16,M", help="comma-separated; M = the preset's maximum")
+    parser.add_argument("--corpus", type=counts, default=(6000, 6000, 300), metavar="PRETRAIN,INSTRUCT,EVAL",
+                        help="synthetic records per set")  # fmt: skip
+    parser.add_argument("--budgets", default="2,M", help="evaluation budgets, comma-separated; M = the maximum")
+    parser.add_argument("--eval-scenes", type=int, default=300, help="held-out scenes to ask about")
+    for flag, dest, what in (
+        ("--model-set", "model_overrides", "the model preset"),
+        ("--base-set", "base_overrides", "base_models.yaml"),
+        ("--stage1-set", "stage1_overrides", "stage1.yaml"),
+        ("--stage2-set", "stage2_overrides", "stage2.yaml"),
+    ):
+        parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE",
+                            help=f"override a field of {what}")  # fmt: skip
     args = parser.parse_args()
-
-    spec = load_config(ModelSpec, preset_path(args.preset, "model"), args.overrides)
-    budgets = [spec.mqt.num_queries if b.strip() == "M" else int(b) for b in args.budgets.split(",")]
-    for m in budgets:
-        if not 1 <= m <= spec.mqt.num_queries:
-            parser.error(f"--budgets: {m} is outside 1..{spec.mqt.num_queries} (M)")
-    ctx = Context(spec=spec, run_dir=args.run_dir, budgets=budgets)
+    M = load_config(ModelSpec, preset_path(args.preset, "model"), args.model_overrides).mqt.num_queries
+    try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training
+        args.budget_list = [M if b.strip() == "M" else int(b) for b in args.budgets.split(",")]
+    except ValueError:
+        parser.error(f"--budgets: expected integers or M, got {args.budgets!r}")
+    for m in args.budget_list:
+        if not 1 <= m <= M:
+            parser.error(f"--budgets: {m} is outside 1..{M} (M)")
+    ctx = Context(args=args, run_dir=args.run_dir.resolve())
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
 
     where = init_ray()
     DataContext.get_current().enable_progress_bars = False  # progress comes as periodic lines
     cpus = ray.cluster_resources().get("CPU", 0)
-    print(f"Ray: {where} ({cpus:.0f} CPUs); preset {spec.name}; run dir {ctx.run_dir}")
+    print(f"Ray: {where} ({cpus:.0f} CPUs); preset {args.preset}; run dir {ctx.run_dir}")
+    started = time.perf_counter()
     for i, (name, step) in enumerate(STEPS, 1):
-        print(f"\n=== step {i}/{len(STEPS)}: {name} ===")
+        print(f"\n=== step {i}/{len(STEPS)}: {name} ===", flush=True)
         start = time.perf_counter()
         step(ctx)
-        print(f"--- {name} done in {time.perf_counter() - start:.1f}s")
+        seconds = time.perf_counter() - start
+        ctx.results.setdefault("seconds", {})[name] = seconds
+        print(f"--- {name} done in {seconds:.1f}s", flush=True)
     summary = ctx.run_dir / "summary.json"
-    summary.write_text(json.dumps(ctx.results, indent=2))
-    print(f"\nsummary: {summary}")
+    summary.write_text(json.dumps(ctx.results, indent=2, default=str))
+    print(f"\nall steps in {time.perf_counter() - started:.0f}s; summary: {summary}")
 
 
 if __name__ == "__main__":

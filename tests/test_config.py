@@ -5,7 +5,7 @@ from mqt_llava.config import ConfigError, ModelSpec, apply_overrides, load_confi
 
 def test_presets_load():
     tiny = load_config(ModelSpec, preset_path("tiny"))
-    assert tiny.mqt.num_queries == 64 and tiny.image.aspect == "pad"
+    assert tiny.mqt.num_queries == 32 and tiny.image.aspect == "pad"
     paper = load_config(ModelSpec, preset_path("llava-7b"))
     assert paper.vision_tower.pretrained == "openai/clip-vit-large-patch14-336"
     assert paper.llm.pretrained == "lmsys/vicuna-7b-v1.5"
@@ -13,8 +13,8 @@ def test_presets_load():
 
 
 def test_overrides_set_nested_fields_with_yaml_types():
-    spec = load_config(ModelSpec, preset_path("tiny"), ["mqt.num_queries=32", "mqt.order=projection_then_attention"])
-    assert spec.mqt.num_queries == 32 and spec.mqt.order == "projection_then_attention"
+    spec = load_config(ModelSpec, preset_path("tiny"), ["mqt.num_queries=16", "mqt.order=projection_then_attention"])
+    assert spec.mqt.num_queries == 16 and spec.mqt.order == "projection_then_attention"
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 
 

@@ -5,8 +5,9 @@ import pytest
 import ray
 from ray.data import DataContext
 
-TEST_DIRS = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "data")]  # + odd_corpus
-sys.path.insert(0, TEST_DIRS[1])
+# this directory, tests/data (odd_corpus) and tests/ (small_model)
+TEST_DIRS = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "data"), str(Path(__file__).parents[1])]
+sys.path[:0] = TEST_DIRS[1:]
 
 
 @pytest.fixture(scope="session")

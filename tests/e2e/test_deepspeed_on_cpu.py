@@ -59,7 +59,7 @@ TWO_RANKS = textwrap.dedent(
     import os, sys
     import torch, deepspeed
     sys.path.insert(0, "tests")
-    from conftest import small_spec
+    from small_model import small_spec
     from mqt_llava.config import StageSpec
     from mqt_llava.data.conversation import build_sample
     from mqt_llava.model.builder import build_model

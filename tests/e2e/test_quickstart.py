@@ -1,4 +1,4 @@
-"""The main job, run as a user runs it: a subprocess on an embedded local Ray."""
+"""The main job, run as a user runs it: a subprocess on an embedded local Ray, at small sizes."""
 
 import json
 import os
@@ -9,52 +9,49 @@ from pathlib import Path
 import pytest
 
 from mqt_llava.config import REPO_ROOT
-from mqt_llava.data.synthetic import random_scene, render_scene
-from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.inference import InferenceEngine
 
 pytestmark = pytest.mark.e2e
 
+SMALL = [
+    "--corpus", "160,160,12", "--eval-scenes", "12", "--budgets", "2,M",
+    "--base-set", "clip.steps=10", "--base-set", "lm.steps=10",
+    "--stage1-set", "max_steps=3", "--stage2-set", "max_steps=3",
+]  # fmt: skip
 
-def test_quickstart_reports_every_budget_and_writes_a_loadable_export(tmp_path):
+
+def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
-        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--budgets", "1,2,4,8,16,M"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "step 1/2: data" in done.stdout and "step 2/2: model" in done.stdout
+        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), *SMALL],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    for i, name in enumerate(("data", "base models", "shards", "stage 1", "stage 2", "evaluate"), 1):
+        assert f"step {i}/6: {name}" in done.stdout
 
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["data"]["num_instruct"] == 160
     for name in ("558k", "665k"):  # the synthetic corpus converts without a reject
-        assert summary["data"][name]["read"] == summary["data"][name]["written"] == 400
-    assert "batch 2: input_ids (8, " in done.stdout and "pixel_values (" in done.stdout
-    result = summary["model"]
-    rows = result["rows"]
-    assert [r["m"] for r in rows] == [1, 2, 4, 8, 16, 64]
-    assert all(r["visual_tokens"] == r["m"] for r in rows)
-    # the prompt grows by exactly the extra visual tokens
-    assert all(r["prompt_tokens"] - r["m"] == rows[0]["prompt_tokens"] - 1 for r in rows)
-    assert all(r["prefill_ms"] > 0 for r in rows)
+        assert summary["shards"][name]["read"] == summary["shards"][name]["written"] == 160
+    for stage in ("stage1", "stage2"):
+        assert summary[stage]["metrics"]["step"] == 3
+    scores = summary["evaluate"]["scores"]
+    assert list(scores) == ["majority baseline", "m = 2", "m = 32"]
+    assert all(0 <= v <= 1 for row in scores.values() for v in row.values())
+    assert "held-out exact match" in done.stdout and "majority baseline" in done.stdout
 
-    # the export reproduces, in this process, the answers the job's Ray worker printed
-    engine = InferenceEngine.from_export(tmp_path / "export")
-    assert engine.max_visual_tokens == 64
-    image = render_scene(random_scene(result["scene_seed"]), *result["image_size"])
-    for row in rows[::2]:
-        assert engine.generate([Request(result["question"], image)], row["m"], 16) == [row["answer"]]
+    # stage 2 loaded the base models and stage 1's MQT; its export is what evaluation loaded
+    record = json.loads((tmp_path / "train/tiny-stage2/export/mqt_llava_training.json").read_text())
+    assert record["stage"]["init_from"] == str(tmp_path / "train/tiny-stage1/export")
+    assert record["model"]["llm"]["pretrained"] == str(tmp_path / "base_models/llm")
+    assert InferenceEngine.from_export(tmp_path / "train/tiny-stage2/export").max_visual_tokens == 32
 
 
-def test_quickstart_refuses_a_budget_above_M(tmp_path):
+def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
     done = subprocess.run(
-        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--budgets", "65"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "outside 1..64" in done.stderr
-    assert not Path(tmp_path, "summary.json").exists()
+        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--budgets", "2,33"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "outside 1..32" in done.stderr
+    assert not Path(tmp_path, "data").exists()

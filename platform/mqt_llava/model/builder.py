@@ -23,6 +23,7 @@ from transformers import (
     CLIPVisionModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from mqt_llava.config import ModelSpec, TokenizerSpec
 from mqt_llava.data.images import ImageSettings
@@ -90,7 +91,23 @@ def image_settings_for(spec: ModelSpec) -> ImageSettings:
 
 def build_vision_tower(spec: ModelSpec, weights: bool) -> CLIPVisionModel:
     if weights and spec.vision_tower.pretrained is not None:
-        return CLIPVisionModel.from_pretrained(pretrained_location(spec.vision_tower.pretrained))
+        # A CLIP checkpoint (openai/clip-vit-large-patch14-336, or the tiny preset's) holds the text
+        # tower too: its keys are expected to go unused, and transformers' report of them (a long
+        # table, once per worker) is silenced. A *missing* vision weight is an error.
+        previous = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            tower, info = CLIPVisionModel.from_pretrained(
+                pretrained_location(spec.vision_tower.pretrained), output_loading_info=True
+            )
+        finally:
+            hf_logging.set_verbosity(previous)
+        if info["missing_keys"] or info["mismatched_keys"]:
+            raise ValueError(
+                f"vision_tower.pretrained {spec.vision_tower.pretrained}: missing {sorted(info['missing_keys'])[:5]}, "
+                f"mismatched {sorted(info['mismatched_keys'])[:5]}"
+            )
+        return tower
     return CLIPVisionModel(vision_architecture(spec))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 import time
 import warnings
@@ -102,10 +103,12 @@ def train_loop(config: dict) -> None:
             engine.step()
             totals += torch.tensor([loss.item(), 1, len(batch["input_ids"]), count_tokens(batch, m)])
         dist.all_reduce(totals)  # gloo/nccl both take float64 sums
+        peak = torch.tensor([peak_memory_mb(run.use_gpu)], dtype=torch.float64)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         state.step += 1
         state.samples += int(totals[2])
         state.tokens += int(totals[3])
-        metrics = dict(loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch)
+        metrics = dict(loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch, peak_memory_mb=float(peak))
         grad_norm = engine.get_global_grad_norm()
         if grad_norm is not None:
             metrics["grad_norm"] = float(grad_norm)
@@ -151,6 +154,13 @@ def micro_batches(shard, run: StageRun, position: DataPosition, collate: LlavaCo
             raise RuntimeError(f"this worker's data shard holds no full micro-batch of {size} rows")
         position.epoch += 1
         position.batches_in_epoch = 0
+
+
+def peak_memory_mb(use_gpu: bool) -> float:
+    """This worker's peak so far: GPU memory allocated by torch on GPU, else the process's RSS."""
+    if use_gpu:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def count_tokens(batch: dict[str, torch.Tensor], m: int) -> int:

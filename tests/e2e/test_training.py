@@ -1,0 +1,218 @@
+"""Stage 1 and 2 on a real (embedded) Ray Train + DeepSpeed on CPU, with a small model: the chain,
+the export, MLflow, a killed worker, a resubmitted run, and a bad config."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mqt_llava.config import REPO_ROOT
+from mqt_llava.data.llava_format import RecordRules
+from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
+from mqt_llava.model.schedules import schedule_support
+from mqt_llava.tracking import RUN_NAME_TAG
+from mqt_llava.train.launch import resolve_run, run_stage
+from small_model import small_spec
+
+pytestmark = pytest.mark.e2e
+
+STAGE_FIELDS = dict(
+    num_workers=1, global_batch_size=8, micro_batch_size=4, epochs=1, log_every=1, checkpoint_every=2,
+    keep_checkpoints=2, max_failures=2, shuffle_buffer=16,
+    resources=dict(worker_cpus=0.5, torch_threads=1, decode_actors=1, decode_cpus=0.25, tokenize_cpus=0.25),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, ray_local):
+    """A small model YAML, a 96 + 96 record corpus as shards, and both stage configs."""
+    root = tmp_path_factory.mktemp("training")
+    spec = small_spec()
+    model = root / "model.yaml"
+    model.write_text(yaml.safe_dump(spec.model_dump()))
+    corpus = root / "corpus"
+    write_corpus(corpus, CorpusSpec(seed=1, num_pretrain=96, num_instruct=96, num_eval=4), log=lambda _: None)
+    sets = {"558k": (PRETRAIN_JSON, PRETRAIN_IMAGES, "plain"), "665k": (INSTRUCT_JSON, "", "vicuna_v1")}
+    for name, (json_name, images, template) in sets.items():
+        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        prepare(PrepareJob(str(corpus / json_name), str(corpus / images), str(root / name), spec.tokenizer, rules))
+    configs = {}
+    for stage, template, data, extra in (
+        ("stage1", "plain", "558k", dict(lr=1e-3, zero_stage=2)),
+        ("stage2", "vicuna_v1", "665k", dict(lr=5e-4, zero_stage=3, group_by_modality=True)),
+    ):
+        path = root / f"{stage}.yaml"
+        fields = dict(model=str(model), stage=stage, template=template, data=str(root / data), **STAGE_FIELDS, **extra)
+        path.write_text(yaml.safe_dump(fields))
+        configs[stage] = path
+    return root, configs
+
+
+def train(config, storage, name, *overrides):
+    return run_stage(resolve_run(config, list(overrides), [], name=name, storage=str(storage)))
+
+
+def history(storage: Path, name: str, metric: str) -> list[tuple[int, float]]:
+    client = mlflow.MlflowClient(f"sqlite:///{storage}/mlflow.db")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("mqt-llava").experiment_id], f"tags.`{RUN_NAME_TAG}` = '{name}'"
+    )
+    return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
+
+
+def test_stage1_then_stage2_train_export_and_track(setup):
+    root, configs = setup
+    storage = root / "runs"
+    one = train(configs["stage1"], storage, "s1", "max_steps=6")
+    two = train(configs["stage2"], storage, "s2", "max_steps=6", f"init_from={one.export_dir}")
+
+    for result in (one, two):
+        assert result.metrics["step"] == 6
+        steps = [s for s, _ in history(storage, result.run.name, "loss")]
+        assert steps == [1, 2, 3, 4, 5, 6]  # one loss per optimizer step
+        # checkpoints at steps 2, 4, 6; the last two kept
+        kept = sorted(p.name for p in (storage / result.run.name).glob("checkpoint_*"))
+        assert kept == ["checkpoint_0000004", "checkpoint_0000006"]
+        assert json.loads((Path(result.export_dir) / "mqt_llava_training.json").read_text())["plan"]["total_steps"] == 6
+
+    assert {v for _, v in history(storage, "s1", "m")} == {8.0}  # stage 1: all M tokens
+    drawn = {v for _, v in history(storage, "s2", "m")}
+    assert drawn <= set(schedule_support("linear", 8, 2)) and len(drawn) > 1
+    assert all(v > 0 for _, v in history(storage, "s2", "samples_per_s"))
+
+    # What each stage trains, read back from the exports (stage 2's gathered from ZeRO-3 partitions).
+    w1 = load_file(Path(one.export_dir) / "model.safetensors")
+    w2 = load_file(Path(two.export_dir) / "model.safetensors")
+    tower = [k for k in w1 if k.startswith("vision_tower.")]
+    assert tower and all(torch.equal(w1[k], w2[k]) for k in tower)  # frozen in both stages
+    assert not torch.equal(w1["mqt.queries"], w2["mqt.queries"])  # stage 2 trains the MQT further
+    lm_head = "language_model.lm_head.weight"
+    assert not torch.equal(w1[lm_head], w2[lm_head])  # and the LLM
+
+    # The export loads and generates where DeepSpeed cannot even be imported.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["deepspeed"] = None  # any import of it fails
+        from PIL import Image
+        from mqt_llava.inference import InferenceEngine, Request
+        engine = InferenceEngine.from_export({two.export_dir!r})
+        print("ANSWER", engine.generate([Request("What colour is the circle?", Image.new("RGB", (40, 30)))], 4))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0 and "ANSWER" in done.stdout, done.stderr[-3000:]
+
+    client = mlflow.MlflowClient(f"sqlite:///{storage}/mlflow.db")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("mqt-llava").experiment_id], "tags.`mqt_llava.run_name` = 's2'"
+    )
+    assert run.data.params["stage.init_from"] == one.export_dir and run.data.params["stage.zero_stage"] == "3"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "export"} <= artifacts
+
+
+def kill_train_worker_after(directory: Path, timeout: float = 300) -> int:
+    """Wait until `directory` exists (a checkpoint), then SIGKILL the Ray Train worker processes."""
+    deadline = time.monotonic() + timeout
+    while not directory.exists():
+        assert time.monotonic() < deadline, f"{directory} never appeared"
+        time.sleep(0.1)
+    killed = 0
+    for process in psutil.process_iter(["cmdline"]):
+        if (process.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker"):
+            process.kill()
+            killed += 1
+    return killed
+
+
+def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(setup):
+    root, configs = setup
+    storage = root / "runs"
+    results = {}
+    thread = threading.Thread(
+        target=lambda: results.update(run=train(configs["stage1"], storage, "killed", "epochs=4", "checkpoint_every=4"))
+    )
+    thread.start()
+    killed = kill_train_worker_after(storage / "killed" / "checkpoint_0000004")
+    thread.join(timeout=600)
+    assert killed == 1 and "run" in results
+
+    total = results["run"].run.plan.total_steps
+    assert total == 48 and results["run"].metrics["step"] == total
+    (resumed_at,) = [v for _, v in history(storage, "killed", "resumed_from_step")]
+    assert resumed_at >= 4 and resumed_at % 4 == 0  # a checkpoint step
+    losses = history(storage, "killed", "loss")
+    assert {s for s, _ in losses} == set(range(1, total + 1))  # no step missing
+    latest = dict(losses)  # the resumed attempt's value where a step was logged twice
+    first = latest[1]
+    assert latest[int(resumed_at) + 1] < first  # resumed from trained weights, not from scratch
+
+
+def test_resubmitting_the_same_run_name_resumes(setup):
+    root, configs = setup
+    storage = root / "runs"
+    first = train(configs["stage1"], storage, "again", "max_steps=3", "checkpoint_every=3")
+    assert first.metrics["step"] == 3
+    second = train(configs["stage1"], storage, "again", "max_steps=6", "checkpoint_every=3")
+    assert second.metrics["step"] == 6
+    assert [v for _, v in history(storage, "again", "resumed_from_step")] == [3.0]
+    assert [s for s, _ in history(storage, "again", "loss")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_bad_config_fails_before_ray_starts(setup):
+    root, configs = setup
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "jobs/stage2.py", "--config", str(configs["stage2"]), "--set", "micro_batch_size=0",
+         "--storage", str(root / "bad")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "config error" in done.stderr and "micro_batch_size" in done.stderr
+    assert not (root / "bad").exists() and "Ray:" not in done.stdout
+    assert time.monotonic() - started < 60
+
+
+def stop_head_node(temp_dir: str) -> None:
+    """`ray stop` would also kill this test session's embedded Ray: stop only the processes of the
+    head node started with `temp_dir` (its workers exit with their raylet)."""
+    for process in psutil.process_iter(["cmdline"]):
+        if any(temp_dir in part for part in process.info["cmdline"] or []):
+            process.kill()
+
+
+def test_ray_job_submit_runs_stage2_on_a_local_head_node(setup, tmp_path):
+    root, _ = setup
+    temp_dir = f"/tmp/rjs-{os.getpid()}"  # short: Ray's socket paths live under it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    start = ["ray", "start", "--head", "--port", "6392", "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
+             "--dashboard-port", "8272", "--temp-dir", temp_dir, "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        submit = ["ray", "job", "submit", "--address", "http://127.0.0.1:8272", "--working-dir", ".",
+                  "--runtime-env", "configs/runtime_env.yaml", "--",
+                  "python", "jobs/stage2.py", "--config", "configs/tiny/stage2.yaml",
+                  "--set", f"data={root / '665k'}", "--set", "init_from=null", "--set", "max_steps=2",
+                  "--set", "checkpoint_every=2", "--model-set", "tokenizer.pretrained=null",
+                  "--model-set", "vision_tower.pretrained=null", "--model-set", "llm.pretrained=null",
+                  "--storage", str(tmp_path / "runs")]  # fmt: skip
+        done = subprocess.run(submit, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        stop_head_node(temp_dir)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "[tiny-stage2] done: step 2" in done.stdout and "succeeded" in done.stdout
+    assert (tmp_path / "runs" / "tiny-stage2" / "export" / "model.safetensors").exists()
