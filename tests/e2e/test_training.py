@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+import ray
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -83,7 +84,7 @@ def test_stage1_then_stage2_train_export_and_track(setup):
         steps = [s for s, _ in history(storage, result.run.name, "loss")]
         assert steps == [1, 2, 3, 4, 5, 6]  # one loss per optimizer step
         # checkpoints at steps 2, 4, 6; the last two kept
-        kept = sorted(p.name for p in (storage / result.run.name).glob("checkpoint_*"))
+        kept = sorted(p.name for p in (storage / result.run.name).glob("checkpoint_0*"))
         assert kept == ["checkpoint_0000004", "checkpoint_0000006"]
         assert json.loads((Path(result.export_dir) / "mqt_llava_training.json").read_text())["plan"]["total_steps"] == 6
 
@@ -124,17 +125,24 @@ def test_stage1_then_stage2_train_export_and_track(setup):
     assert {"config", "export"} <= artifacts
 
 
-def kill_train_worker_after(directory: Path, timeout: float = 300) -> int:
-    """Wait until `directory` exists (a checkpoint), then SIGKILL the Ray Train worker processes."""
+def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300) -> int:
+    """Wait until Ray Train has registered `checkpoint` (its snapshot names it: the directory alone
+    appears while it is still being written), then SIGKILL the Ray Train worker processes."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + timeout
-    while not directory.exists():
-        assert time.monotonic() < deadline, f"{directory} never appeared"
+    while not (snapshot.exists() and checkpoint in snapshot.read_text()):
+        assert time.monotonic() < deadline, f"{checkpoint} never registered"
         time.sleep(0.1)
+    # Only this session's workers: other Ray instances on the machine may be training too.
+    session = ray.worker._global_node.get_session_dir_path()
+    raylets = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "raylet"
+               and any(session in part for part in p.info["cmdline"] or [])]  # fmt: skip
     killed = 0
-    for process in psutil.process_iter(["cmdline"]):
-        if (process.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker"):
-            process.kill()
-            killed += 1
+    for raylet in raylets:
+        for process in raylet.children(recursive=True):
+            if (process.cmdline() or [""])[0].startswith("ray::RayTrainWorker"):
+                process.kill()
+                killed += 1
     return killed
 
 
@@ -146,7 +154,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(se
         target=lambda: results.update(run=train(configs["stage1"], storage, "killed", "epochs=4", "checkpoint_every=4"))
     )
     thread.start()
-    killed = kill_train_worker_after(storage / "killed" / "checkpoint_0000004")
+    killed = kill_train_worker_after(storage / "killed", "checkpoint_0000004")
     thread.join(timeout=600)
     assert killed == 1 and "run" in results
 
