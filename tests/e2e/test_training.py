@@ -3,6 +3,7 @@ the export, MLflow, a killed worker, a resubmitted run, and a bad config."""
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -203,10 +204,22 @@ def stop_head_node(temp_dir: str) -> None:
             process.kill()
 
 
-def test_ray_job_submit_runs_stage2_on_a_local_head_node(setup, tmp_path):
+def submit_when_ready(command: list[str], env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while a just-started head node's job agent is not up yet."""
+    deadline = time.monotonic() + 120
+    while True:
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in done.stdout + done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(3)
+
+
+def test_ray_job_submit_runs_stage2_on_a_local_head_node_with_token_auth(setup, tmp_path):
     root, _ = setup
     temp_dir = f"/tmp/rjs-{os.getpid()}"  # short: Ray's socket paths live under it
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    # Token authentication as Ray 2.60 has it by default; a fresh token shared by head and client.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     start = ["ray", "start", "--head", "--port", "6392", "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
              "--dashboard-port", "8272", "--temp-dir", temp_dir, "--disable-usage-stats"]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
@@ -218,9 +231,13 @@ def test_ray_job_submit_runs_stage2_on_a_local_head_node(setup, tmp_path):
                   "--set", "checkpoint_every=2", "--model-set", "tokenizer.pretrained=null",
                   "--model-set", "vision_tower.pretrained=null", "--model-set", "llm.pretrained=null",
                   "--storage", str(tmp_path / "runs")]  # fmt: skip
-        done = subprocess.run(submit, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        done = submit_when_ready(submit, env)
+        rejected = submit_when_ready(
+            submit[:5] + ["--", "python", "-c", "print(1)"], env | {"RAY_AUTH_TOKEN": "0" * 64}
+        )
     finally:
         stop_head_node(temp_dir)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "[tiny-stage2] done: step 2" in done.stdout and "succeeded" in done.stdout
     assert (tmp_path / "runs" / "tiny-stage2" / "export" / "model.safetensors").exists()
+    assert rejected.returncode != 0 and "token is invalid" in rejected.stdout + rejected.stderr
