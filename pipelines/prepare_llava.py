@@ -20,6 +20,7 @@ from mqt_llava.data.conversation import TEMPLATES
 from mqt_llava.data.images import DEFAULT_MAX_PIXELS
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.model.builder import load_tokenizer
 from mqt_llava.ray_runtime import init_ray
 
 
@@ -38,6 +39,10 @@ def main() -> int:
     args = parser.parse_args()
 
     spec = load_config(ModelSpec, preset_path(args.preset), args.overrides)
+    try:  # before any work: every shard task would fail on a tokenizer that is not there
+        load_tokenizer(spec.tokenizer)
+    except FileNotFoundError as exc:
+        parser.error(f"tokenizer: {exc}")
     job = PrepareJob(
         json_path=args.json,
         image_root=args.image_root,

@@ -170,12 +170,17 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(se
     assert latest[int(resumed_at) + 1] < first  # resumed from trained weights, not from scratch
 
 
-def test_resubmitting_the_same_run_name_resumes(setup):
+def test_resubmitting_the_same_run_name_resumes_on_two_workers(setup):
     root, configs = setup
     storage = root / "runs"
-    first = train(configs["stage1"], storage, "again", "max_steps=3", "checkpoint_every=3")
-    assert first.metrics["step"] == 3
-    second = train(configs["stage1"], storage, "again", "max_steps=6", "checkpoint_every=3")
+    two_workers = ["num_workers=2", "resources.worker_cpus=0.25", "checkpoint_every=3"]
+    first = train(configs["stage1"], storage, "again", "max_steps=3", *two_workers)
+    assert first.metrics["step"] == 3 and first.run.stage.gradient_accumulation_steps == 1
+    # every rank wrote its own ZeRO optimizer shard and worker state into the one checkpoint
+    checkpoint = storage / "again" / "checkpoint_0000003"
+    assert {p.name for p in checkpoint.glob("worker_rank*.pt")} == {"worker_rank0.pt", "worker_rank1.pt"}
+    assert len(list(checkpoint.glob("ckpt/*optim_states.pt"))) == 2
+    second = train(configs["stage1"], storage, "again", "max_steps=6", *two_workers)
     assert second.metrics["step"] == 6
     assert [v for _, v in history(storage, "again", "resumed_from_step")] == [3.0]
     assert [s for s, _ in history(storage, "again", "loss")] == [1, 2, 3, 4, 5, 6]
@@ -206,7 +211,7 @@ def stop_head_node(temp_dir: str) -> None:
 
 def submit_when_ready(command: list[str], env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
     """`ray job submit`, retried while a just-started head node's job agent is not up yet."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while True:
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         if "No available agent" not in done.stdout + done.stderr or time.monotonic() > deadline:
@@ -221,7 +226,10 @@ def test_ray_job_submit_runs_stage2_on_a_local_head_node_with_token_auth(setup, 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     start = ["ray", "start", "--head", "--port", "6392", "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
-             "--dashboard-port", "8272", "--temp-dir", temp_dir, "--disable-usage-stats"]  # fmt: skip
+             "--dashboard-port", "8272", "--temp-dir", temp_dir, "--disable-usage-stats",
+             # not the defaults: this session's embedded Ray (with its dashboard agent) holds them
+             "--dashboard-agent-listen-port", "52372", "--dashboard-agent-grpc-port", "52373",
+             "--runtime-env-agent-port", "52374", "--metrics-export-port", "52375"]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:
         submit = ["ray", "job", "submit", "--address", "http://127.0.0.1:8272", "--working-dir", ".",

@@ -56,13 +56,7 @@ def train_loop(config: dict) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if run.use_gpu else "gloo")  # reuses Ray's group
     device = ray.train.torch.get_device()
 
-    torch.manual_seed(stage.seed)
-    built = build_model(run.model)
-    if stage.init_from:
-        built.model.mqt.load_state_dict(load_part_state(local_copy(stage.init_from), "mqt"))
-    configure_trainable(built.model, stage.stage)
-    if stage.gradient_checkpointing:
-        built.model.language_model.gradient_checkpointing_enable()
+    built = stage_model(run)
     if rank == 0:
         print(format_parameter_report(parameter_report(built.model)), flush=True)
 
@@ -123,6 +117,20 @@ def train_loop(config: dict) -> None:
         if stage.tracking.log_export and run.is_local:
             tracker.log_artifact(run.export_dir, "export")
         tracker.finish()
+
+
+def stage_model(run: StageRun) -> BuiltModel:
+    """The model a stage starts from: the preset's parts (pretrained where configured), the MQT of
+    `init_from` if given, only the stage's parts trainable, gradient checkpointing if asked."""
+    stage = run.stage
+    torch.manual_seed(stage.seed)  # the same random-init parts on every rank
+    built = build_model(run.model)
+    if stage.init_from:
+        built.model.mqt.load_state_dict(load_part_state(local_copy(stage.init_from), "mqt"))
+    configure_trainable(built.model, stage.stage)
+    if stage.gradient_checkpointing:
+        built.model.language_model.gradient_checkpointing_enable()
+    return built
 
 
 def micro_batches(shard, run: StageRun, position: DataPosition, collate: LlavaCollate) -> Iterator[dict]:
