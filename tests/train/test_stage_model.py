@@ -45,7 +45,7 @@ def batch(tokenizer):
 def test_gradient_checkpointing_gives_the_same_gradients(checkpointing):
     reference = stage_model(run_with())
     model = stage_model(run_with(gradient_checkpointing=checkpointing))
-    assert model.model.language_model.is_gradient_checkpointing is checkpointing
+    assert model.model.language_model.is_activation_checkpointing is checkpointing
     for built in (reference, model):
         built.model.train()
         built.model(**batch(built.tokenizer), num_visual_tokens=4).loss.backward()

@@ -129,7 +129,7 @@ def stage_model(run: StageRun) -> BuiltModel:
         built.model.mqt.load_state_dict(load_part_state(local_copy(stage.init_from), "mqt"))
     configure_trainable(built.model, stage.stage)
     if stage.gradient_checkpointing:
-        built.model.language_model.gradient_checkpointing_enable()
+        built.model.language_model.activation_checkpointing_enable()
     return built
 
 
