@@ -2,7 +2,7 @@
 contrastively on image-caption pairs (its vision tower is what MQT-LLaVA uses, frozen) and a causal
 LM trained on the corpus text, each saved with save_pretrained.
 
-    python jobs/base_models.py --out ./runs/base_models/tiny
+    python jobs/base_models.py --out ./runs/quickstart/base_models      (where the tiny preset looks)
     python jobs/quickstart.py --set tokenizer.pretrained=... (the overrides this job prints)
 
 Stage 1 and 2 then load them with from_pretrained exactly as the llava-7b preset loads hub names.
@@ -21,7 +21,7 @@ from mqt_llava.train.base_models import make_base_models, preset_overrides
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, default=Path("runs/base_models/tiny"))
+    parser.add_argument("--out", type=Path, default=Path("runs/quickstart/base_models"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base_models.yaml field, e.g. clip.steps=100")  # fmt: skip
     parser.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -88,7 +88,11 @@ def test_resolve_run_plans_from_the_data(configs, tmp_path):
         (["data=/nonexistent/shards"], [], r"data: no shards at /nonexistent/shards"),
         (["init_from=/nonexistent/export"], [], r"init_from: /nonexistent/export is not an export"),
         (["global_batch_size=400"], [], r"global_batch_size: 200 rows are fewer than one optimizer step"),
-        ([], ["llm.pretrained=./no/such/llm"], r"model llm.pretrained: pretrained directory ./no/such/llm"),
+        (
+            [],
+            ["llm.pretrained=./no/such/llm"],
+            r"model llm.pretrained: pretrained directory \S*/no/such/llm does not exist",
+        ),
         (["stage=stage1"], [], r"template 'vicuna_v1' does not belong to stage1"),
     ],
 )
@@ -100,3 +104,13 @@ def test_bad_configs_fail_in_the_driver_naming_the_field(configs, tmp_path, over
 def test_a_stage_job_refuses_the_other_stage_config(configs, tmp_path):
     with pytest.raises(ConfigError, match="this job runs stage1"):
         resolve_run(configs, [], [], name=None, storage=str(tmp_path), expect_stage="stage1")
+
+
+def test_relative_paths_reach_workers_absolute(configs, tmp_path, monkeypatch):
+    # Ray runs workers in its own working directory: relative paths are resolved in the driver.
+    (tmp_path / "tok").mkdir()
+    monkeypatch.chdir(tmp_path)
+    run = resolve_run(configs, ["data=shards"], ["tokenizer.pretrained=./tok"], name=None, storage="runs")
+    assert run.stage.data == str(tmp_path / "shards") and run.storage == str(tmp_path / "runs")
+    assert run.model.tokenizer.pretrained == str(tmp_path / "tok")
+    assert run.model.llm.pretrained is None  # unset stays unset; hub names stay names

@@ -29,7 +29,7 @@ from mqt_llava.config import (
 )
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.llava_format import resolve_location
-from mqt_llava.model.builder import image_settings_for, load_part_state, pretrained_location
+from mqt_llava.model.builder import image_settings_for, is_local_path, load_part_state, pretrained_location
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import tracking_uri
 from mqt_llava.train.loop import train_loop
@@ -78,6 +78,22 @@ def check_init_from(stage: StageSpec, model: ModelSpec) -> None:
         )
 
 
+def absolute(location: str | None) -> str | None:
+    """Workers run in Ray's own working directory: a relative local path must not reach them."""
+    if location is None or "://" in location or not is_local_path(location) and not Path(location).exists():
+        return location  # a URI, or a hub name
+    return str(Path(location).expanduser().resolve())
+
+
+def with_absolute_paths(stage: StageSpec, model: ModelSpec) -> tuple[StageSpec, ModelSpec]:
+    parts = {
+        name: getattr(model, name).model_copy(update={"pretrained": absolute(getattr(model, name).pretrained)})
+        for name in ("vision_tower", "llm", "tokenizer")
+    }
+    stage = stage.model_copy(update={"data": absolute(stage.data), "init_from": absolute(stage.init_from)})
+    return stage, model.model_copy(update=parts)
+
+
 def resolve_run(
     stage_config: str | Path,
     overrides: list[str],
@@ -91,6 +107,7 @@ def resolve_run(
     if expect_stage and stage.stage != expect_stage:
         raise ConfigError(f"{stage_config}: stage is {stage.stage!r}, but this job runs {expect_stage}")
     model = load_config(ModelSpec, model_config_path(stage.model), model_overrides)
+    stage, model = with_absolute_paths(stage, model)
     check_model_sources(model)
     check_init_from(stage, model)
     try:
