@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from mqt_llava.config import ModelSpec, StageSpec
 from mqt_llava.model.schedules import TokenSchedule
@@ -93,6 +92,3 @@ def resolved_config(run: StageRun) -> dict:
         model=run.model.model_dump(),
     )
 
-
-def local_run_dir(run: StageRun) -> Path | None:
-    return Path(run.run_dir) if run.is_local else None
