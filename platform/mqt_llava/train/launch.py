@@ -8,6 +8,7 @@ A run is `(storage, name)`: submitting the same name again resumes from its late
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ def with_devices(run: StageRun) -> StageRun:
     use_gpu = run.stage.resources.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    return StageRun(**{**run.__dict__, "use_gpu": use_gpu})
+    return dataclasses.replace(run, use_gpu=use_gpu)
 
 
 def trainer_for(run: StageRun) -> TorchTrainer:

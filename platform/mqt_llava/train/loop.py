@@ -77,8 +77,9 @@ def train_loop(config: dict) -> None:
 
     tracker = RunTracker(stage.tracking, run.storage, run.name) if rank == 0 else None
     if tracker is not None:
-        tracker.log_params(resolved_config(run))
-        tracker.log_text(yaml.safe_dump(resolved_config(run), sort_keys=False), "config/resolved.yaml")
+        config = resolved_config(run)
+        tracker.log_params(config)
+        tracker.log_text(yaml.safe_dump(config, sort_keys=False), "config/resolved.yaml")
         if restored is not None:
             tracker.log_metrics({"resumed_from_step": state.step}, step=state.step)
 

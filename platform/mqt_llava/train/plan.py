@@ -91,4 +91,3 @@ def resolved_config(run: StageRun) -> dict:
         stage=run.stage.model_dump(),
         model=run.model.model_dump(),
     )
-
