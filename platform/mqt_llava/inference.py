@@ -30,6 +30,10 @@ class PreparedBatch:
     attention_mask: torch.Tensor
     pixel_values: torch.Tensor | None
 
+    def to(self, device: torch.device) -> PreparedBatch:
+        pixels = None if self.pixel_values is None else self.pixel_values.to(device)
+        return PreparedBatch(self.input_ids.to(device), self.attention_mask.to(device), pixels)
+
 
 class InferenceEngine:
     def __init__(
@@ -51,11 +55,11 @@ class InferenceEngine:
         return cls(built.model, built.tokenizer, built.image_settings, built.model.config.image_aspect_ratio)
 
     @classmethod
-    def from_export(cls, path: str | Path) -> InferenceEngine:
+    def from_export(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> InferenceEngine:
         """An export directory: the model, its tokenizer and image processor saved side by side."""
         from transformers import AutoTokenizer, CLIPImageProcessorPil
 
-        model = MQTLlavaForConditionalGeneration.from_pretrained(path)
+        model = MQTLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         settings = ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(path))
         return cls(model, AutoTokenizer.from_pretrained(path), settings, model.config.image_aspect_ratio)
 
@@ -77,7 +81,7 @@ class InferenceEngine:
             attention_mask[i, length - len(x) :] = 1
         images = [preprocess_image(r.image, self.image_settings, self.aspect) for r in requests if r.image is not None]
         pixel_values = torch.from_numpy(np.stack(images)) if images else None
-        return PreparedBatch(input_ids, attention_mask, pixel_values)
+        return PreparedBatch(input_ids, attention_mask, pixel_values).to(self.model.device)
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32) -> list[str]:

@@ -1,0 +1,98 @@
+"""What every benchmark adapter provides: its samples (prompt + image + what scoring needs) read
+from the benchmark's official local files, and its official scoring.
+
+Files sit where LLaVA-1.5's evaluation guide puts them (`playground/data/eval/<benchmark>/`); the
+root is `--data-root`, and each adapter's file names can be overridden (`--option name.key=value`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mqt_llava.data.synthetic import OPTION_SUFFIX, SHORT_ANSWER
+
+__all__ = ["OPTION_SUFFIX", "SHORT_ANSWER", "Benchmark", "BenchmarkFilesMissing", "Sample", "Skipped"]
+
+
+class BenchmarkFilesMissing(FileNotFoundError):
+    pass
+
+
+class Skipped(Exception):
+    """A benchmark that cannot be scored here (no judge configured): reported with this reason,
+    never with a number."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str  # unique within the benchmark
+    prompt: str  # the user turn, without the image placeholder (the engine's template adds it)
+    image: str | bytes | None  # a file path, encoded image bytes, or None for a text-only question
+    target: Any = None  # what scoring needs (answers, label, choices): JSON-serialisable
+    group: str = ""  # split / subtask / category, for per-group scores
+
+
+@dataclass
+class Benchmark:
+    """One benchmark's files under `root`; subclasses set the class attributes and implement
+    `samples` and `score`."""
+
+    root: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # the column heading in Table 1
+    metric: ClassVar[str]  # the key of `score`'s headline number
+    scale: ClassVar[float] = 100.0  # the headline's maximum (MME's perception score: 2000)
+    max_new_tokens: ClassVar[int] = 16
+    needs_judge: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        unknown = set(self.options) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown option(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
+        self.options = {**self.defaults, **self.options}
+
+    def path(self, option: str) -> Path:
+        """The file an option names, which must exist."""
+        return self.existing(str(self.options[option]), option)
+
+    def existing(self, relative: str, option: str) -> Path:
+        path = self.root / relative
+        if not path.exists():
+            raise BenchmarkFilesMissing(
+                f"{self.name}: {path} not found (option {self.name}.{option}; "
+                f"expected LLaVA-1.5's layout under --data-root/{self.root.name})"
+            )
+        return path
+
+    def read_json(self, option: str) -> Any:
+        return json.loads(self.path(option).read_text())
+
+    def read_jsonl(self, option: str) -> list[dict]:
+        return read_jsonl(self.path(option))
+
+    def samples(self) -> list[Sample]:
+        raise NotImplementedError
+
+    def score(self, samples: list[Sample], predictions: dict[str, str], judge=None) -> dict[str, float]:
+        """Official metrics; `predictions` maps sample keys to answers (missing = unanswered)."""
+        raise NotImplementedError
+
+    def submission(self, samples: list[Sample], predictions: dict[str, str]) -> dict[str, Any]:
+        """Files for an evaluation server (file name -> JSON content); empty when scored locally."""
+        return {}
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

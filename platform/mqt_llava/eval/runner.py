@@ -1,0 +1,240 @@
+"""Budget sweeps: every benchmark at every visual-token budget, as Ray Data batch inference.
+
+For each budget, one Ray Data pass streams the samples of every benchmark still missing that budget
+through a pool of inference-engine actors (GPU or CPU). Each (benchmark, budget) pair's predictions
+are written, atomically, as soon as its last sample is back, and scored; a rerun of the same output
+directory skips the pairs already written, so an interrupted sweep loses at most the pairs in flight.
+
+Layout of the output directory:
+    predictions/<benchmark>/m<budget>.jsonl   one line per sample: key, prediction, error
+    scores/<benchmark>/m<budget>.json         the benchmark's official metrics
+    submissions/<benchmark>/m<budget>/...     files for evaluation servers (VQAv2 test-dev, VizWiz test)
+    results.csv, table.md, advisor.md, plots/ the report (see report.py); mlflow.db, mlartifacts/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
+from mqt_llava.eval.benchmarks.judged import NO_JUDGE
+from mqt_llava.eval.judge import Judge
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SweepConfig:
+    model: str  # an export directory
+    out: Path
+    data_root: Path
+    benchmarks: list[str]
+    budgets: list[int]
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
+    limit: int | None = None  # the first N samples of each benchmark (smoke runs)
+    batch_size: int = 8
+    actors: int = 1
+    actor_cpus: float = 1.0
+    use_gpu: bool = False
+    torch_threads: int | None = None
+    judge: Judge | None = None
+    advisor_points: float = 1.0
+
+
+@dataclass
+class PairResult:
+    benchmark: str
+    budget: int
+    status: str  # "scored", "submission" (scored by a server), "skipped"
+    scores: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    rejected: int = 0  # samples whose image could not be used (answered as unanswered)
+    reason: str = ""
+
+
+def model_max_tokens(export: str) -> int:
+    """M, from the export's config alone (no weights loaded)."""
+    config = json.loads((Path(export) / "config.json").read_text())
+    return int(config["num_queries"])
+
+
+def check_budgets(budgets: list[int], maximum: int) -> None:
+    bad = [m for m in budgets if not 1 <= m <= maximum]
+    if bad:
+        raise ValueError(f"budgets {bad} are outside 1..{maximum} (the model's M)")
+
+
+class EngineActor:
+    """A Ray Data actor holding one inference engine; answers a batch at one budget."""
+
+    def __init__(self, export: str, num_visual_tokens: int, use_gpu: bool, torch_threads: int | None) -> None:
+        import torch
+
+        from mqt_llava.inference import InferenceEngine
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        device = "cuda" if use_gpu else "cpu"
+        self.engine = InferenceEngine.from_export(export, device, torch.bfloat16 if use_gpu else None)
+        self.m = num_visual_tokens
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from mqt_llava.inference import Request
+
+        n = len(batch["key"])
+        predictions, errors = [""] * n, [""] * n
+        by_length: dict[int, list[tuple[int, Request]]] = defaultdict(list)
+        for i in range(n):
+            try:
+                image = load_image(batch["image_path"][i], batch["image_bytes"][i])
+            except Exception as exc:  # a missing or corrupt image is this sample's error, not the batch's
+                errors[i] = f"image: {exc}"
+                continue
+            by_length[int(batch["max_new_tokens"][i])].append((i, Request(str(batch["prompt"][i]), image)))
+        for max_new_tokens, group in by_length.items():
+            answers = self.engine.generate([r for _, r in group], self.m, max_new_tokens=max_new_tokens)
+            for (i, _), answer in zip(group, answers, strict=True):
+                predictions[i] = answer
+        return {
+            "benchmark": list(batch["benchmark"]),
+            "key": list(batch["key"]),
+            "prediction": predictions,
+            "error": errors,
+        }
+
+
+def load_image(path, data):
+
+    from mqt_llava.data.images import decode_image, to_rgb
+
+    if data is not None and len(data):
+        return to_rgb(decode_image(bytes(data)))
+    if path:
+        return to_rgb(decode_image(Path(path).read_bytes()))
+    return None
+
+
+def sample_rows(benchmark: Benchmark, samples: list[Sample]) -> list[dict]:
+    return [
+        {
+            "benchmark": benchmark.name,
+            "key": s.key,
+            "prompt": s.prompt,
+            "image_path": s.image if isinstance(s.image, str) else None,
+            "image_bytes": s.image if isinstance(s.image, bytes) else None,
+            "max_new_tokens": benchmark.max_new_tokens,
+        }
+        for s in samples
+    ]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Sweep:
+    def __init__(self, config: SweepConfig, log: Log = print) -> None:
+        self.config = config
+        self.log = log
+        self.out = Path(config.out)
+        self.maximum = model_max_tokens(config.model)
+        check_budgets(config.budgets, self.maximum)
+        self.benchmarks = {
+            name: make_benchmark(name, config.data_root, config.options.get(name)) for name in config.benchmarks
+        }
+        # Reading every benchmark's files first: a missing file fails now, not after an hour of inference.
+        self.samples = {name: b.samples()[: config.limit] for name, b in self.benchmarks.items()}
+
+    def predictions_path(self, name: str, m: int) -> Path:
+        return self.out / "predictions" / name / f"m{m}.jsonl"
+
+    def scores_path(self, name: str, m: int) -> Path:
+        return self.out / "scores" / name / f"m{m}.json"
+
+    def runnable(self, name: str) -> bool:
+        return not (self.benchmarks[name].needs_judge and self.config.judge is None)
+
+    def run(self) -> list[PairResult]:
+        for m in self.config.budgets:
+            pending = [n for n in self.benchmarks if self.runnable(n) and not self.predictions_path(n, m).exists()]
+            done = [n for n in self.benchmarks if self.predictions_path(n, m).exists()]
+            if done:
+                self.log(f"[sweep m={m}] already predicted: {', '.join(done)}")
+            if pending:
+                self.predict(m, pending)
+        return [self.score(name, m) for m in self.config.budgets for name in self.benchmarks]
+
+    def predict(self, m: int, names: list[str]) -> None:
+        import ray
+
+        rows = [row for n in names for row in sample_rows(self.benchmarks[n], self.samples[n])]
+        expected = {n: len(self.samples[n]) for n in names}
+        collected: dict[str, list[dict]] = {n: [] for n in names}
+        for n in names:
+            if not expected[n]:
+                self.finish_pair(n, m, [])
+        c = self.config
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // c.batch_size, 64)))
+        answered = dataset.map_batches(
+            EngineActor,
+            fn_constructor_kwargs=dict(
+                export=c.model, num_visual_tokens=m, use_gpu=c.use_gpu, torch_threads=c.torch_threads
+            ),
+            batch_size=c.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=c.actors),
+            num_cpus=c.actor_cpus,
+            num_gpus=1 if c.use_gpu else 0,
+        )
+        start = last = time.monotonic()
+        self.log(f"[sweep m={m}] {len(rows)} samples from {', '.join(names)}")
+        for done, row in enumerate(answered.iter_rows(), 1):
+            name = row["benchmark"]
+            collected[name].append({"key": row["key"], "prediction": row["prediction"], "error": row["error"]})
+            if len(collected[name]) == expected[name]:
+                self.finish_pair(name, m, collected[name])
+            now = time.monotonic()
+            if now - last >= 10 or done == len(rows):
+                last = now
+                rate = done / max(now - start, 1e-9)
+                self.log(
+                    f"[sweep m={m}] {done}/{len(rows)} samples, {rate:.1f}/s, ETA {(len(rows) - done) / rate:.0f}s"
+                )
+
+    def finish_pair(self, name: str, m: int, rows: list[dict]) -> None:
+        write_atomic(self.predictions_path(name, m), "".join(json.dumps(r) + "\n" for r in rows))
+        rejected = sum(bool(r["error"]) for r in rows)
+        self.log(f"[sweep m={m}] {name}: {len(rows)} predictions written ({rejected} rejected)")
+
+    def score(self, name: str, m: int) -> PairResult:
+        benchmark, samples = self.benchmarks[name], self.samples[name]
+        if not self.runnable(name):
+            return PairResult(name, m, "skipped", samples=len(samples), reason=NO_JUDGE)
+        path = self.scores_path(name, m)
+        rows = [json.loads(line) for line in self.predictions_path(name, m).read_text().splitlines()]
+        predictions = {r["key"]: r["prediction"] for r in rows if not r["error"]}
+        rejected = sum(bool(r["error"]) for r in rows)
+        for filename, content in benchmark.submission(samples, predictions).items():
+            write_atomic(self.out / "submissions" / name / f"m{m}" / filename, json.dumps(content))
+        if path.exists():  # judged scores cost calls to the judge: kept, like the predictions
+            scores = json.loads(path.read_text())
+        else:
+            try:
+                scores = benchmark.score(samples, predictions, judge=self.config.judge)
+            except Skipped as skipped:
+                return PairResult(name, m, "skipped", samples=len(samples), reason=str(skipped))
+            write_atomic(path, json.dumps(scores, indent=1))
+        status = "scored" if benchmark.metric in scores else "submission"
+        return PairResult(name, m, status, scores, len(samples), rejected)
