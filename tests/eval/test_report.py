@@ -1,0 +1,63 @@
+import csv
+
+import pytest
+
+from mqt_llava.eval.report import advise, normalised_average, table, write_report
+from mqt_llava.eval.runner import PairResult, check_budgets
+
+
+def results():
+    out = []
+    for m, (pope, mme) in {2: (70.0, 500.0), 8: (79.5, 700.0), 32: (80.0, 690.0)}.items():
+        out.append(PairResult("pope", m, "scored", {"f1": pope, "accuracy": pope - 1}, 100))
+        out.append(PairResult("mme", m, "scored", {"perception": mme, "perception_max": 800.0}, 80, rejected=1))
+        out.append(PairResult("mmvet", m, "skipped", reason="needs a judge model"))
+    return out
+
+
+def test_table_is_shaped_like_the_papers_table_1():
+    text = table(results())
+    lines = text.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["# tokens", "POPE", "MME", "MM-Vet", "Avg (% of max)"]
+    row8 = [c.strip() for c in lines[3].strip("|").split("|")]
+    # the average: POPE 79.5 of 100 and MME 700 of 800 (4 subtasks present) -> (79.5 + 87.5) / 2
+    assert row8 == ["8", "79.5", "700.0", "skipped", "83.5"]
+    assert "MM-Vet: skipped (needs a judge model)" in text
+
+
+def test_normalised_average_ignores_skipped_and_uses_each_maximum():
+    row = [r for r in results() if r.budget == 2]
+    assert normalised_average(row) == pytest.approx((70 + 500 / 8) / 2)
+
+
+def test_advisor_picks_the_smallest_budget_within_the_tolerance():
+    advice = advise(results(), points=1.0)
+    assert advice["pope"] == {
+        "best": 80.0,
+        "best_budget": 32,
+        "advised_budget": 8,
+        "advised_score": 79.5,
+        "points": 1.0,
+    }
+    assert advise(results(), points=0.1)["pope"]["advised_budget"] == 32
+    assert advise(results(), points=15)["mme"]["advised_budget"] == 8  # best 700 at m=8; 500 is 200 below
+    assert "mmvet" not in advice
+
+
+def test_report_files(tmp_path):
+    paths = write_report(results(), tmp_path, points=1.0)
+    rows = list(csv.DictReader(paths["results"].open()))
+    pope8 = [r for r in rows if (r["benchmark"], r["budget"], r["metric"]) == ("pope", "8", "f1")]
+    assert len(pope8) == 1 and pope8[0]["value"] == "79.5000" and pope8[0]["status"] == "scored"
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert len(skipped) == 3 and skipped[0]["reason"] == "needs a judge model" and skipped[0]["value"] == ""
+    assert sorted(p.name for p in paths["plots"].iterdir()) == ["all_benchmarks.png", "mme.png", "pope.png"]
+    assert (paths["plots"] / "pope.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| POPE | 80.0 | 32 | 8 | 79.5 |" in paths["advisor"].read_text()
+
+
+def test_budgets_outside_the_model_are_refused():
+    check_budgets([1, 77, 256], 256)
+    with pytest.raises(ValueError, match=r"\[0, 300\] are outside 1..256"):
+        check_budgets([0, 2, 300], 256)
