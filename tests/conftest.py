@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from mqt_llava.config import ModelSpec
+from mqt_llava.data.synthetic_corpus import EVAL_SCENES, CorpusSpec, eval_item
+from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
 from mqt_llava.model.builder import BuiltModel, build_model
 from small_model import small_spec
 
@@ -19,3 +23,25 @@ def built() -> BuiltModel:
     result = build_model(small_spec())
     result.model.eval()
     return result
+
+
+def write_heldout_corpus(root, scenes: int):
+    """Only the corpus's held-out part: what the synthetic benchmarks are made from."""
+    spec = CorpusSpec(num_eval=scenes)
+    lines = []
+    for i in range(scenes):
+        item = eval_item(spec, i)
+        path = root / item.image_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(item.image_bytes)
+        lines.append(json.dumps(item.record))
+    (root / EVAL_SCENES).write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    corpus = write_heldout_corpus(root / "corpus", 12)
+    write_synthetic_benchmarks(corpus, root / "benchmarks")
+    return root / "benchmarks"

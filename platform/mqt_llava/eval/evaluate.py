@@ -31,6 +31,10 @@ def parse_budgets(text: str, maximum: int) -> list[int]:
     return sorted(set(budgets))
 
 
+def default_budgets(maximum: int) -> str:
+    return ",".join([b for b in PAPER_BUDGETS.split(",") if int(b) < maximum] + ["M"])
+
+
 def parse_options(items: list[str]) -> dict[str, dict]:
     """["pope.splits=[random]", "mmbench.circular=true"] -> {"pope": {"splits": ["random"]}, ...}."""
     options: dict[str, dict] = {}
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", default="all", help=f"comma-separated, or all: {','.join(BENCHMARKS)}")
     parser.add_argument("--data-root", type=Path, default=Path("playground/data/eval"),
                         help="one directory per benchmark, in LLaVA-1.5's evaluation layout")  # fmt: skip
-    parser.add_argument("--budgets", default=PAPER_BUDGETS, help="visual-token budgets; M = the model's maximum")
+    parser.add_argument("--budgets", help=f"visual-token budgets, M = the model's maximum; default: {PAPER_BUDGETS} "
+                        "up to M, and M")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default: runs/eval/<export's parent directory name>")
     parser.add_argument("--option", action="append", default=[], metavar="BENCH.KEY=VALUE")
     parser.add_argument("--limit", type=int, help="only the first N samples of each benchmark")
@@ -116,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in BENCHMARKS]
         if unknown:
             raise ValueError(f"--benchmarks: unknown {unknown}; known: {', '.join(BENCHMARKS)}")
+        maximum = model_max_tokens(args.model)
         out = args.out or Path("runs/eval") / Path(args.model).resolve().parent.name
         config = SweepConfig(
             model=str(Path(args.model).resolve()),
             out=out.resolve(),
             data_root=args.data_root.resolve(),
             benchmarks=names,
-            budgets=parse_budgets(args.budgets, model_max_tokens(args.model)),
+            budgets=parse_budgets(args.budgets or default_budgets(maximum), maximum),
             options=parse_options(args.option),
             limit=args.limit,
             batch_size=args.batch_size,

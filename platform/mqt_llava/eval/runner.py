@@ -96,7 +96,7 @@ class EngineActor:
         for i in range(n):
             try:
                 image = load_image(batch["image_path"][i], batch["image_bytes"][i])
-            except Exception as exc:  # a missing or corrupt image is this sample's error, not the batch's
+            except (OSError, ValueError) as exc:  # a missing or corrupt image: this sample's error, not the batch's
                 errors[i] = f"image: {exc}"
                 continue
             by_length[int(batch["max_new_tokens"][i])].append((i, Request(str(batch["prompt"][i]), image)))
@@ -116,9 +116,10 @@ def load_image(path, data):
 
     from mqt_llava.data.images import decode_image, to_rgb
 
-    if data is not None and len(data):
+    # Ray Data hands a column of only missing values over as NaN floats, so types are checked.
+    if isinstance(data, bytes | bytearray | np.bytes_) and len(data):
         return to_rgb(decode_image(bytes(data)))
-    if path:
+    if isinstance(path, str) and path:
         return to_rgb(decode_image(Path(path).read_bytes()))
     return None
 

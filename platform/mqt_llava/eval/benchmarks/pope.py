@@ -38,6 +38,8 @@ class POPE(Benchmark):
         per_split = {}
         for split in self.options["splits"]:
             chosen = [s for s in samples if s.group == split]
+            if not chosen:  # a --limit run may not reach every split
+                continue
             result = binary_scores(
                 [pope_yes_no(predictions.get(s.key, "")) for s in chosen], [s.target for s in chosen]
             )

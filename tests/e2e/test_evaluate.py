@@ -1,0 +1,90 @@
+"""The budget sweep end to end on real Ray Data actors: synthetic benchmark files in the official
+formats -> engine actors at each budget -> predictions, scores, report, MLflow; resumable."""
+
+import json
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from mqt_llava.config import TrackingSpec
+from mqt_llava.eval.benchmarks import make_benchmark
+from mqt_llava.eval.evaluate import main, run_evaluation
+from mqt_llava.eval.runner import SweepConfig
+from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.model.builder import build_model, save_export
+from small_model import small_spec
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export")
+    save_export(build_model(small_spec()), path)
+    return path
+
+
+def sweep_config(export, data_root, out, **kw):
+    benchmarks = ["pope", "mmbench", "mmvet"]
+    return SweepConfig(model=str(export), out=out, data_root=data_root, benchmarks=benchmarks, budgets=[2, 8],
+                       limit=10, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1, **kw)  # fmt: skip
+
+
+def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root / "pope", data / "pope")
+    shutil.copytree(synthetic_root / "mmbench", data / "mmbench")
+    (data / "mmvet").mkdir()
+    (data / "mmvet" / "mm-vet.json").write_text(
+        json.dumps({"v1_0": {"imagename": "a.png", "question": "?", "answer": "x"}})
+    )
+    pope = make_benchmark("pope", data).samples()[:10]
+    broken = sorted({s.image for s in pope})[0]
+    with open(broken, "r+b") as f:  # a corrupt image: its questions are counted rejections, the sweep goes on
+        f.truncate(40)
+    out = tmp_path / "out"
+    lines = []
+    results, paths = run_evaluation(sweep_config(export, data, out), TrackingSpec(), log=lines.append)
+
+    by = {(r.benchmark, r.budget): r for r in results}
+    assert {k: r.status for k, r in by.items()} == {
+        ("pope", 2): "scored", ("mmbench", 2): "scored", ("mmvet", 2): "skipped",
+        ("pope", 8): "scored", ("mmbench", 8): "scored", ("mmvet", 8): "skipped",
+    }  # fmt: skip
+    rejected = sum(s.image == broken for s in pope)
+    assert by[("pope", 8)].rejected == rejected > 0 and by[("mmbench", 8)].rejected == 0
+    assert any("ETA" in line for line in lines)
+
+    # The Ray path (actors, batches of 4, mixed benchmarks) answers exactly as the engine one at a time.
+    engine = InferenceEngine.from_export(export)
+    rows = [json.loads(x) for x in (out / "predictions" / "pope" / "m8.jsonl").read_text().splitlines()]
+    predicted = {r["key"]: r["prediction"] for r in rows if not r["error"]}
+    for s in [s for s in pope if s.image != broken][:4]:
+        alone = engine.generate([Request(s.prompt, Image.open(s.image).convert("RGB"))], 8, max_new_tokens=16)[0]
+        assert predicted[s.key] == alone
+
+    assert (out / "results.csv").exists() and (out / "plots" / "all_benchmarks.png").exists()
+    table = paths["table"].read_text()
+    assert table.splitlines()[0] == "| # tokens | POPE | MMB | MM-Vet | Avg (% of max) |" and "skipped" in table
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("mqt-llava").experiment_id])[0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "pope/f1")] == [2, 8]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.csv", "table.md", "plots"}
+
+    # A rerun predicts nothing again.
+    stamp = (out / "predictions" / "mmbench" / "m2.jsonl").stat().st_mtime_ns
+    lines.clear()
+    again, _ = run_evaluation(sweep_config(export, data, out), TrackingSpec(), log=lines.append)
+    assert (out / "predictions" / "mmbench" / "m2.jsonl").stat().st_mtime_ns == stamp
+    assert not any("samples from" in line for line in lines)
+    assert [r.scores for r in again] == [r.scores for r in results]
+
+
+def test_cli_refuses_bad_budgets_and_missing_files_before_ray(export, synthetic_root, tmp_path, capsys):
+    common = ["--model", str(export), "--data-root", str(synthetic_root), "--out", str(tmp_path)]
+    assert main([*common, "--benchmarks", "pope", "--budgets", "2,99"]) == 2
+    assert "outside 1..8" in capsys.readouterr().err
+    assert main([*common, "--benchmarks", "gqa", "--data-root", str(tmp_path)]) == 2  # default budgets: 2, 4, M
+    assert "testdev_balanced_questions.json not found" in capsys.readouterr().err
+    assert main([*common, "--benchmarks", "pope", "--option", "pope.nope=1"]) == 2
+    assert main(["--model", str(tmp_path), "--benchmarks", "pope"]) == 2
