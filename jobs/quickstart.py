@@ -11,9 +11,12 @@ Steps:
   4. stage 1      the MQT alone, plain template, all M tokens (Ray Train + DeepSpeed ZeRO-2)
   5. stage 2      MQT + LLM, vicuna_v1, m drawn each step (ZeRO-3), from stage 1's export
   6. evaluate     held-out exact match at each budget next to the majority-answer baseline
+  7. benchmarks   benchmark files in the official formats (POPE, VQAv2, GQA, ScienceQA, MME, MMBench)
+                  from the held-out scenes, then the budget sweep over them (jobs/evaluate.py's
+                  library: Ray Data engine actors, results.csv, Table 1, plots, advisor, MLflow)
 
-Every step skips what an earlier run of the same --run-dir finished (stages resume by run name).
-Later issues add: benchmark sweeps -> serving.
+Every step skips what an earlier run of the same --run-dir finished (stages resume by run name,
+the sweep by (benchmark, budget) pair). Later issues add: serving.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from mqt_llava.config import BaseModelsSpec, ModelSpec, load_config, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
+from mqt_llava.eval.evaluate import parse_budgets, run_evaluation
+from mqt_llava.eval.runner import SweepConfig
+from mqt_llava.eval.synthetic_benchmarks import WRITERS, write_synthetic_benchmarks
 from mqt_llava.eval.synthetic_qa import KINDS, exact_match, heldout_questions, majority_baseline
 from mqt_llava.inference import InferenceEngine
 from mqt_llava.ray_runtime import init_ray
@@ -135,6 +141,31 @@ def step_evaluate(ctx: Context) -> None:
     ctx.results["evaluate"] = dict(questions=len(questions), scores=rows)
 
 
+def step_benchmarks(ctx: Context) -> None:
+    root = ctx.run_dir / "benchmarks"
+    if not (root / "synthetic.json").exists():
+        counts = write_synthetic_benchmarks(ctx.corpus, root, limit=ctx.args.eval_scenes)
+        print(f"synthetic benchmark files in {root}: {counts}")
+    config = SweepConfig(
+        model=str(ctx.storage / f"{ctx.args.preset}-stage2" / "export"),
+        out=ctx.run_dir / "eval",
+        data_root=root,
+        benchmarks=list(WRITERS),
+        budgets=ctx.args.sweep_budget_list,
+        limit=ctx.args.sweep_limit,
+        batch_size=16,
+        actors=2,
+        actor_cpus=0.5,
+        torch_threads=1,
+    )
+    results, paths = run_evaluation(config)
+    print("\n" + paths["table"].read_text() + "\n" + paths["advisor"].read_text())
+    ctx.results["benchmarks"] = {
+        "report": str(config.out),
+        "scores": {f"{r.benchmark}@{r.budget}": r.scores for r in results},
+    }
+
+
 STEPS = [
     ("data", step_data),
     ("base models", step_base_models),
@@ -142,6 +173,7 @@ STEPS = [
     ("stage 1", step_stage1),
     ("stage 2", step_stage2),
     ("evaluate", step_evaluate),
+    ("benchmarks", step_benchmarks),
 ]
 
 
@@ -160,6 +192,9 @@ def main() -> None:
                         help="synthetic records per set")  # fmt: skip
     parser.add_argument("--budgets", default="2,M", help="evaluation budgets, comma-separated; M = the maximum")
     parser.add_argument("--eval-scenes", type=int, default=300, help="held-out scenes to ask about")
+    parser.add_argument("--sweep-budgets", default="2,4,8,16,M", help="the benchmark sweep's budgets")
+    parser.add_argument("--sweep-limit", type=int, default=600,
+                        help="questions per benchmark in the sweep, evenly spread over its splits")  # fmt: skip
     for flag, dest, what in (
         ("--model-set", "model_overrides", "the model preset"),
         ("--base-set", "base_overrides", "base_models.yaml"),
@@ -171,12 +206,10 @@ def main() -> None:
     args = parser.parse_args()
     M = load_config(ModelSpec, preset_path(args.preset, "model"), args.model_overrides).mqt.num_queries
     try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training
-        args.budget_list = [M if b.strip() == "M" else int(b) for b in args.budgets.split(",")]
-    except ValueError:
-        parser.error(f"--budgets: expected integers or M, got {args.budgets!r}")
-    for m in args.budget_list:
-        if not 1 <= m <= M:
-            parser.error(f"--budgets: {m} is outside 1..{M} (M)")
+        args.budget_list = parse_budgets(args.budgets, M)
+        args.sweep_budget_list = parse_budgets(args.sweep_budgets, M)
+    except ValueError as exc:
+        parser.error(str(exc))
     ctx = Context(args=args, run_dir=args.run_dir.resolve())
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
 

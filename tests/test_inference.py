@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mqt_llava.config import ImageSpec
@@ -10,6 +11,15 @@ REQUESTS = [
     Request("Name a colour."),
     Request("Where is the circle?", render_scene(random_scene(2), 20, 40)),
 ]
+# Eight requests of different prompt lengths, image sizes and modalities: batch 8 vs batch 1.
+EIGHT = REQUESTS + [
+    Request("How many shapes are there? Answer the question using a single word or phrase.",
+            render_scene(random_scene(3), 64, 64)),
+    Request("Is there a red square?", render_scene(random_scene(4), 90, 30)),
+    Request("Hi"),
+    Request("Describe the image in detail.", render_scene(random_scene(5), 33, 77)),
+    Request("What colour is the triangle?", render_scene(random_scene(6), 40, 40)),
+]  # fmt: skip
 
 
 def test_export_carries_the_aspect_mode(spec, tmp_path):
@@ -26,10 +36,12 @@ def test_prepare_left_pads_and_keeps_images_uint8(built):
     assert batch.attention_mask[1].sum() < batch.attention_mask[0].sum()
 
 
-def test_batched_answers_equal_one_at_a_time(built):
+@pytest.mark.parametrize("m", [1, 3, 8])
+def test_batch_of_8_answers_equal_batch_of_1(built, m):
     engine = InferenceEngine.from_built(built)
-    together = engine.generate(REQUESTS, num_visual_tokens=3, max_new_tokens=8)
-    assert together == [engine.generate([r], num_visual_tokens=3, max_new_tokens=8)[0] for r in REQUESTS]
+    together = engine.generate(EIGHT, num_visual_tokens=m, max_new_tokens=8)
+    assert len(together) == 8 and len(set(together)) > 1  # distinct answers: the check has teeth
+    assert together == [engine.generate([r], num_visual_tokens=m, max_new_tokens=8)[0] for r in EIGHT]
 
 
 def test_export_loads_without_the_builder_and_answers_identically(built, tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from mqt_llava.config import TrackingSpec
 from mqt_llava.eval.benchmarks import make_benchmark
 from mqt_llava.eval.evaluate import main, run_evaluation
-from mqt_llava.eval.runner import SweepConfig
+from mqt_llava.eval.runner import SweepConfig, spread
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model, save_export
 from small_model import small_spec
@@ -38,7 +38,8 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
     (data / "mmvet" / "mm-vet.json").write_text(
         json.dumps({"v1_0": {"imagename": "a.png", "question": "?", "answer": "x"}})
     )
-    pope = make_benchmark("pope", data).samples()[:10]
+    pope = spread(make_benchmark("pope", data).samples(), 10)
+    assert {s.group for s in pope} == {"random", "popular", "adversarial"}
     broken = sorted({s.image for s in pope})[0]
     with open(broken, "r+b") as f:  # a corrupt image: its questions are counted rejections, the sweep goes on
         f.truncate(40)

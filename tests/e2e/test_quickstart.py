@@ -14,7 +14,8 @@ from mqt_llava.inference import InferenceEngine
 pytestmark = pytest.mark.e2e
 
 SMALL = [
-    "--corpus", "160,160,12", "--eval-scenes", "12", "--budgets", "2,M",
+    "--corpus", "160,160,12", "--eval-scenes", "12", "--budgets", "2,M", "--sweep-budgets", "2,M",
+    "--sweep-limit", "8",
     "--base-set", "clip.steps=10", "--base-set", "lm.steps=10",
     "--stage1-set", "max_steps=3", "--stage2-set", "max_steps=3",
 ]  # fmt: skip
@@ -27,8 +28,9 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    for i, name in enumerate(("data", "base models", "shards", "stage 1", "stage 2", "evaluate"), 1):
-        assert f"step {i}/6: {name}" in done.stdout
+    steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks")
+    for i, name in enumerate(steps, 1):
+        assert f"step {i}/{len(steps)}: {name}" in done.stdout
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["data"]["num_instruct"] == 160
@@ -47,11 +49,18 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     assert record["model"]["llm"]["pretrained"] == str(tmp_path / "base_models/llm")
     assert InferenceEngine.from_export(tmp_path / "train/tiny-stage2/export").max_visual_tokens == 32
 
+    # the sweep ran the real adapters on the synthetic benchmark files and printed Table 1
+    assert "| # tokens | VQAv2 | GQA | MME | POPE | SQA-IMG | MMB | Avg (% of max) |" in done.stdout
+    sweep = summary["benchmarks"]["scores"]
+    assert set(sweep) == {f"{b}@{m}" for b in ("vqav2", "gqa", "mme", "pope", "scienceqa", "mmbench") for m in (2, 32)}
+    assert 0 <= sweep["pope@32"]["f1"] <= 100 and 0 <= sweep["mme@2"]["perception"] <= sweep["mme@2"]["perception_max"]
+    assert (tmp_path / "eval" / "results.csv").exists() and (tmp_path / "eval" / "plots" / "pope.png").exists()
+
 
 def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
     done = subprocess.run(
         [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--budgets", "2,33"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.returncode == 2 and "outside 1..32" in done.stderr
+    assert done.returncode == 2 and "outside 1..32" in done.stderr and "[33]" in done.stderr
     assert not Path(tmp_path, "data").exists()

@@ -2,8 +2,9 @@ import csv
 
 import pytest
 
+from mqt_llava.eval.benchmarks import Sample
 from mqt_llava.eval.report import advise, normalised_average, table, write_report
-from mqt_llava.eval.runner import PairResult, check_budgets
+from mqt_llava.eval.runner import PairResult, check_budgets, spread
 
 
 def results():
@@ -61,3 +62,10 @@ def test_budgets_outside_the_model_are_refused():
     check_budgets([1, 77, 256], 256)
     with pytest.raises(ValueError, match=r"\[0, 300\] are outside 1..256"):
         check_budgets([0, 2, 300], 256)
+
+
+def test_a_limited_sweep_spreads_over_the_splits():
+    samples = [Sample(f"{g}/{i}", "q", None, None, g) for g in ("a", "b", "c") for i in range(10)]
+    chosen = spread(samples, 6)
+    assert [s.key for s in chosen] == ["a/0", "a/5", "b/0", "b/5", "c/0", "c/5"]
+    assert spread(samples, None) == spread(samples, 100) == samples

@@ -40,7 +40,7 @@ class SweepConfig:
     benchmarks: list[str]
     budgets: list[int]
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
-    limit: int | None = None  # the first N samples of each benchmark (smoke runs)
+    limit: int | None = None  # N samples of each benchmark, evenly spread (smoke runs, quick sweeps)
     batch_size: int = 8
     actors: int = 1
     actor_cpus: float = 1.0
@@ -124,6 +124,14 @@ def load_image(path, data):
     return None
 
 
+def spread(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """`limit` samples taken at even steps, so every split and subtask keeps its share."""
+    if limit is None or limit >= len(samples):
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]
+
+
 def sample_rows(benchmark: Benchmark, samples: list[Sample]) -> list[dict]:
     return [
         {
@@ -156,7 +164,7 @@ class Sweep:
             name: make_benchmark(name, config.data_root, config.options.get(name)) for name in config.benchmarks
         }
         # Reading every benchmark's files first: a missing file fails now, not after an hour of inference.
-        self.samples = {name: b.samples()[: config.limit] for name, b in self.benchmarks.items()}
+        self.samples = {name: spread(b.samples(), config.limit) for name, b in self.benchmarks.items()}
 
     def predictions_path(self, name: str, m: int) -> Path:
         return self.out / "predictions" / name / f"m{m}.jsonl"
