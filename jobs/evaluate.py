@@ -2,7 +2,7 @@
 
     python jobs/evaluate.py --model runs/train/tiny-stage2/export --data-root runs/quickstart/benchmarks \
         --benchmarks pope,vqav2,gqa,scienceqa,mme,mmbench --budgets 2,8,32
-    ray job submit -- python jobs/evaluate.py --model s3://... --gpu --actors 8 --budgets 2,4,8,16,36,64,144,256
+    ray job submit -- python jobs/evaluate.py --model /shared/runs/llava-7b-stage2/export --gpu --actors 8
 
 Writes results.csv, table.md (the paper's Table 1 shape), advisor.md, plots/, and an MLflow run.
 A rerun with the same --out skips the (benchmark, budget) pairs already predicted.

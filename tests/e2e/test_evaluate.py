@@ -16,6 +16,8 @@ from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model, save_export
 from small_model import small_spec
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
@@ -24,10 +26,10 @@ def export(tmp_path_factory):
     return path
 
 
-def sweep_config(export, data_root, out, **kw):
+def sweep_config(export, data_root, out, limit=10):
     benchmarks = ["pope", "mmbench", "mmvet"]
     return SweepConfig(model=str(export), out=out, data_root=data_root, benchmarks=benchmarks, budgets=[2, 8],
-                       limit=10, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1, **kw)  # fmt: skip
+                       limit=limit, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1)  # fmt: skip
 
 
 def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_root, tmp_path):
@@ -79,6 +81,12 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
     assert (out / "predictions" / "mmbench" / "m2.jsonl").stat().st_mtime_ns == stamp
     assert not any("samples from" in line for line in lines)
     assert [r.scores for r in again] == [r.scores for r in results]
+
+    # Other samples (a changed --limit) are predicted again, not scored against stale predictions.
+    lines.clear()
+    changed, _ = run_evaluation(sweep_config(export, data, out, limit=12), TrackingSpec(), log=lines.append)
+    assert any("samples from pope, mmbench" in line for line in lines)
+    assert {r.samples for r in changed if r.benchmark == "pope"} == {12}
 
 
 def test_cli_refuses_bad_budgets_and_missing_files_before_ray(export, synthetic_root, tmp_path, capsys):

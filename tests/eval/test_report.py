@@ -20,10 +20,10 @@ def test_table_is_shaped_like_the_papers_table_1():
     text = table(results())
     lines = text.splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["# tokens", "POPE", "MME", "MM-Vet", "Avg (% of max)"]
+    assert header == ["# tokens", "MME", "POPE", "MM-Vet", "Avg (% of max)"]  # Table 1's column order
     row8 = [c.strip() for c in lines[3].strip("|").split("|")]
     # the average: POPE 79.5 of 100 and MME 700 of 800 (4 subtasks present) -> (79.5 + 87.5) / 2
-    assert row8 == ["8", "79.5", "700.0", "skipped", "83.5"]
+    assert row8 == ["8", "700.0", "79.5", "skipped", "83.5"]
     assert "MM-Vet: skipped (needs a judge model)" in text
 
 
@@ -53,7 +53,12 @@ def test_report_files(tmp_path):
     assert len(pope8) == 1 and pope8[0]["value"] == "79.5000" and pope8[0]["status"] == "scored"
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert len(skipped) == 3 and skipped[0]["reason"] == "needs a judge model" and skipped[0]["value"] == ""
-    assert sorted(p.name for p in paths["plots"].iterdir()) == ["all_benchmarks.png", "mme.png", "pope.png"]
+    assert sorted(p.name for p in paths["plots"].iterdir()) == [
+        "all_benchmarks.png",
+        "all_benchmarks_linear.png",
+        "mme.png",
+        "pope.png",
+    ]
     assert (paths["plots"] / "pope.png").read_bytes()[:4] == b"\x89PNG"
     assert "| POPE | 80.0 | 32 | 8 | 79.5 |" in paths["advisor"].read_text()
 
@@ -64,8 +69,11 @@ def test_budgets_outside_the_model_are_refused():
         check_budgets([0, 2, 300], 256)
 
 
-def test_a_limited_sweep_spreads_over_the_splits():
+def test_a_limited_sweep_spreads_over_the_splits_and_keeps_units_whole():
     samples = [Sample(f"{g}/{i}", "q", None, None, g) for g in ("a", "b", "c") for i in range(10)]
     chosen = spread(samples, 6)
     assert [s.key for s in chosen] == ["a/0", "a/5", "b/0", "b/5", "c/0", "c/5"]
     assert spread(samples, None) == spread(samples, 100) == samples
+    pairs = [Sample(f"{i}/{q}", "q", None, None, "", unit=str(i)) for i in range(10) for q in ("yes", "no")]
+    chosen = spread(pairs, 6)
+    assert [s.key for s in chosen] == ["0/yes", "0/no", "3/yes", "3/no", "6/yes", "6/no"]

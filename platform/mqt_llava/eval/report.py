@@ -41,7 +41,8 @@ def normalised_average(row: list[PairResult]) -> float | None:
 
 
 def table(results: list[PairResult]) -> str:
-    names = list(dict.fromkeys(r.benchmark for r in results))
+    present = {r.benchmark for r in results}
+    names = [n for n in BENCHMARKS if n in present]  # the paper's column order
     budgets = sorted({r.budget for r in results})
     by = {(r.benchmark, r.budget): r for r in results}
     titles = [BENCHMARKS[n].title for n in names]
@@ -96,7 +97,8 @@ def advisor_markdown(advice: dict[str, dict], points: float) -> str:
 
 
 def plot(results: list[PairResult], out_dir: Path) -> list[Path]:
-    """One PNG per benchmark and one with every benchmark: headline vs visual tokens, log x-axis."""
+    """Headline vs visual tokens: one PNG per benchmark and one with every benchmark, on a log x-axis
+    (the paper's Figs. 5 and 8), and that page again on a linear x-axis (its Fig. 9)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,10 +112,11 @@ def plot(results: list[PairResult], out_dir: Path) -> list[Path]:
             series[name] = points
     paths = []
 
-    def draw(ax, name, points):
+    def draw(ax, name, points, log_x=True):
         ax.plot([m for m, _ in points], [v for _, v in points], marker="o")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([m for m, _ in points], [str(m) for m, _ in points])
+        if log_x:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([m for m, _ in points], [str(m) for m, _ in points])
         ax.set_xlabel("visual tokens (m)")
         ax.set_ylabel(BENCHMARKS[name].metric)
         ax.set_title(BENCHMARKS[name].title)
@@ -126,16 +129,18 @@ def plot(results: list[PairResult], out_dir: Path) -> list[Path]:
         paths.append(out_dir / f"{name}.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
-    if series:
+    for log_x, filename in ((True, "all_benchmarks.png"), (False, "all_benchmarks_linear.png")):
+        if not series:
+            break
         cols = min(4, len(series))
         rows = math.ceil(len(series) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
         for ax, (name, points) in zip(axes.flat, series.items(), strict=False):
-            draw(ax, name, points)
+            draw(ax, name, points, log_x)
         for ax in list(axes.flat)[len(series) :]:
             ax.axis("off")
         fig.tight_layout()
-        paths.append(out_dir / "all_benchmarks.png")
+        paths.append(out_dir / filename)
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths

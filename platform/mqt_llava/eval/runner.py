@@ -125,11 +125,17 @@ def load_image(path, data):
 
 
 def spread(samples: list[Sample], limit: int | None) -> list[Sample]:
-    """`limit` samples taken at even steps, so every split and subtask keeps its share."""
+    """About `limit` samples taken at even steps, so every split and subtask keeps its share; samples
+    scored together (a `unit`: MME's image pair, MMBench's rotations) are taken or left together."""
     if limit is None or limit >= len(samples):
         return samples
-    step = len(samples) / limit
-    return [samples[int(i * step)] for i in range(limit)]
+    units: dict[str, list[Sample]] = {}
+    for s in samples:
+        units.setdefault(s.unit or s.key, []).append(s)
+    groups = list(units.values())
+    take = max(1, round(limit * len(groups) / len(samples)))
+    step = len(groups) / take
+    return [s for i in range(take) for s in groups[int(i * step)]]
 
 
 def sample_rows(benchmark: Benchmark, samples: list[Sample]) -> list[dict]:
@@ -175,10 +181,18 @@ class Sweep:
     def runnable(self, name: str) -> bool:
         return not (self.benchmarks[name].needs_judge and self.config.judge is None)
 
+    def is_done(self, name: str, m: int) -> bool:
+        """Predicted already, for exactly these samples (a changed --limit or option predicts again)."""
+        path = self.predictions_path(name, m)
+        if not path.exists():
+            return False
+        keys = {json.loads(line)["key"] for line in path.read_text().splitlines()}
+        return keys == {s.key for s in self.samples[name]}
+
     def run(self) -> list[PairResult]:
         for m in self.config.budgets:
-            pending = [n for n in self.benchmarks if self.runnable(n) and not self.predictions_path(n, m).exists()]
-            done = [n for n in self.benchmarks if self.predictions_path(n, m).exists()]
+            done = [n for n in self.benchmarks if self.runnable(n) and self.is_done(n, m)]
+            pending = [n for n in self.benchmarks if self.runnable(n) and n not in done]
             if done:
                 self.log(f"[sweep m={m}] already predicted: {', '.join(done)}")
             if pending:
@@ -223,6 +237,7 @@ class Sweep:
                 )
 
     def finish_pair(self, name: str, m: int, rows: list[dict]) -> None:
+        self.scores_path(name, m).unlink(missing_ok=True)  # scores of earlier predictions
         write_atomic(self.predictions_path(name, m), "".join(json.dumps(r) + "\n" for r in rows))
         rejected = sum(bool(r["error"]) for r in rows)
         self.log(f"[sweep m={m}] {name}: {len(rows)} predictions written ({rejected} rejected)")

@@ -33,6 +33,7 @@ class Sample:
     image: str | bytes | None  # a file path, encoded image bytes, or None for a text-only question
     target: Any = None  # what scoring needs (answers, label, choices): JSON-serialisable
     group: str = ""  # split / subtask / category, for per-group scores
+    unit: str = ""  # samples scored together (MME's two questions of an image): kept together by --limit
 
 
 @dataclass

@@ -46,7 +46,8 @@ class MMBench(Benchmark):
                 lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(rotated)]
                 prompt = "\n".join(lines) + f"\n{OPTION_SUFFIX}"
                 target = {"answer": LETTERS[(answer - r) % len(options)], "options": rotated, "index": row["index"]}
-                out.append(Sample(f"{row['index']}/{r}", prompt, image, target, row.get("category", "")))
+                group = row.get("category", "")
+                out.append(Sample(f"{row['index']}/{r}", prompt, image, target, group, unit=row["index"]))
         return out
 
     def score(self, samples, predictions, judge=None) -> dict[str, float]:

@@ -54,7 +54,8 @@ class MME(Benchmark):
                     question, answer = line.rsplit("\t", 1)
                     target = {"answer": answer.strip().lower(), "image": image.name}
                     key = f"{subtask}/{image.name}/{i}"
-                    out.append(Sample(key, f"{question}\n{SHORT_ANSWER}", str(image), target, subtask))
+                    prompt = f"{question}\n{SHORT_ANSWER}"
+                    out.append(Sample(key, prompt, str(image), target, subtask, unit=f"{subtask}/{image.name}"))
         return out
 
     def score(self, samples, predictions, judge=None) -> dict[str, float]:
