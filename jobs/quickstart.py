@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--eval-scenes", type=int, default=300, help="held-out scenes to ask about")
     parser.add_argument("--sweep-budgets", default="2,4,8,16,M", help="the benchmark sweep's budgets")
     parser.add_argument("--sweep-limit", type=int, default=600,
-                        help="questions per benchmark in the sweep, evenly spread over its splits")  # fmt: skip
+                        help="about N questions per benchmark in the sweep (a seeded random draw)")  # fmt: skip
     for flag, dest, what in (
         ("--model-set", "model_overrides", "the model preset"),
         ("--base-set", "base_overrides", "base_models.yaml"),

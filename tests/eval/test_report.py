@@ -69,11 +69,16 @@ def test_budgets_outside_the_model_are_refused():
         check_budgets([0, 2, 300], 256)
 
 
-def test_a_limited_sweep_spreads_over_the_splits_and_keeps_units_whole():
-    samples = [Sample(f"{g}/{i}", "q", None, None, g) for g in ("a", "b", "c") for i in range(10)]
-    chosen = spread(samples, 6)
-    assert [s.key for s in chosen] == ["a/0", "a/5", "b/0", "b/5", "c/0", "c/5"]
-    assert spread(samples, None) == spread(samples, 100) == samples
-    pairs = [Sample(f"{i}/{q}", "q", None, None, "", unit=str(i)) for i in range(10) for q in ("yes", "no")]
-    chosen = spread(pairs, 6)
-    assert [s.key for s in chosen] == ["0/yes", "0/no", "3/yes", "3/no", "6/yes", "6/no"]
+def test_a_limited_sweep_keeps_each_splits_and_answers_share_and_units_whole():
+    # POPE-like: per image, its "yes" questions and then its "no" ones, in three splits.
+    samples = [Sample(f"{g}/{i}/{q}", "q", None, "yes" if q < 3 else "no", g)
+               for g in ("random", "popular", "adversarial") for i in range(100) for q in range(6)]  # fmt: skip
+    chosen = spread(samples, 300)
+    assert len(chosen) == 300 and chosen == sorted(chosen, key=samples.index)  # file order kept
+    for group in ("random", "popular", "adversarial"):
+        assert 70 < sum(s.group == group for s in chosen) < 130
+    assert 120 < sum(s.target == "yes" for s in chosen) < 180
+    assert spread(samples, 300) == chosen and spread(samples, None) == spread(samples, 10**6) == samples
+    pairs = [Sample(f"{i}/{q}", "q", None, None, "", unit=str(i)) for i in range(50) for q in ("yes", "no")]
+    chosen = spread(pairs, 20)
+    assert len(chosen) == 20 and all(p.unit == n.unit for p, n in zip(chosen[::2], chosen[1::2], strict=True))

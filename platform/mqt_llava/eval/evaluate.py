@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         "up to M, and M")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default: runs/eval/<export's parent directory name>")
     parser.add_argument("--option", action="append", default=[], metavar="BENCH.KEY=VALUE")
-    parser.add_argument("--limit", type=int, help="N samples of each benchmark, evenly spread")
+    parser.add_argument("--limit", type=int, help="about N samples of each benchmark, drawn at random (seeded)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--actors", type=int, default=1, help="inference-engine actors")
     parser.add_argument("--actor-cpus", type=float, default=1.0)

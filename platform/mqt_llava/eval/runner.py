@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -40,7 +41,7 @@ class SweepConfig:
     benchmarks: list[str]
     budgets: list[int]
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
-    limit: int | None = None  # N samples of each benchmark, evenly spread (smoke runs, quick sweeps)
+    limit: int | None = None  # about N samples of each benchmark, a seeded random draw (quick sweeps)
     batch_size: int = 8
     actors: int = 1
     actor_cpus: float = 1.0
@@ -124,9 +125,11 @@ def load_image(path, data):
     return None
 
 
-def spread(samples: list[Sample], limit: int | None) -> list[Sample]:
-    """About `limit` samples taken at even steps, so every split and subtask keeps its share; samples
-    scored together (a `unit`: MME's image pair, MMBench's rotations) are taken or left together."""
+def spread(samples: list[Sample], limit: int | None, seed: int = 0) -> list[Sample]:
+    """About `limit` samples drawn at random (seeded, kept in file order), so every split, subtask
+    and answer keeps its share in expectation; a stride would not (POPE lists each image's "yes"
+    questions before its "no" ones). Samples scored together (a `unit`: MME's image pair, MMBench's
+    rotations) are taken or left together."""
     if limit is None or limit >= len(samples):
         return samples
     units: dict[str, list[Sample]] = {}
@@ -134,8 +137,8 @@ def spread(samples: list[Sample], limit: int | None) -> list[Sample]:
         units.setdefault(s.unit or s.key, []).append(s)
     groups = list(units.values())
     take = max(1, round(limit * len(groups) / len(samples)))
-    step = len(groups) / take
-    return [s for i in range(take) for s in groups[int(i * step)]]
+    chosen = sorted(random.Random(seed).sample(range(len(groups)), take))
+    return [s for i in chosen for s in groups[i]]
 
 
 def sample_rows(benchmark: Benchmark, samples: list[Sample]) -> list[dict]:
