@@ -263,3 +263,31 @@ def test_a_failing_judge_is_an_error_not_a_score(judge_url):
 def test_every_benchmark_has_a_table_title_and_metric():
     for cls in BENCHMARKS.values():
         assert cls.title and cls.metric and cls.scale > 0
+
+
+def test_a_failing_judge_leaves_the_pair_unscored_and_the_predictions_kept(tmp_path, judge_url):
+    from mqt_llava.eval.runner import Sweep, SweepConfig
+
+    write_judged_files(tmp_path / "data")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "config.json").write_text(json.dumps({"num_queries": 8}))
+    judge = Judge(judge_url, "judge-1", retries=1)
+    config = SweepConfig(
+        str(tmp_path / "export"), tmp_path / "out", tmp_path / "data", ["llava_bench"], [4], judge=judge
+    )
+    sweep = Sweep(config, log=lambda _: None)
+    sweep.finish_pair("llava_bench", 4, [{"key": k, "prediction": "a cat", "error": ""} for k in ("0", "1")])
+    FakeJudge.status, FakeJudge.replies = 503, ["overloaded"]
+    failed = sweep.score("llava_bench", 4)
+    assert failed.status == "failed" and "HTTP 503" in failed.reason
+    assert sweep.predictions_path("llava_bench", 4).exists() and not sweep.scores_path("llava_bench", 4).exists()
+    FakeJudge.status, FakeJudge.replies = 200, ["8 4", "8 4"]
+    assert sweep.score("llava_bench", 4).scores["relative_score"] == 50  # the rerun scores the kept predictions
+
+
+def test_a_malformed_line_names_its_file_and_line(tmp_path):
+    (tmp_path / "pope" / "coco").mkdir(parents=True)
+    good = json.dumps({"question_id": 1, "image": "a.jpg", "text": "Is there a cat?", "label": "yes"})
+    (tmp_path / "pope" / "coco" / "coco_pope_random.json").write_text(good + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"coco_pope_random.json:2 is not valid JSON"):
+        make_benchmark("pope", tmp_path, {"splits": ["random"]}).samples()

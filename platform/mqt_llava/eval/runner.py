@@ -28,7 +28,7 @@ import numpy as np
 
 from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.judged import NO_JUDGE
-from mqt_llava.eval.judge import Judge
+from mqt_llava.eval.judge import Judge, JudgeError
 
 Log = Callable[[str], None]
 
@@ -55,7 +55,7 @@ class SweepConfig:
 class PairResult:
     benchmark: str
     budget: int
-    status: str  # "scored", "submission" (scored by a server), "skipped"
+    status: str  # "scored", "submission" (scored by a server), "skipped", "failed" (the judge failed)
     scores: dict[str, float] = field(default_factory=dict)
     samples: int = 0
     rejected: int = 0  # samples whose image could not be used (answered as unanswered)
@@ -262,6 +262,9 @@ class Sweep:
                 scores = benchmark.score(samples, predictions, judge=self.config.judge)
             except Skipped as skipped:
                 return PairResult(name, m, "skipped", samples=len(samples), reason=str(skipped))
+            except JudgeError as failed:  # the predictions are kept: a rerun scores them again
+                self.log(f"[sweep m={m}] {name}: not scored: {failed}")
+                return PairResult(name, m, "failed", samples=len(samples), rejected=rejected, reason=str(failed))
             write_atomic(path, json.dumps(scores, indent=1))
         status = "scored" if benchmark.metric in scores else "submission"
         return PairResult(name, m, status, scores, len(samples), rejected)

@@ -73,7 +73,11 @@ class Benchmark:
         return path
 
     def read_json(self, option: str) -> Any:
-        return json.loads(self.path(option).read_text())
+        path = self.path(option)
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.name}: {path} is not valid JSON: {exc}") from None
 
     def read_jsonl(self, option: str) -> list[dict]:
         return read_jsonl(self.path(option))
@@ -96,4 +100,11 @@ def mean(values) -> float:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number} is not valid JSON: {exc}") from None
+    return rows
