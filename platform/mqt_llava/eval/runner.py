@@ -211,6 +211,8 @@ class Sweep:
         for n in names:
             if not expected[n]:
                 self.finish_pair(n, m, [])
+        if not rows:
+            return
         c = self.config
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // c.batch_size, 64)))
         answered = dataset.map_batches(
