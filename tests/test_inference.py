@@ -53,3 +53,26 @@ def test_export_loads_without_the_builder_and_answers_identically(built, tmp_pat
     for m in (1, 8):
         assert exported.generate(REQUESTS, m, 8) == original.generate(REQUESTS, m, 8)
         torch.testing.assert_close(exported.forward(REQUESTS, m), original.forward(REQUESTS, m))
+
+
+def test_completions_count_visual_tokens_and_stop_where_asked(built):
+    engine = InferenceEngine.from_built(built)
+    with_image, text_only = REQUESTS[0], REQUESTS[1]
+    prepared = engine.prepare([with_image, text_only])
+    a, b = engine.complete([with_image, text_only], num_visual_tokens=5, max_new_tokens=6)
+    assert a.prompt_tokens == int(prepared.attention_mask[0].sum()) - 1 + 5  # placeholder -> 5 visual tokens
+    assert b.prompt_tokens == int(prepared.attention_mask[1].sum())
+    assert 1 <= a.completion_tokens <= 6 and a.finish_reason in ("stop", "length")
+    assert a.text == engine.generate([with_image], 5, 6)[0]  # complete() and generate() agree
+    if len(a.text) > 1:
+        cut = engine.complete([with_image], 5, 6, stop=[a.text[1]])[0]
+        assert cut.text == a.text.split(a.text[1])[0] and cut.finish_reason == "stop"
+
+
+def test_sampling_follows_the_seed_and_differs_from_greedy_somewhere(built):
+    engine = InferenceEngine.from_built(built)
+    torch.manual_seed(3)
+    first = [c.text for c in engine.complete(EIGHT, 4, 8, temperature=1.5)]
+    torch.manual_seed(3)
+    assert [c.text for c in engine.complete(EIGHT, 4, 8, temperature=1.5)] == first
+    assert first != engine.generate(EIGHT, 4, 8)

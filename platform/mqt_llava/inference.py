@@ -25,6 +25,14 @@ class Request:
 
 
 @dataclass
+class Completion:
+    text: str
+    prompt_tokens: int  # visual tokens included
+    completion_tokens: int  # EOS included when generated
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
 class PreparedBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -84,20 +92,48 @@ class InferenceEngine:
         return PreparedBatch(input_ids, attention_mask, pixel_values).to(self.model.device)
 
     @torch.inference_mode()
-    def generate(self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers, one per request."""
+    def complete(
+        self,
+        requests: list[Request],
+        num_visual_tokens: int,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> list[Completion]:
+        """Answers with their token counts: greedy at temperature 0, else sampled at that temperature
+        over the whole vocabulary. An answer ends at EOS, at `max_new_tokens`, or before the first
+        of the `stop` strings."""
         batch = self.prepare(requests)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature <= 0:
+            sampling = {"do_sample": False}
         output = self.model.generate(
             batch.input_ids,
             attention_mask=batch.attention_mask,
             pixel_values=batch.pixel_values,
             num_visual_tokens=num_visual_tokens,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
+            **sampling,
         )
-        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+        completions = []
+        for i, (request, tokens) in enumerate(zip(requests, output.tolist(), strict=True)):
+            ended = self.tokenizer.eos_token_id in tokens
+            generated = tokens[: tokens.index(self.tokenizer.eos_token_id) + 1] if ended else tokens
+            text = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
+            finish = "stop" if ended else "length"
+            for s in stop or []:
+                if s and s in text:
+                    text, finish = text.split(s)[0], "stop"
+            # The image placeholder is one token of the prompt; the LLM sees m visual tokens instead.
+            prompt = int(batch.attention_mask[i].sum()) + (num_visual_tokens - 1 if request.image is not None else 0)
+            completions.append(Completion(text, prompt, len(generated), finish))
+        return completions
+
+    def generate(self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers, one per request."""
+        return [c.text for c in self.complete(requests, num_visual_tokens, max_new_tokens)]
 
     def forward(self, requests: list[Request], num_visual_tokens: int) -> torch.Tensor:
         """One prefill pass over requests (preparation included); returns the logits."""

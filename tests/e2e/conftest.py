@@ -5,8 +5,9 @@ import pytest
 import ray
 from ray.data import DataContext
 
-# this directory, tests/data (odd_corpus) and tests/ (small_model)
-TEST_DIRS = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "data"), str(Path(__file__).parents[1])]
+# this directory, tests/data (odd_corpus), tests/ (small_model) and the repository (serve_apps)
+TEST_DIRS = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "data"), str(Path(__file__).parents[1]),
+             str(Path(__file__).parents[2])]  # fmt: skip
 sys.path[:0] = TEST_DIRS[1:]
 
 

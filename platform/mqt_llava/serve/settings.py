@@ -1,0 +1,58 @@
+"""The serving application's config: the export to load and the budget tiers (one Serve deployment
+each), from `serve_apps/config.yaml`'s `args` or a Python dict."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Strict = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierSpec(BaseModel):
+    """One budget tier: a deployment whose replicas answer at `visual_tokens` (an int, or "M")."""
+
+    model_config = Strict
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    visual_tokens: int | Literal["M"]
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(4.0, gt=0)
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    replica_cpus: float = Field(0.25, gt=0)
+    torch_threads: int | None = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _replicas(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"tier {self.name}: min_replicas > max_replicas")
+        return self
+
+    def budget(self, maximum: int) -> int:
+        m = maximum if self.visual_tokens == "M" else self.visual_tokens
+        if not 1 <= m <= maximum:
+            raise ValueError(f"tier {self.name}: visual_tokens {m} is outside 1..{maximum} (the model's M)")
+        return m
+
+
+class ServeSpec(BaseModel):
+    model_config = Strict
+    model: str  # an export directory (what jobs/stage2.py writes)
+    tiers: list[TierSpec] = Field(min_length=1)
+    api_key_env: str | None = None  # when set and that variable is non-empty, requests need the key
+    allow_remote_images: bool = False  # http(s) image URLs are fetched only when this is on
+    max_images: int = Field(1, ge=1)  # the model takes one image per request
+    max_image_pixels: int = Field(16 * 1024 * 1024, ge=1)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    default_max_tokens: int = Field(64, ge=1)
+    max_tokens_limit: int = Field(512, ge=1)
+    ingress_cpus: float = Field(0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        return self

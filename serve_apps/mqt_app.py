@@ -1,0 +1,159 @@
+"""The MQT-LLaVA Ray Serve application: one deployment per budget tier, behind an OpenAI-compatible
+FastAPI ingress.
+
+    serve run serve_apps/config.yaml                 # development, on this machine
+    serve deploy serve_apps/config.yaml              # a running cluster (RAY_ADDRESS / --address)
+
+`build(args)` is the application builder `config.yaml` names; `args` is a `ServeSpec`.
+"""
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
+from mqt_llava.serve.routing import Router
+from mqt_llava.serve.settings import ServeSpec
+
+app = FastAPI(title="MQT-LLaVA", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(ApiError)
+async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@serve.deployment
+class Tier:
+    """Replicas of one budget tier. `user_config` ({visual_tokens, max_batch_size,
+    batch_wait_timeout_s}) is applied by `reconfigure`, without reloading the model."""
+
+    def __init__(self, model: str, torch_threads: int | None = None) -> None:
+        import torch
+
+        from mqt_llava.inference import InferenceEngine
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.engine = InferenceEngine.from_export(model)
+        self.visual_tokens = self.engine.max_visual_tokens
+
+    def reconfigure(self, config: dict) -> None:
+        self.visual_tokens = self.engine.model.resolve_num_visual_tokens(int(config["visual_tokens"]))
+        self.generate.set_max_batch_size(int(config.get("max_batch_size", 8)))
+        self.generate.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.02)))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def generate(self, jobs: list[Job]) -> list[dict]:
+        """One engine call per group of jobs that can share a batch (same m and sampling settings)."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, job in enumerate(jobs):
+            m = job.visual_tokens or self.visual_tokens
+            groups[(m, job.max_tokens, job.temperature, tuple(job.stop))].append(i)
+        results: list[dict] = [{}] * len(jobs)
+        loop = asyncio.get_running_loop()
+        for (m, max_tokens, temperature, stop), indices in groups.items():
+            from mqt_llava.inference import Request
+
+            requests = [Request(jobs[i].question, jobs[i].image) for i in indices]
+            # The engine blocks for the whole batch: a worker thread keeps the replica's loop responsive.
+            completions = await loop.run_in_executor(
+                None,
+                lambda r=requests, m=m, n=max_tokens, t=temperature, s=list(stop): self.engine.complete(r, m, n, t, s),
+            )
+            for i, c in zip(indices, completions, strict=True):
+                results[i] = {"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                              "completion_tokens": c.completion_tokens, "visual_tokens": m}  # fmt: skip
+        return results
+
+    async def __call__(self, job: Job) -> dict:
+        return await self.generate(job)
+
+    def identity(self) -> dict:
+        """Which loaded model this replica holds, and its budget (tests check a reconfigure keeps the model)."""
+        return {"engine": f"{os.getpid()}:{id(self.engine)}", "budget": self.visual_tokens}
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, spec: dict, maximum: int, budgets: dict[str, int], tiers: dict[str, DeploymentHandle]) -> None:
+        self.spec = ServeSpec(**spec)
+        self.maximum = maximum
+        self.router = Router(budgets)
+        self.tiers = tiers
+        self.api_key = os.environ.get(self.spec.api_key_env) if self.spec.api_key_env else None
+
+    def authorise(self, request: Request) -> None:
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            raise ApiError(401, "invalid or missing API key", type_="authentication_error", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> dict:
+        self.authorise(request)
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "owned_by": "mqt-llava", "visual_tokens": self.router.budgets[name]}
+            for name in self.router.model_ids
+        ]}  # fmt: skip
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> JSONResponse:
+        self.authorise(request)
+        try:
+            payload = json.loads(await request.body())
+            chat = ChatRequest.model_validate(payload)
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ApiError(400, f"{where}: {first['msg']}", param=where) from None
+        if chat.stream:
+            raise ApiError(400, "streaming is not supported yet", param="stream")
+        tier = self.router.route(chat.model, chat.visual_tokens)
+        job = build_job(chat, self.spec, self.maximum)
+        result = await self.tiers[tier].remote(job)
+        body = completion_body(tier, result["text"], result["finish_reason"], result["prompt_tokens"],
+                               result["completion_tokens"], result["visual_tokens"])  # fmt: skip
+        return JSONResponse(body)
+
+
+def build(args: dict) -> serve.Application:
+    """The application for `args` (a ServeSpec as a dict): tiers first, then the ingress."""
+    from mqt_llava.eval.runner import model_max_tokens
+
+    spec = ServeSpec(**args)
+    maximum = model_max_tokens(spec.model)
+    budgets = {t.name: t.budget(maximum) for t in spec.tiers}
+    tiers = {}
+    for t in spec.tiers:
+        autoscaling = None
+        if t.max_replicas > t.min_replicas:
+            autoscaling = {"min_replicas": t.min_replicas, "max_replicas": t.max_replicas,
+                           "target_ongoing_requests": t.target_ongoing_requests}  # fmt: skip
+        options = dict(
+            name=f"tier-{t.name}",
+            user_config={
+                "visual_tokens": budgets[t.name],
+                "max_batch_size": t.max_batch_size,
+                "batch_wait_timeout_s": t.batch_wait_timeout_s,
+            },  # fmt: skip
+            ray_actor_options={"num_cpus": t.replica_cpus},
+            max_ongoing_requests=max(2 * t.max_batch_size, 16),
+        )
+        options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": t.min_replicas}
+        tiers[t.name] = Tier.options(**options).bind(spec.model, t.torch_threads)
+    return Ingress.options(ray_actor_options={"num_cpus": spec.ingress_cpus}).bind(
+        spec.model_dump(), maximum, budgets, tiers
+    )
