@@ -10,6 +10,7 @@ FastAPI ingress.
 import asyncio
 import json
 import os
+import time
 from collections import defaultdict
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
+from mqt_llava.serve.auto import AutoRouter
 from mqt_llava.serve.routing import Router
 from mqt_llava.serve.settings import ServeSpec
 
@@ -88,6 +90,7 @@ class Ingress:
         self.spec = ServeSpec(**spec)
         self.maximum = maximum
         self.router = Router(budgets)
+        self.auto = AutoRouter(budgets, self.spec.auto) if self.spec.auto.enabled else None
         self.tiers = tiers
         self.api_key = os.environ.get(self.spec.api_key_env) if self.spec.api_key_env else None
 
@@ -102,10 +105,11 @@ class Ingress:
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict:
         self.authorise(request)
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "owned_by": "mqt-llava", "visual_tokens": self.router.budgets[name]}
-            for name in self.router.model_ids
-        ]}  # fmt: skip
+        data = [{"id": name, "object": "model", "owned_by": "mqt-llava", "visual_tokens": self.router.budgets[name]}
+                for name in self.router.model_ids]  # fmt: skip
+        if self.auto is not None:
+            data.append({"id": "auto", "object": "model", "owned_by": "mqt-llava", "visual_tokens": None})
+        return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
     async def chat(self, request: Request) -> JSONResponse:
@@ -121,9 +125,13 @@ class Ingress:
             raise ApiError(400, f"{where}: {first['msg']}", param=where) from None
         if chat.stream:
             raise ApiError(400, "streaming is not supported yet", param="stream")
-        tier = self.router.route(chat.model, chat.visual_tokens)
+        started = time.monotonic()
+        auto = self.auto is not None and chat.model == "auto" and chat.visual_tokens is None
+        tier = self.auto.choose() if auto else self.router.route(chat.model, chat.visual_tokens)
         job = build_job(chat, self.spec, self.maximum)
         result = await self.tiers[tier].remote(job)
+        if auto:
+            self.auto.observe(tier, time.monotonic() - started)
         body = completion_body(tier, result["text"], result["finish_reason"], result["prompt_tokens"],
                                result["completion_tokens"], result["visual_tokens"])  # fmt: skip
         return JSONResponse(body)

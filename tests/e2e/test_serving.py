@@ -84,7 +84,7 @@ def image_parts(text="What colour is the circle?", size=(48, 32)):
 def test_openai_client_gets_answers_and_tiers_use_their_budgets(server):
     _, url = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
-    assert [m.id for m in client.models.list().data] == ["fast", "full"]
+    assert [m.id for m in client.models.list().data] == ["fast", "full", "auto"]
     fast = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": image_parts()}],
                                           temperature=0, max_tokens=6)  # fmt: skip
     full = client.chat.completions.create(model="full", messages=[{"role": "user", "content": image_parts()}],
@@ -97,6 +97,9 @@ def test_openai_client_gets_answers_and_tiers_use_their_budgets(server):
                                            temperature=0, max_tokens=6, extra_body={"visual_tokens": 5})  # fmt: skip
     assert exact.model_extra["visual_tokens"] == 5 and exact.model == "full"  # nearest tier (a tie: the larger)
     assert requests.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+    auto = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": image_parts()}],
+                                          temperature=0, max_tokens=6)  # fmt: skip
+    assert auto.model == "full" and auto.model_extra["visual_tokens"] == 8  # idle: the largest budget
 
 
 GOOD = chat(image_parts(), max_tokens=4)

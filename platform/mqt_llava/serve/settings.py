@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mqt_llava.serve.auto import AutoSpec
+
 Strict = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -49,10 +51,13 @@ class ServeSpec(BaseModel):
     default_max_tokens: int = Field(64, ge=1)
     max_tokens_limit: int = Field(512, ge=1)
     ingress_cpus: float = Field(0.25, gt=0)
+    auto: AutoSpec = AutoSpec()  # the `auto` model id: latency-targeting routing across the tiers
 
     @model_validator(mode="after")
     def _unique_names(self):
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")
+        if "auto" in names:
+            raise ValueError("`auto` is the latency-targeting router's model id, not a tier name")
         return self
