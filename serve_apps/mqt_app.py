@@ -162,6 +162,8 @@ def build(args: dict) -> serve.Application:
         )
         options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": t.min_replicas}
         tiers[t.name] = Tier.options(**options).bind(spec.model, t.torch_threads)
-    return Ingress.options(ray_actor_options={"num_cpus": spec.ingress_cpus}).bind(
+    # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
+    ingress = {"num_cpus": spec.ingress_cpus}
+    return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
         spec.model_dump(), maximum, budgets, tiers
     )

@@ -51,6 +51,7 @@ class ServeSpec(BaseModel):
     default_max_tokens: int = Field(64, ge=1)
     max_tokens_limit: int = Field(512, ge=1)
     ingress_cpus: float = Field(0.25, gt=0)
+    ingress_max_ongoing_requests: int = Field(256, ge=1)
     auto: AutoSpec = AutoSpec()  # the `auto` model id: latency-targeting routing across the tiers
 
     @model_validator(mode="after")
