@@ -59,11 +59,11 @@ class Tier:
         for i, job in enumerate(jobs):
             m = job.visual_tokens or self.visual_tokens
             groups[(m, job.max_tokens, job.temperature, tuple(job.stop))].append(i)
+        from mqt_llava.inference import Request  # the ingress process never loads torch
+
         results: list[dict] = [{}] * len(jobs)
         loop = asyncio.get_running_loop()
         for (m, max_tokens, temperature, stop), indices in groups.items():
-            from mqt_llava.inference import Request
-
             requests = [Request(jobs[i].question, jobs[i].image) for i in indices]
             # The engine blocks for the whole batch: a worker thread keeps the replica's loop responsive.
             completions = await loop.run_in_executor(

@@ -72,8 +72,9 @@ def log_to_mlflow(config: SweepConfig, results: list[PairResult], paths: dict[st
     return tracker
 
 
-def run_evaluation(config: SweepConfig, tracking: TrackingSpec | None = None, log=print):
-    """Sweep, report, MLflow; returns (results, report paths)."""
+def run_evaluation(config: SweepConfig, tracking: TrackingSpec | None = None, log=print, sweep: Sweep | None = None):
+    """Sweep, report, MLflow; returns (results, report paths). `sweep`: one already built from
+    `config` (its benchmark files read), so they are not read again."""
     import ray
 
     from mqt_llava.ray_runtime import init_ray
@@ -83,7 +84,7 @@ def run_evaluation(config: SweepConfig, tracking: TrackingSpec | None = None, lo
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False  # progress comes as periodic lines
-    sweep = Sweep(config, log)
+    sweep = sweep or Sweep(config, log)
     started = time.perf_counter()
     results = sweep.run()
     paths = write_report(results, Path(config.out), config.advisor_points)
@@ -140,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             advisor_points=args.advisor_points,
         )
         # Every benchmark's files are read before Ray starts: a missing file is an error now.
-        Sweep(config, log=lambda _: None)
+        sweep = Sweep(config)
     except (ValueError, FileNotFoundError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
-    _, paths = run_evaluation(config, TrackingSpec(uri=args.tracking_uri))
+    _, paths = run_evaluation(config, TrackingSpec(uri=args.tracking_uri), sweep=sweep)
     print(paths["table"].read_text())
     print(paths["advisor"].read_text())
     return 0

@@ -10,6 +10,7 @@ The LLM prefill computes the logits of the last position only (what generation's
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,7 @@ class ForwardFlops:
 
 
 def count(fn) -> float:
-    with FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return float(counter.get_total_flops())
 
@@ -57,7 +58,9 @@ class FlopsModel:
         self.vision_width = vision.hidden_size
         self.llm_width = self.model.config.text_config.hidden_size
 
-    def vision_flops(self) -> tuple[float, torch.Tensor]:
+    @functools.cached_property
+    def vision(self) -> tuple[float, torch.Tensor]:
+        """The tower's FLOPs and its (meta) grid features: the same at every budget, counted once."""
         pixels = torch.empty(1, 3, self.image_size, self.image_size, device="meta")
         result = {}
 
@@ -73,15 +76,13 @@ class FlopsModel:
         cache = DynamicCache(config=self.model.language_model.config)
         return count(lambda: self.model.language_model(inputs_embeds=embeds, past_key_values=cache, logits_to_keep=1))
 
-    @torch.no_grad()
     def mqt(self, m: int, text_tokens: int) -> ForwardFlops:
-        vision, grid = self.vision_flops()
+        vision, grid = self.vision
         connector = count(lambda: self.model.mqt(grid, m))
         return ForwardFlops(f"MQT m={m}", m, vision, connector, self.llm_flops(m + text_tokens))
 
-    @torch.no_grad()
     def llava_mlp(self, text_tokens: int) -> ForwardFlops:
-        vision, grid = self.vision_flops()
+        vision, grid = self.vision
         with torch.device("meta"):
             projector = mlp_connector(self.vision_width, self.llm_width)
         connector = count(lambda: projector(grid))

@@ -115,13 +115,13 @@ class EngineActor:
 
 def load_image(path, data):
 
-    from mqt_llava.data.images import decode_image, to_rgb
+    from mqt_llava.data.images import decode_image
 
     # Ray Data hands a column of only missing values over as NaN floats, so types are checked.
     if isinstance(data, bytes | bytearray | np.bytes_) and len(data):
-        return to_rgb(decode_image(bytes(data)))
+        return decode_image(bytes(data))
     if isinstance(path, str) and path:
-        return to_rgb(decode_image(Path(path).read_bytes()))
+        return decode_image(Path(path).read_bytes())
     return None
 
 

@@ -28,7 +28,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from mqt_llava.data.synthetic import COLOURS, NUMBER_WORDS, SHAPES, Scene, article, ask, cell_name, record_rng
+from mqt_llava.data.synthetic import (
+    COLOURS,
+    NUMBER_WORDS,
+    SHAPES,
+    Scene,
+    article,
+    ask,
+    cell_name,
+    record_rng,
+    unique,
+)
 from mqt_llava.data.synthetic_corpus import EVAL_SCENES
 
 POPE_SPLITS = ("random", "popular", "adversarial")
@@ -159,6 +169,25 @@ def write_gqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
     return len(questions)
 
 
+def shape_question(scene: Scene, rng: random.Random) -> tuple[str, list[str], int]:
+    """Which shape is in one object's cell: the question, the 3 shapes shuffled, the answer's index."""
+    o = rng.choice(scene.objects)
+    shapes = list(SHAPES)
+    rng.shuffle(shapes)
+    return f"What shape is in the {cell_name(o.row, o.col, scene.grid)} cell?", shapes, shapes.index(o.shape)
+
+
+def colour_question(scene: Scene, rng: random.Random) -> tuple[str, list[str], int] | None:
+    """Which colour a shape that occurs once has, among 4; None if every shape repeats."""
+    single = [o for o in scene.objects if unique(scene, shape=o.shape)]
+    if not single:
+        return None
+    target = rng.choice(single)
+    colours = rng.sample([c for c in COLOURS if c != target.colour], 3) + [target.colour]
+    rng.shuffle(colours)
+    return f"What colour is the {target.shape}?", colours, colours.index(target.colour)
+
+
 def write_scienceqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
     """Per scene: which shape is in a cell (3 choices) and which colour a unique shape has (4);
     plus text-only problems, which the IMG subset leaves out."""
@@ -175,18 +204,10 @@ def write_scienceqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
 
     for h in scenes:
         rng = record_rng(seed, "scienceqa", h.index)
-        o = rng.choice(h.scene.objects)
-        shapes = list(SHAPES)
-        rng.shuffle(shapes)
-        add(f"What shape is in the {cell_name(o.row, o.col, h.scene.grid)} cell?", shapes, shapes.index(o.shape),
-            h.image, hint="The image shows shapes on a grid.")  # fmt: skip
-        shape_counts = Counter(x.shape for x in h.scene.objects)
-        unique = [x for x in h.scene.objects if shape_counts[x.shape] == 1]
-        if unique:
-            target = rng.choice(unique)
-            colours = rng.sample([c for c in COLOURS if c != target.colour], 3) + [target.colour]
-            rng.shuffle(colours)
-            add(f"What colour is the {target.shape}?", colours, colours.index(target.colour), h.image)
+        add(*shape_question(h.scene, rng), h.image, hint="The image shows shapes on a grid.")
+        colour = colour_question(h.scene, rng)
+        if colour is not None:
+            add(*colour, h.image)
         if h.index % 5 == 0:
             add("How many sides does a triangle have?", ["three", "four"], 0, None)
     root.mkdir(parents=True, exist_ok=True)
@@ -224,10 +245,9 @@ def write_mme(scenes: list[HeldOut], root: Path, seed: int) -> int:
             r, c = rng.choice(cells)
             pairs["position"] = (f"Is the {o.colour} {o.shape} in the {cell_name(o.row, o.col, grid)} cell?",
                                  f"Is the {o.colour} {o.shape} in the {cell_name(r, c, grid)} cell?")  # fmt: skip
-        shape_counts = Counter(x.shape for x in scene.objects)
-        unique = [x for x in scene.objects if shape_counts[x.shape] == 1]
-        if unique:
-            o = rng.choice(unique)
+        single = [x for x in scene.objects if unique(scene, shape=x.shape)]
+        if single:
+            o = rng.choice(single)
             other = rng.choice([c for c in COLOURS if c != o.colour])
             pairs["color"] = (f"Is the {o.shape} {o.colour}?", f"Is the {o.shape} {other}?")
         for subtask, (yes_q, no_q) in pairs.items():
@@ -247,22 +267,13 @@ def write_mmbench(scenes: list[HeldOut], root: Path, seed: int) -> int:
         buffer = io.BytesIO()
         h.image.save(buffer, format="JPEG", quality=95)
         encoded = base64.b64encode(buffer.getvalue()).decode()
-        o = rng.choice(h.scene.objects)
-        shapes = list(SHAPES)
-        rng.shuffle(shapes)
-        question = f"What shape is in the {cell_name(o.row, o.col, h.scene.grid)} cell?"
-        rows.append([question, "", *shapes, "", "ABC"[shapes.index(o.shape)], "object_localization", encoded])
-        shape_counts = Counter(x.shape for x in h.scene.objects)
-        unique = [x for x in h.scene.objects if shape_counts[x.shape] == 1]
-        if unique:
-            target = rng.choice(unique)
-            colours = rng.sample([c for c in COLOURS if c != target.colour], 3) + [target.colour]
-            rng.shuffle(colours)
+        question, shapes, answer = shape_question(h.scene, rng)
+        rows.append([question, "", *shapes, "", "ABC"[answer], "object_localization", encoded])
+        colour = colour_question(h.scene, rng)
+        if colour is not None:
+            question, colours, answer = colour
             hint = "The shapes are drawn on a plain background."
-            answer = "ABCD"[colours.index(target.colour)]
-            rows.append(
-                [f"What colour is the {target.shape}?", hint, *colours, answer, "attribute_recognition", encoded]
-            )
+            rows.append([question, hint, *colours, "ABCD"[answer], "attribute_recognition", encoded])
     root.mkdir(parents=True, exist_ok=True)
     with (root / "mmbench_dev_20230712.tsv").open("w", newline="") as f:
         writer = csv.writer(f, delimiter="\t")

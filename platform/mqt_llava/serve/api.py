@@ -14,7 +14,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from mqt_llava.data.images import ImageError, decode_image, to_rgb
+from mqt_llava.data.images import ImageError, decode_image
 from mqt_llava.serve.settings import ServeSpec
 
 
@@ -95,7 +95,7 @@ def open_image(data: bytes, spec: ServeSpec) -> Image.Image:
     if len(data) > spec.max_image_bytes:
         raise ApiError(413, f"image is {len(data)} bytes; the limit is {spec.max_image_bytes}", code="image_too_large")
     try:
-        return to_rgb(decode_image(data, max_pixels=spec.max_image_pixels))
+        return decode_image(data, max_pixels=spec.max_image_pixels)
     except ImageError as exc:
         if exc.reason == "image_too_large":
             raise ApiError(413, f"image: {exc}", param="messages", code="image_too_large") from None

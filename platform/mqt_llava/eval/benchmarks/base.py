@@ -94,6 +94,14 @@ class Benchmark:
         return {}
 
 
+def accuracy_by_group(samples: list[Sample], hit: dict[str, float]) -> dict[str, float]:
+    """Percent accuracy overall and per sample group, from each sample's score (0..1) by key."""
+    scores = {"accuracy": 100 * mean(hit.values())}
+    for group in sorted({s.group for s in samples if s.group}):
+        scores[f"accuracy/{group}"] = 100 * mean(hit[s.key] for s in samples if s.group == group)
+    return scores
+
+
 def mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else float("nan")

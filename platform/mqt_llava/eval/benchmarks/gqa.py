@@ -3,7 +3,7 @@ then the official script's exact match."""
 
 from __future__ import annotations
 
-from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, mean
+from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, accuracy_by_group
 
 
 def gqa_answer(text: str) -> str:
@@ -31,7 +31,4 @@ class GQA(Benchmark):
 
     def score(self, samples, predictions, judge=None) -> dict[str, float]:
         hit = {s.key: gqa_answer(predictions.get(s.key, "")) == s.target for s in samples}
-        scores = {"accuracy": 100 * mean(hit.values())}
-        for group in sorted({s.group for s in samples if s.group}):
-            scores[f"accuracy/{group}"] = 100 * mean(hit[s.key] for s in samples if s.group == group)
-        return scores
+        return accuracy_by_group(samples, hit)

@@ -9,7 +9,7 @@ import random
 
 import pyarrow.parquet as pq
 
-from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, SHORT_ANSWER, Benchmark, Sample, mean
+from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, SHORT_ANSWER, Benchmark, Sample, accuracy_by_group
 from mqt_llava.eval.metrics import LETTERS, mmmu_choice, mmmu_open_correct
 
 
@@ -61,7 +61,4 @@ class MMMU(Benchmark):
                 hit[s.key] = mmmu_choice(response, choices, random.Random(s.key)) == s.target["answer"]
             else:
                 hit[s.key] = mmmu_open_correct(response, s.target["answers"])
-        scores = {"accuracy": 100 * mean(hit.values())}
-        for group in sorted({s.group for s in samples if s.group}):
-            scores[f"accuracy/{group}"] = 100 * mean(hit[s.key] for s in samples if s.group == group)
-        return scores
+        return accuracy_by_group(samples, hit)

@@ -3,7 +3,7 @@ question, lettered options, the option-letter suffix); LLaVA's letter parsing; a
 
 from __future__ import annotations
 
-from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, Benchmark, Sample, mean
+from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, Benchmark, Sample, accuracy_by_group
 from mqt_llava.eval.metrics import LETTERS, scienceqa_letter
 
 
@@ -38,7 +38,4 @@ class ScienceQA(Benchmark):
         for s in samples:
             letter = scienceqa_letter(predictions.get(s.key, ""), s.target["choices"])
             hit[s.key] = letter is not None and LETTERS.index(letter) == s.target["answer"]
-        scores = {"accuracy": 100 * mean(hit.values())}
-        for group in sorted({s.group for s in samples if s.group}):
-            scores[f"accuracy/{group}"] = 100 * mean(hit[s.key] for s in samples if s.group == group)
-        return scores
+        return accuracy_by_group(samples, hit)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, mean
+from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, accuracy_by_group
 from mqt_llava.eval.metrics import normalize_answer, textvqa_accuracy, vqa_accuracy
 
 VIZWIZ_INSTRUCTION = "When the provided information is insufficient, respond with 'Unanswerable'."
@@ -128,8 +128,4 @@ class TextVQA(Benchmark):
 
 
 def vqa_scores(samples: list[Sample], predictions: dict[str, str], accuracy) -> dict[str, float]:
-    per_sample = {s.key: accuracy(predictions.get(s.key, ""), s.target) for s in samples}
-    scores = {"accuracy": 100 * mean(per_sample.values())}
-    for group in sorted({s.group for s in samples if s.group}):
-        scores[f"accuracy/{group}"] = 100 * mean(per_sample[s.key] for s in samples if s.group == group)
-    return scores
+    return accuracy_by_group(samples, {s.key: accuracy(predictions.get(s.key, ""), s.target) for s in samples})
