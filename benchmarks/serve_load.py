@@ -1,34 +1,59 @@
-"""Serving under load, measured on a real Ray Serve on loopback with the quickstart's export.
+"""Serving under load, measured on a real Ray Serve on loopback.
 
-    python benchmarks/serve_load.py batching              # dynamic batching vs one request at a time
-    python benchmarks/serve_load.py load --seconds 60     # C = 8 and 32 clients per tier
+    python benchmarks/serve_load.py batching --seconds 30   # dynamic batching vs one request at a time
+    python benchmarks/serve_load.py load --seconds 60       # C = 8 and 32 clients per tier
+    python benchmarks/serve_load.py auto                    # `auto` routing under a load step
 
 batching: the same tier deployed twice, `max_batch_size` 8 and 1, each driven by 8 concurrent
-clients for --seconds; throughput ratio (goal >= 3x). load: every tier of serve_apps/config.yaml at
-C concurrent clients: throughput, p50/p99 latency, errors (goal 0). Clients are threads in
-this process (threads with requests), each sending one short VQA request with a data-URL image after another.
+clients; the throughput ratio (goal >= 3x) is printed beside the engine's own ratio for batch 8 over
+batch 1 on the same requests (measured in this process before Serve starts: the most batching can
+give on this machine). load: every tier at C concurrent clients: throughput, p50/p99 latency, errors
+(goal 0). auto: a load step (--step clients, --phase-seconds each) sent once to the `full` tier and
+once to `auto`; per phase the latency against --target and the budget mix, and a plot of both over
+time (runs/benchmarks/serve_auto.png).
+
+The model is the quickstart's export, or with --random-init a random-weight variant of the tiny
+preset (its trained tokenizer kept) with the given overrides: serving speed does not depend on the
+weights, and the auto mode needs budgets whose costs differ (the quickstart's M = 32 barely does).
+Clients are threads in this process (requests sessions), each sending one VQA request with a
+data-URL image after another; on this 2-core machine they share the cores with Serve.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
+import json
 import socket
 import statistics
 import sys
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from ray import serve
 
-from mqt_llava.config import REPO_ROOT
+from mqt_llava.config import REPO_ROOT, ModelSpec, load_config, preset_path
 from mqt_llava.data.synthetic import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 from mqt_llava.ray_runtime import init_ray
 
 EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
+OUTPUT = Path("runs/benchmarks")
+AUTO_MODEL = ["mqt.num_queries=256", "vision_tower.architecture.image_size=128"]  # M = 256 over a 16 x 16 grid
+
+
+@dataclass
+class Sample:
+    start: float  # seconds since the run began
+    latency: float
+    ok: bool
+    tier: str | None = None
+    visual_tokens: int | None = None
 
 
 def bodies(n: int) -> list[dict]:
@@ -45,48 +70,115 @@ def bodies(n: int) -> list[dict]:
     return out
 
 
-def drive(url: str, model: str, clients: int, seconds: float, payloads: list[dict]) -> dict:
-    """`clients` threads, each sending one request after another until the deadline."""
-    latencies: list[float] = []
-    errors = [0]
+def drive(url: str, model: str, phases: list[tuple[int, float]], payloads: list[dict]) -> list[Sample]:
+    """Closed-loop clients: during each (clients, seconds) phase, that many threads each send one
+    request after another (the threads beyond a phase's count wait for a later phase)."""
+    bounds, elapsed = [], 0.0
+    for clients, seconds in phases:
+        elapsed += seconds
+        bounds.append((elapsed, clients))
+    samples: list[Sample] = []
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    t0 = time.monotonic()
+
+    def active(k: int, now: float) -> bool | None:
+        """Whether client k sends now; None once the schedule is over."""
+        for end, clients in bounds:
+            if now < end:
+                return k < clients
+        return None
 
     def client(k: int) -> None:
         session = requests.Session()
         i = k
-        while time.monotonic() < deadline:
+        while (on := active(k, time.monotonic() - t0)) is not None:
+            if not on:
+                time.sleep(0.05)
+                continue
             start = time.monotonic()
+            sample = Sample(start - t0, 0.0, False)
             try:
                 body = payloads[i % len(payloads)] | {"model": model}
                 response = session.post(f"{url}/v1/chat/completions", json=body, timeout=120)
-                ok = response.status_code == 200
+                if response.status_code == 200:
+                    answer = response.json()
+                    sample.ok, sample.tier, sample.visual_tokens = True, answer["model"], answer["visual_tokens"]
             except requests.RequestException:
-                ok = False
+                pass
+            sample.latency = time.monotonic() - start
             with lock:
-                if ok:
-                    latencies.append(time.monotonic() - start)
-                else:
-                    errors[0] += 1
-            i += clients
+                samples.append(sample)
+            i += 1
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(max(c for c, _ in phases))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - started
-    ordered = sorted(latencies)
+    return sorted(samples, key=lambda s: s.start)
+
+
+def summarise(samples: list[Sample], seconds: float) -> dict:
+    done = sorted(s.latency for s in samples if s.ok)
+    mix = Counter(s.tier for s in samples if s.ok)
+
+    def quantile(q: float) -> float:
+        return done[min(len(done) - 1, int(q * len(done)))] if done else float("nan")
+
     return {
-        "model": model, "clients": clients, "requests": len(latencies), "errors": errors[0],
-        "throughput": len(latencies) / elapsed,
-        "p50": statistics.median(ordered) if ordered else float("nan"),
-        "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else float("nan"),
+        "requests": len(done), "errors": sum(not s.ok for s in samples), "throughput": len(done) / seconds,
+        "p50": statistics.median(done) if done else float("nan"), "p90": quantile(0.9), "p99": quantile(0.99),
+        "mix": {tier: n / len(done) for tier, n in mix.most_common()} if done else {},
     }  # fmt: skip
 
 
-def start(tiers: list[dict]) -> str:
+def report(label: str, clients: int, row: dict) -> None:
+    print(f"{label:>10} C={clients:<3} {row['throughput']:7.2f} req/s  p50 {row['p50']:6.2f}s  "
+          f"p99 {row['p99']:6.2f}s  requests {row['requests']:5d}  errors {row['errors']}", flush=True)  # fmt: skip
+
+
+def model_export(overrides: list[str] | None) -> Path:
+    """The quickstart's export, or a random-weight variant of the tiny preset written once per overrides."""
+    if not EXPORT.exists():
+        raise SystemExit(f"{EXPORT} not found: run python jobs/quickstart.py first")
+    if not overrides:
+        return EXPORT.resolve()
+    import torch
+
+    from mqt_llava.model.builder import build_model, save_export
+
+    path = OUTPUT / "serve-models" / hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:12]
+    if not (path / "config.json").exists():
+        torch.manual_seed(0)
+        random_parts = ["vision_tower.pretrained=null", "llm.pretrained=null"]
+        save_export(build_model(load_config(ModelSpec, preset_path("tiny"), random_parts + overrides)), path)
+    return path.resolve()
+
+
+def engine_ceiling(export: Path, payloads: list[dict], threads: int, seconds: float) -> dict[int, float]:
+    """Requests/s of the engine itself at batch 1 and 8 on the benchmark's requests (no Serve, no HTTP)."""
+    import torch
+
+    from mqt_llava.data.images import decode_image
+    from mqt_llava.inference import InferenceEngine, Request
+
+    torch.set_num_threads(threads)
+    engine = InferenceEngine.from_export(export)
+    reqs = []
+    for body in payloads[:8]:
+        text, image = body["messages"][0]["content"]
+        reqs.append(Request(text["text"], decode_image(base64.b64decode(image["image_url"]["url"].split(",", 1)[1]))))
+    rates = {}
+    for batch in (1, 8):
+        engine.complete(reqs[:batch], engine.max_visual_tokens, 8, 0.0, [])
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            done += len(engine.complete(reqs[:batch], engine.max_visual_tokens, 8, 0.0, []))
+        rates[batch] = done / (time.perf_counter() - start)
+    return rates
+
+
+def start(export: Path, tiers: list[dict], auto: dict | None = None, access_log: bool = True) -> str:
     sys.path.insert(0, str(REPO_ROOT))  # serve_apps, here and (below) in the replicas
     from serve_apps.mqt_app import build
 
@@ -94,45 +186,139 @@ def start(tiers: list[dict]) -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     init_ray(runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build({"model": str(EXPORT.resolve()), "tiers": tiers}), name="bench", route_prefix="/")
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": access_log})
+    args = {"model": str(export), "tiers": tiers} | ({"auto": auto} if auto else {})
+    serve.run(build(args), name="bench", route_prefix="/", logging_config={"enable_access_log": access_log})
     return f"http://127.0.0.1:{port}"
 
 
-def report(row: dict) -> None:
-    print(f"{row['model']:>10} C={row['clients']:<3} {row['throughput']:7.2f} req/s  p50 {row['p50']:6.2f}s  "
-          f"p99 {row['p99']:6.2f}s  requests {row['requests']:5d}  errors {row['errors']}", flush=True)  # fmt: skip
+def batching(args, export: Path, payloads: list[dict]) -> None:
+    ceiling = engine_ceiling(export, payloads, threads=2, seconds=args.seconds / 3)
+    common = {"visual_tokens": "M", "replica_cpus": 0.5, "torch_threads": 2, "batch_wait_timeout_s": 0.05}
+    tiers = [{"name": "batched", "max_batch_size": 8} | common, {"name": "single", "max_batch_size": 1} | common]
+    url = start(export, tiers, access_log=args.access_log)
+    rows = {}
+    for model in ("batched", "single"):
+        drive(url, model, [(8, args.warmup)], payloads)
+        rows[model] = summarise(drive(url, model, [(8, args.seconds)], payloads), args.seconds)
+        report(model, 8, rows[model])
+    ratio = rows["batched"]["throughput"] / rows["single"]["throughput"]
+    engine = ceiling[8] / ceiling[1]
+    print(f"engine alone, same requests: batch 8 {ceiling[8]:.1f} req/s, batch 1 {ceiling[1]:.1f} req/s: {engine:.2f}x")
+    print(f"dynamic batching / one at a time, 8 clients: {ratio:.2f}x (goal >= 3x); "
+          f"{ratio / engine:.0%} of the engine's own batch-8 gain")  # fmt: skip
+
+
+def load(args, export: Path, payloads: list[dict]) -> None:
+    tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
+             for n, m in (("fast", 4), ("balanced", 16), ("full", "M"))]  # fmt: skip
+    url = start(export, tiers, access_log=args.access_log)
+    for tier in ("fast", "balanced", "full"):
+        drive(url, tier, [(8, args.warmup)], payloads)
+        for clients in (8, 32):
+            report(tier, clients, summarise(drive(url, tier, [(clients, args.seconds)], payloads), args.seconds))
+
+
+def auto(args, export: Path, payloads: list[dict]) -> None:
+    tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
+             for n, m in (("fast", 16), ("balanced", 64), ("full", "M"))]  # fmt: skip
+    policy = {"target_latency_s": args.target, "cooldown_s": args.cooldown}
+    url = start(export, tiers, policy, args.access_log)
+    for tier in ("fast", "balanced", "full"):
+        drive(url, tier, [(4, args.warmup)], payloads)
+    phases = [(c, args.phase_seconds) for c in args.step]
+    print(f"load step: {' -> '.join(str(c) for c in args.step)} clients, {args.phase_seconds:.0f} s each; "
+          f"target {args.target} s, cooldown {args.cooldown} s")  # fmt: skip
+    runs = {model: drive(url, model, phases, payloads) for model in ("full", "auto")}
+    print(f"{'model':>6} {'phase':>5} {'clients':>7} {'req/s':>7} {'p50':>6} {'p90':>6} {'> target':>8}  budget mix")
+    for model, samples in runs.items():
+        for p, (clients, seconds) in enumerate(phases):
+            lo, hi = p * seconds, (p + 1) * seconds
+            row = summarise([s for s in samples if lo <= s.start < hi], seconds)
+            over = [s.latency > args.target for s in samples if lo <= s.start < hi and s.ok]
+            mix = ", ".join(f"{t} {share:.0%}" for t, share in row["mix"].items())
+            print(f"{model:>6} {p + 1:>5} {clients:>7} {row['throughput']:7.1f} {row['p50']:5.2f}s {row['p90']:5.2f}s "
+                  f"{sum(over) / max(len(over), 1):8.0%}  {mix}  (errors {row['errors']})")  # fmt: skip
+    from mqt_llava.eval.runner import model_max_tokens
+
+    budgets = {"fast": 16, "balanced": 64, "full": model_max_tokens(str(export))}
+    path = plot_auto(runs, phases, args.target, budgets)
+    print(f"plot: {path}")
+
+
+def plot_auto(runs: dict[str, list[Sample]], phases, target: float, budgets: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=(3, 2))
+    end = sum(s for _, s in phases)
+    edges, t = [], 0.0
+    for clients, seconds in phases:
+        edges.append((t, t + seconds, clients))
+        t += seconds
+    for lo, hi, clients in edges:
+        for ax in (top, bottom):
+            ax.axvspan(lo, hi, color="grey", alpha=0.04 * clients / max(c for c, _ in phases) * 3, lw=0)
+        top.text((lo + hi) / 2, 0.98, f"{clients} clients", transform=top.get_xaxis_transform(), ha="center", va="top")
+    width = 2.0
+    bins = [i * width for i in range(int(end / width))]
+    for (model, samples), colour in zip(runs.items(), ("tab:red", "tab:blue"), strict=True):
+        ok = [s for s in samples if s.ok]
+        top.scatter([s.start for s in ok], [s.latency for s in ok], s=3, alpha=0.25, color=colour)
+        medians = [(b + width / 2, statistics.median(x)) for b in bins
+                   if (x := [s.latency for s in ok if b <= s.start < b + width])]  # fmt: skip
+        top.plot(*zip(*medians, strict=True), color=colour, label=f"model={model} (median per {width:.0f} s)")
+    top.axhline(target, color="black", ls="--", lw=1, label=f"target {target} s")
+    top.set_ylabel("latency (s)")
+    top.set_yscale("log")
+    top.legend(loc="center left")
+    top.set_title("auto routing under a load step")
+    ok = [s for s in runs["auto"] if s.ok]
+    shares = {tier: [] for tier in budgets}
+    for b in bins:
+        window = [s.tier for s in ok if b <= s.start < b + width]
+        for tier in budgets:
+            shares[tier].append(window.count(tier) / len(window) if window else 0.0)
+    bottom.stackplot([b + width / 2 for b in bins], *shares.values(),
+                     labels=[f"{tier} (m={m})" for tier, m in budgets.items()], alpha=0.8)  # fmt: skip
+    bottom.set_ylabel("auto: share of requests")
+    bottom.set_xlabel("seconds")
+    bottom.set_xlim(0, end)
+    bottom.legend(loc="upper left")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / "serve_auto.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["batching", "load"])
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("which", choices=["batching", "load", "auto"])
+    parser.add_argument("--seconds", type=float, default=30, help="batching and load: seconds per measurement")
     parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--random-init", nargs="*", metavar="OVERRIDE",
+                        help="serve a random-weight tiny-preset variant with these overrides (auto's default: "
+                             f"{' '.join(AUTO_MODEL)}); no value: the quickstart's export")  # fmt: skip
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="turn off Serve's per-request access log lines (on by default, as deployed)",
+    )
+    parser.add_argument("--step", type=int, nargs="+", default=[2, 24, 2], help="auto: clients in each phase")
+    parser.add_argument("--phase-seconds", type=float, default=30)
+    parser.add_argument("--target", type=float, default=0.6, help="auto: the latency target (s)")
+    parser.add_argument("--cooldown", type=float, default=3.0, help="auto: seconds between level steps")
     args = parser.parse_args()
-    if not EXPORT.exists():
-        raise SystemExit(f"{EXPORT} not found: run python jobs/quickstart.py first")
+    overrides = args.random_init if args.random_init is not None else (AUTO_MODEL if args.which == "auto" else None)
+    export = model_export(overrides)
+    print(f"model: {export}" + (f" (random weights; {' '.join(overrides)})" if overrides else ""))
     payloads = bodies(64)
-    if args.which == "batching":
-        common = {"visual_tokens": "M", "replica_cpus": 0.5, "torch_threads": 2, "batch_wait_timeout_s": 0.05}
-        url = start(
-            [{"name": "batched", "max_batch_size": 8} | common, {"name": "single", "max_batch_size": 1} | common]
-        )
-        rows = {}
-        for model in ("batched", "single"):
-            (drive(url, model, 8, args.warmup, payloads))
-            rows[model] = drive(url, model, 8, args.seconds, payloads)
-            report(rows[model])
-        ratio = rows["batched"]["throughput"] / rows["single"]["throughput"]
-        print(f"dynamic batching / one at a time, 8 clients: {ratio:.2f}x (goal >= 3x)")
-    else:
-        tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
-                 for n, m in (("fast", 4), ("balanced", 16), ("full", "M"))]  # fmt: skip
-        url = start(tiers)
-        for tier in ("fast", "balanced", "full"):
-            (drive(url, tier, 8, args.warmup, payloads))
-            for clients in (8, 32):
-                report(drive(url, tier, clients, args.seconds, payloads))
+    {"batching": batching, "load": load, "auto": auto}[args.which](args, export, payloads)
     serve.shutdown()
 
 

@@ -14,23 +14,32 @@ Steps:
   7. benchmarks   benchmark files in the official formats (POPE, VQAv2, GQA, ScienceQA, MME, MMBench)
                   from the held-out scenes, then the budget sweep over them (jobs/evaluate.py's
                   library: Ray Data engine actors, results.csv, Table 1, plots, advisor, MLflow)
+  8. serve        serve_apps/config.yaml's application on the stage-2 export, on loopback: one chat
+                  completion per model id (each tier and `auto`) over HTTP, and a refused bad request
 
 Every step skips what an earlier run of the same --run-dir finished (stages resume by run name,
-the sweep by (benchmark, budget) pair). Later issues add: serving.
+the sweep by (benchmark, budget) pair). Later issues add: ablations.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import mimetypes
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+import requests
+import yaml
+from ray import serve
 from ray.data import DataContext
 
-from mqt_llava.config import BaseModelsSpec, ModelSpec, load_config, preset_path
+from mqt_llava.config import REPO_ROOT, BaseModelsSpec, ModelSpec, load_config, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
@@ -166,6 +175,47 @@ def step_benchmarks(ctx: Context) -> None:
     }
 
 
+def step_serve(ctx: Context) -> None:
+    sys.path.insert(0, str(REPO_ROOT))  # serve_apps (init_ray puts it on the local workers' path)
+    from serve_apps.mqt_app import build
+
+    app = yaml.safe_load((REPO_ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
+    args = app["args"] | {"model": str(ctx.storage / f"{ctx.args.preset}-stage2" / "export")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    quiet = {"log_level": "WARNING", "enable_access_log": False}  # the step prints what it asks and gets
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
+    serve.run(build(args), name="quickstart", route_prefix="/", logging_config=quiet)
+    try:
+        question = heldout_questions(ctx.corpus, limit=1)[0]
+        mime = mimetypes.guess_type(question.image_path.name)[0] or "image/png"
+        image = f"data:{mime};base64," + base64.b64encode(question.image_path.read_bytes()).decode()
+        content = [{"type": "text", "text": question.text}, {"type": "image_url", "image_url": {"url": image}}]
+        models = [m["id"] for m in requests.get(f"{url}/v1/models", timeout=30).json()["data"]]
+        print(f"serving {args['model']} at {url}; models {models}")
+        print(f"question: {question.text.splitlines()[0]} (answer: {question.answer})")
+        answers = {}
+        for model in models:
+            start = time.perf_counter()
+            body = {"model": model, "messages": [{"role": "user", "content": content}], "temperature": 0}
+            response = requests.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+            response.raise_for_status()
+            reply = response.json()
+            answers[model] = {"tier": reply["model"], "visual_tokens": reply["visual_tokens"],
+                              "answer": reply["choices"][0]["message"]["content"], "usage": reply["usage"]}  # fmt: skip
+            print(f"  {model:>9} -> tier {reply['model']:<9} m = {reply['visual_tokens']:<3} "
+                  f"prompt tokens {reply['usage']['prompt_tokens']:<4} {time.perf_counter() - start:5.2f}s  "
+                  f"{answers[model]['answer']!r}")  # fmt: skip
+        bad = requests.post(f"{url}/v1/chat/completions", json=body | {"visual_tokens": 10**6}, timeout=30)
+        print(f"  visual_tokens = 10**6 -> {bad.status_code}: {bad.json()['error']['message']}")
+        ctx.results["serve"] = {"models": models, "answers": answers, "refused": bad.status_code}
+    finally:
+        serve.delete("quickstart")
+        serve.shutdown()
+
+
 STEPS = [
     ("data", step_data),
     ("base models", step_base_models),
@@ -174,6 +224,7 @@ STEPS = [
     ("stage 2", step_stage2),
     ("evaluate", step_evaluate),
     ("benchmarks", step_benchmarks),
+    ("serve", step_serve),
 ]
 
 

@@ -28,7 +28,7 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks")
+    steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks", "serve")
     for i, name in enumerate(steps, 1):
         assert f"step {i}/{len(steps)}: {name}" in done.stdout
 
@@ -55,6 +55,15 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     assert set(sweep) == {f"{b}@{m}" for b in ("vqav2", "gqa", "mme", "pope", "scienceqa", "mmbench") for m in (2, 32)}
     assert 0 <= sweep["pope@32"]["f1"] <= 100 and 0 <= sweep["mme@2"]["perception"] <= sweep["mme@2"]["perception_max"]
     assert (tmp_path / "eval" / "results.csv").exists() and (tmp_path / "eval" / "plots" / "pope.png").exists()
+
+    # serve_apps/config.yaml's application answered over HTTP at each tier's budget, and at `auto`
+    served = summary["serve"]
+    assert served["models"] == ["fast", "balanced", "full", "auto"]
+    assert [served["answers"][t]["visual_tokens"] for t in ("fast", "balanced", "full")] == [4, 16, 32]
+    assert served["answers"]["auto"]["tier"] == "full"  # an idle server: the largest budget
+    prompts = [served["answers"][t]["usage"]["prompt_tokens"] for t in ("fast", "balanced", "full")]
+    assert prompts[1] - prompts[0] == 12 and prompts[2] - prompts[1] == 16  # the visual tokens are counted
+    assert served["refused"] == 400
 
 
 def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
