@@ -116,6 +116,7 @@ class ScheduleSpec(BaseModel):
     kind: Literal["linear", "log", "fixed"] = "linear"
     step: int = Field(2, ge=1, description="s of the linear schedule {s, 2s, ..., M}")
     seed: int = 0
+    tokens: int | None = Field(None, ge=1, description="fixed: train at this m only (default M)")
 
 
 class TrackingSpec(BaseModel):
@@ -126,6 +127,8 @@ class TrackingSpec(BaseModel):
     uri: str | None = None
     experiment: str = "mqt-llava"
     log_export: bool = Field(True, description="log the final export as artifacts (large for 7B)")
+    run_id: str | None = Field(None, description="log into this existing MLflow run (an ablation trial's)")
+    parent_run_id: str | None = Field(None, description="a run created here is nested under this one")
 
 
 class ResourcesSpec(BaseModel):

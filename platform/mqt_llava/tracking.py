@@ -23,6 +23,7 @@ from mqt_llava.config import TrackingSpec
 
 RUN_NAME_TAG = "mqt_llava.run_name"
 STORAGE_TAG = "mqt_llava.storage"
+PARENT_TAG = "mlflow.parentRunId"
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +75,12 @@ class RunTracker:
         self.uri = tracking_uri(spec, storage)
         self.client = MlflowClient(self.uri)
         self.experiment_id = ensure_experiment(self.client, spec.experiment, self.uri)
-        self.run_id = self.find_or_create(str(storage), run_name)
+        self.parent_run_id = spec.parent_run_id
+        if spec.run_id:
+            self.client.update_run(spec.run_id, status="RUNNING")
+            self.run_id = spec.run_id
+        else:
+            self.run_id = self.find_or_create(str(storage), run_name)
 
     def find_or_create(self, storage: str, run_name: str) -> str:
         found = self.client.search_runs(
@@ -85,9 +91,10 @@ class RunTracker:
         if found:
             self.client.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
-        run = self.client.create_run(
-            self.experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, STORAGE_TAG: storage}
-        )
+        tags = {RUN_NAME_TAG: run_name, STORAGE_TAG: storage}
+        if self.parent_run_id:
+            tags[PARENT_TAG] = self.parent_run_id  # MLflow's nested runs: the UI shows it under its parent
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return run.info.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:

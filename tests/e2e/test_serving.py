@@ -3,13 +3,13 @@ by raw HTTP for the requests that client would refuse to send."""
 
 import base64
 import io
-import socket
 import time
 
 import openai
 import pytest
 import requests
 import yaml
+from loopback import free_port
 from PIL import Image
 from ray import serve
 from ray.serve.context import _get_global_client
@@ -22,12 +22,6 @@ from small_model import small_spec
 
 pytestmark = pytest.mark.e2e
 APP = "mqt-llava"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def data_url(image: Image.Image) -> str:

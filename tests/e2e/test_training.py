@@ -16,50 +16,22 @@ import psutil
 import pytest
 import ray
 import torch
-import yaml
 from safetensors.torch import load_file
+from small_stages import write_small_stages
 
 from mqt_llava.config import REPO_ROOT
-from mqt_llava.data.llava_format import RecordRules
-from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.schedules import schedule_support
 from mqt_llava.tracking import RUN_NAME_TAG
 from mqt_llava.train.launch import resolve_run, run_stage
-from small_model import small_spec
 
 pytestmark = pytest.mark.e2e
-
-STAGE_FIELDS = dict(
-    num_workers=1, global_batch_size=8, micro_batch_size=4, epochs=1, log_every=1, checkpoint_every=2,
-    keep_checkpoints=2, max_failures=2, shuffle_buffer=16,
-    resources=dict(worker_cpus=0.5, torch_threads=1, decode_actors=1, decode_cpus=0.25, tokenize_cpus=0.25),
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, ray_local):
     """A small model YAML, a 96 + 96 record corpus as shards, and both stage configs."""
     root = tmp_path_factory.mktemp("training")
-    spec = small_spec()
-    model = root / "model.yaml"
-    model.write_text(yaml.safe_dump(spec.model_dump()))
-    corpus = root / "corpus"
-    write_corpus(corpus, CorpusSpec(seed=1, num_pretrain=96, num_instruct=96, num_eval=4), log=lambda _: None)
-    sets = {"558k": (PRETRAIN_JSON, PRETRAIN_IMAGES, "plain"), "665k": (INSTRUCT_JSON, "", "vicuna_v1")}
-    for name, (json_name, images, template) in sets.items():
-        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
-        prepare(PrepareJob(str(corpus / json_name), str(corpus / images), str(root / name), spec.tokenizer, rules))
-    configs = {}
-    for stage, template, data, extra in (
-        ("stage1", "plain", "558k", dict(lr=1e-3, zero_stage=2)),
-        ("stage2", "vicuna_v1", "665k", dict(lr=5e-4, zero_stage=3, group_by_modality=True)),
-    ):
-        path = root / f"{stage}.yaml"
-        fields = dict(model=str(model), stage=stage, template=template, data=str(root / data), **STAGE_FIELDS, **extra)
-        path.write_text(yaml.safe_dump(fields))
-        configs[stage] = path
-    return root, configs
+    return root, write_small_stages(root)
 
 
 def train(config, storage, name, *overrides):

@@ -18,6 +18,13 @@ def test_fixed_schedule_is_M_only():
     assert schedule_support("fixed", 64) == (64,)
 
 
+def test_fixed_schedule_at_a_chosen_budget_draws_only_it():
+    assert schedule_support("fixed", 64, tokens=8) == (8,)
+    assert {TokenSchedule("fixed", 64, tokens=8).draw(step) for step in range(50)} == {8}
+    with pytest.raises(ValueError, match="1..64"):
+        schedule_support("fixed", 64, tokens=65)
+
+
 def test_linear_schedule_always_reaches_M():
     assert schedule_support("linear", 10, 4) == (4, 8, 10)
     assert schedule_support("linear", 5, 1) == (1, 2, 3, 4, 5)

@@ -15,10 +15,11 @@ ScheduleKind = Literal["linear", "log", "fixed"]
 SCHEDULE_KINDS: tuple[str, ...] = ("linear", "log", "fixed")
 
 
-def schedule_support(kind: str, max_tokens: int, step: int = 2) -> tuple[int, ...]:
+def schedule_support(kind: str, max_tokens: int, step: int = 2, tokens: int | None = None) -> tuple[int, ...]:
     """The budgets a schedule can draw, ascending; M is always included.
 
-    linear: {s, 2s, ..., M} (the paper: s = 2, M = 256); log: {2, 4, 8, ..., M}; fixed: {M}.
+    linear: {s, 2s, ..., M} (the paper: s = 2, M = 256); log: {2, 4, 8, ..., M}; fixed: {tokens}, M
+    by default (the paper's "independent models for each number of tokens" are fixed at their m).
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens (M) must be >= 1, got {max_tokens}")
@@ -29,6 +30,10 @@ def schedule_support(kind: str, max_tokens: int, step: int = 2) -> tuple[int, ..
     elif kind == "log":
         values = {2**k for k in range(1, max_tokens.bit_length()) if 2**k <= max_tokens}
     elif kind == "fixed":
+        if tokens is not None:
+            if not 1 <= tokens <= max_tokens:
+                raise ValueError(f"fixed schedule tokens must be in 1..{max_tokens}, got {tokens}")
+            return (tokens,)
         values = set()
     else:
         raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
@@ -42,10 +47,11 @@ class TokenSchedule:
     max_tokens: int
     step: int = 2
     seed: int = 0
+    tokens: int | None = None  # fixed: the one budget (default M)
     support: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "support", schedule_support(self.kind, self.max_tokens, self.step))
+        object.__setattr__(self, "support", schedule_support(self.kind, self.max_tokens, self.step, self.tokens))
 
     def draw(self, step: int) -> int:
         """The budget m for optimizer step `step`, uniform over the support."""

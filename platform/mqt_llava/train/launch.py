@@ -31,6 +31,7 @@ from mqt_llava.config import (
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.llava_format import resolve_location
 from mqt_llava.model.builder import image_settings_for, is_local_path, load_part_state, pretrained_location
+from mqt_llava.model.schedules import TokenSchedule
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import tracking_uri
 from mqt_llava.train.loop import train_loop
@@ -111,6 +112,11 @@ def resolve_run(
     stage, model = with_absolute_paths(stage, model)
     check_model_sources(model)
     check_init_from(stage, model)
+    s = stage.schedule
+    try:
+        TokenSchedule(s.kind, model.mqt.num_queries, step=s.step, seed=s.seed, tokens=s.tokens)
+    except ValueError as exc:
+        raise ConfigError(f"schedule: {exc}") from None
     try:
         rows = count_rows(stage.data)
     except FileNotFoundError:
@@ -150,7 +156,7 @@ def with_devices(run: StageRun) -> StageRun:
     return dataclasses.replace(run, use_gpu=use_gpu)
 
 
-def trainer_for(run: StageRun) -> TorchTrainer:
+def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
     stage, resources = run.stage, run.stage.resources
     dataset = training_dataset(
         read_shards(stage.data, seed=stage.seed),
@@ -176,6 +182,7 @@ def trainer_for(run: StageRun) -> TorchTrainer:
             failure_config=FailureConfig(max_failures=stage.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=stage.keep_checkpoints),
             worker_runtime_env={"env_vars": env},
+            callbacks=callbacks or None,  # e.g. Tune's TuneReportCallback when a Tune trial runs the stage
         ),
         datasets={"train": dataset},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits
@@ -190,7 +197,7 @@ class StageResult:
     export_dir: str
 
 
-def run_stage(run: StageRun) -> StageResult:
+def run_stage(run: StageRun, callbacks: list | None = None) -> StageResult:
     init_ray()
     DataContext.get_current().enable_progress_bars = False  # the dataset copies this context
     run = with_devices(run)
@@ -204,7 +211,7 @@ def run_stage(run: StageRun) -> StageResult:
         f"run dir {run.run_dir}",
         flush=True,
     )
-    result = trainer_for(run).fit()
+    result = trainer_for(run, callbacks).fit()
     return StageResult(
         run=run,
         metrics=dict(result.metrics or {}),

@@ -78,7 +78,7 @@ class StageRun:
         if self.stage.stage == "stage1" and not self.stage.stage1_elastic:
             return M
         s = self.stage.schedule
-        return TokenSchedule(s.kind, M, step=s.step, seed=s.seed).draw(step)
+        return TokenSchedule(s.kind, M, step=s.step, seed=s.seed, tokens=s.tokens).draw(step)
 
 
 def resolved_config(run: StageRun) -> dict:

@@ -1,0 +1,47 @@
+"""The ablation grid (the paper's Table 2 questions and more) on Ray Tune: every trial trains stage 1
+(shared between trials with equal stage-1 settings), stage 2, and runs the evaluation sweep.
+
+    python jobs/ablation.py --config configs/tiny/ablation.yaml          # this machine, toy scale
+    python jobs/ablation.py --config ... --set design=full_factorial --set 'seeds=[0,1,2]'
+    ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- python jobs/ablation.py --config ...
+
+The same config again resumes the experiment (Tuner.restore): finished trials are not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mqt_llava.ablation.experiment import run_experiment
+from mqt_llava.ablation.spec import AblationSpec
+from mqt_llava.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny/ablation.yaml", help="an AblationSpec YAML")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field, e.g. --set design=full_factorial --set 'seeds=[0,1,2]'")  # fmt: skip
+    parser.add_argument("--list", action="store_true", help="print the grid's variants and exit")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_config(AblationSpec, args.config, args.overrides)
+        variants = spec.variants()
+    except (ConfigError, ValueError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        for v in variants:
+            print(v.label(spec.baseline))
+        return 0
+    outcome = run_experiment(spec)
+    print(f"report: {outcome['report']}")
+    if outcome["errors"]:
+        print(f"{len(outcome['errors'])} trial(s) failed:\n" + "\n".join(outcome["errors"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

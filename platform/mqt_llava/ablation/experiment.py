@@ -1,0 +1,89 @@
+"""An ablation experiment: the grid of variants as a Ray Tune run, an MLflow parent run with a child
+per trial, and the report at the end.
+
+The experiment lives at `<storage>/<name>/`: `tune/` (Tune's state, results and TensorBoard files),
+`runs/` (the stage runs, shared stage 1s included), `trials/<variant>/` (each trial's evaluation and
+result.json) and `report/`. Running the same config again restores the Tune run (`Tuner.restore`):
+finished trials are kept, unfinished and errored ones run again and resume what they had done.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import ray
+import yaml
+from ray import tune
+
+from mqt_llava.ablation.report import load_trials, write_report
+from mqt_llava.ablation.spec import AblationSpec, Variant
+from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for
+from mqt_llava.ray_runtime import init_ray
+from mqt_llava.tracking import RunTracker
+
+TRIAL_DRIVER_CPUS = 0.01  # the trial function only drives Ray Train and Ray Data, which ask for their own CPUs
+
+
+def trial_dirname(trial, baseline: Variant) -> str:
+    """Tune's default name spells out the whole variant dict; the trial id and the label say enough."""
+    return f"{trial.trial_id}_{Variant(**trial.config['variant']).label(baseline).replace('/', '_')}"
+
+
+def concurrency(spec: AblationSpec) -> int:
+    if spec.max_concurrent_trials:
+        return spec.max_concurrent_trials
+    return max(1, math.floor(ray.cluster_resources().get("CPU", 0) / spec.trial_cpus + 1e-9))
+
+
+def run_experiment(spec: AblationSpec, log=print) -> dict:
+    init_ray()
+    root = spec.root
+    root.mkdir(parents=True, exist_ok=True)
+    saved = root / "ablation.yaml"
+    if saved.exists() and yaml.safe_load(saved.read_text()) != spec.model_dump(mode="json"):
+        raise ValueError(f"{saved} holds a different config for experiment {spec.name!r}: use another name, "
+                         "or delete the experiment directory to start over")  # fmt: skip
+    saved.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+    parent = RunTracker(tracking_for(spec), str(root), run_name=spec.name)
+    parent.log_params({"design": spec.design, "axes": {k: ",".join(map(str, v)) for k, v in spec.axes.items()},
+                       "seeds": ",".join(map(str, spec.seeds)), "fixed_budgets": ",".join(map(str, spec.fixed_budgets)),
+                       "baseline": spec.baseline.model_dump()})  # fmt: skip
+    parent.log_artifact(saved)
+    # Held for the whole fit: an actor whose last handle goes out of scope is killed.
+    registry = Stage1Registry.options(name=registry_name(spec), get_if_exists=True).remote()
+
+    variants = spec.variants()
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec_json=spec.model_dump_json(), parent_run_id=parent.run_id),
+        {"CPU": TRIAL_DRIVER_CPUS},
+    )
+    path = root / "tune"
+    if tune.Tuner.can_restore(str(path)):
+        log(f"[ablation] restoring {path}: finished trials are kept")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"variant": tune.grid_search([v.model_dump() for v in variants])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrency(spec),
+                trial_dirname_creator=partial(trial_dirname, baseline=spec.baseline),
+            ),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(root), failure_config=tune.FailureConfig(max_failures=spec.max_failures)
+            ),
+        )
+    log(f"[ablation] {spec.name}: {len(variants)} trials ({spec.design}), up to {concurrency(spec)} at once; "
+        f"MLflow {parent.uri} experiment {spec.experiment!r} run {parent.run_id}")  # fmt: skip
+    grid = tuner.fit()
+    del registry
+    errors = [str(r.error) for r in grid if r.error is not None]
+    trials = load_trials(root)
+    report = write_report(trials, root / "report", spec.eval.advisor_points, title=f"Ablation {spec.name}")
+    parent.log_artifact(report.parent, "report")
+    parent.finish("FAILED" if errors else "FINISHED")
+    log(f"[ablation] {len(trials)}/{len(variants)} trials finished; report {report}")
+    return {"report": report, "trials": len(trials), "variants": len(variants), "errors": errors,
+            "mlflow_run_id": parent.run_id}  # fmt: skip

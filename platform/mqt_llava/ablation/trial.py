@@ -1,0 +1,156 @@
+"""One ablation trial, as a Ray Tune function trainable: stage 1 (shared) -> stage 2 -> evaluation
+sweep, through the same code as jobs/stage1.py, jobs/stage2.py and jobs/evaluate.py.
+
+Everything a trial does is resumable by name, so a retried or restored trial redoes nothing finished:
+stage runs resume from their last checkpoint (Ray Train V2, by storage and name), a finished stage
+leaves a marker and is skipped, and the sweep skips (benchmark, budget) pairs already scored.
+
+Stage 1 is shared: trials whose stage-1 settings are equal (`spec.stage1_key`) use one run. The first
+trial to need it claims the key from a named registry actor and trains; the others wait for its
+marker. A retry of the owning trial (same trial id) may claim it again and resumes the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key
+from mqt_llava.config import TrackingSpec
+from mqt_llava.tracking import RunTracker, tracking_uri
+
+STAGE1_WAIT_S = 5.0
+
+
+def registry_name(spec: AblationSpec) -> str:
+    return f"mqt-ablation-stage1:{spec.name}"
+
+
+@ray.remote(num_cpus=0)
+class Stage1Registry:
+    """Which trial trains each shared stage 1 (the others wait for its marker file)."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+
+    def claim(self, key: str, trial_id: str) -> bool:
+        if self.owners.get(key, trial_id) != trial_id:
+            return False
+        self.owners[key] = trial_id
+        return True
+
+    def release(self, key: str, trial_id: str) -> None:
+        if self.owners.get(key) == trial_id:
+            del self.owners[key]
+
+
+def trial_slug(variant: Variant, spec: AblationSpec) -> str:
+    return variant.label(spec.baseline).replace("/", "_")
+
+
+def trial_dir(spec: AblationSpec, variant: Variant) -> Path:
+    return spec.root / "trials" / trial_slug(variant, spec)
+
+
+def tracking_for(spec: AblationSpec, **ids) -> TrackingSpec:
+    return TrackingSpec(uri=tracking_uri(TrackingSpec(uri=spec.tracking_uri), str(spec.root)),
+                        experiment=spec.experiment, log_export=False, **ids)  # fmt: skip
+
+
+def train_stage(spec: AblationSpec, stage: str, overrides: list[str], model_overrides: list[str], name: str,
+                tracking: TrackingSpec, callbacks=()) -> str:  # fmt: skip
+    """One stage through jobs/stage{1,2}.py's code; returns its export. Skipped when its marker says done."""
+    from mqt_llava.train.launch import resolve_run, run_stage
+
+    marker = spec.root / "runs" / name / "done.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["export"]
+    ref = getattr(spec, stage)
+    run = resolve_run(ref.config, ref.overrides + overrides, spec.model_overrides + model_overrides, name,
+                      str(spec.root / "runs"), expect_stage=stage)  # fmt: skip
+    run = dataclasses.replace(run, stage=run.stage.model_copy(update={"tracking": tracking}))
+    result = run_stage(run, callbacks=list(callbacks))
+    marker.write_text(json.dumps({"export": result.export_dir, "metrics": result.metrics}, default=str))
+    return result.export_dir
+
+
+def shared_stage1(spec: AblationSpec, variant: Variant, trial_id: str, parent_run_id: str | None) -> str:
+    key = stage1_key(variant, spec)
+    name = f"stage1-{key}"
+    marker = spec.root / "runs" / name / "done.json"
+    registry = ray.get_actor(registry_name(spec))
+    waited = 0.0
+    while not marker.exists():
+        if ray.get(registry.claim.remote(key, trial_id)):
+            try:
+                tracking = tracking_for(spec, parent_run_id=parent_run_id)
+                return train_stage(spec, "stage1", variant.stage1_overrides(), variant.model_overrides(), name,
+                                   tracking)  # fmt: skip
+            finally:
+                ray.get(registry.release.remote(key, trial_id))
+        if waited % 60 == 0:
+            print(f"[trial {trial_id}] waiting for shared stage 1 {name} (trained by another trial)", flush=True)
+        time.sleep(STAGE1_WAIT_S)
+        waited += STAGE1_WAIT_S
+    return json.loads(marker.read_text())["export"]
+
+
+def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
+    """The Tune trainable. `config["variant"]` is one grid point (Variant's fields)."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from mqt_llava.eval.evaluate import parse_budgets, run_evaluation
+    from mqt_llava.eval.runner import SweepConfig, model_max_tokens
+
+    spec = AblationSpec.model_validate_json(spec_json)
+    variant = Variant(**config["variant"])
+    label, slug = variant.label(spec.baseline), trial_slug(variant, spec)
+    trial_id = tune.get_context().get_trial_id() or slug
+    out = trial_dir(spec, variant)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    # The trial's MLflow run (found again on a retry): axes as params, stage 2's per-step metrics, the scores.
+    tracker = RunTracker(tracking_for(spec, parent_run_id=parent_run_id), str(spec.root), run_name=label)
+    tracker.log_params(variant.model_dump() | {"label": label, "stage1_key": stage1_key(variant, spec)})
+    tracker.client.set_tag(tracker.run_id, "mqt_llava.ablation", spec.name)
+
+    stage1_export = shared_stage1(spec, variant, trial_id, parent_run_id)
+    stage2_export = train_stage(
+        spec, "stage2", variant.stage2_overrides() + [f"init_from={stage1_export}"], variant.model_overrides(),
+        f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id), callbacks=[TuneReportCallback()],
+    )  # fmt: skip
+    maximum = model_max_tokens(stage2_export)
+    e = spec.eval
+    sweep = SweepConfig(
+        model=stage2_export, out=out / "eval", data_root=Path(e.data_root).expanduser().resolve(),
+        benchmarks=e.benchmarks, budgets=parse_budgets(e.budgets, maximum), limit=e.limit, batch_size=e.batch_size,
+        actors=e.actors, actor_cpus=e.actor_cpus, torch_threads=e.torch_threads, advisor_points=e.advisor_points,
+    )  # fmt: skip
+    results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
+    summary = {
+        "label": label, "variant": variant.model_dump(), "trial_id": trial_id, "mlflow_run_id": tracker.run_id,
+        "stage1_export": stage1_export, "stage2_export": stage2_export, "max_tokens": maximum,
+        "results": [dataclasses.asdict(r) for r in results], "seconds": time.perf_counter() - started,
+        "pid": os.getpid(),
+    }  # fmt: skip
+    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    tracker.finish()
+    tune.report(final_metrics(results, maximum))
+
+
+def final_metrics(results, maximum: int) -> dict[str, float]:
+    """What Tune records for the trial: each headline at m = M and the normalised average there."""
+    from mqt_llava.eval.report import headline, normalised_average
+
+    at_max = [r for r in results if r.budget == maximum]
+    metrics = {f"{r.benchmark}@M": headline(r) for r in at_max if headline(r) is not None}
+    average = normalised_average(at_max)
+    if average is not None:
+        metrics["average@M"] = average
+    return metrics

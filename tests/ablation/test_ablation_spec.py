@@ -1,0 +1,47 @@
+import pytest
+from pydantic import ValidationError
+
+from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key
+
+COMMON = dict(name="t", stage1={"config": "s1.yaml"}, stage2={"config": "s2.yaml"},
+              eval={"data_root": "bench", "benchmarks": ["pope"]})  # fmt: skip
+AXES = {"schedule": ["linear", "log", "fixed"], "order": ["attention_then_projection", "projection_then_attention"],
+        "stage1_elastic": [False, True]}  # fmt: skip
+
+
+def labels(spec):
+    return [v.label(spec.baseline) for v in spec.variants()]
+
+
+def test_one_factor_design_is_the_baseline_plus_one_change_at_a_time():
+    spec = AblationSpec(**COMMON, axes=AXES, fixed_budgets=[4, 16])
+    assert labels(spec) == ["baseline/seed0", "log-schedule/seed0", "fixed-schedule/seed0", "proj-attn/seed0",
+                            "elastic-stage1-on/seed0", "fixed-m4/seed0", "fixed-m16/seed0"]  # fmt: skip
+    fixed4 = spec.variants()[5]
+    assert fixed4.stage2_overrides() == ["schedule.kind=fixed", "schedule.seed=0", "seed=0", "schedule.tokens=4"]
+
+
+def test_full_factorial_crosses_every_axis_for_every_seed():
+    spec = AblationSpec(**COMMON, axes=AXES, design="full_factorial", seeds=[0, 1])
+    variants = spec.variants()
+    assert len(variants) == 3 * 2 * 2 * 2 and len(set(variants)) == len(variants)
+    assert "log-schedule+proj-attn+elastic-stage1-on/seed1" in labels(spec)
+
+
+def test_trials_share_stage1_exactly_when_stage1_would_be_the_same_run():
+    spec = AblationSpec(**COMMON, axes=AXES, seeds=[0, 1])
+    key = {v.label(spec.baseline): stage1_key(v, spec) for v in spec.variants()}
+    assert key["baseline/seed0"] == key["log-schedule/seed0"] == key["fixed-schedule/seed0"]  # stage 2 only
+    assert len({key["baseline/seed0"], key["proj-attn/seed0"], key["elastic-stage1-on/seed0"],
+                key["baseline/seed1"]}) == 4  # fmt: skip
+    other = spec.model_copy(update={"stage1": spec.stage1.model_copy(update={"overrides": ["lr=1"]})})
+    assert stage1_key(spec.baseline, other) != key["baseline/seed0"]
+
+
+def test_bad_axis_values_and_fixed_tokens_without_fixed_schedule_are_refused():
+    with pytest.raises(ValidationError, match="schedule"):
+        AblationSpec(**COMMON, axes={"schedule": ["cubic"]})
+    with pytest.raises(ValidationError, match="at least one"):
+        AblationSpec(**COMMON, axes={"order": []})
+    with pytest.raises(ValidationError, match="fixed_tokens needs schedule: fixed"):
+        Variant(fixed_tokens=4)

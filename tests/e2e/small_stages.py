@@ -1,0 +1,41 @@
+"""A small model YAML, a tiny corpus as Parquet shards and both stage configs: what the training
+and ablation tests train on (importable by name: tests/e2e is on the path)."""
+
+from pathlib import Path
+
+import yaml
+
+from mqt_llava.data.llava_format import RecordRules
+from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
+from small_model import small_spec
+
+STAGE_FIELDS = dict(
+    num_workers=1, global_batch_size=8, micro_batch_size=4, epochs=1, log_every=1, checkpoint_every=2,
+    keep_checkpoints=2, max_failures=2, shuffle_buffer=16,
+    resources=dict(worker_cpus=0.5, torch_threads=1, decode_actors=1, decode_cpus=0.25, tokenize_cpus=0.25),
+)  # fmt: skip
+
+
+def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict[str, Path]:
+    """Writes <root>/model.yaml, <root>/corpus, shards <root>/558k and 665k, and stage1/2.yaml."""
+    spec = small_spec()
+    model = root / "model.yaml"
+    model.write_text(yaml.safe_dump(spec.model_dump()))
+    corpus = root / "corpus"
+    write_corpus(corpus, CorpusSpec(seed=1, num_pretrain=records, num_instruct=records, num_eval=num_eval),
+                 log=lambda _: None)  # fmt: skip
+    sets = {"558k": (PRETRAIN_JSON, PRETRAIN_IMAGES, "plain"), "665k": (INSTRUCT_JSON, "", "vicuna_v1")}
+    for name, (json_name, images, template) in sets.items():
+        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        prepare(PrepareJob(str(corpus / json_name), str(corpus / images), str(root / name), spec.tokenizer, rules))
+    configs = {}
+    for stage, template, data, extra in (
+        ("stage1", "plain", "558k", dict(lr=1e-3, zero_stage=2)),
+        ("stage2", "vicuna_v1", "665k", dict(lr=5e-4, zero_stage=3, group_by_modality=True)),
+    ):
+        path = root / f"{stage}.yaml"
+        fields = dict(model=str(model), stage=stage, template=template, data=str(root / data), **STAGE_FIELDS, **extra)
+        path.write_text(yaml.safe_dump(fields))
+        configs[stage] = path
+    return configs

@@ -1,0 +1,129 @@
+"""jobs/ablation.py as a user runs it, at toy sizes, against an MLflow tracking server on loopback:
+stage 1 shared between trials, an interrupted experiment resumed with Tuner.restore without redoing
+finished trials, the trials found through MLflow's REST API, and the report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import yaml
+from loopback import free_port
+from small_stages import write_small_stages
+
+from mqt_llava.config import REPO_ROOT
+from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
+
+pytestmark = pytest.mark.e2e
+NAME = "toy"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        raise TimeoutError("mlflow server did not start")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, mlflow_server):
+    root = tmp_path_factory.mktemp("ablation")
+    configs = write_small_stages(root, records=64, num_eval=6)
+    write_synthetic_benchmarks(root / "corpus", root / "bench")
+    quick = ["max_steps=2", "checkpoint_every=1", "resources.worker_cpus=0.4"]
+    spec = {
+        "name": NAME, "storage": str(root / "experiments"), "model": str(root / "model.yaml"),
+        "stage1": {"config": str(configs["stage1"]), "overrides": quick},
+        "stage2": {"config": str(configs["stage2"]), "overrides": quick + ["zero_stage=2"]},
+        "eval": {"data_root": str(root / "bench"), "benchmarks": ["pope", "vqav2"], "budgets": "2,M", "limit": 12,
+                 "batch_size": 8, "actor_cpus": 0.25},
+        "axes": {"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
+        "tracking_uri": mlflow_server, "experiment": "ablation-test",
+    }  # fmt: skip
+    path = root / "ablation.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path, root / "experiments" / NAME
+
+
+def ablation(config_path, **popen):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "jobs/ablation.py", "--config", str(config_path)]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)  # fmt: skip
+
+
+def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config, mlflow_server):
+    path, root = config
+    first = ablation(path, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not list(root.glob("trials/*/result.json")):
+        assert first.poll() is None, first.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "no trial finished in 10 minutes"
+        time.sleep(2)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+    first.communicate(timeout=180)
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("trials/*/result.json")}
+    assert 1 <= len(finished) < 3
+
+    second = ablation(path)
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out[-6000:]
+    assert "restoring" in out
+    results = {p.parent.name: json.loads(p.read_text()) for p in root.glob("trials/*/result.json")}
+    assert set(results) == {"baseline_seed0", "log-schedule_seed0", "proj-attn_seed0"}
+    for name, mtime in finished.items():  # a trial finished before the interrupt was not run again
+        assert (root / "trials" / name / "result.json").stat().st_mtime_ns == mtime
+
+    # baseline and log-schedule differ only in stage 2: one stage-1 run between them
+    assert results["baseline_seed0"]["stage1_export"] == results["log-schedule_seed0"]["stage1_export"]
+    assert results["proj-attn_seed0"]["stage1_export"] != results["baseline_seed0"]["stage1_export"]
+    assert len(list(root.glob("runs/stage1-*/done.json"))) == 2
+
+    report = (root / "report" / "ablation_report.md").read_text()
+    assert "| variant | seeds | VQAv2 | POPE | Avg (% of max) |" in report
+    for variant in ("baseline", "log-schedule", "proj-attn"):
+        assert f"| {variant} | 1 |" in report
+    assert (root / "report" / "curve_pope.png").exists()
+
+    # MLflow, through the tracking server's REST API: a parent run with one child per trial (and the
+    # shared stage 1s), the axes as params, training and evaluation metrics, the report as artifacts
+    api = f"{mlflow_server}/api/2.0/mlflow"
+    experiment = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": "ablation-test"}).json()
+    runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [experiment["experiment"]["experiment_id"]],
+                                                     "max_results": 100}).json()["runs"]  # fmt: skip
+
+    def tags(run):
+        return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+    (parent,) = [r for r in runs if tags(r).get("mqt_llava.run_name") == NAME]
+    children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]]
+    trials = {tags(r)["mqt_llava.run_name"]: r for r in children if "mqt_llava.ablation" in tags(r)}
+    assert set(trials) == {"baseline/seed0", "log-schedule/seed0", "proj-attn/seed0"}
+    assert len(children) == 3 + 2  # the trials and the two stage-1 runs
+    params = {p["key"]: p["value"] for p in trials["log-schedule/seed0"]["data"]["params"]}
+    assert params["schedule"] == "log" and params["order"] == "attention_then_projection"
+    metrics = {m["key"] for m in trials["log-schedule/seed0"]["data"]["metrics"]}
+    assert {"loss", "pope/f1", "vqav2/accuracy"} <= metrics
+    listed = requests.get(f"{api}/artifacts/list", params={"run_id": parent["info"]["run_id"], "path": "report"}).json()
+    assert "report/ablation_report.md" in {f["path"] for f in listed["files"]}
