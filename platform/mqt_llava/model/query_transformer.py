@@ -102,6 +102,8 @@ class MatryoshkaQueryTransformer(nn.Module):
         self.output_proj = (
             nn.Linear(vision_width, llm_width, bias=False) if order == "attention_then_projection" else None
         )
+        self.record_attention = False  # explain.py turns this on to keep the attention weights
+        self.recorded_attention: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -147,6 +149,15 @@ class MatryoshkaQueryTransformer(nn.Module):
         q = self.q_proj(q).reshape(1, m, heads, head_dim).transpose(1, 2).expand(batch, -1, -1, -1)
         k = self.k_proj(k).reshape(batch, num_positions, heads, head_dim).transpose(1, 2)
         v = self.v_proj(v).reshape(batch, num_positions, heads, head_dim).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(q, k, v)  # no mask: every query sees every cell
+        if self.record_attention:
+            # SDPA's arithmetic written out, so the weights (and their gradient) can be kept for
+            # Grad-CAM (mqt_llava.explain): (batch, heads, m, N).
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(head_dim), dim=-1)
+            if weights.requires_grad:
+                weights.retain_grad()
+            self.recorded_attention = weights
+            attended = weights @ v
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)  # no mask: every query sees every cell
         out = self.out_proj(attended.transpose(1, 2).reshape(batch, m, self.width))
         return self.output_proj(out) if self.output_proj is not None else out

@@ -1,0 +1,95 @@
+"""Grad-CAM of visual tokens (the paper's Fig. 4): where in the image the m visual tokens look when
+the model gives its answer, at each budget m.
+
+For one (image, question, answer) and a budget m, the answer's mean log-likelihood is
+back-propagated to the MQT's cross-attention weights A (heads x m queries x N grid cells). The
+relevance of a cell is the gradient-weighted attention, positive part, averaged over heads
+(Chefer et al.'s rule for attention maps: mean_h (dscore/dA ⊙ A)^+), summed over the m queries, or
+taken for one chosen query. The N cells form the vision tower's grid over the image the model sees
+(padded to a square as LLaVA does), so the map lies on that image exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mqt_llava.data.images import preprocess_image
+from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.model.modeling import IGNORE_INDEX
+from mqt_llava.model.query_transformer import grid_side
+
+
+@dataclass
+class Explanation:
+    budget: int
+    answer: str
+    heat: np.ndarray  # (side, side), relevance of each grid cell, max 1 (all 0 if nothing is relevant)
+    token: int | None  # the query explained (0-based), None: all m
+
+
+def model_view(engine: InferenceEngine, image: Image.Image) -> Image.Image:
+    """The image as the vision tower sees it (padded, resized, cropped)."""
+    return Image.fromarray(preprocess_image(image, engine.image_settings, engine.aspect).transpose(1, 2, 0))
+
+
+def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: int, answer: str | None = None,
+            token: int | None = None, max_new_tokens: int = 32) -> Explanation:  # fmt: skip
+    """The heat map at `budget` for `answer` (default: the model's own greedy answer at that budget)."""
+    model, tokenizer = engine.model, engine.tokenizer
+    m = model.resolve_num_visual_tokens(budget)
+    if token is not None and not 0 <= token < m:
+        raise ValueError(f"token must be in 0..{m - 1} at m = {m}, got {token}")
+    request = Request(question, image)
+    if answer is None:
+        answer = engine.complete([request], m, max_new_tokens=max_new_tokens)[0].text
+    batch = engine.prepare([request])
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target = torch.tensor([answer_ids], dtype=torch.long)
+    input_ids = torch.cat([batch.input_ids, target], dim=1)
+    labels = torch.cat([torch.full_like(batch.input_ids, IGNORE_INDEX), target], dim=1)
+    mqt = model.mqt
+    mqt.record_attention = True
+    try:
+        with torch.enable_grad():
+            out = model(input_ids, torch.ones_like(input_ids), batch.pixel_values, labels=labels, num_visual_tokens=m)
+            attention = mqt.recorded_attention
+            (-out.loss).backward(inputs=[attention])  # the score: the answer's mean log-likelihood
+    finally:
+        mqt.record_attention, mqt.recorded_attention = False, None
+        model.zero_grad(set_to_none=True)
+    relevance = (attention.grad * attention).clamp(min=0).mean(dim=1)[0]  # (m, N)
+    relevance = relevance[token] if token is not None else relevance.sum(dim=0)
+    side = grid_side(relevance.numel(), "the vision grid")
+    heat = relevance.detach().reshape(side, side).float().numpy()
+    peak = heat.max()
+    return Explanation(m, answer, heat / peak if peak > 0 else heat, token)
+
+
+def overlay_figure(view: Image.Image, explanations: list[Explanation], question: str, path) -> None:
+    """The model's view, then one heat-map overlay per budget, side by side in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(256, view.width)
+    shown = np.asarray(view.resize((size, size), Image.Resampling.BICUBIC))
+    fig, axes = plt.subplots(1, len(explanations) + 1, figsize=(3.2 * (len(explanations) + 1), 3.8))
+    axes[0].imshow(shown)
+    axes[0].set_title("input (model's view)", fontsize=9)
+    for ax, e in zip(axes[1:], explanations, strict=True):
+        heat = Image.fromarray((e.heat * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
+        ax.imshow(shown)
+        ax.imshow(np.asarray(heat) / 255.0, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        which = "all tokens" if e.token is None else f"token {e.token}"
+        ax.set_title(f"m = {e.budget} ({which})\n{e.answer[:40]!r}", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(question, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

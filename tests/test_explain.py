@@ -1,0 +1,88 @@
+"""Grad-CAM of visual tokens: the recorded attention is the model's own, the heat maps lie on the
+vision grid and depend on the budget, and jobs/explain.py draws them or refuses bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mqt_llava.config import REPO_ROOT
+from mqt_llava.data.synthetic import random_scene, render_scene
+from mqt_llava.explain import explain
+from mqt_llava.inference import InferenceEngine
+from mqt_llava.model.builder import save_export
+
+QUESTION = "Where is the red square?"
+
+
+@pytest.fixture
+def engine(built):
+    return InferenceEngine.from_built(built)
+
+
+@pytest.fixture
+def image():
+    return render_scene(random_scene(3), 40, 28)  # not square: the map lies on the padded view
+
+
+def test_recorded_attention_gives_the_same_tokens_as_the_fused_kernel(built):
+    mqt = built.model.mqt
+    grid = torch.randn(2, 16, mqt.width if mqt.input_proj is None else mqt.input_proj.in_features)
+    fused = mqt(grid, 5)
+    mqt.record_attention = True
+    try:
+        explicit = mqt(grid, 5)
+        weights = mqt.recorded_attention
+    finally:
+        mqt.record_attention = False
+    torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-6)
+    assert weights.shape == (2, mqt.num_heads, 5, 16)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, mqt.num_heads, 5))
+
+
+def test_heat_maps_lie_on_the_grid_and_differ_between_budgets(engine, image):
+    maps = {m: explain(engine, image, QUESTION, m, answer="Top left") for m in (2, 8)}
+    for e in maps.values():
+        assert e.heat.shape == (4, 4)  # small_spec: 32 px images, 8 px patches
+        assert e.heat.min() >= 0 and e.heat.max() == pytest.approx(1.0)
+        assert e.answer == "Top left"
+    assert not np.allclose(maps[2].heat, maps[8].heat)
+    one = explain(engine, image, QUESTION, 8, answer="Top left", token=0)
+    assert not np.allclose(one.heat, maps[8].heat)
+    # explaining leaves the model as it was: no recording, no gradients
+    assert not engine.model.mqt.record_attention and engine.model.mqt.recorded_attention is None
+    assert all(p.grad is None for p in engine.model.parameters())
+
+
+def test_the_models_own_answer_is_explained_by_default(engine, image):
+    e = explain(engine, image, QUESTION, 4, max_new_tokens=3)
+    from mqt_llava.inference import Request
+
+    assert e.answer == engine.complete([Request(QUESTION, image)], 4, max_new_tokens=3)[0].text
+    with pytest.raises(ValueError, match="token must be in 0..3"):
+        explain(engine, image, QUESTION, 4, answer="x", token=4)
+
+
+def run_job(*args):
+    return subprocess.run([sys.executable, "jobs/explain.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_explain_job_draws_one_png_and_refuses_bad_input(built, image, tmp_path):
+    export = tmp_path / "export"
+    save_export(built, export)
+    image.save(tmp_path / "scene.png")
+    common = ["--model", str(export), "--question", QUESTION]
+    done = run_job(
+        *common, "--image", str(tmp_path / "scene.png"), "--budgets", "2,M", "--out", str(tmp_path / "o.png")
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "m =    2:" in done.stdout and "m =    8:" in done.stdout
+    assert (tmp_path / "o.png").stat().st_size > 5000
+    over = run_job(*common, "--image", str(tmp_path / "scene.png"), "--budgets", "2,64")
+    assert over.returncode == 2 and "outside 1..8" in over.stderr
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    broken = run_job(*common, "--image", str(tmp_path / "broken.png"))
+    assert broken.returncode == 2 and "image error" in broken.stderr
