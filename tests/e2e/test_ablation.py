@@ -47,7 +47,7 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory, mlflow_server):
+def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() below runs on Ray
     root = tmp_path_factory.mktemp("ablation")
     configs = write_small_stages(root, records=64, num_eval=6)
     write_synthetic_benchmarks(root / "corpus", root / "bench")
@@ -57,7 +57,7 @@ def config(tmp_path_factory, mlflow_server):
         "stage1": {"config": str(configs["stage1"]), "overrides": quick},
         "stage2": {"config": str(configs["stage2"]), "overrides": quick + ["zero_stage=2"]},
         "eval": {"data_root": str(root / "bench"), "benchmarks": ["pope", "vqav2"], "budgets": "2,M", "limit": 12,
-                 "batch_size": 8, "actor_cpus": 0.25},
+                 "batch_size": 8, "actor_cpus": 0.25, "heldout_corpus": str(root / "corpus"), "heldout_scenes": 3},
         "axes": {"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
         "tracking_uri": mlflow_server, "experiment": "ablation-test",
     }  # fmt: skip
@@ -100,7 +100,18 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     assert results["proj-attn_seed0"]["stage1_export"] != results["baseline_seed0"]["stage1_export"]
     assert len(list(root.glob("runs/stage1-*/done.json"))) == 2
 
+    baseline = results["baseline_seed0"]
+    assert set(baseline["kinds"]) == {"2", "8"} and 0 <= baseline["kinds"]["8"]["all"] <= 1
+    assert baseline["schedule_support"] == [2, 4, 6, 8] and results["log-schedule_seed0"]["schedule_support"] == [
+        2,
+        4,
+        8,
+    ]
+
     report = (root / "report" / "ablation_report.md").read_text()
+    assert "## The paper's claims" in report
+    assert "| 1 | tokens are nested: the first m of the M tokens are the tokens at m | **reproduced** |" in report
+    assert "| 4 | attention→projection > projection→attention |" in report
     assert "| variant | seeds | VQAv2 | POPE | Avg (% of max) |" in report
     for variant in ("baseline", "log-schedule", "proj-attn"):
         assert f"| {variant} | 1 |" in report

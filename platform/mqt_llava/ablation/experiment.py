@@ -16,6 +16,7 @@ import ray
 import yaml
 from ray import tune
 
+from mqt_llava.ablation.claims import check_claims, claims_markdown
 from mqt_llava.ablation.report import load_trials, write_report
 from mqt_llava.ablation.spec import AblationSpec, Variant
 from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for
@@ -81,7 +82,8 @@ def run_experiment(spec: AblationSpec, log=print) -> dict:
     del registry
     errors = [str(r.error) for r in grid if r.error is not None]
     trials = load_trials(root)
-    report = write_report(trials, root / "report", spec.eval.advisor_points, title=f"Ablation {spec.name}")
+    claims = claims_markdown(check_claims(trials, spec.claim_tolerance)) if trials else None
+    report = write_report(trials, root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims)
     parent.log_artifact(report.parent, "report")
     parent.finish("FAILED" if errors else "FINISHED")
     log(f"[ablation] {len(trials)}/{len(variants)} trials finished; report {report}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mqt_llava.eval.benchmarks import BENCHMARKS
@@ -24,6 +24,9 @@ class Trial:
     variant: dict
     max_tokens: int
     results: list[PairResult]
+    stage2_export: str | None = None
+    kinds: dict[int, dict[str, float]] = field(default_factory=dict)  # m -> held-out exact match by kind
+    schedule_support: list[int] | None = None  # the budgets stage 2 drew from
 
     @property
     def group(self) -> str:
@@ -46,7 +49,9 @@ def load_trials(root: Path) -> list[Trial]:
     for path in sorted(root.glob("trials/*/result.json")):
         data = json.loads(path.read_text())
         results = [PairResult(**r) for r in data["results"]]
-        trials.append(Trial(data["label"], data["variant"], data["max_tokens"], results))
+        kinds = {int(m): scores for m, scores in data.get("kinds", {}).items()}
+        trials.append(Trial(data["label"], data["variant"], data["max_tokens"], results, data.get("stage2_export"),
+                            kinds, data.get("schedule_support")))  # fmt: skip
     return trials
 
 
@@ -172,7 +177,9 @@ def plot_curves(trials: list[Trial], out: Path) -> list[Path]:
     return paths
 
 
-def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str = "Ablation") -> Path:
+def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str = "Ablation",
+                 claims: str | None = None) -> Path:  # fmt: skip
+    """`claims`: the claims table (ablation.claims.claims_markdown), placed first when given."""
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({t.variant.get("seed", 0) for t in trials})
     maxima = sorted({t.max_tokens for t in trials})
@@ -181,6 +188,7 @@ def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str
         f"{len(trials)} trials, {len(groups(trials))} variants, seeds {seeds}. Scores are the headline metrics "
         "(mean ± s.d. over seeds where there are several); the average is each benchmark's headline as a "
         "percentage of its maximum, averaged.\n",
+        *(["## The paper's claims\n", claims] if claims else []),
         f"## Variants at m = M ({', '.join(map(str, maxima))}) — the paper's Table 2\n",
         table2(trials),
     ]

@@ -90,6 +90,8 @@ class EvalRef(BaseModel):
     actor_cpus: float = Field(0.5, gt=0)
     torch_threads: int | None = Field(1, ge=1)
     advisor_points: float = Field(1.0, ge=0)
+    heldout_corpus: str | None = None  # a synthetic corpus: its held-out questions by kind at every budget
+    heldout_scenes: int = Field(300, ge=1)
 
 
 class AblationSpec(BaseModel):
@@ -115,6 +117,7 @@ class AblationSpec(BaseModel):
     max_failures: int = Field(1, ge=0, description="retries of a failed trial")
     max_concurrent_trials: int | None = Field(None, ge=1, description="default: from the cluster's CPUs")
     trial_cpus: float = Field(2.0, gt=0, description="CPUs a trial's training and evaluation use at once")
+    claim_tolerance: float = Field(1.0, ge=0, description="points a difference must exceed to count")
     tracking_uri: str | None = None
     experiment: str = "mqt-llava-ablation"
 

@@ -133,15 +133,51 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         actors=e.actors, actor_cpus=e.actor_cpus, torch_threads=e.torch_threads, advisor_points=e.advisor_points,
     )  # fmt: skip
     results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
+    kinds = heldout_by_kind(spec, stage2_export, sweep.budgets, tracker)
     summary = {
         "label": label, "variant": variant.model_dump(), "trial_id": trial_id, "mlflow_run_id": tracker.run_id,
-        "stage1_export": stage1_export, "stage2_export": stage2_export, "max_tokens": maximum,
+        "stage1_export": stage1_export, "stage2_export": stage2_export, "max_tokens": maximum, "kinds": kinds,
+        "schedule_support": trained_budgets(stage2_export),
         "results": [dataclasses.asdict(r) for r in results], "seconds": time.perf_counter() - started,
         "pid": os.getpid(),
     }  # fmt: skip
     (out / "result.json").write_text(json.dumps(summary, indent=2))
     tracker.finish()
     tune.report(final_metrics(results, maximum))
+
+
+def trained_budgets(export: str) -> list[int]:
+    """The budgets stage 2 drew from, from the training record saved beside the export."""
+    from mqt_llava.model.schedules import schedule_support
+
+    record = json.loads((Path(export) / "mqt_llava_training.json").read_text())
+    s, maximum = record["stage"]["schedule"], record["model"]["mqt"]["num_queries"]
+    return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens")))
+
+
+def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker: RunTracker) -> dict:
+    """Exact match on the corpus's held-out questions by kind (colour ... cell) at each budget; cached
+    in the trial directory so a restarted trial does not ask again."""
+    e = spec.eval
+    if not e.heldout_corpus:
+        return {}
+    import torch
+
+    from mqt_llava.eval.synthetic_qa import exact_match, heldout_questions
+    from mqt_llava.inference import InferenceEngine
+
+    cache = Path(export).parent / "heldout_by_kind.json"  # the trial's stage-2 run directory
+    kinds = {int(m): v for m, v in json.loads(cache.read_text()).items()} if cache.exists() else {}
+    missing = [m for m in budgets if m not in kinds]
+    if missing:
+        torch.set_num_threads(e.torch_threads or 1)
+        engine = InferenceEngine.from_export(export)
+        questions = heldout_questions(Path(e.heldout_corpus).expanduser().resolve(), limit=e.heldout_scenes)
+        for m in missing:
+            kinds[m] = exact_match(engine, questions, m)
+            tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)
+        cache.write_text(json.dumps(kinds))
+    return {m: kinds[m] for m in budgets}
 
 
 def final_metrics(results, maximum: int) -> dict[str, float]:
