@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mqt_llava.ablation.report import AVERAGE, Trial, groups
+from mqt_llava.ablation.report import AVERAGE, Trial, at, cell, groups
 from mqt_llava.data.synthetic import COARSE_KINDS, FINE_KINDS
 
 
@@ -38,17 +38,6 @@ class Claim:
 
 def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
-
-
-def spread(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{mean(values):.1f}"
-    return f"{mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
-def score(members: list[Trial], m: int | None, benchmark: str = AVERAGE) -> list[float]:
-    """Each seed's score at m (None: the trial's M)."""
-    return [v for t in members if (v := t.curve(benchmark).get(t.max_tokens if m is None else m)) is not None]
 
 
 def nested(trials: list[Trial], atol: float = 1e-5) -> Claim:
@@ -93,8 +82,8 @@ def rises_with_m(trials: list[Trial], tolerance: float) -> Claim:
     fine_more = mean(fine_gain) - mean(coarse_gain) > tolerance
     curve = ", ".join(f"{m}: {v:.1f}" for m, v in overall.items())
     evidence = (f"held-out exact match (%) by m: {curve}; levels off (within {tolerance:g} of the best) from "
-                f"m = {turning}; gain from m = {low} to {high}: fine-grained {spread(fine_gain)}, coarse "
-                f"{spread(coarse_gain)} points")  # fmt: skip
+                f"m = {turning}; gain from m = {low} to {high}: fine-grained {cell(fine_gain)}, coarse "
+                f"{cell(coarse_gain)} points")  # fmt: skip
     verdict = "reproduced" if rises and turning < high and fine_more else "not reproduced"
     return Claim(2, statement, verdict, evidence)
 
@@ -109,9 +98,9 @@ def elastic_vs_fixed(trials: list[Trial], tolerance: float) -> Claim:
     rows, ok = [], True
     for members in sorted(fixed, key=lambda ts: ts[0].variant["fixed_tokens"]):
         m = members[0].variant["fixed_tokens"]
-        elastic, alone = score(baseline, m), score(members, m)
+        elastic, alone = at(baseline, AVERAGE, m), at(members, AVERAGE, m)
         ok &= mean(elastic) >= mean(alone) - tolerance
-        rows.append(f"m = {m}: elastic {spread(elastic)} vs fixed {spread(alone)}")
+        rows.append(f"m = {m}: elastic {cell(elastic)} vs fixed {cell(alone)}")
     return Claim(3, statement, "reproduced" if ok else "not reproduced", "; ".join(rows))
 
 
@@ -131,11 +120,11 @@ def table2_directions(trials: list[Trial], tolerance: float) -> list[Claim]:
         if not baseline or not members:
             claims.append(Claim(4, statement, "not tested", f"the grid has no {variant} variant"))
             continue
-        base, other = score(baseline, None), score(members, None)
+        base, other = at(baseline, AVERAGE, None), at(members, AVERAGE, None)
         verdict = "reproduced" if mean(base) > mean(other) else "not reproduced"
         margin = mean(base) - mean(other)
         note = "" if abs(margin) > tolerance else f" (a difference within {tolerance:g} points)"
-        claims.append(Claim(4, statement, verdict, f"at m = M: baseline {spread(base)} vs {variant} {spread(other)}"
+        claims.append(Claim(4, statement, verdict, f"at m = M: baseline {cell(base)} vs {variant} {cell(other)}"
                                                    f"{note}"))  # fmt: skip
     return claims
 
@@ -156,7 +145,7 @@ def untrained_budget(trials: list[Trial], tolerance: float) -> Claim:
     rows, ok = [], True
     for m in unseen:
         i = budgets.index(m)
-        below, here, above = (mean(score(baseline, b)) for b in (budgets[i - 1], m, budgets[i + 1]))
+        below, here, above = (mean(at(baseline, AVERAGE, b)) for b in (budgets[i - 1], m, budgets[i + 1]))
         ok &= min(below, above) - tolerance <= here <= max(below, above) + tolerance
         rows.append(f"m = {budgets[i - 1]}: {below:.1f}, m = {m} (never drawn): {here:.1f}, "
                     f"m = {budgets[i + 1]}: {above:.1f}")  # fmt: skip
@@ -171,12 +160,12 @@ def keys(trials: list[Trial], tolerance: float) -> Claim:
         return Claim(6, statement, "not tested", "the grid has no position-keys variant")
     if baseline[0].variant.get("keys") != "content_and_position":
         return Claim(6, statement, "not tested", "the baseline does not use content-aware keys")
-    base, other = score(baseline, None), score(position, None)
+    base, other = at(baseline, AVERAGE, None), at(position, AVERAGE, None)
     margin = mean(base) - mean(other)
     finding = ("content-aware better" if margin > tolerance else
                "position-only better" if margin < -tolerance else "no difference beyond the tolerance")  # fmt: skip
-    return Claim(6, statement, "compared", f"{finding}: at m = M content-aware {spread(base)} vs position-only "
-                                           f"{spread(other)}")  # fmt: skip
+    return Claim(6, statement, "compared", f"{finding}: at m = M content-aware {cell(base)} vs position-only "
+                                           f"{cell(other)}")  # fmt: skip
 
 
 def check_claims(trials: list[Trial], tolerance: float = 1.0, check_nesting: bool = True) -> list[Claim]:

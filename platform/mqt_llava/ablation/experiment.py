@@ -19,16 +19,16 @@ from ray import tune
 from mqt_llava.ablation.claims import check_claims, claims_markdown
 from mqt_llava.ablation.report import load_trials, write_report
 from mqt_llava.ablation.spec import AblationSpec, Variant
-from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for
+from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for, trial_slug
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RunTracker
 
 TRIAL_DRIVER_CPUS = 0.01  # the trial function only drives Ray Train and Ray Data, which ask for their own CPUs
 
 
-def trial_dirname(trial, baseline: Variant) -> str:
+def trial_dirname(trial, spec: AblationSpec) -> str:
     """Tune's default name spells out the whole variant dict; the trial id and the label say enough."""
-    return f"{trial.trial_id}_{Variant(**trial.config['variant']).label(baseline).replace('/', '_')}"
+    return f"{trial.trial_id}_{trial_slug(Variant(**trial.config['variant']), spec)}"
 
 
 def concurrency(spec: AblationSpec) -> int:
@@ -70,7 +70,7 @@ def run_experiment(spec: AblationSpec, log=print) -> dict:
             param_space={"variant": tune.grid_search([v.model_dump() for v in variants])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrency(spec),
-                trial_dirname_creator=partial(trial_dirname, baseline=spec.baseline),
+                trial_dirname_creator=partial(trial_dirname, spec=spec),
             ),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(root), failure_config=tune.FailureConfig(max_failures=spec.max_failures)
