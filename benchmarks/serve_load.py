@@ -26,7 +26,6 @@ import base64
 import hashlib
 import io
 import json
-import socket
 import statistics
 import sys
 import threading
@@ -179,17 +178,12 @@ def engine_ceiling(export: Path, payloads: list[dict], threads: int, seconds: fl
 
 
 def start(export: Path, tiers: list[dict], auto: dict | None = None, access_log: bool = True) -> str:
-    sys.path.insert(0, str(REPO_ROOT))  # serve_apps, here and (below) in the replicas
-    from serve_apps.mqt_app import build
+    sys.path.insert(0, str(REPO_ROOT))  # serve_apps (init_ray puts it on the local workers' path)
+    from serve_apps.mqt_app import run_on_loopback
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    init_ray(runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": access_log})
+    init_ray()
     args = {"model": str(export), "tiers": tiers} | ({"auto": auto} if auto else {})
-    serve.run(build(args), name="bench", route_prefix="/", logging_config={"enable_access_log": access_log})
-    return f"http://127.0.0.1:{port}"
+    return run_on_loopback(args, "bench", {"enable_access_log": access_log})
 
 
 def batching(args, export: Path, payloads: list[dict]) -> None:

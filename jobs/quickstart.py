@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import mimetypes
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -177,17 +176,12 @@ def step_benchmarks(ctx: Context) -> None:
 
 def step_serve(ctx: Context) -> None:
     sys.path.insert(0, str(REPO_ROOT))  # serve_apps (init_ray puts it on the local workers' path)
-    from serve_apps.mqt_app import build
+    from serve_apps.mqt_app import run_on_loopback
 
     app = yaml.safe_load((REPO_ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
     args = app["args"] | {"model": str(ctx.storage / f"{ctx.args.preset}-stage2" / "export")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # the step prints what it asks and gets
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
-    serve.run(build(args), name="quickstart", route_prefix="/", logging_config=quiet)
+    url = run_on_loopback(args, "quickstart", quiet)
     try:
         question = heldout_questions(ctx.corpus, limit=1)[0]
         mime = mimetypes.guess_type(question.image_path.name)[0] or "image/png"

@@ -167,3 +167,16 @@ def build(args: dict) -> serve.Application:
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
         spec.model_dump(), maximum, budgets, tiers
     )
+
+
+def run_on_loopback(args: dict, name: str, logging_config: dict | None = None) -> str:
+    """Deploy `build(args)` on this machine's Ray, Serve listening on a free 127.0.0.1 port; returns
+    its base URL (what the quickstart and benchmarks/serve_load.py use; a cluster uses serve deploy)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging_config)
+    serve.run(build(args), name=name, route_prefix="/", logging_config=logging_config)
+    return f"http://127.0.0.1:{port}"

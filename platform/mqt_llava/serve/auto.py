@@ -34,7 +34,6 @@ class AutoRouter:
     level: int = 0
     mean_latency_s: float | None = None
     last_step: float = field(default=-1e18)
-    history: list[tuple[float, str, float]] = field(default_factory=list)  # (time, tier, latency)
 
     def __post_init__(self) -> None:
         self.order = sorted(self.budgets, key=lambda t: -self.budgets[t])  # largest budget first
@@ -44,7 +43,6 @@ class AutoRouter:
 
     def observe(self, tier: str, latency_s: float) -> None:
         now = self.clock()
-        self.history.append((now, tier, latency_s))
         if tier != self.order[self.level]:
             return  # an answer from a tier this router has already left says nothing about the current one
         a = self.spec.smoothing
