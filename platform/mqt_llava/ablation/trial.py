@@ -106,13 +106,19 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from mqt_llava.eval.evaluate import parse_budgets, run_evaluation
-    from mqt_llava.eval.runner import SweepConfig, model_max_tokens
+    from mqt_llava.eval.runner import PairResult, SweepConfig, model_max_tokens, write_atomic
 
     spec = AblationSpec.model_validate_json(spec_json)
     variant = Variant(**config["variant"])
     label, slug = variant.label(spec.baseline), trial_slug(variant, spec)
     trial_id = tune.get_context().get_trial_id() or slug
     out = trial_dir(spec, variant)
+    finished = out / "result.json"
+    if finished.exists():
+        # Done before an interrupt reached Tune's bookkeeping: report it again, redo nothing.
+        summary = json.loads(finished.read_text())
+        tune.report(final_metrics([PairResult(**r) for r in summary["results"]], summary["max_tokens"]))
+        return
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # The trial's MLflow run (found again on a retry): axes as params, stage 2's per-step metrics, the scores.
@@ -141,7 +147,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         "results": [dataclasses.asdict(r) for r in results], "seconds": time.perf_counter() - started,
         "pid": os.getpid(),
     }  # fmt: skip
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(finished, json.dumps(summary, indent=2))  # the trial's last word: whole or absent
     tracker.finish()
     tune.report(final_metrics(results, maximum))
 
