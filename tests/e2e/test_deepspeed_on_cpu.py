@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent(
             engine.step()
             losses.append(loss.item())
         results[zero] = dict(steps=engine.global_steps, first=sum(losses[:8]) / 8, last=sum(losses[-8:]) / 8)
-    print("RESULT " + json.dumps(results))
+    print("RESULT " + json.dumps(results), flush=True)
+    os._exit(0)  # skips gloo's exit-time abort race; see TWO_RANKS below
     """
 )
 
@@ -89,7 +90,13 @@ TWO_RANKS = textwrap.dedent(
     for step, has_image in enumerate([False, True, False, True] if rank == 0 else [True] * 4):
         engine.backward(engine(**batch(has_image), num_visual_tokens=4).loss)
         engine.step()
-    print(f"RANK {rank} STEPS {engine.global_steps}")
+    print(f"RANK {rank} STEPS {engine.global_steps}", flush=True)
+    # After the work is done, torch's gloo and TCPStore threads outlive destroy_process_group(), and
+    # about one exit in twenty then aborts in a C++ static destructor ("terminate called without an
+    # active exception", rc -6). Ray Train's workers never exit this way; this script skips the race.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    os._exit(0)
     """
 )
 
@@ -106,4 +113,8 @@ def test_ranks_with_and_without_images_in_the_same_step_train_together(zero):
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
     outputs = [p.communicate(timeout=300) for p in procs]
     for rank, (proc, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0 and f"RANK {rank} STEPS 4" in out, err[-3000:]
+        noise = ("FutureWarning", "return func(")
+        err = "\n".join(line for line in err.splitlines() if not any(n in line for n in noise))
+        assert proc.returncode == 0 and f"RANK {rank} STEPS 4" in out, (
+            f"rank {rank} rc {proc.returncode}: {err[-3000:]}"
+        )
