@@ -5,15 +5,15 @@
 
 Steps:
   1. data         a synthetic corpus in LLaVA's formats (558K-like captions, 665K-like instructions,
-                  held-out evaluation scenes)
+                  held-out evaluation scenes), and benchmark files in the official formats (POPE,
+                  VQAv2, GQA, ScienceQA, MME, MMBench) made from the held-out scenes
   2. base models  the tiny preset's pretrained parts from that corpus: tokenizer, CLIP, Llama LM
   3. shards       both sets converted to Parquet shards (rejects counted)
   4. stage 1      the MQT alone, plain template, all M tokens (Ray Train + DeepSpeed ZeRO-2)
   5. stage 2      MQT + LLM, vicuna_v1, m drawn each step (ZeRO-3), from stage 1's export
   6. evaluate     held-out exact match at each budget next to the majority-answer baseline
-  7. benchmarks   benchmark files in the official formats (POPE, VQAv2, GQA, ScienceQA, MME, MMBench)
-                  from the held-out scenes, then the budget sweep over them (jobs/evaluate.py's
-                  library: Ray Data engine actors, results.csv, Table 1, plots, advisor, MLflow)
+  7. benchmarks   the budget sweep over the benchmark files (jobs/evaluate.py's library: Ray Data
+                  engine actors, results.csv, Table 1, plots, advisor, MLflow)
   8. serve        serve_apps/config.yaml's application on the stage-2 export, on loopback: one chat
                   completion per model id (each tier and `auto`) over HTTP, and a refused bad request
 
@@ -63,6 +63,10 @@ class Context:
         return self.run_dir / "data"
 
     @property
+    def benchmark_files(self) -> Path:
+        return self.run_dir / "benchmarks"
+
+    @property
     def base_models(self) -> Path:
         return self.run_dir / "base_models"
 
@@ -81,9 +85,13 @@ class Context:
 def step_data(ctx: Context) -> None:
     pretrain, instruct, held_out = ctx.args.corpus
     if not (ctx.corpus / "corpus.json").exists():
-        write_corpus(ctx.corpus, CorpusSpec(seed=0, num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out))
+        counts = dict(num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out)
+        write_corpus(ctx.corpus, CorpusSpec(**{"seed": 0, **ctx.args.world, **counts}))
     ctx.results["data"] = json.loads((ctx.corpus / "corpus.json").read_text())
     print(f"corpus: {ctx.corpus}")
+    if not (ctx.benchmark_files / "synthetic.json").exists():
+        counts = write_synthetic_benchmarks(ctx.corpus, ctx.benchmark_files, limit=ctx.args.eval_scenes)
+        print(f"synthetic benchmark files in {ctx.benchmark_files}: {counts}")
 
 
 def step_base_models(ctx: Context) -> None:
@@ -150,14 +158,10 @@ def step_evaluate(ctx: Context) -> None:
 
 
 def step_benchmarks(ctx: Context) -> None:
-    root = ctx.run_dir / "benchmarks"
-    if not (root / "synthetic.json").exists():
-        counts = write_synthetic_benchmarks(ctx.corpus, root, limit=ctx.args.eval_scenes)
-        print(f"synthetic benchmark files in {root}: {counts}")
     config = SweepConfig(
         model=str(ctx.storage / f"{ctx.args.preset}-stage2" / "export"),
         out=ctx.run_dir / "eval",
-        data_root=root,
+        data_root=ctx.benchmark_files,
         benchmarks=list(WRITERS),
         budgets=ctx.args.sweep_budget_list,
         limit=ctx.args.sweep_limit,
@@ -210,6 +214,7 @@ def step_serve(ctx: Context) -> None:
         serve.shutdown()
 
 
+WORLD_FIELDS = ("grid", "max_objects")
 STEPS = [
     ("data", step_data),
     ("base models", step_base_models),
@@ -220,6 +225,14 @@ STEPS = [
     ("benchmarks", step_benchmarks),
     ("serve", step_serve),
 ]
+
+
+def world_field(text: str) -> tuple[str, int]:
+    """--world grid=4: a field of the synthetic world (CorpusSpec) other than its counts and seed."""
+    key, _, value = text.partition("=")
+    if key not in WORLD_FIELDS or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected KEY=N with KEY one of {', '.join(WORLD_FIELDS)}, got {text!r}")
+    return key, int(value)
 
 
 def counts(text: str) -> tuple[int, int, int]:
@@ -240,6 +253,10 @@ def main() -> None:
     parser.add_argument("--sweep-budgets", default="2,4,8,16,M", help="the benchmark sweep's budgets")
     parser.add_argument("--sweep-limit", type=int, default=600,
                         help="about N questions per benchmark in the sweep (a seeded random draw)")  # fmt: skip
+    parser.add_argument("--world", type=world_field, action="append", default=[], metavar="KEY=N",
+                        help="the synthetic world: grid (an N x N layout, 3) or max_objects (4)")  # fmt: skip
+    parser.add_argument("--until", choices=[name for name, _ in STEPS], default=STEPS[-1][0],
+                        help="stop after this step ('shards': what an ablation trains on)")  # fmt: skip
     for flag, dest, what in (
         ("--model-set", "model_overrides", "the model preset"),
         ("--base-set", "base_overrides", "base_models.yaml"),
@@ -249,6 +266,7 @@ def main() -> None:
         parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE",
                             help=f"override a field of {what}")  # fmt: skip
     args = parser.parse_args()
+    args.world = dict(args.world)
     M = load_config(ModelSpec, preset_path(args.preset, "model"), args.model_overrides).mqt.num_queries
     try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training
         args.budget_list = parse_budgets(args.budgets, M)
@@ -263,8 +281,9 @@ def main() -> None:
     cpus = ray.cluster_resources().get("CPU", 0)
     print(f"Ray: {where} ({cpus:.0f} CPUs); preset {args.preset}; run dir {ctx.run_dir}")
     started = time.perf_counter()
-    for i, (name, step) in enumerate(STEPS, 1):
-        print(f"\n=== step {i}/{len(STEPS)}: {name} ===", flush=True)
+    steps = STEPS[: [name for name, _ in STEPS].index(args.until) + 1]
+    for i, (name, step) in enumerate(steps, 1):
+        print(f"\n=== step {i}/{len(steps)}: {name} ===", flush=True)
         start = time.perf_counter()
         step(ctx)
         seconds = time.perf_counter() - start

@@ -37,7 +37,9 @@ def concurrency(spec: AblationSpec) -> int:
     return max(1, math.floor(ray.cluster_resources().get("CPU", 0) / spec.trial_cpus + 1e-9))
 
 
-def run_experiment(spec: AblationSpec, log=print) -> dict:
+def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
+    """Runs (or resumes) the grid and writes the report. `trainable` is the Tune function trainable
+    with run_trial's signature (tests wrap run_trial to inject faults)."""
     init_ray()
     root = spec.root
     root.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def run_experiment(spec: AblationSpec, log=print) -> dict:
 
     variants = spec.variants()
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec_json=spec.model_dump_json(), parent_run_id=parent.run_id),
+        tune.with_parameters(trainable, spec_json=spec.model_dump_json(), parent_run_id=parent.run_id),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
     path = root / "tune"
