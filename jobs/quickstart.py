@@ -16,9 +16,12 @@ Steps:
                   engine actors, results.csv, Table 1, plots, advisor, MLflow)
   8. serve        serve_apps/config.yaml's application on the stage-2 export, on loopback: one chat
                   completion per model id (each tier and `auto`) over HTTP, and a refused bad request
+  9. ablation     a two-trial Ray Tune grid (linear vs log schedule, one shared stage 1, short stages,
+                  two benchmarks) with MLflow runs and ablation_report.md; the toy-scale reproduction
+                  of the paper's Table 2 is configs/tiny/ablation.yaml (jobs/ablation.py)
 
 Every step skips what an earlier run of the same --run-dir finished (stages resume by run name,
-the sweep by (benchmark, budget) pair). Later issues add: ablations.
+the sweep by (benchmark, budget) pair, the ablation by trial).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import yaml
 from ray import serve
 from ray.data import DataContext
 
+from mqt_llava.ablation.experiment import run_experiment
+from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.config import REPO_ROOT, BaseModelsSpec, ModelSpec, load_config, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
@@ -215,6 +220,38 @@ def step_serve(ctx: Context) -> None:
 
 
 WORLD_FIELDS = ("grid", "max_objects")
+
+
+def step_ablation(ctx: Context) -> None:
+    """The ablation machinery on the quickstart's world, briefly: linear vs log schedule sharing one stage 1
+    (configs/tiny/ablation.yaml is the full toy-scale reproduction)."""
+    a = ctx.args
+    spec = AblationSpec(
+        name="quickstart", storage=str(ctx.run_dir / "ablation"), model=a.preset, model_overrides=ctx.model_overrides,
+        stage1={"config": str(preset_path(a.preset, "stage1")),
+                "overrides": [f"data={ctx.run_dir / 'shards' / '558k'}", "max_steps=20", "resources.worker_cpus=0.4",
+                              *a.stage1_overrides]},
+        stage2={"config": str(preset_path(a.preset, "stage2")),
+                "overrides": [f"data={ctx.run_dir / 'shards' / '665k'}", "max_steps=40", "resources.worker_cpus=0.4",
+                              *a.stage2_overrides]},
+        eval={"data_root": str(ctx.benchmark_files), "benchmarks": ["pope", "mme"], "budgets": a.sweep_budgets,
+              "limit": min(a.sweep_limit, 100), "heldout_corpus": str(ctx.corpus),
+              "heldout_scenes": min(a.eval_scenes, 30)},
+        axes={"schedule": ["linear", "log"]},
+        tracking_uri=f"sqlite:///{ctx.storage / 'mlflow.db'}", experiment="quickstart-ablation",
+    )  # fmt: skip
+    outcome = run_experiment(spec)
+    if outcome["errors"]:
+        raise RuntimeError(f"{len(outcome['errors'])} ablation trial(s) failed:\n" + "\n".join(outcome["errors"]))
+    report = Path(outcome["report"])
+    print("\n" + report.read_text())
+    ctx.results["ablation"] = {
+        "report": str(report),
+        "trials": outcome["trials"],
+        "mlflow_run_id": outcome["mlflow_run_id"],
+    }
+
+
 STEPS = [
     ("data", step_data),
     ("base models", step_base_models),
@@ -224,6 +261,7 @@ STEPS = [
     ("evaluate", step_evaluate),
     ("benchmarks", step_benchmarks),
     ("serve", step_serve),
+    ("ablation", step_ablation),
 ]
 
 

@@ -28,7 +28,7 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks", "serve")
+    steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks", "serve", "ablation")
     for i, name in enumerate(steps, 1):
         assert f"step {i}/{len(steps)}: {name}" in done.stdout
 
@@ -65,6 +65,13 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     assert prompts[1] - prompts[0] == 12 and prompts[2] - prompts[1] == 16  # the visual tokens are counted
     assert served["refused"] == 400
 
+    # the two-trial ablation (linear vs log schedule) on one shared stage 1, with its report
+    ablation = summary["ablation"]
+    assert ablation["trials"] == 2
+    assert len(list((tmp_path / "ablation/quickstart/runs").glob("stage1-*/done.json"))) == 1
+    report = Path(ablation["report"]).read_text()
+    assert "| baseline | 1 |" in report and "| log-schedule | 1 |" in report and "## The paper's claims" in report
+
 
 def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
     done = subprocess.run(
@@ -73,3 +80,21 @@ def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "outside 1..32" in done.stderr and "[33]" in done.stderr
     assert not Path(tmp_path, "data").exists()
+
+
+def test_quickstart_until_stops_after_the_named_step_in_the_world_asked_for(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--corpus", "8,8,4", "--eval-scenes", "4",
+         "--world", "grid=4", "--world", "max_objects=9", "--until", "data"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "step 1/1: data" in done.stdout and "base models" not in done.stdout
+    corpus = json.loads((tmp_path / "data" / "corpus.json").read_text())
+    assert (corpus["grid"], corpus["max_objects"], corpus["num_eval"]) == (4, 9, 4)
+    assert (tmp_path / "benchmarks" / "synthetic.json").exists() and not (tmp_path / "base_models").exists()
+
+    bad = subprocess.run([sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--world", "grid=x"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "expected KEY=N" in bad.stderr

@@ -10,6 +10,7 @@ finished trials are kept, unfinished and errored ones run again and resume what 
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
 
 import ray
@@ -57,6 +58,9 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     # Held for the whole fit: an actor whose last handle goes out of scope is killed.
     registry = Stage1Registry.options(name=registry_name(spec), get_if_exists=True).remote()
 
+    # Trials keep the job's working directory (Tune would chdir each into its own trial directory), so
+    # relative paths in the config (stage YAMLs, data, pretrained parts) mean what they mean to the job.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     variants = spec.variants()
     trainable = tune.with_resources(
         tune.with_parameters(trainable, spec_json=spec.model_dump_json(), parent_run_id=parent.run_id),
