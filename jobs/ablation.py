@@ -6,6 +6,7 @@
     ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- python jobs/ablation.py --config ...
 
 The same config again resumes the experiment (Tuner.restore): finished trials are not redone.
+`--report` writes the report from the trials finished so far, without running any.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqt_llava.ablation.experiment import run_experiment
+from mqt_llava.ablation.experiment import experiment_report, run_experiment
 from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.config import ConfigError, load_config
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field, e.g. --set design=full_factorial --set 'seeds=[0,1,2]'")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the grid's variants and exit")
+    parser.add_argument("--report", action="store_true",
+                        help="write the report from the trials finished so far and exit")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         spec = load_config(AblationSpec, args.config, args.overrides)
@@ -34,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for v in variants:
             print(v.label(spec.baseline))
+        return 0
+    if args.report:
+        report, trials = experiment_report(spec)
+        print(f"report from {len(trials)}/{len(variants)} finished trials: {report}")
         return 0
     outcome = run_experiment(spec)
     print(f"report: {outcome['report']}")

@@ -40,3 +40,8 @@ def test_report_has_table2_at_M_with_seed_spread_elastic_vs_fixed_advisor_and_cu
     assert "| VQAv2 | 4 | 8 |" in text and "| POPE | 8 | 8 |" in text
     for name in ("pope", "vqav2", "average"):
         assert (tmp_path / "report" / f"curve_{name}.png").stat().st_size > 1000
+
+
+def test_an_experiment_with_no_finished_trial_gets_a_report_and_no_empty_plots(tmp_path):
+    report = write_report(load_trials(tmp_path / "experiment"), tmp_path / "report")
+    assert report.exists() and not list((tmp_path / "report").glob("*.png"))

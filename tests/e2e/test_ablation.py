@@ -85,6 +85,12 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     first.communicate(timeout=180)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("trials/*/result.json")}
     assert 1 <= len(finished) < 3
+    partial = subprocess.run([sys.executable, "jobs/ablation.py", "--config", str(path), "--report"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert partial.returncode == 0 and f"report from {len(finished)}/3 finished trials" in partial.stdout, (
+        partial.stderr
+    )
+    assert "| baseline | 1 |" in (root / "report" / "ablation_report.md").read_text()
 
     second = ablation(path)
     out, _ = second.communicate(timeout=900)

@@ -38,6 +38,14 @@ def concurrency(spec: AblationSpec) -> int:
     return max(1, math.floor(ray.cluster_resources().get("CPU", 0) / spec.trial_cpus + 1e-9))
 
 
+def experiment_report(spec: AblationSpec) -> tuple:
+    """The report and claims from the trials finished so far (all of them at the end of a run)."""
+    trials = load_trials(spec.root)
+    claims = claims_markdown(check_claims(trials, spec.claim_tolerance)) if trials else None
+    report = write_report(trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims)
+    return report, trials
+
+
 def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     """Runs (or resumes) the grid and writes the report. `trainable` is the Tune function trainable
     with run_trial's signature (tests wrap run_trial to inject faults)."""
@@ -87,9 +95,7 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     grid = tuner.fit()
     del registry
     errors = [str(r.error) for r in grid if r.error is not None]
-    trials = load_trials(root)
-    claims = claims_markdown(check_claims(trials, spec.claim_tolerance)) if trials else None
-    report = write_report(trials, root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims)
+    report, trials = experiment_report(spec)
     parent.log_artifact(report.parent, "report")
     parent.finish("FAILED" if errors else "FINISHED")
     log(f"[ablation] {len(trials)}/{len(variants)} trials finished; report {report}")

@@ -143,6 +143,8 @@ def advisor(trials: list[Trial], points: float) -> str:
 
 
 def plot_curves(trials: list[Trial], out: Path) -> list[Path]:
+    if not trials:  # an experiment interrupted before its first trial finished: nothing to draw
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
