@@ -4,8 +4,8 @@ injected into the first attempt's evaluation, after stage 2 trained, costs only 
 import json
 from pathlib import Path
 
-import mlflow
 import pytest
+from mlflow import MlflowClient
 from small_stages import write_small_stages
 
 from mqt_llava.ablation.experiment import run_experiment
@@ -59,8 +59,8 @@ def test_a_failed_trial_is_retried_and_keeps_what_it_had_finished(tmp_path, ray_
     # Tune counted the failure
     assert any("injected fault" in p.read_text() for p in (spec.root / "tune").rglob("error.txt"))
     # the retry logged into the trial's MLflow run: one child run, with the scores
-    mlflow.set_tracking_uri(tracking_for(spec).uri)
-    runs = mlflow.search_runs(
-        experiment_names=[spec.experiment], filter_string="tags.`mqt_llava.ablation` = 'retry'", output_format="list"
-    )
+    # (a client, not mlflow.set_tracking_uri: that sets MLFLOW_TRACKING_URI for every later test)
+    client = MlflowClient(tracking_uri=tracking_for(spec).uri)
+    experiment = client.get_experiment_by_name(spec.experiment)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`mqt_llava.ablation` = 'retry'")
     assert len(runs) == 1 and "pope/f1" in runs[0].data.metrics
