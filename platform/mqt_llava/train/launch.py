@@ -31,11 +31,10 @@ from mqt_llava.config import (
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.llava_format import resolve_location
 from mqt_llava.model.builder import image_settings_for, is_local_path, load_part_state, pretrained_location
-from mqt_llava.model.schedules import TokenSchedule
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import tracking_uri
 from mqt_llava.train.loop import train_loop
-from mqt_llava.train.plan import StageRun, plan_steps
+from mqt_llava.train.plan import StageRun, plan_steps, token_schedule
 
 
 def count_rows(location: str) -> int:
@@ -112,9 +111,8 @@ def resolve_run(
     stage, model = with_absolute_paths(stage, model)
     check_model_sources(model)
     check_init_from(stage, model)
-    s = stage.schedule
     try:
-        TokenSchedule(s.kind, model.mqt.num_queries, step=s.step, seed=s.seed, tokens=s.tokens)
+        token_schedule(stage, model)
     except ValueError as exc:
         raise ConfigError(f"schedule: {exc}") from None
     try:

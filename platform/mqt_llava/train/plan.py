@@ -77,8 +77,13 @@ class StageRun:
         M = self.model.mqt.num_queries
         if self.stage.stage == "stage1" and not self.stage.stage1_elastic:
             return M
-        s = self.stage.schedule
-        return TokenSchedule(s.kind, M, step=s.step, seed=s.seed, tokens=s.tokens).draw(step)
+        return token_schedule(self.stage, self.model).draw(step)
+
+
+def token_schedule(stage: StageSpec, model: ModelSpec) -> TokenSchedule:
+    """The stage's schedule over 1..M (raises ValueError for one that cannot be drawn from)."""
+    s = stage.schedule
+    return TokenSchedule(s.kind, model.mqt.num_queries, step=s.step, seed=s.seed, tokens=s.tokens)
 
 
 def resolved_config(run: StageRun) -> dict:
