@@ -39,3 +39,20 @@ def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict
         path.write_text(yaml.safe_dump(fields))
         configs[stage] = path
     return configs
+
+
+def small_ablation(root: Path, records: int, num_eval: int, **fields) -> dict:
+    """An AblationSpec's fields over write_small_stages' data and synthetic benchmark files: two-step
+    stages, a small sweep; `fields` add to or replace them (eval's by merging)."""
+    from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
+
+    configs = write_small_stages(root, records=records, num_eval=num_eval)
+    write_synthetic_benchmarks(root / "corpus", root / "bench")
+    quick = ["max_steps=2", "checkpoint_every=1", "resources.worker_cpus=0.4"]
+    evaluation = {"data_root": str(root / "bench"), "budgets": "2,M", "batch_size": 8, "actor_cpus": 0.25}
+    spec = {
+        "storage": str(root / "experiments"), "model": str(root / "model.yaml"),
+        "stage1": {"config": str(configs["stage1"]), "overrides": quick},
+        "stage2": {"config": str(configs["stage2"]), "overrides": quick + ["zero_stage=2"]},
+    }  # fmt: skip
+    return spec | fields | {"eval": evaluation | fields.get("eval", {})}

@@ -13,10 +13,9 @@ import pytest
 import requests
 import yaml
 from loopback import free_port
-from small_stages import write_small_stages
+from small_stages import small_ablation
 
 from mqt_llava.config import REPO_ROOT
-from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
 
 pytestmark = pytest.mark.e2e
 NAME = "toy"
@@ -49,18 +48,13 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() below runs on Ray
     root = tmp_path_factory.mktemp("ablation")
-    configs = write_small_stages(root, records=64, num_eval=6)
-    write_synthetic_benchmarks(root / "corpus", root / "bench")
-    quick = ["max_steps=2", "checkpoint_every=1", "resources.worker_cpus=0.4"]
-    spec = {
-        "name": NAME, "storage": str(root / "experiments"), "model": str(root / "model.yaml"),
-        "stage1": {"config": str(configs["stage1"]), "overrides": quick},
-        "stage2": {"config": str(configs["stage2"]), "overrides": quick + ["zero_stage=2"]},
-        "eval": {"data_root": str(root / "bench"), "benchmarks": ["pope", "vqav2"], "budgets": "2,M", "limit": 12,
-                 "batch_size": 8, "actor_cpus": 0.25, "heldout_corpus": str(root / "corpus"), "heldout_scenes": 3},
-        "axes": {"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
-        "tracking_uri": mlflow_server, "experiment": "ablation-test",
-    }  # fmt: skip
+    spec = small_ablation(
+        root, records=64, num_eval=6, name=NAME,
+        eval={"benchmarks": ["pope", "vqav2"], "limit": 12, "heldout_corpus": str(root / "corpus"),
+              "heldout_scenes": 3},
+        axes={"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
+        tracking_uri=mlflow_server, experiment="ablation-test",
+    )  # fmt: skip
     path = root / "ablation.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, root / "experiments" / NAME

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from small_stages import write_small_stages
+from small_stages import small_ablation
 
 from mqt_llava.ablation.experiment import run_experiment
 from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.ablation.trial import run_trial, tracking_for
-from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +35,10 @@ def evaluation_fails_once(config: dict, spec_json: str, parent_run_id: str | Non
 
 
 def test_a_failed_trial_is_retried_and_keeps_what_it_had_finished(tmp_path, ray_local):
-    configs = write_small_stages(tmp_path, records=48, num_eval=4)
-    write_synthetic_benchmarks(tmp_path / "corpus", tmp_path / "bench")
-    quick = ["max_steps=2", "checkpoint_every=1", "resources.worker_cpus=0.4"]
-    spec = AblationSpec(
-        name="retry", storage=str(tmp_path / "experiments"), model=str(tmp_path / "model.yaml"),
-        stage1={"config": str(configs["stage1"]), "overrides": quick},
-        stage2={"config": str(configs["stage2"]), "overrides": quick + ["zero_stage=2"]},
-        eval={"data_root": str(tmp_path / "bench"), "benchmarks": ["pope"], "budgets": "2,M", "limit": 8,
-              "batch_size": 8, "actor_cpus": 0.25},
-        axes={"schedule": ["linear"]}, max_failures=1,
-    )  # fmt: skip
+    spec = AblationSpec(**small_ablation(
+        tmp_path, records=48, num_eval=4, name="retry",
+        eval={"benchmarks": ["pope"], "limit": 8}, axes={"schedule": ["linear"]}, max_failures=1,
+    ))  # fmt: skip
     outcome = run_experiment(spec, log=print, trainable=evaluation_fails_once)
 
     fault = json.loads((spec.root / "fault.json").read_text())  # the first attempt did fail
