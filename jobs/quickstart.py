@@ -68,6 +68,10 @@ class Context:
         return self.run_dir / "data"
 
     @property
+    def shards(self) -> Path:
+        return self.run_dir / "shards"
+
+    @property
     def benchmark_files(self) -> Path:
         return self.run_dir / "benchmarks"
 
@@ -90,13 +94,13 @@ class Context:
 def step_data(ctx: Context) -> None:
     pretrain, instruct, held_out = ctx.args.corpus
     if not (ctx.corpus / "corpus.json").exists():
-        counts = dict(num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out)
-        write_corpus(ctx.corpus, CorpusSpec(**{"seed": 0, **ctx.args.world, **counts}))
+        sizes = dict(num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out)
+        write_corpus(ctx.corpus, CorpusSpec(**{"seed": 0, **ctx.args.world, **sizes}))
     ctx.results["data"] = json.loads((ctx.corpus / "corpus.json").read_text())
     print(f"corpus: {ctx.corpus}")
     if not (ctx.benchmark_files / "synthetic.json").exists():
-        counts = write_synthetic_benchmarks(ctx.corpus, ctx.benchmark_files, limit=ctx.args.eval_scenes)
-        print(f"synthetic benchmark files in {ctx.benchmark_files}: {counts}")
+        written = write_synthetic_benchmarks(ctx.corpus, ctx.benchmark_files, limit=ctx.args.eval_scenes)
+        print(f"synthetic benchmark files in {ctx.benchmark_files}: {written}")
 
 
 def step_base_models(ctx: Context) -> None:
@@ -119,7 +123,7 @@ def step_shards(ctx: Context) -> None:
     ctx.results["shards"] = {}
     for name, (json_path, image_root, template) in sets.items():
         rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
-        out = ctx.run_dir / "shards" / name
+        out = ctx.shards / name
         report = prepare(PrepareJob(str(json_path), str(image_root), str(out), spec.tokenizer, rules)).as_dict()
         ctx.results["shards"][name] = report
         print(f"{name}: read {report['read']}, written {report['written']}, rejected {report['rejected_by_reason']}")
@@ -139,12 +143,12 @@ def train(ctx: Context, stage: str, overrides: list[str]) -> None:
 
 
 def step_stage1(ctx: Context) -> None:
-    train(ctx, "stage1", [f"data={ctx.run_dir / 'shards' / '558k'}"])
+    train(ctx, "stage1", [f"data={ctx.shards / '558k'}"])
 
 
 def step_stage2(ctx: Context) -> None:
     stage1_export = ctx.results.get("stage1", {}).get("export") or str(ctx.storage / f"{ctx.args.preset}-stage1/export")
-    train(ctx, "stage2", [f"data={ctx.run_dir / 'shards' / '665k'}", f"init_from={stage1_export}"])
+    train(ctx, "stage2", [f"data={ctx.shards / '665k'}", f"init_from={stage1_export}"])
 
 
 def step_evaluate(ctx: Context) -> None:
@@ -219,9 +223,6 @@ def step_serve(ctx: Context) -> None:
         serve.shutdown()
 
 
-WORLD_FIELDS = ("grid", "max_objects")
-
-
 def step_ablation(ctx: Context) -> None:
     """The ablation machinery on the quickstart's world, briefly: linear vs log schedule sharing one stage 1
     (configs/tiny/ablation.yaml is the full toy-scale reproduction)."""
@@ -229,10 +230,10 @@ def step_ablation(ctx: Context) -> None:
     spec = AblationSpec(
         name="quickstart", storage=str(ctx.run_dir / "ablation"), model=a.preset, model_overrides=ctx.model_overrides,
         stage1={"config": str(preset_path(a.preset, "stage1")),
-                "overrides": [f"data={ctx.run_dir / 'shards' / '558k'}", "max_steps=20", "resources.worker_cpus=0.4",
+                "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", "resources.worker_cpus=0.4",
                               *a.stage1_overrides]},
         stage2={"config": str(preset_path(a.preset, "stage2")),
-                "overrides": [f"data={ctx.run_dir / 'shards' / '665k'}", "max_steps=40", "resources.worker_cpus=0.4",
+                "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", "resources.worker_cpus=0.4",
                               *a.stage2_overrides]},
         eval={"data_root": str(ctx.benchmark_files), "benchmarks": ["pope", "mme"], "budgets": a.sweep_budgets,
               "limit": min(a.sweep_limit, 100), "heldout_corpus": str(ctx.corpus),
@@ -263,6 +264,9 @@ STEPS = [
     ("serve", step_serve),
     ("ablation", step_ablation),
 ]
+
+
+WORLD_FIELDS = ("grid", "max_objects")  # CorpusSpec fields --world may set
 
 
 def world_field(text: str) -> tuple[str, int]:
