@@ -27,11 +27,11 @@ def reproducing_grid(export):
     base = [trial(f"baseline/seed{s}", {"seed": s, "keys": "content_and_position"}, [v + s for v in RISING],
                   [v - 10 + s for v in RISING], kinds((0.3, 0.5, 0.58, 0.6, 0.6), (0.8, 0.85, 0.86, 0.86, 0.86)),
                   export if s == 0 else None) for s in (0, 1)]  # fmt: skip
-    worse = [v - 5 for v in RISING]
+    worse = [v - 5 for v in RISING], [v - 15 for v in RISING]  # 5 points below the baseline on both
     return base + [
-        trial("log-schedule/seed0", {"schedule": "log"}, worse, worse),
-        trial("proj-attn/seed0", {}, worse, worse),
-        trial("elastic-stage1-on/seed0", {}, worse, worse),
+        trial("log-schedule/seed0", {"schedule": "log"}, *worse),
+        trial("proj-attn/seed0", {}, *worse),
+        trial("elastic-stage1-on/seed0", {}, *worse),
         trial("position-keys/seed0", {"keys": "position_only"}, [v - 3 for v in RISING], [v - 13 for v in RISING]),
         trial("fixed-m4/seed0", {"schedule": "fixed", "fixed_tokens": 4}, [0, 59, 0, 0, 0], [0, 49, 0, 0, 0]),
     ]
@@ -85,3 +85,14 @@ def test_the_untrained_budget_claim_needs_a_budget_outside_the_schedule(support)
     assert odd.verdict in ("not tested", "reproduced")
     if 7 in support and len(support) > 1:
         assert odd.verdict == "not tested"
+
+
+def test_a_direction_within_the_tolerance_does_not_count_as_reproduced():
+    base = trial("baseline/seed0", {}, [60] * 5, [60] * 5)
+    claims = check_claims([base, trial("log-schedule/seed0", {}, [59.5] * 5, [59.5] * 5)], check_nesting=False)
+    (linear,) = [c for c in claims if c.statement == "linear > log schedule"]
+    assert linear.verdict == "not reproduced"
+    assert "baseline 60.0 vs log-schedule 59.5 (a difference within 1 points: does not count)" in linear.evidence
+    claims = check_claims([base, trial("log-schedule/seed0", {}, [58.5] * 5, [58.5] * 5)], check_nesting=False)
+    (linear,) = [c for c in claims if c.statement == "linear > log schedule"]
+    assert linear.verdict == "reproduced" and "does not count" not in linear.evidence

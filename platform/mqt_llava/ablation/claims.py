@@ -121,9 +121,9 @@ def table2_directions(trials: list[Trial], tolerance: float) -> list[Claim]:
             claims.append(Claim(4, statement, "not tested", f"the grid has no {variant} variant"))
             continue
         base, other = at(baseline, AVERAGE, None), at(members, AVERAGE, None)
-        verdict = "reproduced" if mean(base) > mean(other) else "not reproduced"
         margin = mean(base) - mean(other)
-        note = "" if abs(margin) > tolerance else f" (a difference within {tolerance:g} points)"
+        verdict = "reproduced" if margin > tolerance else "not reproduced"
+        note = "" if abs(margin) > tolerance else f" (a difference within {tolerance:g} points: does not count)"
         claims.append(Claim(4, statement, verdict, f"at m = M: baseline {cell(base)} vs {variant} {cell(other)}"
                                                    f"{note}"))  # fmt: skip
     return claims
