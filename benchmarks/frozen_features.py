@@ -25,26 +25,20 @@ from pathlib import Path
 
 import torch
 from ray.data import DataContext
+from synthetic_shards import RANDOM_INIT, synthetic_shards
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
-from mqt_llava.data.llava_format import RecordRules
-from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.builder import build_model, image_settings_for
 from mqt_llava.model.stages import configure_trainable
 from mqt_llava.ray_runtime import init_ray
 
-RANDOM_INIT = ["tokenizer.pretrained=null", "vision_tower.pretrained=null", "llm.pretrained=null"]
 TOY = ["vision_tower.architecture.image_size=96", "mqt.num_queries=64"]
 
 
 def collect_batches(spec: ModelSpec, pad_id: int, root: Path, count: int, batch: int) -> list[dict[str, torch.Tensor]]:
-    write_corpus(root / "corpus", CorpusSpec(seed=3, num_pretrain=1, num_instruct=count * batch, num_eval=1))
-    rules = RecordRules("vicuna_v1", spec.max_length, spec.mqt.num_queries)
-    prepare(PrepareJob(str(root / "corpus" / INSTRUCT_JSON), str(root / "corpus"), str(root / "shards"),
-                       spec.tokenizer, rules))  # fmt: skip
-    dataset = training_dataset(read_shards(str(root / "shards")), spec, "vicuna_v1", image_settings_for(spec),
+    shards = synthetic_shards(spec, root, count * batch)
+    dataset = training_dataset(read_shards(shards), spec, "vicuna_v1", image_settings_for(spec),
                                decode_actors=1, decode_cpus=0.5)  # fmt: skip
     batches = dataset.iter_torch_batches(batch_size=batch, collate_fn=LlavaCollate(pad_id), drop_last=True)
     return list(batches)[:count]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from synthetic_shards import RANDOM_INIT
 from torch.utils.flop_counter import FlopCounterMode
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
@@ -27,7 +28,6 @@ from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model
 
 QUICKSTART_EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
-RANDOM_INIT = ["tokenizer.pretrained=null", "vision_tower.pretrained=null", "llm.pretrained=null"]
 
 
 def engine_for(model: Path | None) -> tuple[InferenceEngine, str]:

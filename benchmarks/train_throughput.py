@@ -27,31 +27,16 @@ from pathlib import Path
 import mlflow
 import torch
 from ray.data import DataContext
+from synthetic_shards import RANDOM_INIT, synthetic_shards
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
-from mqt_llava.data.llava_format import RecordRules
-from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.builder import build_model, image_settings_for
 from mqt_llava.model.stages import configure_trainable
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RUN_NAME_TAG
 from mqt_llava.train.launch import resolve_run, run_stage
 from mqt_llava.train.plan import StageRun
-
-RANDOM_INIT = ["tokenizer.pretrained=null", "vision_tower.pretrained=null", "llm.pretrained=null"]
-
-
-def make_shards(root: Path, records: int) -> str:
-    spec = load_config(ModelSpec, preset_path("tiny"), RANDOM_INIT)
-    write_corpus(root / "corpus", CorpusSpec(seed=3, num_pretrain=1, num_instruct=records, num_eval=1))
-    rules = RecordRules("vicuna_v1", spec.max_length, spec.mqt.num_queries)
-    job = PrepareJob(
-        str(root / "corpus" / INSTRUCT_JSON), str(root / "corpus"), str(root / "shards"), spec.tokenizer, rules
-    )
-    prepare(job)
-    return str(root / "shards")
 
 
 def stage_run(shards: str, root: Path, name: str, steps: int, batch: int, workers: int) -> StageRun:
@@ -128,7 +113,7 @@ def main() -> None:
     DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         root = Path(tmp)
-        shards = make_shards(root, args.records)
+        shards = synthetic_shards(load_config(ModelSpec, preset_path("tiny"), RANDOM_INIT), root, args.records)
         results = {}
         for name, workers in (("plain", 1), ("ray_1", 1), ("ray_2", 2)):
             run = stage_run(shards, root, name, args.steps, args.batch, workers)

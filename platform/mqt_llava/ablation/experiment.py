@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import os
 from functools import partial
+from pathlib import Path
 
 import ray
 import yaml
 from ray import tune
 
 from mqt_llava.ablation.claims import check_claims, claims_markdown
-from mqt_llava.ablation.report import load_trials, write_report
+from mqt_llava.ablation.report import Trial, load_trials, write_report
 from mqt_llava.ablation.spec import AblationSpec, Variant
 from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for, trial_slug
 from mqt_llava.ray_runtime import init_ray
@@ -38,7 +39,7 @@ def concurrency(spec: AblationSpec) -> int:
     return max(1, math.floor(ray.cluster_resources().get("CPU", 0) / spec.trial_cpus + 1e-9))
 
 
-def experiment_report(spec: AblationSpec) -> tuple:
+def experiment_report(spec: AblationSpec) -> tuple[Path, list[Trial]]:
     """The report and claims from the trials finished so far (all of them at the end of a run)."""
     trials = load_trials(spec.root)
     claims = claims_markdown(check_claims(trials, spec.claim_tolerance)) if trials else None
