@@ -30,9 +30,9 @@ from mqt_llava.data.datasets import LlavaCollate, ragged, read_shards, training_
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import RecordRules, iter_json_records
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 from mqt_llava.ray_runtime import init_ray
+from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 
 
 class LlavaStyleDataset(Dataset):

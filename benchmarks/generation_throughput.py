@@ -23,9 +23,9 @@ from synthetic_shards import RANDOM_INIT
 from torch.utils.flop_counter import FlopCounterMode
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
-from mqt_llava.data.synthetic import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model
+from mqt_llava.toy.world import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 
 QUICKSTART_EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from mqt_llava.config import REPO_ROOT
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
+from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # runs pipelines/prepare_llava.py from this checkout
 
 
 def tree_rss(process: psutil.Process) -> tuple[int, int]:

@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import statistics
-import sys
 import threading
 import time
 from collections import Counter
@@ -37,9 +36,9 @@ from pathlib import Path
 import requests
 from ray import serve
 
-from mqt_llava.config import REPO_ROOT, ModelSpec, load_config, preset_path
-from mqt_llava.data.synthetic import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
+from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.ray_runtime import init_ray
+from mqt_llava.toy.world import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 
 EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
 OUTPUT = Path("runs/benchmarks")
@@ -144,7 +143,8 @@ def model_export(overrides: list[str] | None) -> Path:
         return EXPORT.resolve()
     import torch
 
-    from mqt_llava.model.builder import build_model, save_export
+    from mqt_llava.model.builder import build_model
+    from mqt_llava.model.export import save_export
 
     path = OUTPUT / "serve-models" / hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:12]
     if not (path / "config.json").exists():
@@ -178,8 +178,7 @@ def engine_ceiling(export: Path, payloads: list[dict], threads: int, seconds: fl
 
 
 def start(export: Path, tiers: list[dict], auto: dict | None = None, access_log: bool = True) -> str:
-    sys.path.insert(0, str(REPO_ROOT))  # serve_apps (init_ray puts it on the local workers' path)
-    from serve_apps.mqt_app import run_on_loopback
+    from mqt_llava.serve.app import run_on_loopback
 
     init_ray()
     args = {"model": str(export), "tiers": tiers} | ({"auto": auto} if auto else {})
@@ -233,9 +232,9 @@ def auto(args, export: Path, payloads: list[dict]) -> None:
             mix = ", ".join(f"{t} {share:.0%}" for t, share in row["mix"].items())
             print(f"{model:>6} {p + 1:>5} {clients:>7} {row['throughput']:7.1f} {row['p50']:5.2f}s {row['p90']:5.2f}s "
                   f"{sum(over) / max(len(over), 1):8.0%}  {mix}  (errors {row['errors']})")  # fmt: skip
-    from mqt_llava.eval.runner import model_max_tokens
+    from mqt_llava.model.export import max_visual_tokens
 
-    budgets = {"fast": 16, "balanced": 64, "full": model_max_tokens(str(export))}
+    budgets = {"fast": 16, "balanced": 64, "full": max_visual_tokens(export)}
     path = plot_auto(runs, phases, args.target, budgets)
     print(f"plot: {path}")
 

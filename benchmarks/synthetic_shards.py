@@ -11,7 +11,7 @@ from pathlib import Path
 from mqt_llava.config import ModelSpec
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
+from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 
 RANDOM_INIT = ["tokenizer.pretrained=null", "vision_tower.pretrained=null", "llm.pretrained=null"]
 

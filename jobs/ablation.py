@@ -1,7 +1,7 @@
 """The ablation grid (the paper's Table 2 questions and more) on Ray Tune: every trial trains stage 1
 (shared between trials with equal stage-1 settings), stage 2, and runs the evaluation sweep.
 
-    python jobs/ablation.py --config configs/tiny/ablation.yaml          # this machine, toy scale
+    python jobs/ablation.py --config tiny/ablation          # this machine, toy scale
     python jobs/ablation.py --config ... --set design=full_factorial --set 'seeds=[0,1,2]'
     ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- python jobs/ablation.py --config ...
 
@@ -21,7 +21,7 @@ from mqt_llava.config import ConfigError, load_config
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/tiny/ablation.yaml", help="an AblationSpec YAML")
+    parser.add_argument("--config", default="tiny/ablation", help="an AblationSpec: a YAML file or a packaged config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field, e.g. --set design=full_factorial --set 'seeds=[0,1,2]'")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the grid's variants and exit")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from mqt_llava.config import BaseModelsSpec, ModelSpec, load_config, preset_path
-from mqt_llava.train.base_models import make_base_models, preset_overrides
+from mqt_llava.toy.base_models import make_base_models, preset_overrides
 
 
 def main() -> None:

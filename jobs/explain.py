@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from mqt_llava.data.images import ImageError, decode_image
-from mqt_llava.eval.evaluate import parse_budgets
-from mqt_llava.eval.runner import model_max_tokens
+from mqt_llava.model.budgets import default_budgets, parse_budgets
+from mqt_llava.model.export import check_export, max_visual_tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the PNG (default runs/explain/<image stem>.png)")
     args = parser.parse_args(argv)
     try:
-        if not (Path(args.model) / "config.json").exists():
-            raise ValueError(f"--model {args.model}: not an export directory (no config.json)")
-        maximum = model_max_tokens(args.model)
-        budgets = parse_budgets(args.budgets or ",".join([str(b) for b in (8, 16, 64) if b < maximum] + ["M"]), maximum)
+        maximum = max_visual_tokens(check_export(args.model, "--model"))
+        budgets = (
+            parse_budgets(args.budgets, maximum, "--budgets") if args.budgets else default_budgets(maximum, (8, 16, 64))
+        )
         if args.token is not None and not 0 <= args.token < min(budgets):
             raise ValueError(f"--token {args.token}: must be in 0..{min(budgets) - 1} (below the smallest budget)")
         image = decode_image(args.image.read_bytes())

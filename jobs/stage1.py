@@ -1,7 +1,7 @@
 """Stage 1 of MQT-LLaVA on Ray Train + DeepSpeed.
 
     python jobs/stage1.py                                   # tiny preset, embedded local Ray
-    python jobs/stage1.py --config configs/llava-7b/stage1.yaml --storage s3://bucket/runs
+    python jobs/stage1.py --config llava-7b/stage1 --storage s3://bucket/runs
     ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- python jobs/stage1.py ...
 
 Same --name and --storage again: resumes from the run's latest checkpoint.

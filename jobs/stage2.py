@@ -1,7 +1,7 @@
 """Stage 2 of MQT-LLaVA on Ray Train + DeepSpeed.
 
     python jobs/stage2.py                                   # tiny preset, embedded local Ray
-    python jobs/stage2.py --config configs/llava-7b/stage2.yaml --storage s3://bucket/runs
+    python jobs/stage2.py --config llava-7b/stage2 --storage s3://bucket/runs
     ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- python jobs/stage2.py ...
 
 Same --name and --storage again: resumes from the run's latest checkpoint.

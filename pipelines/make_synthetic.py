@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from mqt_llava.data.synthetic_corpus import CorpusSpec, write_corpus
+from mqt_llava.toy.corpus import CorpusSpec, write_corpus
 
 
 def main() -> None:

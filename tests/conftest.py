@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mqt_llava.config import ModelSpec
-from mqt_llava.data.synthetic_corpus import EVAL_SCENES, CorpusSpec, eval_item
-from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
 from mqt_llava.model.builder import BuiltModel, build_model
+from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
+from mqt_llava.toy.corpus import EVAL_SCENES, CorpusSpec, eval_item
 from small_model import small_spec
 
 

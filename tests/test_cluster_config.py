@@ -8,7 +8,7 @@ import jsonschema
 import ray
 import yaml
 
-from mqt_llava.config import REPO_ROOT
+from checkout import REPO_ROOT
 
 CLUSTER = yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text())
 SCHEMA = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mqt_llava.config import REPO_ROOT
-from mqt_llava.data.synthetic import random_scene, render_scene
+from checkout import REPO_ROOT
 from mqt_llava.explain import explain
 from mqt_llava.inference import InferenceEngine
-from mqt_llava.model.builder import save_export
+from mqt_llava.model.export import save_export
+from mqt_llava.toy.world import random_scene, render_scene
 
 QUESTION = "Where is the red square?"
 

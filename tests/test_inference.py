@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from mqt_llava.config import ImageSpec
-from mqt_llava.data.synthetic import random_scene, render_scene
 from mqt_llava.inference import InferenceEngine, Request
-from mqt_llava.model.builder import build_model, save_export
+from mqt_llava.model.builder import build_model
+from mqt_llava.model.export import save_export
+from mqt_llava.toy.world import random_scene, render_scene
 
 REQUESTS = [
     Request("What is in the image?", render_scene(random_scene(1), 48, 30)),

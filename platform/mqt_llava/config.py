@@ -12,18 +12,22 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+# The presets ship inside the package (package data), so an installed platform finds them wherever
+# it runs: a checkout, a wheel, or a Ray job's uploaded working directory.
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
 
-Strict = ConfigDict(extra="forbid", frozen=True)
+
+class Spec(BaseModel):
+    """The base of every typed spec: unknown keys are errors, and a loaded spec does not change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PretrainedPart(BaseModel):
+class PretrainedPart(Spec):
     """A Hugging Face part: `pretrained` (a directory or hub name) loads weights; `architecture`
     (the part's config.json fields) builds it without a download, with random weights, or on the
     meta device to size it."""
 
-    model_config = Strict
     pretrained: str | None = None
     architecture: dict[str, Any] | None = None
 
@@ -42,26 +46,22 @@ class LLMSpec(PretrainedPart):
     pass
 
 
-class TokenizerSpec(BaseModel):
-    model_config = Strict
+class TokenizerSpec(Spec):
     pretrained: str | None = None  # None: an untrained byte-level tokenizer (random-init LLMs)
 
 
-class MQTSpec(BaseModel):
-    model_config = Strict
+class MQTSpec(Spec):
     num_queries: int = Field(256, ge=1, description="M, the largest visual-token budget")
     num_heads: int = Field(8, ge=1)
     order: Literal["attention_then_projection", "projection_then_attention"] = "attention_then_projection"
     keys: Literal["content_and_position", "position_only"] = "content_and_position"
 
 
-class ImageSpec(BaseModel):
-    model_config = Strict
+class ImageSpec(Spec):
     aspect: Literal["pad", "square"] = "pad"
 
 
-class ModelSpec(BaseModel):
-    model_config = Strict
+class ModelSpec(Spec):
     name: str
     vision_tower: VisionTowerSpec
     llm: LLMSpec
@@ -71,16 +71,14 @@ class ModelSpec(BaseModel):
     max_length: int = Field(2048, ge=8, description="LLM context, visual tokens included")
 
 
-class CorpusSize(BaseModel):
-    model_config = Strict
+class CorpusSize(Spec):
     seed: int = 0
     num_pretrain: int = Field(20_000, ge=1)
     num_instruct: int = Field(20_000, ge=1)
     num_eval: int = Field(2_000, ge=0)
 
 
-class ClipTraining(BaseModel):
-    model_config = Strict
+class ClipTraining(Spec):
     text_architecture: dict[str, Any]  # CLIPTextConfig fields; the vision side is the preset's tower
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(128, ge=2)
@@ -88,19 +86,17 @@ class ClipTraining(BaseModel):
     max_images: int = Field(20_000, ge=2)
 
 
-class LMTraining(BaseModel):
-    model_config = Strict
+class LMTraining(Spec):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
     max_tokens: int = Field(256, ge=8)
     lr: float = Field(2e-3, gt=0)
 
 
-class BaseModelsSpec(BaseModel):
+class BaseModelsSpec(Spec):
     """How jobs/base_models.py makes a preset's pretrained parts from the synthetic corpus; where it
     saves them is the model preset's `pretrained` paths."""
 
-    model_config = Strict
     corpus: str
     corpus_size: CorpusSize = CorpusSize()
     vocab_size: int = Field(1024, ge=300)
@@ -109,21 +105,19 @@ class BaseModelsSpec(BaseModel):
     seed: int = 0
 
 
-class ScheduleSpec(BaseModel):
+class ScheduleSpec(Spec):
     """Which budgets m training draws (mqt_llava.model.schedules)."""
 
-    model_config = Strict
     kind: Literal["linear", "log", "fixed"] = "linear"
     step: int = Field(2, ge=1, description="s of the linear schedule {s, 2s, ..., M}")
     seed: int = 0
     tokens: int | None = Field(None, ge=1, description="fixed: train at this m only (default M)")
 
 
-class TrackingSpec(BaseModel):
+class TrackingSpec(Spec):
     """Where rank 0 logs the run (MLflow). `uri` None: MLFLOW_TRACKING_URI, else a SQLite store
     (`mlflow.db`, artifacts in `mlartifacts/`) in the runs' storage directory."""
 
-    model_config = Strict
     uri: str | None = None
     experiment: str = "mqt-llava"
     log_export: bool = Field(True, description="log the final export as artifacts (large for 7B)")
@@ -131,11 +125,10 @@ class TrackingSpec(BaseModel):
     parent_run_id: str | None = Field(None, description="a run created here is nested under this one")
 
 
-class ResourcesSpec(BaseModel):
+class ResourcesSpec(Spec):
     """What each Ray Train worker and the data pipeline ask for. CPU figures are logical Ray
     resources; on a small machine they are fractions so workers and data stages fit together."""
 
-    model_config = Strict
     use_gpu: bool | None = Field(None, description="None: use GPUs if the cluster has any")
     worker_cpus: float = Field(1.0, gt=0)
     torch_threads: int | None = Field(None, ge=1, description="None: Ray's OMP_NUM_THREADS for the worker")
@@ -144,11 +137,10 @@ class ResourcesSpec(BaseModel):
     tokenize_cpus: float = Field(0.25, gt=0)
 
 
-class StageSpec(BaseModel):
+class StageSpec(Spec):
     """One training stage. Stage 1 trains the MQT on 558K-format data with the plain template;
     stage 2 trains MQT + LLM on 665K-format data with vicuna_v1, drawing m each optimizer step."""
 
-    model_config = Strict
     stage: Literal["stage1", "stage2"]
     template: Literal["plain", "vicuna_v1"]
     data: str = Field(description="Parquet shards written by prepare_llava (path or URI)")
@@ -166,7 +158,7 @@ class StageSpec(BaseModel):
     gradient_checkpointing: bool = False
     schedule: ScheduleSpec = ScheduleSpec()
     stage1_elastic: bool = Field(False, description="stage 1 draws m too (the paper's ablation); else m = M")
-    model: str = Field(description="the model: a preset name (configs/<name>/model.yaml) or a YAML path")
+    model: str = Field(description="the model: a preset name (its packaged model.yaml) or a YAML path")
     init_from: str | None = Field(None, description="an export whose MQT weights start this stage (stage 2)")
     shuffle_buffer: int = Field(1000, ge=0, description="rows in each worker's local shuffle buffer; 0: none")
     group_by_modality: bool = Field(False, description="LLaVA's group_by_modality_length, on the stream")
@@ -231,9 +223,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    """A spec from a YAML file or a packaged config (`tiny/stage1`), with `a.b=c` overrides."""
+    path = config_path(path)
     data = yaml.safe_load(path.read_text()) or {}
     data = apply_overrides(data, overrides or [])
     try:
@@ -245,16 +236,34 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
         raise ConfigError(f"{path}: {problems}") from None
 
 
+def presets() -> list[str]:
+    return sorted(p.name for p in PRESET_DIR.iterdir() if p.is_dir())
+
+
 def preset_path(preset: str, name: str = "model") -> Path:
-    path = CONFIG_DIR / preset / f"{name}.yaml"
+    """A packaged config: `preset_path("tiny", "stage1")` is the tiny preset's stage1.yaml."""
+    path = PRESET_DIR / preset / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir()) if CONFIG_DIR.is_dir() else []
-        raise ConfigError(f"no config {name!r} for preset {preset!r} at {path}; presets: {known}")
+        known = {p: sorted(f.stem for f in (PRESET_DIR / p).glob("*.yaml")) for p in presets()}
+        raise ConfigError(f"no config {preset}/{name}; packaged presets and their configs: {known}")
     return path
 
 
+def config_path(ref: str | Path) -> Path:
+    """A config a job was given: a YAML file, or a packaged one named `<preset>/<name>` (`tiny/stage1`)."""
+    path = Path(ref).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset, sep, name = str(ref).partition("/")
+    if not sep or "/" in name:
+        raise ConfigError(f"config {ref!r}: give a YAML file or a packaged config <preset>/<name>, e.g. tiny/stage1")
+    return preset_path(preset, name)
+
+
 def model_config_path(model: str) -> Path:
-    """A stage's `model`: a preset name, or a path to a model YAML."""
+    """A stage's `model`: a preset name (its packaged model.yaml), or a path to a model YAML."""
     if model.endswith((".yaml", ".yml")) or "/" in model:
-        return Path(model)
+        return config_path(model)
     return preset_path(model, "model")

@@ -1,13 +1,21 @@
-"""The one inference engine: (image, question) -> answer at a chosen visual-token budget.
+"""Inference engines: (image, question) -> answer at a chosen visual-token budget.
 
-Evaluation and serving both go through it, so the prompt (vicuna_v1), the image preprocessing and
-the padding are the same everywhere.
+`Engine` is the interface evaluation (mqt_llava.eval.runner's actors) and serving (the tier
+deployments of mqt_llava.serve.app) talk to: complete a batch of requests at one budget, and report
+M and the context length. `InferenceEngine` is the Hugging Face implementation; a second backend is
+one class with those members plus one `register_engine` line, and is chosen by name (`engine:` in
+the serving spec, `engine` in the evaluation spec) without touching either caller.
+
+Every engine renders the same prompt (vicuna_v1) and preprocesses images the same way.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,6 +40,70 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one answer is generated; requests with equal settings (and budget) share a batch."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0  # 0: greedy
+    stop: tuple[str, ...] = ()
+
+
+class Engine(Protocol):
+    """What evaluation and serving need from a backend."""
+
+    @property
+    def max_visual_tokens(self) -> int:
+        """M: budgets 1..M are valid."""
+
+    @property
+    def max_context(self) -> int:
+        """The LLM's context length, visual tokens included."""
+
+    def complete(
+        self,
+        requests: list[Request],
+        num_visual_tokens: int,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> list[Completion]:
+        """One completion per request, in order, all at budget `num_visual_tokens`."""
+
+
+def complete_grouped(engine: Engine, jobs: list[tuple[Request, int, Sampling]]) -> list[Completion]:
+    """Completions for (request, budget, sampling) jobs of mixed settings: one engine call per group
+    that can share a batch (same budget, same sampling), answers back in the jobs' order."""
+    groups: dict[tuple[int, Sampling], list[int]] = defaultdict(list)
+    for i, (_, m, sampling) in enumerate(jobs):
+        groups[(m, sampling)].append(i)
+    results: list[Completion | None] = [None] * len(jobs)
+    for (m, sampling), indices in groups.items():
+        completions = engine.complete(
+            [jobs[i][0] for i in indices], m, sampling.max_new_tokens, sampling.temperature, list(sampling.stop)
+        )
+        for i, completion in zip(indices, completions, strict=True):
+            results[i] = completion
+    return results  # type: ignore[return-value]
+
+
+EngineLoader = Callable[..., Engine]  # (export, device, dtype) -> Engine
+ENGINES: dict[str, EngineLoader] = {}
+
+
+def register_engine(name: str, loader: EngineLoader) -> None:
+    ENGINES[name] = loader
+
+
+def load_engine(export: str | Path, backend: str = "hf", device: str = "cpu", dtype=None) -> Engine:
+    """The engine `backend` names, loaded from an export directory."""
+    try:
+        loader = ENGINES[backend]
+    except KeyError:
+        raise ValueError(f"engine {backend!r} is not registered; known: {', '.join(sorted(ENGINES))}") from None
+    return loader(export, device=device, dtype=dtype)
+
+
 @dataclass
 class PreparedBatch:
     input_ids: torch.Tensor
@@ -44,6 +116,9 @@ class PreparedBatch:
 
 
 class InferenceEngine:
+    """The Hugging Face engine: the exported PreTrainedModel and its `generate`, batched with left
+    padding."""
+
     def __init__(
         self,
         model: MQTLlavaForConditionalGeneration,
@@ -74,6 +149,10 @@ class InferenceEngine:
     @property
     def max_visual_tokens(self) -> int:
         return self.model.max_visual_tokens
+
+    @property
+    def max_context(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
 
     def prepare(self, requests: list[Request]) -> PreparedBatch:
         """Tokenize and left-pad (decoder-only generation) a batch; one image per image request."""
@@ -148,3 +227,6 @@ class InferenceEngine:
             pixel_values=batch.pixel_values,
             num_visual_tokens=num_visual_tokens,
         ).logits
+
+
+register_engine("hf", InferenceEngine.from_export)

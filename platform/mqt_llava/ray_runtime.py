@@ -8,11 +8,13 @@ import os
 
 import ray
 
-from mqt_llava.config import REPO_ROOT
+from mqt_llava.output import configure_output
 
 
 def init_ray(**kwargs) -> str:
-    """Connect to or start Ray; returns "cluster" or "local"."""
+    """Connect to or start Ray; returns "cluster" or "local". Output is quiet unless the job asked
+    for --verbose (mqt_llava.output), set here so that every process Ray starts inherits it."""
+    configure_output()
     if ray.is_initialized():
         return "cluster" if os.environ.get("RAY_ADDRESS") else "local"
     kwargs.setdefault("logging_level", logging.WARNING)
@@ -20,11 +22,6 @@ def init_ray(**kwargs) -> str:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**kwargs)
         return "cluster"
-    # A cluster's workers import the repository's top-level modules (serve_apps) from the job's
-    # uploaded working_dir; a local cluster's workers inherit this process's environment instead.
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO_ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
     # address="local" always starts a fresh embedded instance: a stale `ray_current_cluster` file
     # from an earlier `ray start` would otherwise make ray.init() wait on a dead cluster.
     # The dashboard also serves the State API, which Ray Train's placement-group cleaner polls (without

@@ -3,7 +3,7 @@ import pytest
 from mqt_llava.ablation.claims import check_claims, claims_markdown
 from mqt_llava.ablation.report import Trial
 from mqt_llava.eval.runner import PairResult
-from mqt_llava.model.builder import save_export
+from mqt_llava.model.export import save_export
 
 BUDGETS = (2, 4, 7, 8, 16)
 

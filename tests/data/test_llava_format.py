@@ -6,15 +6,15 @@ from PIL import Image
 
 from mqt_llava.data.images import decode_image
 from mqt_llava.data.llava_format import REJECT_REASONS, Rejected, check_record, iter_json_records
-from mqt_llava.data.synthetic import Scene
-from mqt_llava.data.synthetic_corpus import (
+from mqt_llava.model.tokenizer import byte_level_tokenizer
+from mqt_llava.toy.corpus import (
     INSTRUCT_JSON,
     PRETRAIN_IMAGES,
     PRETRAIN_JSON,
     CorpusSpec,
     write_corpus,
 )
-from mqt_llava.model.tokenizer import byte_level_tokenizer
+from mqt_llava.toy.world import Scene
 from odd_corpus import RULES, write_odd_corpus
 
 SMALL = CorpusSpec(seed=3, num_pretrain=30, num_instruct=60, num_eval=10, text_only_fraction=0.2)

@@ -5,9 +5,8 @@ import pytest
 import ray
 from ray.data import DataContext
 
-# this directory, tests/data (odd_corpus), tests/ (small_model) and the repository (serve_apps)
-TEST_DIRS = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "data"), str(Path(__file__).parents[1]),
-             str(Path(__file__).parents[2])]  # fmt: skip
+# this directory, tests/data (odd_corpus) and tests/ (small_model, checkout)
+TEST_DIRS = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "data"), str(Path(__file__).parents[1])]
 sys.path[:0] = TEST_DIRS[1:]
 
 

@@ -7,7 +7,7 @@ import yaml
 
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
+from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from small_model import small_spec
 
 STAGE_FIELDS = dict(
@@ -44,7 +44,7 @@ def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict
 def small_ablation(root: Path, records: int, num_eval: int, **fields) -> dict:
     """An AblationSpec's fields over write_small_stages' data and synthetic benchmark files: two-step
     stages, a small sweep; `fields` add to or replace them (eval's by merging)."""
-    from mqt_llava.eval.synthetic_benchmarks import write_synthetic_benchmarks
+    from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 
     configs = write_small_stages(root, records=records, num_eval=num_eval)
     write_synthetic_benchmarks(root / "corpus", root / "bench")

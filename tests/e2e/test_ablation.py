@@ -15,7 +15,7 @@ import yaml
 from loopback import free_port
 from small_stages import small_ablation
 
-from mqt_llava.config import REPO_ROOT
+from checkout import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 NAME = "toy"

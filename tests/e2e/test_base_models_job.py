@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import CLIPModel, LlamaForCausalLM
 
-from mqt_llava.config import REPO_ROOT, ModelSpec, load_config, preset_path
+from checkout import REPO_ROOT
+from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.model.builder import build_model
-from mqt_llava.train.base_models import preset_overrides
+from mqt_llava.toy.base_models import preset_overrides
 
 pytestmark = pytest.mark.e2e
 SMALL_MODEL = [

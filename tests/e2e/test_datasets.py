@@ -12,8 +12,8 @@ from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import LlavaCollate, read_llava_json, read_shards, training_dataset
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.synthetic_corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from mqt_llava.model.tokenizer import byte_level_tokenizer
+from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from odd_corpus import RULES, write_odd_corpus
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mqt_llava.config import REPO_ROOT
+from checkout import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

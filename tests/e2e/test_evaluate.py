@@ -13,7 +13,8 @@ from mqt_llava.eval.benchmarks import make_benchmark
 from mqt_llava.eval.evaluate import main, run_evaluation
 from mqt_llava.eval.runner import SweepConfig, spread
 from mqt_llava.inference import InferenceEngine, Request
-from mqt_llava.model.builder import build_model, save_export
+from mqt_llava.model.builder import build_model
+from mqt_llava.model.export import save_export
 from small_model import small_spec
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from mqt_llava.config import REPO_ROOT, TokenizerSpec
+from checkout import REPO_ROOT
+from mqt_llava.config import TokenizerSpec
 from mqt_llava.data.datasets import read_shards
 from mqt_llava.data.prepare import PrepareJob, prepare
 from odd_corpus import RULES, write_odd_corpus

@@ -15,9 +15,10 @@ from ray import serve
 from ray.serve.context import _get_global_client
 from ray.serve.schema import ServeDeploySchema
 
-from mqt_llava.config import REPO_ROOT
-from mqt_llava.data.synthetic import random_scene, render_scene
-from mqt_llava.model.builder import build_model, save_export
+from checkout import REPO_ROOT
+from mqt_llava.model.builder import build_model
+from mqt_llava.model.export import save_export
+from mqt_llava.toy.world import random_scene, render_scene
 from small_model import small_spec
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +36,6 @@ def deploy(export, overrides=()):
     declarative API: same code and args = a config-only update)."""
     config = yaml.safe_load((REPO_ROOT / "serve_apps" / "config.yaml").read_text())
     app = config["applications"][0]
-    app.pop("runtime_env")  # the test session's Ray already puts the repository on PYTHONPATH
     app["args"] |= {
         "model": str(export),
         "max_image_pixels": 150 * 150,

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from small_stages import write_small_stages
 
-from mqt_llava.config import REPO_ROOT
+from checkout import REPO_ROOT
 from mqt_llava.model.schedules import schedule_support
 from mqt_llava.tracking import RUN_NAME_TAG
 from mqt_llava.train.launch import resolve_run, run_stage
@@ -206,7 +206,7 @@ def test_ray_job_submit_runs_stage2_on_a_local_head_node_with_token_auth(setup, 
     try:
         submit = ["ray", "job", "submit", "--address", "http://127.0.0.1:8272", "--working-dir", ".",
                   "--runtime-env", "configs/runtime_env.yaml", "--",
-                  "python", "jobs/stage2.py", "--config", "configs/tiny/stage2.yaml",
+                  "python", "jobs/stage2.py", "--config", "tiny/stage2",
                   "--set", f"data={root / '665k'}", "--set", "init_from=null", "--set", "max_steps=2",
                   "--set", "checkpoint_every=2", "--model-set", "tokenizer.pretrained=null",
                   "--model-set", "vision_tower.pretrained=null", "--model-set", "llm.pretrained=null",

@@ -16,7 +16,7 @@ from mqt_llava.eval.benchmarks import BENCHMARKS, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.base import BenchmarkFilesMissing
 from mqt_llava.eval.judge import Judge, JudgeError
 from mqt_llava.eval.metrics import LETTERS
-from mqt_llava.eval.synthetic_benchmarks import WRITERS
+from mqt_llava.toy.benchmark_files import WRITERS
 
 
 def oracle(name, sample):

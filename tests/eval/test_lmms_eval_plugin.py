@@ -8,9 +8,9 @@ lmms_eval = pytest.importorskip("lmms_eval")
 
 from lmms_eval.api.instance import Instance  # noqa: E402
 
-from mqt_llava.data.synthetic import random_scene, render_scene  # noqa: E402
 from mqt_llava.inference import InferenceEngine, Request  # noqa: E402
-from mqt_llava.model.builder import save_export  # noqa: E402
+from mqt_llava.model.export import save_export  # noqa: E402
+from mqt_llava.toy.world import random_scene, render_scene  # noqa: E402
 
 
 def instance(context, doc_id, max_new_tokens, until=None):
@@ -41,7 +41,7 @@ def test_stop_strings_and_a_budget_above_M(built, tmp_path):
     from mqt_llava.eval.lmms_eval_plugin import MQTLlava
 
     save_export(built, tmp_path)
-    with pytest.raises(ValueError, match="num_tokens must be in 1..8"):
+    with pytest.raises(ValueError, match="num_tokens: 9 outside 1..8"):
         MQTLlava(str(tmp_path), num_visual_tokens=9)
     model = MQTLlava(str(tmp_path), num_visual_tokens=8)
     model.task_dict = {"toy": {"test": [{"image": None}]}}

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mqt_llava.model.builder import build_model, load_part_state, save_export
+from mqt_llava.model.builder import build_model
+from mqt_llava.model.export import load_part_state, save_export
 from small_model import small_spec
 
 

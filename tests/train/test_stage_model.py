@@ -3,7 +3,7 @@ import torch
 
 from mqt_llava.config import StageSpec
 from mqt_llava.data.conversation import build_sample
-from mqt_llava.model.builder import save_export
+from mqt_llava.model.export import save_export
 from mqt_llava.train.loop import stage_model
 from mqt_llava.train.plan import StageRun, plan_steps
 from small_model import small_spec

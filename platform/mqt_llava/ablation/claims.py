@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from mqt_llava.ablation.report import AVERAGE, Trial, at, cell, groups
-from mqt_llava.data.synthetic import COARSE_KINDS, FINE_KINDS
+from mqt_llava.toy.world import COARSE_KINDS, FINE_KINDS
 
 
 @dataclass

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-Strict = ConfigDict(extra="forbid", frozen=True)
+from mqt_llava.config import Spec
+
 Schedule = Literal["linear", "log", "fixed"]
 Order = Literal["attention_then_projection", "projection_then_attention"]
 Keys = Literal["content_and_position", "position_only"]
@@ -25,10 +26,9 @@ SHORT = {"attention_then_projection": "attn-proj", "projection_then_attention": 
          "content_and_position": "content-keys", "position_only": "position-keys"}  # fmt: skip
 
 
-class Variant(BaseModel):
+class Variant(Spec):
     """One trial's settings. `fixed_tokens` (with schedule fixed): stage 2 trains at that m only."""
 
-    model_config = Strict
     schedule: Schedule = "linear"
     order: Order = "attention_then_projection"
     stage1_elastic: bool = False
@@ -71,16 +71,14 @@ class Variant(BaseModel):
         return [f"stage1_elastic={str(self.stage1_elastic).lower()}", f"seed={self.seed}", f"schedule.seed={self.seed}"]
 
 
-class StageRef(BaseModel):
-    model_config = Strict
+class StageRef(Spec):
     config: str  # a StageSpec YAML
     overrides: list[str] = []
 
 
-class EvalRef(BaseModel):
+class EvalRef(Spec):
     """The evaluation sweep every trial runs (mqt_llava.eval.runner.SweepConfig's fields)."""
 
-    model_config = Strict
     data_root: str
     benchmarks: list[str] = Field(min_length=1)
     budgets: str = "M"  # comma-separated, M = the model's maximum
@@ -94,8 +92,7 @@ class EvalRef(BaseModel):
     heldout_scenes: int = Field(300, ge=1)
 
 
-class AblationSpec(BaseModel):
-    model_config = Strict
+class AblationSpec(Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     storage: str = "./runs/ablation"
     model: str = "tiny"  # the stages' model preset (or a model YAML path)

@@ -105,8 +105,10 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from mqt_llava.eval.evaluate import parse_budgets, run_evaluation
-    from mqt_llava.eval.runner import PairResult, SweepConfig, model_max_tokens, write_atomic
+    from mqt_llava.eval.evaluate import run_evaluation
+    from mqt_llava.eval.runner import PairResult, SweepConfig, write_atomic
+    from mqt_llava.model.budgets import parse_budgets
+    from mqt_llava.model.export import max_visual_tokens
 
     spec = AblationSpec.model_validate_json(spec_json)
     variant = Variant(**config["variant"])
@@ -131,7 +133,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         spec, "stage2", variant.stage2_overrides() + [f"init_from={stage1_export}"], variant.model_overrides(),
         f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id), callbacks=[TuneReportCallback()],
     )  # fmt: skip
-    maximum = model_max_tokens(stage2_export)
+    maximum = max_visual_tokens(stage2_export)
     e = spec.eval
     sweep = SweepConfig(
         model=stage2_export, out=out / "eval", data_root=Path(e.data_root).expanduser().resolve(),
@@ -154,9 +156,10 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
 def trained_budgets(export: str) -> list[int]:
     """The budgets stage 2 drew from, from the training record saved beside the export."""
+    from mqt_llava.model.export import read_training_record
     from mqt_llava.model.schedules import schedule_support
 
-    record = json.loads((Path(export) / "mqt_llava_training.json").read_text())
+    record = read_training_record(export)
     s, maximum = record["stage"]["schedule"], record["model"]["mqt"]["num_queries"]
     return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens")))
 
@@ -169,8 +172,8 @@ def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker
         return {}
     import torch
 
-    from mqt_llava.eval.synthetic_qa import exact_match, heldout_questions
     from mqt_llava.inference import InferenceEngine
+    from mqt_llava.toy.heldout import exact_match, heldout_questions
 
     cache = Path(export).parent / "heldout_by_kind.json"  # the trial's stage-2 run directory
     kinds = {int(m): v for m, v in json.loads(cache.read_text()).items()} if cache.exists() else {}

@@ -21,7 +21,9 @@ from typing import Any
 from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 IMAGE_PLACEHOLDER = "<image>"
-SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
+# LLaVA-1.5's prompt conventions: what follows a question in training data and in every benchmark.
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+OPTION_SUFFIX = "Answer with the option's letter from the given choices directly."
 
 
 class MalformedConversation(ValueError):

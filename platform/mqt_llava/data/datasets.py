@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray.data
 import torch
 from ray.data import FileShuffleConfig
@@ -33,7 +34,14 @@ from mqt_llava.data.images import (
     decode_image,
     preprocess_image,
 )
-from mqt_llava.data.llava_format import SHARD_SCHEMA, RecordRules, Rejected, check_record, iter_json_records
+from mqt_llava.data.llava_format import (
+    SHARD_SCHEMA,
+    RecordRules,
+    Rejected,
+    check_record,
+    iter_json_records,
+    resolve_location,
+)
 from mqt_llava.model.builder import cached_tokenizer
 from mqt_llava.model.modeling import IGNORE_INDEX
 
@@ -41,10 +49,26 @@ log = logging.getLogger(__name__)
 MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")
 
 
+def shard_files(location: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The Parquet files of a shard directory (or one file), sorted: only those, so the rejects and
+    summary files prepare_llava writes beside them are never handed to a reader."""
+    filesystem, path = resolve_location(location)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(location)
+    if info.type == pafs.FileType.File:
+        return filesystem, [path]
+    selector = pafs.FileSelector(path, recursive=True)
+    return filesystem, sorted(f.path for f in filesystem.get_file_info(selector) if f.path.endswith(".parquet"))
+
+
 def read_shards(uri: str | list[str], seed: int | None = 0, num_cpus: float = 0.25) -> ray.data.Dataset:
     """Parquet shards written by prepare_llava (local path or pyarrow URI); files in seeded order."""
     shuffle = FileShuffleConfig(seed=seed) if seed is not None else None
-    return ray.data.read_parquet(uri, shuffle=shuffle, file_extensions=["parquet"], num_cpus=num_cpus)
+    locations = [uri] if isinstance(uri, str) else uri
+    listed = [shard_files(location) for location in locations]
+    files = [f for _, names in listed for f in names]
+    return ray.data.read_parquet(files, filesystem=listed[0][0], shuffle=shuffle, num_cpus=num_cpus)
 
 
 def read_llava_json(
@@ -150,7 +174,7 @@ def training_dataset(
         fn_constructor_kwargs=dict(settings=image_settings, aspect=spec.image.aspect),
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=(1, decode_actors),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
         num_cpus=decode_cpus,
     )
 

@@ -14,25 +14,9 @@ from mqt_llava.config import TrackingSpec
 from mqt_llava.eval.benchmarks import BENCHMARKS
 from mqt_llava.eval.judge import Judge
 from mqt_llava.eval.report import normalised_average, write_report
-from mqt_llava.eval.runner import PairResult, Sweep, SweepConfig, model_max_tokens
-
-PAPER_BUDGETS = "2,4,8,16,36,64,144,256"
-
-
-def parse_budgets(text: str, maximum: int) -> list[int]:
-    """ "2,8,M" -> [2, 8, M]; each in 1..M."""
-    try:
-        budgets = [maximum if b.strip() == "M" else int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise ValueError(f"--budgets: expected integers or M, got {text!r}") from None
-    bad = [m for m in budgets if not 1 <= m <= maximum]
-    if bad or not budgets:
-        raise ValueError(f"--budgets: {bad or text!r} outside 1..{maximum} (the model's M)")
-    return sorted(set(budgets))
-
-
-def default_budgets(maximum: int) -> str:
-    return ",".join([b for b in PAPER_BUDGETS.split(",") if int(b) < maximum] + ["M"])
+from mqt_llava.eval.runner import PairResult, Sweep, SweepConfig
+from mqt_llava.model.budgets import PAPER_BUDGETS, default_budgets, parse_budgets
+from mqt_llava.model.export import check_export, max_visual_tokens
 
 
 def parse_options(items: list[str]) -> dict[str, dict]:
@@ -99,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", default="all", help=f"comma-separated, or all: {','.join(BENCHMARKS)}")
     parser.add_argument("--data-root", type=Path, default=Path("playground/data/eval"),
                         help="one directory per benchmark, in LLaVA-1.5's evaluation layout")  # fmt: skip
-    parser.add_argument("--budgets", help=f"visual-token budgets, M = the model's maximum; default: {PAPER_BUDGETS} "
+    paper = ",".join(map(str, PAPER_BUDGETS))
+    parser.add_argument("--budgets", help=f"visual-token budgets, M = the model's maximum; default: {paper} "
                         "up to M, and M")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default: runs/eval/<export's parent directory name>")
     parser.add_argument("--option", action="append", default=[], metavar="BENCH.KEY=VALUE")
@@ -116,20 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", help="MLflow; default MLFLOW_TRACKING_URI, else <out>/mlflow.db")
     args = parser.parse_args(argv)
     try:
-        if not (Path(args.model) / "config.json").exists():
-            raise ValueError(f"--model {args.model}: not an export directory (no config.json)")
+        check_export(args.model, "--model")
         names = list(BENCHMARKS) if args.benchmarks == "all" else [b.strip() for b in args.benchmarks.split(",")]
         unknown = [n for n in names if n not in BENCHMARKS]
         if unknown:
             raise ValueError(f"--benchmarks: unknown {unknown}; known: {', '.join(BENCHMARKS)}")
-        maximum = model_max_tokens(args.model)
+        maximum = max_visual_tokens(args.model)
         out = args.out or Path("runs/eval") / Path(args.model).resolve().parent.name
         config = SweepConfig(
             model=str(Path(args.model).resolve()),
             out=out.resolve(),
             data_root=args.data_root.resolve(),
             benchmarks=names,
-            budgets=parse_budgets(args.budgets or default_budgets(maximum), maximum),
+            budgets=parse_budgets(args.budgets, maximum, "--budgets") if args.budgets else default_budgets(maximum),
             options=parse_options(args.option),
             limit=args.limit,
             batch_size=args.batch_size,

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ import numpy as np
 from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.judged import NO_JUDGE
 from mqt_llava.eval.judge import Judge, JudgeError
+from mqt_llava.model.budgets import parse_budgets
+from mqt_llava.model.export import max_visual_tokens
 
 Log = Callable[[str], None]
 
@@ -47,6 +48,7 @@ class SweepConfig:
     actor_cpus: float = 1.0
     use_gpu: bool = False
     torch_threads: int | None = None
+    engine: str = "hf"  # the inference backend (mqt_llava.inference.ENGINES)
     judge: Judge | None = None
     advisor_points: float = 1.0
 
@@ -62,49 +64,39 @@ class PairResult:
     reason: str = ""
 
 
-def model_max_tokens(export: str) -> int:
-    """M, from the export's config alone (no weights loaded)."""
-    config = json.loads((Path(export) / "config.json").read_text())
-    return int(config["num_queries"])
-
-
-def check_budgets(budgets: list[int], maximum: int) -> None:
-    bad = [m for m in budgets if not 1 <= m <= maximum]
-    if bad:
-        raise ValueError(f"budgets {bad} are outside 1..{maximum} (the model's M)")
-
-
 class EngineActor:
-    """A Ray Data actor holding one inference engine; answers a batch at one budget."""
+    """A Ray Data actor holding one inference engine (any registered backend); answers a batch at
+    one budget."""
 
-    def __init__(self, export: str, num_visual_tokens: int, use_gpu: bool, torch_threads: int | None) -> None:
+    def __init__(
+        self, export: str, num_visual_tokens: int, use_gpu: bool, torch_threads: int | None, engine: str = "hf"
+    ) -> None:
         import torch
 
-        from mqt_llava.inference import InferenceEngine
+        from mqt_llava.inference import load_engine
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         device = "cuda" if use_gpu else "cpu"
-        self.engine = InferenceEngine.from_export(export, device, torch.bfloat16 if use_gpu else None)
+        self.engine = load_engine(export, engine, device, torch.bfloat16 if use_gpu else None)
         self.m = num_visual_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from mqt_llava.inference import Request
+        from mqt_llava.inference import Request, Sampling, complete_grouped
 
         n = len(batch["key"])
         predictions, errors = [""] * n, [""] * n
-        by_length: dict[int, list[tuple[int, Request]]] = defaultdict(list)
+        answerable, jobs = [], []
         for i in range(n):
             try:
                 image = load_image(batch["image_path"][i], batch["image_bytes"][i])
             except (OSError, ValueError) as exc:  # a missing or corrupt image: this sample's error, not the batch's
                 errors[i] = f"image: {exc}"
                 continue
-            by_length[int(batch["max_new_tokens"][i])].append((i, Request(str(batch["prompt"][i]), image)))
-        for max_new_tokens, group in by_length.items():
-            answers = self.engine.generate([r for _, r in group], self.m, max_new_tokens=max_new_tokens)
-            for (i, _), answer in zip(group, answers, strict=True):
-                predictions[i] = answer
+            answerable.append(i)
+            jobs.append((Request(str(batch["prompt"][i]), image), self.m, Sampling(int(batch["max_new_tokens"][i]))))
+        for i, completion in zip(answerable, complete_grouped(self.engine, jobs), strict=True):
+            predictions[i] = completion.text
         return {
             "benchmark": list(batch["benchmark"]),
             "key": list(batch["key"]),
@@ -167,8 +159,8 @@ class Sweep:
         self.config = config
         self.log = log
         self.out = Path(config.out)
-        self.maximum = model_max_tokens(config.model)
-        check_budgets(config.budgets, self.maximum)
+        self.maximum = max_visual_tokens(config.model)
+        parse_budgets(config.budgets, self.maximum)
         self.benchmarks = {
             name: make_benchmark(name, config.data_root, config.options.get(name)) for name in config.benchmarks
         }
@@ -218,7 +210,7 @@ class Sweep:
         answered = dataset.map_batches(
             EngineActor,
             fn_constructor_kwargs=dict(
-                export=c.model, num_visual_tokens=m, use_gpu=c.use_gpu, torch_threads=c.torch_threads
+                export=c.model, num_visual_tokens=m, use_gpu=c.use_gpu, torch_threads=c.torch_threads, engine=c.engine
             ),
             batch_size=c.batch_size,
             batch_format="numpy",

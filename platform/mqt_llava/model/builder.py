@@ -8,12 +8,10 @@ built with random weights. `device="meta"` sizes any preset without weights or d
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -152,35 +150,3 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
     if tokenizer is not None and model.language_model.config.pad_token_id is None:
         model.language_model.config.pad_token_id = tokenizer.pad_token_id
     return BuiltModel(model=model, tokenizer=tokenizer, image_settings=settings, spec=spec)
-
-
-def save_export(built: BuiltModel, path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """One directory with the model, its tokenizer and its image processor: what evaluation and
-    serving load (`InferenceEngine.from_export`) on a machine without DeepSpeed. `state_dict`
-    replaces the module's own weights (ZeRO-3 keeps only a partition of them on each rank)."""
-    built.model.save_pretrained(path, state_dict=state_dict)
-    built.tokenizer.save_pretrained(path)
-    built.image_settings.to_processor().save_pretrained(path)
-
-
-def load_part_state(export_dir: str | Path, part: str) -> dict[str, torch.Tensor]:
-    """One part's weights (e.g. "mqt") from an export's safetensors, without loading the rest: a
-    7B stage-1 export holds 14 GB, stage 2 needs only its MQT. Keys come without the part prefix."""
-    export_dir = Path(export_dir)
-    index = export_dir / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (export_dir / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise FileNotFoundError(f"{export_dir} is not an export: no model.safetensors (or its index)")
-    prefix = f"{part}."
-    state = {}
-    for name in files:
-        with safe_open(str(export_dir / name), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
-                if key.startswith(prefix):
-                    state[key.removeprefix(prefix)] = f.get_tensor(key)
-    if not state:
-        raise KeyError(f"{export_dir} holds no weights for part {part!r}")
-    return state

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mqt_llava.model.budgets import check_budget
+
 Order = Literal["attention_then_projection", "projection_then_attention"]
 Keys = Literal["content_and_position", "position_only"]
 ORDERS: tuple[str, ...] = ("attention_then_projection", "projection_then_attention")
@@ -118,11 +120,7 @@ class MatryoshkaQueryTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def check_num_tokens(self, num_tokens: int) -> int:
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
-            raise TypeError(f"num_tokens must be an int, got {type(num_tokens).__name__}")
-        if not 1 <= num_tokens <= self.num_queries:
-            raise ValueError(f"num_tokens must be in 1..{self.num_queries} (M), got {num_tokens}")
-        return num_tokens
+        return check_budget(num_tokens, self.num_queries, "num_tokens")
 
     def key_positions(self, num_positions: int) -> torch.Tensor:
         """The query grid's position table resized (bicubic) to the feature grid, (N, width)."""

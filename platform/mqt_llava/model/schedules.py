@@ -11,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 
+from mqt_llava.model.budgets import check_budget
+
 ScheduleKind = Literal["linear", "log", "fixed"]
 SCHEDULE_KINDS: tuple[str, ...] = ("linear", "log", "fixed")
 
@@ -31,9 +33,7 @@ def schedule_support(kind: str, max_tokens: int, step: int = 2, tokens: int | No
         values = {2**k for k in range(1, max_tokens.bit_length()) if 2**k <= max_tokens}
     elif kind == "fixed":
         if tokens is not None:
-            if not 1 <= tokens <= max_tokens:
-                raise ValueError(f"fixed schedule tokens must be in 1..{max_tokens}, got {tokens}")
-            return (tokens,)
+            return (check_budget(tokens, max_tokens, "fixed schedule tokens"),)
         values = set()
     else:
         raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {kind!r}")

@@ -15,6 +15,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from mqt_llava.data.images import ImageError, decode_image
+from mqt_llava.model.budgets import BudgetError, check_budget
 from mqt_llava.serve.settings import ServeSpec
 
 
@@ -141,10 +142,11 @@ def build_job(request: ChatRequest, spec: ServeSpec, maximum: int) -> Job:
             image = fetch_image(url, spec)
         else:
             image = decode_data_url(url, spec)
-    if request.visual_tokens is not None and not 1 <= request.visual_tokens <= maximum:
-        raise ApiError(
-            400, f"visual_tokens must be in 1..{maximum}, got {request.visual_tokens}", param="visual_tokens"
-        )
+    if request.visual_tokens is not None:
+        try:
+            check_budget(request.visual_tokens, maximum)
+        except BudgetError as exc:
+            raise ApiError(400, str(exc), param="visual_tokens") from None
     max_tokens = request.max_completion_tokens or request.max_tokens or spec.default_max_tokens
     if max_tokens > spec.max_tokens_limit:
         raise ApiError(400, f"max_tokens {max_tokens} is above this server's limit {spec.max_tokens_limit}",

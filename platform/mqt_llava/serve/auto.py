@@ -14,11 +14,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from mqt_llava.config import Spec
 
 
-class AutoSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AutoSpec(Spec):
     enabled: bool = True
     target_latency_s: float = Field(2.0, gt=0)
     low_water: float = Field(0.5, gt=0, lt=1)  # step up when the mean latency is below this x target

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from mqt_llava.config import Spec
+from mqt_llava.model.budgets import parse_budget
 from mqt_llava.serve.auto import AutoSpec
 
-Strict = ConfigDict(extra="forbid", frozen=True)
 
-
-class TierSpec(BaseModel):
+class TierSpec(Spec):
     """One budget tier: a deployment whose replicas answer at `visual_tokens` (an int, or "M")."""
 
-    model_config = Strict
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     visual_tokens: int | Literal["M"]
     min_replicas: int = Field(1, ge=0)
@@ -33,15 +32,12 @@ class TierSpec(BaseModel):
         return self
 
     def budget(self, maximum: int) -> int:
-        m = maximum if self.visual_tokens == "M" else self.visual_tokens
-        if not 1 <= m <= maximum:
-            raise ValueError(f"tier {self.name}: visual_tokens {m} is outside 1..{maximum} (the model's M)")
-        return m
+        return parse_budget(self.visual_tokens, maximum, f"tier {self.name}: visual_tokens")
 
 
-class ServeSpec(BaseModel):
-    model_config = Strict
+class ServeSpec(Spec):
     model: str  # an export directory (what jobs/stage2.py writes)
+    engine: str = "hf"  # the inference backend (mqt_llava.inference.ENGINES)
     tiers: list[TierSpec] = Field(min_length=1)
     api_key_env: str | None = None  # when set and that variable is non-empty, requests need the key
     allow_remote_images: bool = False  # http(s) image URLs are fetched only when this is on

@@ -14,11 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data import DataContext
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mqt_llava.config import (
@@ -28,9 +27,10 @@ from mqt_llava.config import (
     load_config,
     model_config_path,
 )
-from mqt_llava.data.datasets import read_shards, training_dataset
-from mqt_llava.data.llava_format import resolve_location
-from mqt_llava.model.builder import image_settings_for, is_local_path, load_part_state, pretrained_location
+from mqt_llava.data.datasets import read_shards, shard_files, training_dataset
+from mqt_llava.model.builder import image_settings_for, is_local_path, pretrained_location
+from mqt_llava.model.export import load_part_state
+from mqt_llava.output import train_log_level
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import tracking_uri
 from mqt_llava.train.loop import train_loop
@@ -39,15 +39,7 @@ from mqt_llava.train.plan import StageRun, plan_steps, token_schedule
 
 def count_rows(location: str) -> int:
     """Rows in a directory of Parquet shards, from the files' footers (no data read)."""
-    filesystem, path = resolve_location(location)
-    info = filesystem.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(location)
-    if info.type == pafs.FileType.File:
-        files = [path]
-    else:
-        selector = pafs.FileSelector(path, recursive=True)
-        files = [f.path for f in filesystem.get_file_info(selector) if f.path.endswith(".parquet")]
+    filesystem, files = shard_files(location)
     total = 0
     for name in files:
         with filesystem.open_input_file(name) as handle:
@@ -180,6 +172,7 @@ def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
             failure_config=FailureConfig(max_failures=stage.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=stage.keep_checkpoints),
             worker_runtime_env={"env_vars": env},
+            logging_config=LoggingConfig(log_level=train_log_level()),
             callbacks=callbacks or None,  # e.g. Tune's TuneReportCallback when a Tune trial runs the stage
         ),
         datasets={"train": dataset},
@@ -223,7 +216,11 @@ def main(stage_name: str, argv: list[str] | None = None) -> StageResult:
     parser = argparse.ArgumentParser(
         prog=f"jobs/{stage_name}.py", description=f"Train {stage_name} on Ray Train + DeepSpeed."
     )
-    parser.add_argument("--config", default=f"configs/tiny/{stage_name}.yaml", help="a StageSpec YAML")
+    parser.add_argument(
+        "--config",
+        default=f"tiny/{stage_name}",
+        help="a StageSpec: a YAML file or a packaged config such as llava-7b/stage1",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a stage field, e.g. --set lr=1e-4 --set resources.worker_cpus=0.9")  # fmt: skip
     parser.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",

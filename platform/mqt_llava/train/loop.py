@@ -8,7 +8,6 @@ At the end rank 0 writes the export (`save_pretrained`, ZeRO-3 weights gathered 
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import tempfile
@@ -27,7 +26,8 @@ from transformers import get_cosine_schedule_with_warmup
 
 from mqt_llava.data.datasets import LlavaCollate, modality_grouped_batches
 from mqt_llava.data.llava_format import resolve_location
-from mqt_llava.model.builder import BuiltModel, build_model, load_part_state, save_export
+from mqt_llava.model.builder import BuiltModel, build_model
+from mqt_llava.model.export import load_part_state, save_export
 from mqt_llava.model.modeling import IMAGE_TOKEN_INDEX
 from mqt_llava.model.stages import configure_trainable, format_parameter_report, parameter_report
 from mqt_llava.tracking import RunTracker
@@ -35,8 +35,6 @@ from mqt_llava.train import checkpoint
 from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.deepspeed_config import deepspeed_config
 from mqt_llava.train.plan import StageRun, resolved_config
-
-TRAINING_RECORD = "mqt_llava_training.json"  # written into the export: how it was made
 
 
 def train_loop(config: dict) -> None:
@@ -228,8 +226,7 @@ def export(engine, built: BuiltModel, run: StageRun, rank: int) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="mqt-export-") as tmp:
         target = Path(run.export_dir) if run.is_local else Path(tmp)
-        save_export(built, target, state_dict=state_dict)
-        (target / TRAINING_RECORD).write_text(json.dumps(resolved_config(run), indent=2))
+        save_export(built, target, state_dict=state_dict, record=resolved_config(run))
         if not run.is_local:
             filesystem, path = resolve_location(run.export_dir)
             pafs.copy_files(str(target), path, destination_filesystem=filesystem)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mqt_llava.data.synthetic import OPTION_SUFFIX, SHORT_ANSWER
+from mqt_llava.data.conversation import OPTION_SUFFIX, SHORT_ANSWER
 
 __all__ = ["OPTION_SUFFIX", "SHORT_ANSWER", "Benchmark", "BenchmarkFilesMissing", "Sample", "Skipped"]
 

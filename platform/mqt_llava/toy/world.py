@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image, ImageDraw
 
+from mqt_llava.data.conversation import OPTION_SUFFIX, SHORT_ANSWER
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -28,8 +30,6 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 SIZES: dict[str, float] = {"small": 0.4, "large": 0.8}  # fraction of the cell
 ASPECTS: tuple[tuple[int, int], ...] = ((1, 1), (4, 3), (3, 4), (16, 9), (9, 16), (2, 1))
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-SHORT_ANSWER = "Answer the question using a single word or phrase."
-OPTION_SUFFIX = "Answer with the option's letter from the given choices directly."
 # LLaVA's brief-caption instructions (the 558K set's human turns).
 CAPTION_INSTRUCTIONS = (
     "Describe the image concisely.",

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mqt_llava.data.synthetic import (
+from mqt_llava.toy.corpus import EVAL_SCENES
+from mqt_llava.toy.world import (
     COLOURS,
     NUMBER_WORDS,
     SHAPES,
@@ -39,7 +40,6 @@ from mqt_llava.data.synthetic import (
     record_rng,
     unique,
 )
-from mqt_llava.data.synthetic_corpus import EVAL_SCENES
 
 POPE_SPLITS = ("random", "popular", "adversarial")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from mqt_llava.data.synthetic import COARSE_KINDS, FINE_KINDS, SHORT_ANSWER, Scene, ask, record_rng
-from mqt_llava.data.synthetic_corpus import EVAL_SCENES
 from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.toy.corpus import EVAL_SCENES
+from mqt_llava.toy.world import COARSE_KINDS, FINE_KINDS, SHORT_ANSWER, Scene, ask, record_rng
 
 KINDS = COARSE_KINDS + FINE_KINDS
 

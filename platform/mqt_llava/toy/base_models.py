@@ -28,8 +28,8 @@ from mqt_llava.config import BaseModelsSpec, ModelSpec
 from mqt_llava.data.conversation import render
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
-from mqt_llava.data.synthetic import Scene, render_scene
-from mqt_llava.data.synthetic_corpus import (
+from mqt_llava.model.tokenizer import byte_level_bpe
+from mqt_llava.toy.corpus import (
     EVAL_SCENES,
     INSTRUCT_JSON,
     PRETRAIN_IMAGES,
@@ -37,7 +37,7 @@ from mqt_llava.data.synthetic_corpus import (
     CorpusSpec,
     write_corpus,
 )
-from mqt_llava.model.tokenizer import byte_level_bpe
+from mqt_llava.toy.world import Scene, render_scene
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:

@@ -4,14 +4,15 @@ FastAPI ingress.
     serve run serve_apps/config.yaml                 # development, on this machine
     serve deploy serve_apps/config.yaml              # a running cluster (RAY_ADDRESS / --address)
 
-`build(args)` is the application builder `config.yaml` names; `args` is a `ServeSpec`.
+`build(args)` is the application builder `config.yaml` names (`mqt_llava.serve.app:build`); `args`
+is a `ServeSpec`. The tiers talk to the model only through the `Engine` interface
+(mqt_llava.inference), so a second backend is chosen by the spec's `engine`, with this file unchanged.
 """
 
 import asyncio
 import json
 import os
 import time
-from collections import defaultdict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -19,6 +20,10 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from mqt_llava.inference import Request as EngineRequest
+from mqt_llava.inference import Sampling, complete_grouped, load_engine
+from mqt_llava.model.budgets import check_budget
+from mqt_llava.model.export import max_visual_tokens
 from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
 from mqt_llava.serve.auto import AutoRouter
 from mqt_llava.serve.routing import Router
@@ -37,43 +42,29 @@ class Tier:
     """Replicas of one budget tier. `user_config` ({visual_tokens, max_batch_size,
     batch_wait_timeout_s}) is applied by `reconfigure`, without reloading the model."""
 
-    def __init__(self, model: str, torch_threads: int | None = None) -> None:
+    def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None) -> None:
         import torch
-
-        from mqt_llava.inference import InferenceEngine
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.engine = InferenceEngine.from_export(model)
+        self.engine = load_engine(model, engine)
         self.visual_tokens = self.engine.max_visual_tokens
 
     def reconfigure(self, config: dict) -> None:
-        self.visual_tokens = self.engine.model.resolve_num_visual_tokens(int(config["visual_tokens"]))
+        self.visual_tokens = check_budget(int(config["visual_tokens"]), self.engine.max_visual_tokens)
         self.generate.set_max_batch_size(int(config.get("max_batch_size", 8)))
         self.generate.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.02)))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate(self, jobs: list[Job]) -> list[dict]:
-        """One engine call per group of jobs that can share a batch (same m and sampling settings)."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, job in enumerate(jobs):
-            m = job.visual_tokens or self.visual_tokens
-            groups[(m, job.max_tokens, job.temperature, tuple(job.stop))].append(i)
-        from mqt_llava.inference import Request  # the ingress process never loads torch
-
-        results: list[dict] = [{}] * len(jobs)
-        loop = asyncio.get_running_loop()
-        for (m, max_tokens, temperature, stop), indices in groups.items():
-            requests = [Request(jobs[i].question, jobs[i].image) for i in indices]
-            # The engine blocks for the whole batch: a worker thread keeps the replica's loop responsive.
-            completions = await loop.run_in_executor(
-                None,
-                lambda r=requests, m=m, n=max_tokens, t=temperature, s=list(stop): self.engine.complete(r, m, n, t, s),
-            )
-            for i, c in zip(indices, completions, strict=True):
-                results[i] = {"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
-                              "completion_tokens": c.completion_tokens, "visual_tokens": m}  # fmt: skip
-        return results
+        """The requests Serve gathered into one batch, answered by the engine (one call per group that
+        can share a batch); a worker thread keeps the replica's loop responsive meanwhile."""
+        work = [(EngineRequest(j.question, j.image), j.visual_tokens or self.visual_tokens,
+                 Sampling(j.max_tokens, j.temperature, tuple(j.stop))) for j in jobs]  # fmt: skip
+        completions = await asyncio.get_running_loop().run_in_executor(None, complete_grouped, self.engine, work)
+        return [{"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                 "completion_tokens": c.completion_tokens, "visual_tokens": m}
+                for c, (_, m, _) in zip(completions, work, strict=True)]  # fmt: skip
 
     async def __call__(self, job: Job) -> dict:
         return await self.generate(job)
@@ -139,10 +130,8 @@ class Ingress:
 
 def build(args: dict) -> serve.Application:
     """The application for `args` (a ServeSpec as a dict): tiers first, then the ingress."""
-    from mqt_llava.eval.runner import model_max_tokens
-
     spec = ServeSpec(**args)
-    maximum = model_max_tokens(spec.model)
+    maximum = max_visual_tokens(spec.model)
     budgets = {t.name: t.budget(maximum) for t in spec.tiers}
     tiers = {}
     for t in spec.tiers:
@@ -161,7 +150,7 @@ def build(args: dict) -> serve.Application:
             max_ongoing_requests=max(2 * t.max_batch_size, 16),
         )
         options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": t.min_replicas}
-        tiers[t.name] = Tier.options(**options).bind(spec.model, t.torch_threads)
+        tiers[t.name] = Tier.options(**options).bind(spec.model, spec.engine, t.torch_threads)
     # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
     ingress = {"num_cpus": spec.ingress_cpus}
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(

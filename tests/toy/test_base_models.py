@@ -4,9 +4,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
 from mqt_llava.data.conversation import VICUNA_V1
 from mqt_llava.data.images import ImageSettings, preprocess_image
-from mqt_llava.data.synthetic import random_scene, record_rng, render_scene
 from mqt_llava.model.tokenizer import byte_level_tokenizer
-from mqt_llava.train.base_models import normalise, retrieval_accuracy, train_clip, train_lm, train_tokenizer
+from mqt_llava.toy.base_models import normalise, retrieval_accuracy, train_clip, train_lm, train_tokenizer
+from mqt_llava.toy.world import random_scene, record_rng, render_scene
 
 SCENES = [random_scene(record_rng(0, "test", i), sizes=(40, 60)) for i in range(64)]
 CAPTIONS = [s.describe() for s in SCENES]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from mqt_llava.data.synthetic import (
+from mqt_llava.toy.world import (
     caption_conversation,
     encode_image,
     instruction_conversation,

@@ -1,0 +1,276 @@
+"""The quickstart's steps on the toy world, in order: each a function of the run's `Context`, each
+skipping what an earlier run of the same run directory finished (stages resume by run name, the
+sweep by (benchmark, budget) pair, the ablation by trial). `jobs/quickstart.py` parses the command
+line and runs them; this module is what they do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from ray import serve
+
+from mqt_llava.ablation.experiment import run_experiment
+from mqt_llava.ablation.spec import AblationSpec
+from mqt_llava.config import BaseModelsSpec, ModelSpec, TrackingSpec, load_config, preset_path
+from mqt_llava.data.llava_format import RecordRules
+from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.eval.evaluate import run_evaluation
+from mqt_llava.eval.runner import SweepConfig
+from mqt_llava.inference import InferenceEngine
+from mqt_llava.serve.app import run_on_loopback
+from mqt_llava.serve.client import ServeClient
+from mqt_llava.toy.base_models import make_base_models, preset_overrides
+from mqt_llava.toy.benchmark_files import WRITERS, write_synthetic_benchmarks
+from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
+from mqt_llava.toy.heldout import KINDS, exact_match, heldout_questions, majority_baseline
+from mqt_llava.train.launch import resolve_run, run_stage
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    run_dir: Path
+    results: dict = field(default_factory=dict)
+
+    @property
+    def corpus(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def shards(self) -> Path:
+        return self.run_dir / "shards"
+
+    @property
+    def benchmark_files(self) -> Path:
+        return self.run_dir / "benchmarks"
+
+    @property
+    def base_models(self) -> Path:
+        return self.run_dir / "base_models"
+
+    @property
+    def storage(self) -> Path:
+        return self.run_dir / "train"
+
+    @property
+    def model_overrides(self) -> list[str]:
+        return preset_overrides(self.base_models) + self.args.model_overrides
+
+    @property
+    def tracking(self) -> TrackingSpec:
+        """One MLflow store for the whole run: the stages', the sweep's and the ablation's runs side by side."""
+        return TrackingSpec(uri=f"sqlite:///{self.storage / 'mlflow.db'}")
+
+    @property
+    def stage2_export(self) -> Path:
+        return self.storage / f"{self.args.preset}-stage2" / "export"
+
+    def model_spec(self) -> ModelSpec:
+        return load_config(ModelSpec, preset_path(self.args.preset, "model"), self.model_overrides)
+
+    def next_steps(self) -> list[str]:
+        """What to open after the steps that ran: the last lines a user reads."""
+        lines = []
+        if "stage2" in self.results:
+            lines.append(f"  MLflow runs:   mlflow ui --backend-store-uri {self.tracking.uri}")
+        if "benchmarks" in self.results:
+            lines.append(f"  budget sweep:  {self.results['benchmarks']['report']}/table.md (plots/, advisor.md)")
+        if "ablation" in self.results:
+            lines.append(f"  ablation:      {self.results['ablation']['report']}")
+        if "stage2" in self.results:
+            lines.append(f"  serve it:      serve run {self.args.serve_config}   (args.model: {self.stage2_export})")
+            lines.append(f"  in Python:     InferenceEngine.from_export('{self.stage2_export}')  (docs/evaluation.md)")
+        return lines or [f"  the run directory: {self.run_dir}"]
+
+
+def step_data(ctx: Context) -> None:
+    pretrain, instruct, held_out = ctx.args.corpus
+    if not (ctx.corpus / "corpus.json").exists():
+        sizes = dict(num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out)
+        write_corpus(ctx.corpus, CorpusSpec(**{"seed": 0, **ctx.args.world, **sizes}))
+    ctx.results["data"] = json.loads((ctx.corpus / "corpus.json").read_text())
+    print(f"corpus: {ctx.corpus}")
+    if not (ctx.benchmark_files / "synthetic.json").exists():
+        written = write_synthetic_benchmarks(ctx.corpus, ctx.benchmark_files, limit=ctx.args.eval_scenes)
+        print(f"synthetic benchmark files in {ctx.benchmark_files}: {written}")
+
+
+def step_base_models(ctx: Context) -> None:
+    report_path = ctx.base_models / "report.json"
+    if not report_path.exists():
+        overrides = [f"corpus={ctx.corpus}"] + ctx.args.base_overrides
+        spec = load_config(BaseModelsSpec, preset_path(ctx.args.preset, "base_models"), overrides)
+        model = load_config(ModelSpec, preset_path(ctx.args.preset, "model"), ctx.args.model_overrides)
+        report = make_base_models(spec, model, ctx.base_models)
+        report_path.write_text(json.dumps(report, indent=2))
+    ctx.results["base_models"] = json.loads(report_path.read_text())
+
+
+def step_shards(ctx: Context) -> None:
+    spec = ctx.model_spec()
+    sets = {
+        "558k": (ctx.corpus / PRETRAIN_JSON, ctx.corpus / PRETRAIN_IMAGES, "plain"),
+        "665k": (ctx.corpus / INSTRUCT_JSON, ctx.corpus, "vicuna_v1"),
+    }
+    ctx.results["shards"] = {}
+    for name, (json_path, image_root, template) in sets.items():
+        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        out = ctx.shards / name
+        report = prepare(PrepareJob(str(json_path), str(image_root), str(out), spec.tokenizer, rules)).as_dict()
+        ctx.results["shards"][name] = report
+        print(f"{name}: read {report['read']}, written {report['written']}, rejected {report['rejected_by_reason']}")
+
+
+def train(ctx: Context, stage: str, overrides: list[str]) -> None:
+    run = resolve_run(
+        preset_path(ctx.args.preset, stage),
+        overrides + getattr(ctx.args, f"{stage}_overrides"),
+        ctx.model_overrides,
+        name=f"{ctx.args.preset}-{stage}",
+        storage=str(ctx.storage),
+        expect_stage=stage,
+    )
+    result = run_stage(run)
+    ctx.results[stage] = dict(metrics=result.metrics, export=result.export_dir, steps=run.plan.total_steps)
+
+
+def step_stage1(ctx: Context) -> None:
+    train(ctx, "stage1", [f"data={ctx.shards / '558k'}"])
+
+
+def step_stage2(ctx: Context) -> None:
+    stage1_export = ctx.results.get("stage1", {}).get("export") or str(ctx.storage / f"{ctx.args.preset}-stage1/export")
+    train(ctx, "stage2", [f"data={ctx.shards / '665k'}", f"init_from={stage1_export}"])
+
+
+def step_evaluate(ctx: Context) -> None:
+    export = ctx.stage2_export
+    engine = InferenceEngine.from_export(export)
+    questions = heldout_questions(ctx.corpus, limit=ctx.args.eval_scenes)
+    rows = {"majority baseline": majority_baseline(questions)}
+    for m in ctx.args.budget_list:
+        rows[f"m = {m}"] = exact_match(engine, questions, m)
+    print(f"\nheld-out exact match, {len(questions)} questions ({ctx.args.eval_scenes} scenes x {len(KINDS)} kinds):")
+    columns = list(KINDS) + ["all"]
+    print(f"{'':>18}" + "".join(f"{c:>11}" for c in columns))
+    for label, scores in rows.items():
+        print(f"{label:>18}" + "".join(f"{scores.get(c, float('nan')):>11.3f}" for c in columns))
+    ctx.results["evaluate"] = dict(questions=len(questions), scores=rows)
+
+
+def step_benchmarks(ctx: Context) -> None:
+    config = SweepConfig(
+        model=str(ctx.stage2_export),
+        out=ctx.run_dir / "eval",
+        data_root=ctx.benchmark_files,
+        benchmarks=list(WRITERS),
+        budgets=ctx.args.sweep_budget_list,
+        limit=ctx.args.sweep_limit,
+        batch_size=16,
+        actors=2,
+        actor_cpus=0.5,
+        torch_threads=1,
+    )
+    results, paths = run_evaluation(config, ctx.tracking)
+    print("\n" + paths["table"].read_text() + "\n" + paths["advisor"].read_text())
+    ctx.results["benchmarks"] = {
+        "report": str(config.out),
+        "scores": {f"{r.benchmark}@{r.budget}": r.scores for r in results},
+    }
+
+
+def step_serve(ctx: Context) -> None:
+    app = yaml.safe_load(Path(ctx.args.serve_config).read_text())["applications"][0]
+    args = app["args"] | {"model": str(ctx.stage2_export)}
+    quiet = {"log_level": "WARNING", "enable_access_log": False}  # the step prints what it asks and gets
+    url = run_on_loopback(args, "quickstart", quiet)
+    try:
+        client = ServeClient(url)
+        question = heldout_questions(ctx.corpus, limit=1)[0]
+        models = client.models()
+        print(f"serving {args['model']} at {url}; models {models}")
+        print(f"question: {question.text.splitlines()[0]} (answer: {question.answer})")
+        answers = {}
+        for model in models:
+            start = time.perf_counter()
+            response = client.chat(model, question.text, question.image_path, temperature=0)
+            response.raise_for_status()
+            reply = response.json()
+            answers[model] = {"tier": reply["model"], "visual_tokens": reply["visual_tokens"],
+                              "answer": reply["choices"][0]["message"]["content"], "usage": reply["usage"]}  # fmt: skip
+            print(f"  {model:>9} -> tier {reply['model']:<9} m = {reply['visual_tokens']:<3} "
+                  f"prompt tokens {reply['usage']['prompt_tokens']:<4} {time.perf_counter() - start:5.2f}s  "
+                  f"{answers[model]['answer']!r}")  # fmt: skip
+        bad = client.chat(models[0], question.text, question.image_path, temperature=0, visual_tokens=10**6)
+        print(f"  visual_tokens = 10**6 -> {bad.status_code}: {bad.json()['error']['message']}")
+        ctx.results["serve"] = {"models": models, "answers": answers, "refused": bad.status_code}
+    finally:
+        serve.delete("quickstart")
+        serve.shutdown()
+
+
+def step_ablation(ctx: Context) -> None:
+    """The ablation machinery on the quickstart's world, briefly: linear vs log schedule sharing one stage 1
+    (tiny/ablation is the full toy-scale reproduction)."""
+    a = ctx.args
+    spec = AblationSpec(
+        name="quickstart", storage=str(ctx.run_dir / "ablation"), model=a.preset, model_overrides=ctx.model_overrides,
+        stage1={"config": str(preset_path(a.preset, "stage1")),
+                "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", "resources.worker_cpus=0.4",
+                              *a.stage1_overrides]},
+        stage2={"config": str(preset_path(a.preset, "stage2")),
+                "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", "resources.worker_cpus=0.4",
+                              *a.stage2_overrides]},
+        eval={"data_root": str(ctx.benchmark_files), "benchmarks": ["pope", "mme"], "budgets": a.sweep_budgets,
+              "limit": min(a.sweep_limit, 100), "heldout_corpus": str(ctx.corpus),
+              "heldout_scenes": min(a.eval_scenes, 30)},
+        axes={"schedule": ["linear", "log"]},
+        tracking_uri=ctx.tracking.uri, experiment="quickstart-ablation",
+    )  # fmt: skip
+    outcome = run_experiment(spec)
+    if outcome["errors"]:
+        raise RuntimeError(f"{len(outcome['errors'])} ablation trial(s) failed:\n" + "\n".join(outcome["errors"]))
+    report = Path(outcome["report"])
+    print("\n" + report.read_text())
+    ctx.results["ablation"] = {
+        "report": str(report),
+        "trials": outcome["trials"],
+        "mlflow_run_id": outcome["mlflow_run_id"],
+    }
+
+
+STEPS = [
+    ("data", step_data),
+    ("base models", step_base_models),
+    ("shards", step_shards),
+    ("stage 1", step_stage1),
+    ("stage 2", step_stage2),
+    ("evaluate", step_evaluate),
+    ("benchmarks", step_benchmarks),
+    ("serve", step_serve),
+    ("ablation", step_ablation),
+]
+
+
+WORLD_FIELDS = ("grid", "max_objects")  # CorpusSpec fields --world may set
+
+
+def world_field(text: str) -> tuple[str, int]:
+    """--world grid=4: a field of the synthetic world (CorpusSpec) other than its counts and seed."""
+    key, _, value = text.partition("=")
+    if key not in WORLD_FIELDS or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected KEY=N with KEY one of {', '.join(WORLD_FIELDS)}, got {text!r}")
+    return key, int(value)
+
+
+def counts(text: str) -> tuple[int, int, int]:
+    values = tuple(int(x) for x in text.split(","))
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected three positive counts: PRETRAIN,INSTRUCT,EVAL")
+    return values  # type: ignore[return-value]
