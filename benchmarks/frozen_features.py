@@ -28,7 +28,8 @@ from ray.data import DataContext
 from synthetic_shards import RANDOM_INIT, synthetic_shards
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
-from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
+from mqt_llava.data.datasets import read_shards, training_dataset
+from mqt_llava.data.samples import LlavaCollate
 from mqt_llava.model.builder import build_model, image_settings_for
 from mqt_llava.model.stages import configure_trainable
 from mqt_llava.ray_runtime import init_ray

@@ -29,14 +29,15 @@ import torch
 from ray.data import DataContext
 from synthetic_shards import RANDOM_INIT, synthetic_shards
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
-from mqt_llava.data.datasets import LlavaCollate, read_shards, training_dataset
+from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
+from mqt_llava.data.datasets import read_shards, training_dataset
+from mqt_llava.data.samples import LlavaCollate
 from mqt_llava.model.builder import build_model, image_settings_for
 from mqt_llava.model.stages import configure_trainable
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RUN_NAME_TAG
-from mqt_llava.train.launch import resolve_run, run_stage
-from mqt_llava.train.plan import StageRun
+from mqt_llava.train.launch import run_stage
+from mqt_llava.train.plan import StageRun, resolve_run
 
 
 def stage_run(shards: str, root: Path, name: str, steps: int, batch: int, workers: int) -> StageRun:
@@ -46,7 +47,8 @@ def stage_run(shards: str, root: Path, name: str, steps: int, batch: int, worker
         f"resources.worker_cpus={0.5 if workers == 1 else 0.25}", f"resources.torch_threads={2 // workers}",
         "tracking.log_export=false", f"log_every={steps}",
     ]  # fmt: skip
-    return resolve_run(preset_path("tiny", "stage2"), overrides, RANDOM_INIT, name=name, storage=str(root / "runs"))
+    return resolve_run(preset_path("tiny", "stage2"), overrides + prefixed("model", RANDOM_INIT), name=name,
+                       storage=str(root / "runs"))  # fmt: skip
 
 
 def plain_loop(run: StageRun, warmup: int) -> dict:

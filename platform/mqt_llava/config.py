@@ -210,6 +210,25 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
+def split_overrides(overrides: list[str], section: str) -> tuple[list[str], list[str]]:
+    """(overrides under `section.`, with that prefix removed; the rest). A spec field that names
+    another spec (a stage's `model: tiny`) is set by `section=value`; `section.a.b=value` reaches a
+    field of the spec it names."""
+    inside, rest = [], []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.startswith(f"{section}."):
+            inside.append(item.strip().removeprefix(f"{section}."))
+        else:
+            rest.append(item)
+    return inside, rest
+
+
+def prefixed(section: str, overrides: list[str]) -> list[str]:
+    """The inverse of split_overrides: `a.b=c` -> `section.a.b=c`."""
+    return [f"{section}.{item.strip()}" for item in overrides]
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         path, value = parse_override(item)

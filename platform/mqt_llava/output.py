@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 VERBOSE_ENV = "MQT_LLAVA_VERBOSE"
 QUIET_ENV = {
@@ -41,3 +42,60 @@ def is_verbose() -> bool:
 def train_log_level() -> str:
     """Ray Train's own log level: INFO dumps a line per report and per checkpoint."""
     return "INFO" if is_verbose() else "WARNING"
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class Progress:
+    """Units done toward a total, when a progress line is due, and the rate and ETA to print.
+
+    The rate is measured from the first update on: whatever came before the first unit finished
+    (start-up, compilation, actors loading a model) is not throughput, and an ETA computed from it is
+    absurd (the sweep's first line said `ETA 98951s`). Until a second update there is no ETA (`--`).
+    A line is due every `every_s` seconds, every `every` units, and at the end.
+    """
+
+    def __init__(self, total: float, done: float = 0, every_s: float | None = None, every: int | None = None) -> None:
+        self.total, self.done, self.every_s, self.every = total, done, every_s, every
+        self.first: tuple[float, float] | None = None  # (time, done) at the first update
+        self.last_line = time.monotonic()
+
+    def update(self, done: float) -> bool:
+        """Record progress; True when a line is due."""
+        now = time.monotonic()
+        self.done = done
+        if self.first is None:
+            self.first = (now, done)
+        due = done >= self.total
+        if self.every is not None and done % self.every == 0:
+            due = True
+        if self.every_s is not None and now - self.last_line >= self.every_s:
+            due = True
+        if due:
+            self.last_line = now
+        return due
+
+    @property
+    def rate(self) -> float | None:
+        """Units per second since the first update; None before a second."""
+        if self.first is None:
+            return None
+        seconds, units = time.monotonic() - self.first[0], self.done - self.first[1]
+        return units / seconds if seconds > 0 and units > 0 else None
+
+    def speed(self, unit: str = "/s", digits: int = 1) -> str:
+        rate = self.rate
+        return f"{rate:.{digits}f}{unit}" if rate else f"--{unit}"
+
+    @property
+    def eta(self) -> str:
+        rate = self.rate
+        if self.done >= self.total:
+            return "ETA 0s"
+        return f"ETA {format_seconds((self.total - self.done) / rate)}" if rate else "ETA --"

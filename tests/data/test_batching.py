@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from mqt_llava.data.datasets import LlavaCollate, modality_grouped_batches, ragged
+from mqt_llava.data.samples import LlavaCollate, modality_grouped_batches, ragged
 from mqt_llava.model.modeling import IGNORE_INDEX
 
 

@@ -22,7 +22,8 @@ from small_stages import write_small_stages
 from checkout import REPO_ROOT
 from mqt_llava.model.schedules import schedule_support
 from mqt_llava.tracking import RUN_NAME_TAG
-from mqt_llava.train.launch import resolve_run, run_stage
+from mqt_llava.train.launch import run_stage
+from mqt_llava.train.plan import resolve_run
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,7 @@ def setup(tmp_path_factory, ray_local):
 
 
 def train(config, storage, name, *overrides):
-    return run_stage(resolve_run(config, list(overrides), [], name=name, storage=str(storage)))
+    return run_stage(resolve_run(config, list(overrides), name=name, storage=str(storage)))
 
 
 def history(storage: Path, name: str, metric: str) -> list[tuple[int, float]]:
@@ -208,8 +209,8 @@ def test_ray_job_submit_runs_stage2_on_a_local_head_node_with_token_auth(setup, 
                   "--runtime-env", "configs/runtime_env.yaml", "--",
                   "python", "jobs/stage2.py", "--config", "tiny/stage2",
                   "--set", f"data={root / '665k'}", "--set", "init_from=null", "--set", "max_steps=2",
-                  "--set", "checkpoint_every=2", "--model-set", "tokenizer.pretrained=null",
-                  "--model-set", "vision_tower.pretrained=null", "--model-set", "llm.pretrained=null",
+                  "--set", "checkpoint_every=2", "--set", "model.tokenizer.pretrained=null",
+                  "--set", "model.vision_tower.pretrained=null", "--set", "model.llm.pretrained=null",
                   "--storage", str(tmp_path / "runs")]  # fmt: skip
         done = submit_when_ready(submit, env)
         rejected = submit_when_ready(

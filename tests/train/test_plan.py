@@ -3,10 +3,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mqt_llava.config import ConfigError, StageSpec
+from mqt_llava.config import ConfigError, StageSpec, prefixed
+from mqt_llava.data.samples import count_rows
 from mqt_llava.model.schedules import schedule_support
-from mqt_llava.train.launch import count_rows, resolve_run
-from mqt_llava.train.plan import StageRun, plan_steps
+from mqt_llava.train.plan import StageRun, plan_steps, resolve_run
 from small_model import small_spec
 
 
@@ -75,7 +75,7 @@ def configs(tmp_path):
 
 
 def test_resolve_run_plans_from_the_data(configs, tmp_path):
-    run = resolve_run(configs, [], [], name=None, storage=str(tmp_path / "runs"))
+    run = resolve_run(configs, [], name=None, storage=str(tmp_path / "runs"))
     assert run.name == "test-stage2" and run.plan.total_steps == 25 and run.stage.gradient_accumulation_steps == 2
     assert run.export_dir == f"{tmp_path}/runs/test-stage2/export"
 
@@ -98,19 +98,19 @@ def test_resolve_run_plans_from_the_data(configs, tmp_path):
 )
 def test_bad_configs_fail_in_the_driver_naming_the_field(configs, tmp_path, overrides, model_overrides, expected):
     with pytest.raises(ConfigError, match=expected):
-        resolve_run(configs, overrides, model_overrides, name=None, storage=str(tmp_path / "runs"))
+        resolve_run(configs, overrides + prefixed("model", model_overrides), name=None, storage=str(tmp_path / "runs"))
 
 
 def test_a_stage_job_refuses_the_other_stage_config(configs, tmp_path):
     with pytest.raises(ConfigError, match="this job runs stage1"):
-        resolve_run(configs, [], [], name=None, storage=str(tmp_path), expect_stage="stage1")
+        resolve_run(configs, [], name=None, storage=str(tmp_path), expect_stage="stage1")
 
 
 def test_relative_paths_reach_workers_absolute(configs, tmp_path, monkeypatch):
     # Ray runs workers in its own working directory: relative paths are resolved in the driver.
     (tmp_path / "tok").mkdir()
     monkeypatch.chdir(tmp_path)
-    run = resolve_run(configs, ["data=shards"], ["tokenizer.pretrained=./tok"], name=None, storage="runs")
+    run = resolve_run(configs, ["data=shards", "model.tokenizer.pretrained=./tok"], name=None, storage="runs")
     assert run.stage.data == str(tmp_path / "shards") and run.storage == str(tmp_path / "runs")
     assert run.model.tokenizer.pretrained == str(tmp_path / "tok")
     assert run.model.llm.pretrained is None  # unset stays unset; hub names stay names

@@ -65,14 +65,16 @@ def tracking_for(spec: AblationSpec, **ids) -> TrackingSpec:
 def train_stage(spec: AblationSpec, stage: str, overrides: list[str], model_overrides: list[str], name: str,
                 tracking: TrackingSpec, callbacks=()) -> str:  # fmt: skip
     """One stage through jobs/stage{1,2}.py's code; returns its export. Skipped when its marker says done."""
-    from mqt_llava.train.launch import resolve_run, run_stage
+    from mqt_llava.config import prefixed
+    from mqt_llava.train.launch import run_stage
+    from mqt_llava.train.plan import resolve_run
 
     marker = spec.root / "runs" / name / "done.json"
     if marker.exists():
         return json.loads(marker.read_text())["export"]
     ref = getattr(spec, stage)
-    run = resolve_run(ref.config, ref.overrides + overrides, spec.model_overrides + model_overrides, name,
-                      str(spec.root / "runs"), expect_stage=stage)  # fmt: skip
+    stage_overrides = ref.overrides + overrides + prefixed("model", spec.model_overrides + model_overrides)
+    run = resolve_run(ref.config, stage_overrides, name, str(spec.root / "runs"), expect_stage=stage)
     run = dataclasses.replace(run, stage=run.stage.model_copy(update={"tracking": tracking}))
     result = run_stage(run, callbacks=list(callbacks))
     marker.write_text(json.dumps({"export": result.export_dir, "metrics": result.metrics}, default=str))

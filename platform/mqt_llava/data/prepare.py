@@ -40,6 +40,7 @@ from mqt_llava.data.llava_format import (
     resolve_location,
 )
 from mqt_llava.model.builder import cached_tokenizer
+from mqt_llava.output import Progress
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,8 @@ def prepare(job: PrepareJob, log=print, progress_every_s: float = 10.0) -> Prepa
     total_bytes = json_size(job.json_path)
     pending: dict[ray.ObjectRef, int] = {}
     names: list[str] = []
-    start = last_log = time.monotonic()
-    consumed = 0
+    start = time.monotonic()
+    progress = Progress(total_bytes or 1, every_s=progress_every_s)
 
     def collect(timeout: float | None) -> None:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
@@ -180,15 +181,11 @@ def prepare(job: PrepareJob, log=print, progress_every_s: float = 10.0) -> Prepa
             while len(pending) >= job.max_in_flight:
                 collect(timeout=None)
             pending[convert_shard.remote(index, items, job)] = index
-        now = time.monotonic()
-        if now - last_log >= progress_every_s:
-            last_log = now
-            fraction = consumed / total_bytes if total_bytes else 1.0
-            eta = (now - start) * (1 - fraction) / fraction if fraction else float("inf")
+        if progress.update(consumed) and consumed < progress.total:
             log(
-                f"[prepare] {fraction:6.1%} of the JSON, shards planned {len(names)} "
+                f"[prepare] {consumed / progress.total:6.1%} of the JSON, shards planned {len(names)} "
                 f"(done {report.shards_converted}, skipped {report.shards_skipped}), "
-                f"records done {report.read} at {report.read / (now - start):.0f}/s, ETA {eta:.0f}s"
+                f"records done {report.read} at {report.read / (time.monotonic() - start):.0f}/s, {progress.eta}"
             )
     while pending:
         collect(timeout=None)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from mqt_llava.eval.benchmarks.judged import NO_JUDGE
 from mqt_llava.eval.judge import Judge, JudgeError
 from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.export import max_visual_tokens
+from mqt_llava.output import Progress
 
 Log = Callable[[str], None]
 
@@ -218,20 +218,15 @@ class Sweep:
             num_cpus=c.actor_cpus,
             num_gpus=1 if c.use_gpu else 0,
         )
-        start = last = time.monotonic()
+        progress = Progress(len(rows), every_s=10)
         self.log(f"[sweep m={m}] {len(rows)} samples from {', '.join(names)}")
         for done, row in enumerate(answered.iter_rows(), 1):
             name = row["benchmark"]
             collected[name].append({"key": row["key"], "prediction": row["prediction"], "error": row["error"]})
             if len(collected[name]) == expected[name]:
                 self.finish_pair(name, m, collected[name])
-            now = time.monotonic()
-            if now - last >= 10 or done == len(rows):
-                last = now
-                rate = done / max(now - start, 1e-9)
-                self.log(
-                    f"[sweep m={m}] {done}/{len(rows)} samples, {rate:.1f}/s, ETA {(len(rows) - done) / rate:.0f}s"
-                )
+            if progress.update(done):
+                self.log(f"[sweep m={m}] {done}/{len(rows)} samples, {progress.speed()}, {progress.eta}")
 
     def finish_pair(self, name: str, m: int, rows: list[dict]) -> None:
         self.scores_path(name, m).unlink(missing_ok=True)  # scores of earlier predictions

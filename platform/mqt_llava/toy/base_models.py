@@ -29,6 +29,7 @@ from mqt_llava.data.conversation import render
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
 from mqt_llava.model.tokenizer import byte_level_bpe
+from mqt_llava.output import Progress
 from mqt_llava.toy.corpus import (
     EVAL_SCENES,
     INSTRUCT_JSON,
@@ -86,6 +87,7 @@ def run_steps(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     losses, start = [], time.monotonic()
+    progress = Progress(steps, every=every)
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, warmup=max(1, steps // 20))
@@ -95,11 +97,9 @@ def run_steps(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-        if (step + 1) % every == 0 or step + 1 == steps:
-            elapsed = time.monotonic() - start
-            rate = (step + 1) / elapsed
+        if progress.update(step + 1):
             log(f"[{name}] step {step + 1}/{steps} loss {np.mean(losses[-every:]):.3f} "
-                f"{rate:.1f} steps/s ETA {(steps - step - 1) / rate:.0f}s")  # fmt: skip
+                f"{progress.speed(' steps/s')} {progress.eta}")  # fmt: skip
     model.eval()
     return TrainLog(losses, time.monotonic() - start)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+from mqt_llava.output import Progress
 from mqt_llava.toy.world import (
     caption_conversation,
     encode_image,
@@ -103,18 +103,15 @@ def write_items(
     every_s: float = 10.0,
 ) -> Iterable[dict]:
     """Write each item's image and yield its record, in index order, with progress lines."""
-    start = last = time.monotonic()
+    progress = Progress(count, every_s=every_s)
     for done, item in enumerate(pool.imap(make, range(count), chunksize=64), 1):
         if item.image_path is not None:
             path = out / item.image_path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(item.image_bytes)
         yield item.record
-        now = time.monotonic()
-        if now - last >= every_s or done == count:
-            last = now
-            rate = done / max(now - start, 1e-9)
-            log(f"[synthetic] {label}: {done}/{count} at {rate:.0f}/s, ETA {(count - done) / rate:.0f}s")
+        if progress.update(done):
+            log(f"[synthetic] {label}: {done}/{count} at {progress.speed(digits=0)}, {progress.eta}")
 
 
 def write_corpus(out: str | Path, spec: CorpusSpec, workers: int = 2, log: Callable[[str], None] = print) -> Path:

@@ -9,7 +9,6 @@ scenes no training record used.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.output import Progress
 from mqt_llava.toy.corpus import EVAL_SCENES
 from mqt_llava.toy.world import COARSE_KINDS, FINE_KINDS, SHORT_ANSWER, Scene, ask, record_rng
 
@@ -71,7 +71,7 @@ def exact_match(
     ignored)."""
     correct: Counter = Counter()
     total: Counter = Counter()
-    start = last = time.monotonic()
+    progress = Progress(len(questions), every_s=15)
     for i in range(0, len(questions), batch_size):
         chunk = questions[i : i + batch_size]
         requests = [Request(q.text, Image.open(q.image_path).convert("RGB")) for q in chunk]
@@ -79,12 +79,8 @@ def exact_match(
             total[q.kind] += 1
             correct[q.kind] += normalise(answer) == normalise(q.answer)
         done = i + len(chunk)
-        now = time.monotonic()
-        if now - last > 15 or done == len(questions):
-            last = now
-            rate = done / max(now - start, 1e-9)
-            eta = (len(questions) - done) / rate
-            log(f"[eval m={m}] {done}/{len(questions)} questions, {rate:.1f}/s, ETA {eta:.0f}s")
+        if progress.update(done):
+            log(f"[eval m={m}] {done}/{len(questions)} questions, {progress.speed()}, {progress.eta}")
     scores = {kind: correct[kind] / total[kind] for kind in KINDS if total[kind]}
     scores["all"] = sum(correct.values()) / max(sum(total.values()), 1)
     return scores

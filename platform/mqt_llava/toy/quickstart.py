@@ -17,7 +17,7 @@ from ray import serve
 
 from mqt_llava.ablation.experiment import run_experiment
 from mqt_llava.ablation.spec import AblationSpec
-from mqt_llava.config import BaseModelsSpec, ModelSpec, TrackingSpec, load_config, preset_path
+from mqt_llava.config import BaseModelsSpec, ModelSpec, TrackingSpec, load_config, prefixed, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.eval.evaluate import run_evaluation
@@ -29,7 +29,8 @@ from mqt_llava.toy.base_models import make_base_models, preset_overrides
 from mqt_llava.toy.benchmark_files import WRITERS, write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from mqt_llava.toy.heldout import KINDS, exact_match, heldout_questions, majority_baseline
-from mqt_llava.train.launch import resolve_run, run_stage
+from mqt_llava.train.launch import run_stage
+from mqt_llava.train.plan import resolve_run
 
 
 @dataclass
@@ -130,8 +131,7 @@ def step_shards(ctx: Context) -> None:
 def train(ctx: Context, stage: str, overrides: list[str]) -> None:
     run = resolve_run(
         preset_path(ctx.args.preset, stage),
-        overrides + getattr(ctx.args, f"{stage}_overrides"),
-        ctx.model_overrides,
+        overrides + getattr(ctx.args, f"{stage}_overrides") + prefixed("model", ctx.model_overrides),
         name=f"{ctx.args.preset}-{stage}",
         storage=str(ctx.storage),
         expect_stage=stage,

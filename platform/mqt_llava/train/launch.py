@@ -1,5 +1,6 @@
-"""Driver side of a stage: resolve and check everything before any worker starts, then fit a Ray
-Train V2 TorchTrainer running `train_loop` on every worker.
+"""Driver side of a stage on Ray: the run is resolved and checked first (mqt_llava.train.plan), then
+a Ray Train V2 TorchTrainer runs `train_loop` on every worker in Ray Train's worker context. (Under
+torchrun, without Ray, mqt_llava.train.torchrun runs the same loop.)
 
 A run is `(storage, name)`: submitting the same name again resumes from its latest checkpoint
 (Ray Train V2 restores a run whose storage path and name match), and its MLflow run continues.
@@ -7,119 +8,28 @@ A run is `(storage, name)`: submitting the same name again resumes from its late
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import ray
 from ray.data import DataContext
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from mqt_llava.config import (
-    ConfigError,
-    ModelSpec,
-    StageSpec,
-    load_config,
-    model_config_path,
-)
-from mqt_llava.data.datasets import read_shards, shard_files, training_dataset
-from mqt_llava.model.builder import image_settings_for, is_local_path, pretrained_location
-from mqt_llava.model.export import load_part_state
+from mqt_llava.config import ConfigError
+from mqt_llava.data.datasets import read_shards, training_dataset
+from mqt_llava.model.builder import image_settings_for
 from mqt_llava.output import train_log_level
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import tracking_uri
+from mqt_llava.train.context import RayTrainContext
 from mqt_llava.train.loop import train_loop
-from mqt_llava.train.plan import StageRun, plan_steps, token_schedule
+from mqt_llava.train.plan import StageRun
 
 
-def count_rows(location: str) -> int:
-    """Rows in a directory of Parquet shards, from the files' footers (no data read)."""
-    filesystem, files = shard_files(location)
-    total = 0
-    for name in files:
-        with filesystem.open_input_file(name) as handle:
-            total += pq.ParquetFile(handle).metadata.num_rows
-    return total
-
-
-def check_model_sources(model: ModelSpec) -> None:
-    for field, part in (("vision_tower", model.vision_tower), ("llm", model.llm), ("tokenizer", model.tokenizer)):
-        if part.pretrained:
-            try:
-                pretrained_location(part.pretrained)
-            except FileNotFoundError as exc:
-                raise ConfigError(f"model {field}.pretrained: {exc}") from None
-
-
-def check_init_from(stage: StageSpec, model: ModelSpec) -> None:
-    if not stage.init_from or "://" in stage.init_from:
-        return  # remote exports are checked where they are downloaded, on the worker
-    try:
-        state = load_part_state(stage.init_from, "mqt")
-    except (FileNotFoundError, KeyError) as exc:
-        raise ConfigError(f"init_from: {exc}") from None
-    width = model.mqt.num_queries
-    queries = state.get("queries")
-    if queries is not None and queries.shape[0] != width:
-        raise ConfigError(
-            f"init_from: {stage.init_from} has an MQT with M = {queries.shape[0]} queries, the model has {width}"
-        )
-
-
-def absolute(location: str | None) -> str | None:
-    """Workers run in Ray's own working directory: a relative local path must not reach them."""
-    if location is None or "://" in location or not is_local_path(location) and not Path(location).exists():
-        return location  # a URI, or a hub name
-    return str(Path(location).expanduser().resolve())
-
-
-def with_absolute_paths(stage: StageSpec, model: ModelSpec) -> tuple[StageSpec, ModelSpec]:
-    parts = {
-        name: getattr(model, name).model_copy(update={"pretrained": absolute(getattr(model, name).pretrained)})
-        for name in ("vision_tower", "llm", "tokenizer")
-    }
-    stage = stage.model_copy(update={"data": absolute(stage.data), "init_from": absolute(stage.init_from)})
-    return stage, model.model_copy(update=parts)
-
-
-def resolve_run(
-    stage_config: str | Path,
-    overrides: list[str],
-    model_overrides: list[str],
-    name: str | None,
-    storage: str,
-    expect_stage: str | None = None,
-) -> StageRun:
-    """Everything a bad config can get wrong fails here, in the driver, naming the field."""
-    stage = load_config(StageSpec, stage_config, overrides)
-    if expect_stage and stage.stage != expect_stage:
-        raise ConfigError(f"{stage_config}: stage is {stage.stage!r}, but this job runs {expect_stage}")
-    model = load_config(ModelSpec, model_config_path(stage.model), model_overrides)
-    stage, model = with_absolute_paths(stage, model)
-    check_model_sources(model)
-    check_init_from(stage, model)
-    try:
-        token_schedule(stage, model)
-    except ValueError as exc:
-        raise ConfigError(f"schedule: {exc}") from None
-    try:
-        rows = count_rows(stage.data)
-    except FileNotFoundError:
-        raise ConfigError(f"data: no shards at {stage.data} (write them with pipelines/prepare_llava.py)") from None
-    try:
-        plan = plan_steps(stage, rows)
-    except ValueError as exc:
-        raise ConfigError(f"global_batch_size: {exc}") from None
-    storage = storage if "://" in storage else str(Path(storage).resolve())
-    if "://" in storage and not (stage.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
-        raise ConfigError("tracking.uri: remote storage needs a tracking server (set it or MLFLOW_TRACKING_URI)")
-    name = name or f"{model.name}-{stage.stage}"
-    return StageRun(stage=stage, model=model, name=name, storage=storage, plan=plan, use_gpu=False)
+def ray_train_worker(config: dict) -> None:
+    """What every Ray Train worker runs: the training loop, in Ray Train's worker context."""
+    train_loop(config["run"], RayTrainContext())
 
 
 def check_cpus(run: StageRun) -> None:
@@ -161,7 +71,7 @@ def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
     # Train V2 patches print() into its logger and tees it to a wrapped stdout: every line twice.
     env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"} | ({} if run.use_gpu else {"DS_ACCELERATOR": "cpu"})
     return TorchTrainer(
-        train_loop,
+        ray_train_worker,
         train_loop_config={"run": run},
         scaling_config=ScalingConfig(
             num_workers=stage.num_workers, use_gpu=run.use_gpu, resources_per_worker=per_worker
@@ -211,32 +121,12 @@ def run_stage(run: StageRun, callbacks: list | None = None) -> StageResult:
     )
 
 
-def main(stage_name: str, argv: list[str] | None = None) -> StageResult:
-    """The command line of jobs/stage1.py and jobs/stage2.py."""
-    parser = argparse.ArgumentParser(
-        prog=f"jobs/{stage_name}.py", description=f"Train {stage_name} on Ray Train + DeepSpeed."
-    )
-    parser.add_argument(
-        "--config",
-        default=f"tiny/{stage_name}",
-        help="a StageSpec: a YAML file or a packaged config such as llava-7b/stage1",
-    )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a stage field, e.g. --set lr=1e-4 --set resources.worker_cpus=0.9")  # fmt: skip
-    parser.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the stage's model preset")  # fmt: skip
-    parser.add_argument("--name", help="run name; the same name again resumes (default <model>-<stage>)")
-    parser.add_argument("--storage", default="runs/train", help="where runs live: a directory or a URI")
-    args = parser.parse_args(argv)
-    try:
-        run = resolve_run(args.config, args.overrides, args.model_overrides, args.name, args.storage, stage_name)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    result = run_stage(run)
+def report_result(result: StageResult) -> None:
+    """The job's last lines: how it ended and where to look."""
+    run = result.run
     print(f"[{run.name}] done: step {result.metrics.get('step')}, loss {result.metrics.get('loss', float('nan')):.4f}")
     print(f"[{run.name}] checkpoint: {result.checkpoint}")
     print(f"[{run.name}] export: {result.export_dir}")
     tracking = run.stage.tracking
-    print(f"[{run.name}] MLflow: {tracking_uri(tracking, run.storage)} (experiment {tracking.experiment})")
-    return result
+    print(f"[{run.name}] MLflow: mlflow ui --backend-store-uri {tracking_uri(tracking, run.storage)} "
+          f"(experiment {tracking.experiment})")  # fmt: skip

@@ -1,100 +1,71 @@
-"""The per-worker training loop of both stages (they differ only by config), run by Ray Train.
+"""The per-worker training loop of both stages (they differ only by config). It knows neither Ray
+nor DeepSpeed: the worker context (mqt_llava.train.context) gives rank, device, data shard and
+checkpoints, under Ray Train or torchrun; the strategy (mqt_llava.train.strategy) does the steps.
 
 Per optimizer step: draw m for this step (the same on every rank: a pure function of the step),
-run `gradient_accumulation_steps` micro-batches through the DeepSpeed engine, average the loss over
-ranks, log on rank 0, and every `checkpoint_every` steps save and report a checkpoint on every rank.
-At the end rank 0 writes the export (`save_pretrained`, ZeRO-3 weights gathered first).
+run `gradient_accumulation_steps` micro-batches, average the loss over ranks, log on rank 0, and
+every `checkpoint_every` steps save a checkpoint on every rank. At the end rank 0 writes the export
+(`save_pretrained`, ZeRO-3 weights gathered first).
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 import yaml
-from transformers import get_cosine_schedule_with_warmup
 
-from mqt_llava.data.datasets import LlavaCollate, modality_grouped_batches
 from mqt_llava.data.llava_format import resolve_location
+from mqt_llava.data.samples import LlavaCollate, modality_grouped_batches
 from mqt_llava.model.builder import BuiltModel, build_model
 from mqt_llava.model.export import load_part_state, save_export
 from mqt_llava.model.modeling import IMAGE_TOKEN_INDEX
 from mqt_llava.model.stages import configure_trainable, format_parameter_report, parameter_report
-from mqt_llava.tracking import RunTracker
-from mqt_llava.train import checkpoint
+from mqt_llava.output import Progress
 from mqt_llava.train.checkpoint import DataPosition, TrainState
-from mqt_llava.train.deepspeed_config import deepspeed_config
+from mqt_llava.train.context import WorkerContext
 from mqt_llava.train.plan import StageRun, resolved_config
+from mqt_llava.train.strategy import DeepSpeedStrategy
 
 
-def train_loop(config: dict) -> None:
-    run: StageRun = config["run"]
+def train_loop(run: StageRun, context: WorkerContext) -> None:
     stage, plan = run.stage, run.plan
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    if not run.use_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    rank = context.rank
     if stage.resources.torch_threads:
         torch.set_num_threads(stage.resources.torch_threads)
-    import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator once
-
-    # DeepSpeed 0.19 calls collectives torch 2.13 deprecated, once per step each.
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-
-    deepspeed.init_distributed(dist_backend="nccl" if run.use_gpu else "gloo")  # reuses Ray's group
-    device = ray.train.torch.get_device()
+    strategy = DeepSpeedStrategy(stage, run.use_gpu)
+    strategy.init_distributed()
 
     built = stage_model(run)
     if rank == 0:
         print(format_parameter_report(parameter_report(built.model)), flush=True)
-
-    params = [p for p in built.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=built.model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(stage, run.use_gpu)
-    )
+    strategy.setup(built.model, plan)
 
     state, position = TrainState(), DataPosition()
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            state, position = checkpoint.restore(engine, Path(directory), rank)
-        if rank == 0:
-            print(f"[{run.name}] resumed at step {state.step}/{plan.total_steps} from {restored.path}", flush=True)
+    with context.restored() as directory:
+        if directory is not None:
+            state, position = strategy.load(directory, rank)
+            if rank == 0:
+                print(f"[{run.name}] resumed at step {state.step}/{plan.total_steps} from {directory}", flush=True)
 
-    tracker = RunTracker(stage.tracking, run.storage, run.name) if rank == 0 else None
-    if tracker is not None:
-        config = resolved_config(run)
-        tracker.log_params(config)
-        tracker.log_text(yaml.safe_dump(config, sort_keys=False), "config/resolved.yaml")
-        if restored is not None:
-            tracker.log_metrics({"resumed_from_step": state.step}, step=state.step)
-
+    tracker = open_tracker(run, resumed_at=state.step if state.step else None) if rank == 0 else None
     pad_id = built.tokenizer.pad_token_id
-    batches = micro_batches(ray.train.get_dataset_shard("train"), run, position, LlavaCollate(pad_id))
-    progress = Progress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
-    engine.train()
+    batches = micro_batches(context.data_shard(), run, position, LlavaCollate(pad_id))
+    progress = TrainProgress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
     while state.step < plan.total_steps:
         m = run.budget(state.step)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = strategy.lr
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, micro-batches, samples, tokens
         for _ in range(stage.gradient_accumulation_steps):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            loss = engine(**batch, num_visual_tokens=m).loss
-            engine.backward(loss)
-            engine.step()
-            totals += torch.tensor([loss.item(), 1, len(batch["input_ids"]), count_tokens(batch, m)])
+            batch = {k: v.to(context.device) for k, v in next(batches).items()}
+            loss = strategy.train_micro_batch(batch, m)
+            totals += torch.tensor([loss, 1, len(batch["input_ids"]), count_tokens(batch, m)])
         dist.all_reduce(totals)  # gloo/nccl both take float64 sums
         peak = torch.tensor([peak_memory_mb(run.use_gpu)], dtype=torch.float64)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
@@ -102,20 +73,39 @@ def train_loop(config: dict) -> None:
         state.samples += int(totals[2])
         state.tokens += int(totals[3])
         metrics = dict(loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch, peak_memory_mb=float(peak))
-        grad_norm = engine.get_global_grad_norm()
+        grad_norm = strategy.grad_norm()
         if grad_norm is not None:
-            metrics["grad_norm"] = float(grad_norm)
+            metrics["grad_norm"] = grad_norm
         if progress is not None:
             metrics |= progress.update(state.step, int(totals[2]), int(totals[3]), metrics)
-            tracker.log_metrics(metrics, step=state.step)
+            if tracker is not None:
+                tracker.log_metrics(metrics, step=state.step)
         if state.step % stage.checkpoint_every == 0 or state.step == plan.total_steps:
-            report_checkpoint(engine, rank, state, position, metrics)
+            with context.checkpoint(state.step, metrics) as directory:
+                strategy.save(directory, rank, state, position)
 
-    export(engine, built, run, rank)
+    export(strategy, built, run, rank)
     if tracker is not None:
         if stage.tracking.log_export and run.is_local:
             tracker.log_artifact(run.export_dir, "export")
         tracker.finish()
+
+
+def open_tracker(run: StageRun, resumed_at: int | None):
+    """Rank 0's MLflow run, with the resolved config logged; None where MLflow is not installed (a
+    bare GPU machine under torchrun): the progress lines and the export's training record remain."""
+    try:
+        from mqt_llava.tracking import RunTracker
+    except ImportError:
+        print(f"[{run.name}] MLflow is not installed: metrics go to the progress lines only", flush=True)
+        return None
+    tracker = RunTracker(run.stage.tracking, run.storage, run.name)
+    config = resolved_config(run)
+    tracker.log_params(config)
+    tracker.log_text(yaml.safe_dump(config, sort_keys=False), "config/resolved.yaml")
+    if resumed_at is not None:
+        tracker.log_metrics({"resumed_from_step": resumed_at}, step=resumed_at)
+    return tracker
 
 
 def stage_model(run: StageRun) -> BuiltModel:
@@ -176,52 +166,35 @@ def count_tokens(batch: dict[str, torch.Tensor], m: int) -> int:
     return int(batch["attention_mask"].sum()) + images * (m - 1)
 
 
-class Progress:
-    """Rank 0's progress: rates over this attempt (a resumed attempt does not count restored steps),
-    a line every `every` steps with an ETA."""
+class TrainProgress:
+    """Rank 0's progress: a line every `every` steps with this step's rates and an ETA measured over
+    this attempt (a resumed attempt does not count restored steps; the first step, which includes
+    start-up, does not count either)."""
 
     def __init__(self, name: str, total: int, start_step: int, every: int) -> None:
-        self.name, self.total, self.start_step, self.every = name, total, start_step, every
-        self.started = self.last = time.perf_counter()
+        self.name, self.total = name, total
+        self.clock = Progress(total, start_step, every=every)
+        self.last = time.perf_counter()
 
     def update(self, step: int, samples: int, tokens: int, metrics: dict) -> dict:
         now = time.perf_counter()
         step_s = max(now - self.last, 1e-9)
         self.last = now
         rates = {"samples_per_s": samples / step_s, "tokens_per_s": tokens / step_s}
-        if step % self.every == 0 or step == self.total:
-            per_step = (now - self.started) / max(step - self.start_step, 1)
-            eta = per_step * (self.total - step)
+        if self.clock.update(step):
             print(
                 f"[{self.name}] step {step}/{self.total} loss {metrics['loss']:.4f} m {metrics['m']} "
                 f"lr {metrics['lr']:.2e} | {rates['samples_per_s']:.1f} samples/s "
-                f"{rates['tokens_per_s']:.0f} tokens/s | ETA {format_seconds(eta)}",
+                f"{rates['tokens_per_s']:.0f} tokens/s | {self.clock.eta}",
                 flush=True,
             )
         return rates
 
 
-def format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def report_checkpoint(engine, rank: int, state: TrainState, position: DataPosition, metrics: dict) -> None:
-    """Every rank saves its part into a local directory and reports it; Ray merges them into one
-    checkpoint directory in the run's storage and keeps the last `keep_checkpoints`."""
-    with tempfile.TemporaryDirectory(prefix="mqt-checkpoint-") as directory:
-        checkpoint.save(engine, Path(directory), rank, state, position)
-        ray.train.report(
-            {**metrics, "step": state.step},
-            checkpoint=ray.train.Checkpoint.from_directory(directory),
-            checkpoint_dir_name=f"checkpoint_{state.step:07d}",
-        )
-
-
-def export(engine, built: BuiltModel, run: StageRun, rank: int) -> None:
-    """Rank 0 writes the full model with save_pretrained. Under ZeRO-3 every rank takes part in
-    gathering the partitioned weights first (the same call HF's Trainer uses)."""
-    state_dict = engine._zero3_consolidated_16bit_state_dict() if run.stage.zero_stage == 3 else None
+def export(strategy: DeepSpeedStrategy, built: BuiltModel, run: StageRun, rank: int) -> None:
+    """Rank 0 writes the full model with save_pretrained; every rank takes part in gathering the
+    weights first (ZeRO-3 partitions them)."""
+    state_dict = strategy.export_state_dict()
     if rank != 0:
         return
     with tempfile.TemporaryDirectory(prefix="mqt-export-") as tmp:

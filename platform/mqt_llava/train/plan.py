@@ -16,9 +16,14 @@ few rows rejected at tokenization never leaves a rank short.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from mqt_llava.config import ModelSpec, StageSpec
+from mqt_llava.config import ConfigError, ModelSpec, StageSpec, load_config, model_config_path, split_overrides
+from mqt_llava.data.samples import count_rows
+from mqt_llava.model.builder import is_local_path, pretrained_location
+from mqt_llava.model.export import load_part_state
 from mqt_llava.model.schedules import TokenSchedule
 
 
@@ -96,3 +101,79 @@ def resolved_config(run: StageRun) -> dict:
         stage=run.stage.model_dump(),
         model=run.model.model_dump(),
     )
+
+
+def check_model_sources(model: ModelSpec) -> None:
+    for field, part in (("vision_tower", model.vision_tower), ("llm", model.llm), ("tokenizer", model.tokenizer)):
+        if part.pretrained:
+            try:
+                pretrained_location(part.pretrained)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"model {field}.pretrained: {exc}") from None
+
+
+def check_init_from(stage: StageSpec, model: ModelSpec) -> None:
+    if not stage.init_from or "://" in stage.init_from:
+        return  # remote exports are checked where they are downloaded, on the worker
+    try:
+        state = load_part_state(stage.init_from, "mqt")
+    except (FileNotFoundError, KeyError) as exc:
+        raise ConfigError(f"init_from: {exc}") from None
+    width = model.mqt.num_queries
+    queries = state.get("queries")
+    if queries is not None and queries.shape[0] != width:
+        raise ConfigError(
+            f"init_from: {stage.init_from} has an MQT with M = {queries.shape[0]} queries, the model has {width}"
+        )
+
+
+def absolute(location: str | None) -> str | None:
+    """Workers run in Ray's own working directory: a relative local path must not reach them."""
+    if location is None or "://" in location or not is_local_path(location) and not Path(location).exists():
+        return location  # a URI, or a hub name
+    return str(Path(location).expanduser().resolve())
+
+
+def with_absolute_paths(stage: StageSpec, model: ModelSpec) -> tuple[StageSpec, ModelSpec]:
+    parts = {
+        name: getattr(model, name).model_copy(update={"pretrained": absolute(getattr(model, name).pretrained)})
+        for name in ("vision_tower", "llm", "tokenizer")
+    }
+    stage = stage.model_copy(update={"data": absolute(stage.data), "init_from": absolute(stage.init_from)})
+    return stage, model.model_copy(update=parts)
+
+
+def resolve_run(
+    stage_config: str | Path,
+    overrides: list[str],
+    name: str | None,
+    storage: str,
+    expect_stage: str | None = None,
+) -> StageRun:
+    """Everything a bad config can get wrong fails here, in the driver, naming the field.
+    `overrides` set fields of the stage spec; `model.<path>=value` sets a field of its model preset."""
+    model_overrides, overrides = split_overrides(overrides, "model")
+    stage = load_config(StageSpec, stage_config, overrides)
+    if expect_stage and stage.stage != expect_stage:
+        raise ConfigError(f"{stage_config}: stage is {stage.stage!r}, but this job runs {expect_stage}")
+    model = load_config(ModelSpec, model_config_path(stage.model), model_overrides)
+    stage, model = with_absolute_paths(stage, model)
+    check_model_sources(model)
+    check_init_from(stage, model)
+    try:
+        token_schedule(stage, model)
+    except ValueError as exc:
+        raise ConfigError(f"schedule: {exc}") from None
+    try:
+        rows = count_rows(stage.data)
+    except FileNotFoundError:
+        raise ConfigError(f"data: no shards at {stage.data} (write them with pipelines/prepare_llava.py)") from None
+    try:
+        plan = plan_steps(stage, rows)
+    except ValueError as exc:
+        raise ConfigError(f"global_batch_size: {exc}") from None
+    storage = storage if "://" in storage else str(Path(storage).resolve())
+    if "://" in storage and not (stage.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise ConfigError("tracking.uri: remote storage needs a tracking server (set it or MLFLOW_TRACKING_URI)")
+    name = name or f"{model.name}-{stage.stage}"
+    return StageRun(stage=stage, model=model, name=name, storage=storage, plan=plan, use_gpu=False)

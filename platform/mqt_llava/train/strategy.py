@@ -1,0 +1,78 @@
+"""The DeepSpeed strategy: everything the training loop asks of DeepSpeed, behind five verbs (set
+up, train a micro-batch, save, load, export the state dict), so the loop knows neither DeepSpeed's
+API nor which launcher started the process (OpenRLHF's strategy/actor split).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import get_cosine_schedule_with_warmup
+
+from mqt_llava.config import StageSpec
+from mqt_llava.train import checkpoint
+from mqt_llava.train.checkpoint import DataPosition, TrainState
+from mqt_llava.train.deepspeed_config import deepspeed_config
+from mqt_llava.train.plan import StagePlan
+
+
+class DeepSpeedStrategy:
+    def __init__(self, stage: StageSpec, use_gpu: bool) -> None:
+        self.stage, self.use_gpu = stage, use_gpu
+        self.engine = None
+        self.optimizer = None
+        if not use_gpu:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator once
+
+        # DeepSpeed 0.19 calls collectives torch 2.13 deprecated, once per step each.
+        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+        self.deepspeed = deepspeed
+
+    def init_distributed(self) -> None:
+        """Join the process group: Ray Train's (already set up, reused) or torchrun's (from its env)."""
+        self.deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
+
+    def setup(self, model: nn.Module, plan: StagePlan) -> None:
+        """AdamW over the trainable parameters, cosine schedule with warmup, ZeRO as configured."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=self.stage.weight_decay)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+        self.engine, self.optimizer, _, _ = self.deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(self.stage, self.use_gpu)
+        )
+        self.engine.train()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_micro_batch(self, batch: dict[str, torch.Tensor], num_visual_tokens: int) -> float:
+        """Forward, backward and DeepSpeed's step (which applies the optimizer on the last micro-batch
+        of each accumulation); returns the loss."""
+        loss = self.engine(**batch, num_visual_tokens=num_visual_tokens).loss
+        self.engine.backward(loss)
+        self.engine.step()
+        return loss.item()
+
+    def grad_norm(self) -> float | None:
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    def save(self, directory: Path, rank: int, state: TrainState, position: DataPosition) -> None:
+        """Every rank calls this (DeepSpeed's save is collective)."""
+        checkpoint.save(self.engine, directory, rank, state, position)
+
+    def load(self, directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
+        return checkpoint.restore(self.engine, directory, rank)
+
+    def export_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The full weights for save_pretrained. Every rank must call it: under ZeRO-3 they gather the
+        partitioned weights together (the call HF's Trainer uses); otherwise None (the module's own)."""
+        if self.stage.zero_stage == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        return None
