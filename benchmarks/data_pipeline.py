@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mqt_llava.config import LLMSpec, ModelSpec, MQTSpec, TokenizerSpec, VisionTowerSpec
+from mqt_llava.config import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
@@ -124,7 +124,7 @@ def main() -> None:
     rules = RecordRules("vicuna_v1", max_length=2048, visual_tokens=64)
     spec = ModelSpec(
         name="bench", vision_tower=VisionTowerSpec(architecture={"image_size": args.crop}),
-        llm=LLMSpec(architecture={"model_type": "llama"}), mqt=MQTSpec(num_queries=64), max_length=2048,
+        llm=LLMSpec(architecture={"model_type": "llama"}), connector={"num_queries": 64}, max_length=2048,
     )  # fmt: skip
     init_ray(num_cpus=args.workers)
     from ray.data import DataContext

@@ -3,7 +3,7 @@ CLIP tower run on the batch's images (what the platform does) against the same s
 computed beforehand (what a feature cache would do), side by side on the same batches, in one run.
 
     python benchmarks/frozen_features.py                       # the toy ablation's model (96 px, M = 64)
-    python benchmarks/frozen_features.py --set mqt.num_queries=32 --set vision_tower.architecture.image_size=64
+    python benchmarks/frozen_features.py --set connector.num_queries=32 --set vision_tower.architecture.image_size=64
 
 The vision tower is frozen in both stages, so its features of an image never change: a cache would
 compute them once per image instead of once per epoch, trial and budget. The ratio this prints is the
@@ -34,7 +34,7 @@ from mqt_llava.model.builder import build_model, image_settings_for
 from mqt_llava.model.stages import configure_trainable
 from mqt_llava.ray_runtime import init_ray
 
-TOY = ["vision_tower.architecture.image_size=96", "mqt.num_queries=64"]
+TOY = ["vision_tower.architecture.image_size=96", "connector.num_queries=64"]
 
 
 def collect_batches(spec: ModelSpec, pad_id: int, root: Path, count: int, batch: int) -> list[dict[str, torch.Tensor]]:

@@ -42,7 +42,7 @@ from mqt_llava.toy.world import SHORT_ANSWER, ask, random_scene, record_rng, ren
 
 EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
 OUTPUT = Path("runs/benchmarks")
-AUTO_MODEL = ["mqt.num_queries=256", "vision_tower.architecture.image_size=128"]  # M = 256 over a 16 x 16 grid
+AUTO_MODEL = ["connector.num_queries=256", "vision_tower.architecture.image_size=128"]  # M = 256 over a 16 x 16 grid
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 from mqt_llava.config import ModelSpec
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 
 RANDOM_INIT = ["tokenizer.pretrained=null", "vision_tower.pretrained=null", "llm.pretrained=null"]
@@ -20,6 +21,6 @@ def synthetic_shards(spec: ModelSpec, root: Path, records: int) -> str:
     """`records` instruction records (seeded) written under root/corpus, prepared into root/shards."""
     corpus = root / "corpus"
     write_corpus(corpus, CorpusSpec(seed=3, num_pretrain=1, num_instruct=records, num_eval=1))
-    rules = RecordRules("vicuna_v1", spec.max_length, spec.mqt.num_queries)
+    rules = RecordRules("vicuna_v1", spec.max_length, max_visual_tokens(spec))
     prepare(PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(root / "shards"), spec.tokenizer, rules))
     return str(root / "shards")

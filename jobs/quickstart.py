@@ -32,6 +32,7 @@ import ray
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.model.budgets import BudgetError, parse_budgets
+from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.quickstart import STEPS, Context, counts, world_field
@@ -65,7 +66,7 @@ def main() -> None:
                             help=f"override a field of {what}")  # fmt: skip
     args = parser.parse_args()
     args.world = dict(args.world)
-    M = load_config(ModelSpec, preset_path(args.preset, "model"), args.model_overrides).mqt.num_queries
+    M = max_visual_tokens(load_config(ModelSpec, preset_path(args.preset, "model"), args.model_overrides))
     try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training
         args.budget_list = parse_budgets(args.budgets, M, "--budgets")
         args.sweep_budget_list = parse_budgets(args.sweep_budgets, M, "--sweep-budgets")

@@ -3,10 +3,10 @@ from any test directory, unlike a conftest."""
 
 from __future__ import annotations
 
-from mqt_llava.config import LLMSpec, ModelSpec, MQTSpec, VisionTowerSpec
+from mqt_llava.config import LLMSpec, ModelSpec, VisionTowerSpec
 
 
-def small_spec(**mqt) -> ModelSpec:
+def small_spec(**connector) -> ModelSpec:
     """Smaller than the tiny preset so unit tests stay fast: a 4x4 grid, M = 8."""
     return ModelSpec(
         name="test",
@@ -31,6 +31,6 @@ def small_spec(**mqt) -> ModelSpec:
                 max_position_embeddings=512,
             )
         ),
-        mqt=MQTSpec(num_queries=8, num_heads=2, **mqt),
+        connector={"kind": "mqt", "num_queries": 8, "num_heads": 2, **connector},
         max_length=512,
     )

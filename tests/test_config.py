@@ -5,25 +5,27 @@ from mqt_llava.config import ConfigError, ModelSpec, apply_overrides, load_confi
 
 def test_presets_load():
     tiny = load_config(ModelSpec, preset_path("tiny"))
-    assert tiny.mqt.num_queries == 32 and tiny.image.aspect == "pad"
+    assert tiny.connector.num_queries == 32 and tiny.image.aspect == "pad"
     paper = load_config(ModelSpec, preset_path("llava-7b"))
     assert paper.vision_tower.pretrained == "openai/clip-vit-large-patch14-336"
     assert paper.llm.pretrained == "lmsys/vicuna-7b-v1.5"
-    assert paper.mqt.num_queries == 256
+    assert paper.connector.num_queries == 256
 
 
 def test_overrides_set_nested_fields_with_yaml_types():
-    spec = load_config(ModelSpec, preset_path("tiny"), ["mqt.num_queries=16", "mqt.order=projection_then_attention"])
-    assert spec.mqt.num_queries == 16 and spec.mqt.order == "projection_then_attention"
+    spec = load_config(
+        ModelSpec, preset_path("tiny"), ["connector.num_queries=16", "connector.order=projection_then_attention"]
+    )
+    assert spec.connector.num_queries == 16 and spec.connector.order == "projection_then_attention"
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 
 
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ("mqt.num_queries=0", "mqt.num_queries"),
-        ("mqt.order=sideways", "mqt.order"),
-        ("mqt.typo=1", "mqt.typo"),
+        ("connector.num_queries=0", "connector.num_queries"),
+        ("connector.order=sideways", "connector.order"),
+        ("connector.typo=1", "connector.typo"),
     ],
 )
 def test_bad_values_name_the_field(override, field):

@@ -28,7 +28,7 @@ def image():
 
 
 def test_recorded_attention_gives_the_same_tokens_as_the_fused_kernel(built):
-    mqt = built.model.mqt
+    mqt = built.model.connector
     grid = torch.randn(2, 16, mqt.width if mqt.input_proj is None else mqt.input_proj.in_features)
     fused = mqt(grid, 5)
     mqt.record_attention = True
@@ -52,7 +52,7 @@ def test_heat_maps_lie_on_the_grid_and_differ_between_budgets(engine, image):
     one = explain(engine, image, QUESTION, 8, answer="Top left", token=0)
     assert not np.allclose(one.heat, maps[8].heat)
     # explaining leaves the model as it was: no recording, no gradients
-    assert not engine.model.mqt.record_attention and engine.model.mqt.recorded_attention is None
+    assert not engine.model.connector.record_attention and engine.model.connector.recorded_attention is None
     assert all(p.grad is None for p in engine.model.parameters())
 
 

@@ -7,10 +7,10 @@ error names the field's dotted path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 # The presets ship inside the package (package data), so an installed platform finds them wherever
 # it runs: a checkout, a wheel, or a Ray job's uploaded working directory.
@@ -50,11 +50,15 @@ class TokenizerSpec(Spec):
     pretrained: str | None = None  # None: an untrained byte-level tokenizer (random-init LLMs)
 
 
-class MQTSpec(Spec):
-    num_queries: int = Field(256, ge=1, description="M, the largest visual-token budget")
-    num_heads: int = Field(8, ge=1)
-    order: Literal["attention_then_projection", "projection_then_attention"] = "attention_then_projection"
-    keys: Literal["content_and_position", "position_only"] = "content_and_position"
+def _connector_options(value: Any) -> Spec:
+    from mqt_llava.model.connectors import connector_options  # the registry imports this module
+
+    return connector_options(value)
+
+
+# A connector's options: validated by its kind's own options class (mqt_llava.model.connectors),
+# dumped with all of that class's fields.
+ConnectorOptions = Annotated[SerializeAsAny[Spec], BeforeValidator(_connector_options)]
 
 
 class ImageSpec(Spec):
@@ -66,7 +70,7 @@ class ModelSpec(Spec):
     vision_tower: VisionTowerSpec
     llm: LLMSpec
     tokenizer: TokenizerSpec = TokenizerSpec()
-    mqt: MQTSpec = MQTSpec()
+    connector: ConnectorOptions = Field(default_factory=lambda: _connector_options({"kind": "mqt"}))
     image: ImageSpec = ImageSpec()
     max_length: int = Field(2048, ge=8, description="LLM context, visual tokens included")
 

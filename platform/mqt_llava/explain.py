@@ -19,8 +19,8 @@ from PIL import Image
 
 from mqt_llava.data.images import preprocess_image
 from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.model.connectors.mqt import grid_side
 from mqt_llava.model.modeling import IGNORE_INDEX
-from mqt_llava.model.query_transformer import grid_side
 
 
 @dataclass
@@ -40,6 +40,11 @@ def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: 
             token: int | None = None, max_new_tokens: int = 32) -> Explanation:  # fmt: skip
     """The heat map at `budget` for `answer` (default: the model's own greedy answer at that budget)."""
     model, tokenizer = engine.model, engine.tokenizer
+    connector = model.connector
+    if not hasattr(connector, "record_attention"):
+        raise ValueError(
+            f"Grad-CAM needs a connector that attends to the grid (mqt); this model's is {type(connector).__name__}"
+        )
     m = model.resolve_num_visual_tokens(budget)
     if token is not None and not 0 <= token < m:
         raise ValueError(f"token must be in 0..{m - 1} at m = {m}, got {token}")
@@ -51,15 +56,14 @@ def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: 
     target = torch.tensor([answer_ids], dtype=torch.long)
     input_ids = torch.cat([batch.input_ids, target], dim=1)
     labels = torch.cat([torch.full_like(batch.input_ids, IGNORE_INDEX), target], dim=1)
-    mqt = model.mqt
-    mqt.record_attention = True
+    connector.record_attention = True
     try:
         with torch.enable_grad():
             out = model(input_ids, torch.ones_like(input_ids), batch.pixel_values, labels=labels, num_visual_tokens=m)
-            attention = mqt.recorded_attention
+            attention = connector.recorded_attention
             (-out.loss).backward(inputs=[attention])  # the score: the answer's mean log-likelihood
     finally:
-        mqt.record_attention, mqt.recorded_attention = False, None
+        connector.record_attention, connector.recorded_attention = False, None
         model.zero_grad(set_to_none=True)
     relevance = (attention.grad * attention).clamp(min=0).mean(dim=1)[0]  # (m, N)
     relevance = relevance[token] if token is not None else relevance.sum(dim=0)

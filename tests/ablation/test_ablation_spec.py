@@ -1,7 +1,14 @@
+import itertools
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key
+from mqt_llava.ablation.axes import AXES as DECLARED
+from mqt_llava.ablation.axes import GRID_AXES
+from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key, stage_run
+from mqt_llava.config import ModelSpec, StageSpec, load_config, model_config_path, split_overrides
+from small_model import small_spec
 
 COMMON = dict(name="t", stage1={"config": "s1.yaml"}, stage2={"config": "s2.yaml"},
               eval={"data_root": "bench", "benchmarks": ["pope"]})  # fmt: skip
@@ -18,7 +25,12 @@ def test_one_factor_design_is_the_baseline_plus_one_change_at_a_time():
     assert labels(spec) == ["baseline/seed0", "log-schedule/seed0", "fixed-schedule/seed0", "proj-attn/seed0",
                             "elastic-stage1-on/seed0", "fixed-m4/seed0", "fixed-m16/seed0"]  # fmt: skip
     fixed4 = spec.variants()[5]
-    assert fixed4.stage2_overrides() == ["schedule.kind=fixed", "schedule.seed=0", "seed=0", "schedule.tokens=4"]
+    assert sorted(fixed4.overrides("stage2")) == [
+        "schedule.kind=fixed",
+        "schedule.seed=0",
+        "schedule.tokens=4",
+        "seed=0",
+    ]
 
 
 def test_full_factorial_crosses_every_axis_for_every_seed():
@@ -45,3 +57,31 @@ def test_bad_axis_values_and_fixed_tokens_without_fixed_schedule_are_refused():
         AblationSpec(**COMMON, axes={"order": []})
     with pytest.raises(ValidationError, match="fixed_tokens needs schedule: fixed"):
         Variant(fixed_tokens=4)
+
+
+def what_stage1_runs_with(variant, spec):
+    """Stage 1's resolved stage and model specs, as resolve_run builds them (without data)."""
+    config, overrides = stage_run(variant, spec, "stage1")
+    model_overrides, overrides = split_overrides(overrides, "model")
+    stage = load_config(StageSpec, config, overrides)
+    return stage.model_dump(), load_config(ModelSpec, model_config_path(stage.model), model_overrides).model_dump()
+
+
+def test_variants_differing_in_anything_stage1_runs_with_never_share_a_stage1(tmp_path):
+    """Every pair of a full factorial over every axis and two seeds: the stage-1 key is equal exactly
+    when the stage-1 run (its resolved stage and model specs) is."""
+    model = tmp_path / "model.yaml"
+    model.write_text(yaml.safe_dump(small_spec().model_dump()))
+    stage1 = tmp_path / "s1.yaml"
+    stage1.write_text(yaml.safe_dump(dict(model=str(model), stage="stage1", template="plain", data="-",
+                                          global_batch_size=8, micro_batch_size=4, lr=1e-3)))  # fmt: skip
+    axes = {name: list(DECLARED[name].values) for name in GRID_AXES}
+    spec = AblationSpec(**COMMON | {"stage1": {"config": str(stage1)}}, model=str(model), axes=axes,
+                        design="full_factorial", seeds=[0, 1])  # fmt: skip
+    variants = spec.variants()
+    assert len(variants) == 3 * 2 * 2 * 2 * 2
+    keys = {v: stage1_key(v, spec) for v in variants}
+    runs = {v: what_stage1_runs_with(v, spec) for v in variants}
+    for a, b in itertools.combinations(variants, 2):
+        assert (keys[a] == keys[b]) == (runs[a] == runs[b]), (a.label(spec.baseline), b.label(spec.baseline))
+    assert len(set(keys.values())) == 2 * 2 * 2 * 2  # order x keys x stage1_elastic x seed; schedule is stage 2's

@@ -7,6 +7,7 @@ import yaml
 
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from small_model import small_spec
 
@@ -27,7 +28,7 @@ def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict
                  log=lambda _: None)  # fmt: skip
     sets = {"558k": (PRETRAIN_JSON, PRETRAIN_IMAGES, "plain"), "665k": (INSTRUCT_JSON, "", "vicuna_v1")}
     for name, (json_name, images, template) in sets.items():
-        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
         prepare(PrepareJob(str(corpus / json_name), str(corpus / images), str(root / name), spec.tokenizer, rules))
     configs = {}
     for stage, template, data, extra in (

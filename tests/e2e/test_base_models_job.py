@@ -20,7 +20,7 @@ SMALL_MODEL = [
     " num_hidden_layers: 2, num_attention_heads: 2}",
     "llm.architecture={model_type: llama, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2,"
     " num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 512}",
-    "mqt.num_queries=8",
+    "connector.num_queries=8",
     "mqt.num_heads=2",
 ]
 

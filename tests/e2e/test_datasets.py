@@ -7,7 +7,7 @@ import torch
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from mqt_llava.config import LLMSpec, ModelSpec, MQTSpec, TokenizerSpec, VisionTowerSpec
+from mqt_llava.config import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import read_llava_json, read_shards, training_dataset
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
@@ -23,7 +23,7 @@ SPEC = ModelSpec(
     name="data-test",
     vision_tower=VisionTowerSpec(architecture={"image_size": 32}),
     llm=LLMSpec(architecture={"model_type": "llama"}),
-    mqt=MQTSpec(num_queries=RULES.visual_tokens),
+    connector={"num_queries": RULES.visual_tokens},
     max_length=RULES.max_length,
 )
 

@@ -44,7 +44,7 @@ def test_two_ranks_train_checkpoint_resume_and_export_without_ray(tmp_path):
     assert "[tr] resumed at step 3/4" in second.stdout and "[tr] step 4/4" in second.stdout
     engine = InferenceEngine.from_export(run / "export")
     assert engine.max_visual_tokens == 8
-    assert torch.isfinite(engine.model.mqt.queries).all()
+    assert torch.isfinite(engine.model.connector.queries).all()
 
 
 def test_a_rank_count_other_than_num_workers_is_refused(tmp_path):

@@ -270,7 +270,7 @@ def test_a_failing_judge_leaves_the_pair_unscored_and_the_predictions_kept(tmp_p
 
     write_judged_files(tmp_path / "data")
     (tmp_path / "export").mkdir()
-    (tmp_path / "export" / "config.json").write_text(json.dumps({"num_queries": 8}))
+    (tmp_path / "export" / "config.json").write_text(json.dumps({"max_visual_tokens": 8}))
     judge = Judge(judge_url, "judge-1", retries=1)
     config = SweepConfig(
         str(tmp_path / "export"), tmp_path / "out", tmp_path / "data", ["llava_bench"], [4], judge=judge

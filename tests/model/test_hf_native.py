@@ -15,12 +15,12 @@ path = sys.argv[1]
 config = AutoConfig.from_pretrained(path)
 model = AutoModelForImageTextToText.from_pretrained(path).eval()
 assert type(model) is MQTLlavaForConditionalGeneration, type(model)
-assert isinstance(model.mqt, MatryoshkaQueryTransformer) and TokenSchedule("log", 8).support == (2, 4, 8)
+assert isinstance(model.connector, MatryoshkaQueryTransformer) and TokenSchedule("log", 8).support == (2, 4, 8)
 ids = torch.tensor([[1, 5, -200, 7, 9]])
 with torch.no_grad():
     logits = model(input_ids=ids, pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8), num_visual_tokens=3).logits
 torch.save(logits, sys.argv[2])
-print(config.model_type, config.num_queries)
+print(config.model_type, config.max_visual_tokens)
 """
 
 
@@ -30,7 +30,7 @@ def test_an_export_loads_through_the_auto_classes_after_import_mqt_llava(built, 
     done = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "export"), str(tmp_path / "logits.pt")],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["mqt_llava", str(built.model.config.num_queries)]
+    assert done.stdout.split() == ["mqt_llava", str(built.model.config.max_visual_tokens)]
     ids = torch.tensor([[1, 5, -200, 7, 9]])
     with torch.no_grad():
         expected = built.model(input_ids=ids, pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8),

@@ -122,13 +122,13 @@ def test_stages_freeze_the_right_parts(built):
     configure_trainable(built.model, "stage1")
     report = parameter_report(built.model)
     assert report["vision_tower"].trainable == 0
-    assert report["mqt"].trainable == report["mqt"].total > 0
+    assert report["connector"].trainable == report["connector"].total > 0
     assert report["language_model"].trainable == 0
     configure_trainable(built.model, "stage2")
     report = parameter_report(built.model)
     assert report["vision_tower"].trainable == 0
     assert report["language_model"].trainable == report["language_model"].total
-    assert report["all"].trainable == report["mqt"].total + report["language_model"].total
+    assert report["all"].trainable == report["connector"].total + report["language_model"].total
     with pytest.raises(ValueError, match="stage"):
         configure_trainable(built.model, "stage3")
 
@@ -141,13 +141,15 @@ def test_llava_7b_preset_builds_on_meta_with_the_papers_sizes():
     assert report["vision_tower"].total == 303_507_456  # CLIP ViT-L/14-336 vision tower
     assert report["language_model"].total == 6_738_415_616  # Vicuna-7B (Llama-2-7B shape)
     assert model.max_visual_tokens == 256
-    assert model.mqt.width == 1024 and model.mqt.num_heads == 16
+    assert model.connector.width == 1024 and model.connector.num_heads == 16
     assert built.image_settings.crop_height == 336
 
 
-def test_config_refuses_unknown_order():
-    with pytest.raises(ValueError, match="mqt_order"):
-        MQTLlavaConfig(mqt_order="sideways")
+def test_config_refuses_unknown_order_and_unknown_connector_kind():
+    with pytest.raises(ValueError, match="order"):
+        MQTLlavaConfig(connector={"kind": "mqt", "order": "sideways"})
+    with pytest.raises(ValueError, match="connector kind 'resampler' is not registered; known: \\['mqt'\\]"):
+        MQTLlavaConfig(connector={"kind": "resampler"})
 
 
 def test_text_only_training_batch_still_gives_every_trainable_part_a_gradient(built):
@@ -155,10 +157,10 @@ def test_text_only_training_batch_still_gives_every_trainable_part_a_gradient(bu
     ids, mask, labels, _ = batch(built, [(CHAT, False), (CHAT, False)])
     built.model.train()
     built.model(input_ids=ids, attention_mask=mask, labels=labels, num_visual_tokens=4).loss.backward()
-    grads = [p.grad for p in built.model.mqt.parameters()]
+    grads = [p.grad for p in built.model.connector.parameters()]
     assert all(g is not None for g in grads)  # present, so data-parallel ranks reduce the same tensors
     assert all(torch.count_nonzero(g) == 0 for g in grads)  # and zero: the blank image changes nothing
     built.model.zero_grad(set_to_none=True)
     built.model.eval()
     built.model(input_ids=ids, attention_mask=mask, labels=labels, num_visual_tokens=4).loss.backward()
-    assert all(p.grad is None for p in built.model.mqt.parameters())  # no extra work outside training
+    assert all(p.grad is None for p in built.model.connector.parameters())  # no extra work outside training

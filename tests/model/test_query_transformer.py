@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
+from mqt_llava.model.connectors.mqt import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
 
 VARIANTS = list(itertools.product(ORDERS, KEY_MODES))
 

@@ -21,12 +21,12 @@ def run_with(**changes) -> StageRun:
 def test_stage_model_trains_only_the_stage_parts_and_starts_from_init_from(built, tmp_path):
     save_export(built, tmp_path)
     one = stage_model(run_with(stage="stage1", template="plain", init_from=str(tmp_path)))
-    assert torch.equal(one.model.mqt.queries, built.model.mqt.queries)
+    assert torch.equal(one.model.connector.queries, built.model.connector.queries)
     trainable = {name.split(".")[0] for name, p in one.model.named_parameters() if p.requires_grad}
-    assert trainable == {"mqt"}
+    assert trainable == {"connector"}
     two = stage_model(run_with())
     assert {name.split(".")[0] for name, p in two.model.named_parameters() if p.requires_grad} == {
-        "mqt",
+        "connector",
         "language_model",
     }
 

@@ -49,13 +49,13 @@ def nested(trials: list[Trial], atol: float = 1e-5) -> Claim:
 
     worst, checked = 0.0, 0
     for path in exports:
-        mqt = MQTLlavaForConditionalGeneration.from_pretrained(path).mqt.eval()
-        width = mqt.input_proj.in_features if mqt.input_proj is not None else mqt.width
+        model = MQTLlavaForConditionalGeneration.from_pretrained(path).eval()
+        connector, width = model.connector, model.config.vision_config.hidden_size
         grid = torch.randn(2, 64, width, generator=torch.Generator().manual_seed(0))  # any square grid
         with torch.no_grad():
-            full = mqt(grid)
-            for m in range(1, mqt.num_queries + 1):
-                worst = max(worst, float((mqt(grid, m) - full[:, :m]).abs().max()))
+            full = connector(grid)
+            for m in range(1, connector.max_tokens + 1):
+                worst = max(worst, float((connector(grid, m) - full[:, :m]).abs().max()))
                 checked += 1
     verdict = "reproduced" if worst <= atol else "not reproduced"
     return Claim(1, statement, verdict, f"{len(exports)} exports, every m in 1..M ({checked} checks): largest "

@@ -20,7 +20,7 @@ from ray import tune
 
 from mqt_llava.ablation.claims import check_claims, claims_markdown
 from mqt_llava.ablation.report import Trial, load_trials, write_report
-from mqt_llava.ablation.spec import AblationSpec, Variant
+from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for, trial_slug
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RunTracker
@@ -30,7 +30,7 @@ TRIAL_DRIVER_CPUS = 0.01  # the trial function only drives Ray Train and Ray Dat
 
 def trial_dirname(trial, spec: AblationSpec) -> str:
     """Tune's default name spells out the whole variant dict; the trial id and the label say enough."""
-    return f"{trial.trial_id}_{trial_slug(Variant(**trial.config['variant']), spec)}"
+    return f"{trial.trial_id}_{trial_slug(spec.variant(trial.config['variant']), spec)}"
 
 
 def concurrency(spec: AblationSpec) -> int:
@@ -82,7 +82,9 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"variant": tune.grid_search([v.model_dump() for v in variants])},
+            # Labels, not the variants' dicts: Tune's status table shows this column, and a dict there
+            # reads `...ed_tokens': None}` for every trial.
+            param_space={"variant": tune.grid_search([v.label(spec.baseline) for v in variants])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrency(spec),
                 trial_dirname_creator=partial(trial_dirname, spec=spec),

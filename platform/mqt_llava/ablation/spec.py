@@ -1,7 +1,9 @@
-"""An ablation experiment's config (`configs/<preset>/ablation.yaml`) and the variants it expands to.
+"""An ablation experiment's config (a packaged `<preset>/ablation.yaml` or any YAML) and the variants
+it expands to.
 
-A variant is one point of the grid: token schedule, MQT order, key kind, elastic stage 1, seed (and,
-for the paper's "independent models for each number of tokens", a fixed training budget). The grid
+A variant is one point of the grid: a value for every axis declared in mqt_llava.ablation.axes
+(token schedule, MQT order, key kind, elastic stage 1), a seed, and, for the paper's "independent
+models for each number of tokens", a fixed training budget. The grid
 is either the full factorial of the axes or the paper's one-factor-at-a-time set: the baseline, plus
 one variant per non-baseline value of each axis with everything else at the baseline.
 """
@@ -14,61 +16,37 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
-from mqt_llava.config import Spec
-
-Schedule = Literal["linear", "log", "fixed"]
-Order = Literal["attention_then_projection", "projection_then_attention"]
-Keys = Literal["content_and_position", "position_only"]
-AXES = ("schedule", "order", "stage1_elastic", "keys")
-SHORT = {"attention_then_projection": "attn-proj", "projection_then_attention": "proj-attn",
-         "content_and_position": "content-keys", "position_only": "position-keys"}  # fmt: skip
+from mqt_llava.ablation.axes import AXES, AxisName, axis_overrides, variant_label
+from mqt_llava.config import ConfigError, Spec, config_path, prefixed
 
 
-class Variant(Spec):
-    """One trial's settings. `fixed_tokens` (with schedule fixed): stage 2 trains at that m only."""
-
-    schedule: Schedule = "linear"
-    order: Order = "attention_then_projection"
-    stage1_elastic: bool = False
-    keys: Keys = "content_and_position"
-    seed: int = 0
-    fixed_tokens: int | None = Field(None, ge=1)
+class VariantBase(Spec):
+    """One trial's settings: a value for every axis of mqt_llava.ablation.axes (its fields are made
+    from that table). `fixed_tokens` (with schedule fixed): stage 2 trains at that m only."""
 
     @model_validator(mode="after")
     def _fixed(self):
         if self.fixed_tokens is not None and self.schedule != "fixed":
             raise ValueError("fixed_tokens needs schedule: fixed")
+        if self.fixed_tokens is not None and self.fixed_tokens < 1:
+            raise ValueError("fixed_tokens must be >= 1")
         return self
 
     def label(self, baseline: Variant) -> str:
         """A short name: what differs from the baseline (`baseline` when nothing does), then the seed."""
-        parts = []
-        for axis in AXES:
-            value = getattr(self, axis)
-            if value != getattr(baseline, axis):
-                if axis == "stage1_elastic":
-                    parts.append(f"elastic-stage1-{'on' if value else 'off'}")
-                elif axis == "schedule" and self.fixed_tokens is not None:
-                    parts.append(f"fixed-m{self.fixed_tokens}")
-                else:
-                    parts.append(SHORT.get(value, f"{value}-schedule"))
-        return f"{'+'.join(parts) or 'baseline'}/seed{self.seed}"
+        return variant_label(self.model_dump(), baseline.model_dump())
 
-    def stage1_settings(self) -> dict:
-        """What stage 1 depends on: trials equal here share one stage-1 run."""
-        return {"order": self.order, "keys": self.keys, "stage1_elastic": self.stage1_elastic, "seed": self.seed}
+    def overrides(self, part: str) -> list[str]:
+        """This variant's `field=value` overrides of `part`: model, stage1 or stage2."""
+        return axis_overrides(self.model_dump(), part)
 
-    def model_overrides(self) -> list[str]:
-        return [f"mqt.order={self.order}", f"mqt.keys={self.keys}"]
 
-    def stage2_overrides(self) -> list[str]:
-        tokens = [f"schedule.tokens={self.fixed_tokens}"] if self.fixed_tokens is not None else []
-        return [f"schedule.kind={self.schedule}", f"schedule.seed={self.seed}", f"seed={self.seed}", *tokens]
-
-    def stage1_overrides(self) -> list[str]:
-        return [f"stage1_elastic={str(self.stage1_elastic).lower()}", f"seed={self.seed}", f"schedule.seed={self.seed}"]
+Variant = create_model(
+    "Variant", __base__=VariantBase, __module__=__name__,
+    **{name: (axis.annotation, axis.default) for name, axis in AXES.items()},
+)  # fmt: skip
 
 
 class StageRef(Spec):
@@ -102,7 +80,7 @@ class AblationSpec(Spec):
     eval: EvalRef
     design: Literal["one_factor", "full_factorial"] = "one_factor"
     baseline: Variant = Variant()
-    axes: dict[Literal["schedule", "order", "stage1_elastic", "keys"], list] = Field(
+    axes: dict[AxisName, list] = Field(
         default_factory=lambda: {
             "schedule": ["linear", "log"],
             "order": ["attention_then_projection", "projection_then_attention"],
@@ -131,6 +109,13 @@ class AblationSpec(Spec):
     def root(self) -> Path:
         return Path(self.storage).expanduser().resolve() / self.name
 
+    def variant(self, label: str) -> Variant:
+        """The grid's variant with this label (what Tune's grid search hands a trial)."""
+        found = {v.label(self.baseline): v for v in self.variants()}
+        if label not in found:
+            raise KeyError(f"experiment {self.name} has no variant {label!r}")
+        return found[label]
+
     def variants(self) -> list[Variant]:
         """The grid, in a stable order; no duplicates."""
         base = self.baseline.model_dump(exclude={"seed", "fixed_tokens"})
@@ -152,10 +137,21 @@ class AblationSpec(Spec):
         return out
 
 
+def stage_run(variant: Variant, spec: AblationSpec, stage: str) -> tuple[str, list[str]]:
+    """The config and every override a variant's stage runs with: what the trial hands resolve_run
+    (stage 2 adds its `init_from`), and, for stage 1, exactly what `stage1_key` hashes."""
+    ref = getattr(spec, stage)
+    model = [f"model={spec.model}", *prefixed("model", spec.model_overrides + variant.overrides("model"))]
+    return ref.config, ref.overrides + variant.overrides(stage) + model
+
+
 def stage1_key(variant: Variant, spec: AblationSpec) -> str:
-    """Trials whose stage 1 would be the same run share it: keyed by everything stage 1 reads."""
-    settings = variant.stage1_settings() | {
-        "config": spec.stage1.config, "overrides": spec.stage1.overrides,
-        "model": spec.model, "model_overrides": spec.model_overrides,
-    }  # fmt: skip
+    """Trials whose stage 1 would be the same run share it: keyed by everything stage 1 is given
+    (its config file, by path and content, the model preset and every override it runs with)."""
+    config, overrides = stage_run(variant, spec, "stage1")
+    try:
+        text = config_path(config).read_text()
+    except ConfigError:
+        text = None  # checked when the stage resolves; the path alone keys it meanwhile
+    settings = {"config": config, "config_text": text, "overrides": overrides}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ray
 
-from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key
+from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key, stage_run
 from mqt_llava.config import TrackingSpec
 from mqt_llava.tracking import RunTracker, tracking_uri
 
@@ -62,19 +62,18 @@ def tracking_for(spec: AblationSpec, **ids) -> TrackingSpec:
                         experiment=spec.experiment, log_export=False, **ids)  # fmt: skip
 
 
-def train_stage(spec: AblationSpec, stage: str, overrides: list[str], model_overrides: list[str], name: str,
-                tracking: TrackingSpec, callbacks=()) -> str:  # fmt: skip
-    """One stage through jobs/stage{1,2}.py's code; returns its export. Skipped when its marker says done."""
-    from mqt_llava.config import prefixed
+def train_stage(spec: AblationSpec, variant: Variant, stage: str, name: str, tracking: TrackingSpec,
+                extra: tuple[str, ...] = (), callbacks=()) -> str:  # fmt: skip
+    """One stage of a variant through jobs/stage{1,2}.py's code; returns its export. Skipped when its
+    marker says done."""
     from mqt_llava.train.launch import run_stage
     from mqt_llava.train.plan import resolve_run
 
     marker = spec.root / "runs" / name / "done.json"
     if marker.exists():
         return json.loads(marker.read_text())["export"]
-    ref = getattr(spec, stage)
-    stage_overrides = ref.overrides + overrides + prefixed("model", spec.model_overrides + model_overrides)
-    run = resolve_run(ref.config, stage_overrides, name, str(spec.root / "runs"), expect_stage=stage)
+    config, overrides = stage_run(variant, spec, stage)
+    run = resolve_run(config, overrides + list(extra), name, str(spec.root / "runs"), expect_stage=stage)
     run = dataclasses.replace(run, stage=run.stage.model_copy(update={"tracking": tracking}))
     result = run_stage(run, callbacks=list(callbacks))
     marker.write_text(json.dumps({"export": result.export_dir, "metrics": result.metrics}, default=str))
@@ -91,8 +90,7 @@ def shared_stage1(spec: AblationSpec, variant: Variant, trial_id: str, parent_ru
         if ray.get(registry.claim.remote(key, trial_id)):
             try:
                 tracking = tracking_for(spec, parent_run_id=parent_run_id)
-                return train_stage(spec, "stage1", variant.stage1_overrides(), variant.model_overrides(), name,
-                                   tracking)  # fmt: skip
+                return train_stage(spec, variant, "stage1", name, tracking)
             finally:
                 ray.get(registry.release.remote(key, trial_id))
         if waited % 60 == 0:
@@ -103,7 +101,7 @@ def shared_stage1(spec: AblationSpec, variant: Variant, trial_id: str, parent_ru
 
 
 def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
-    """The Tune trainable. `config["variant"]` is one grid point (Variant's fields)."""
+    """The Tune trainable. `config["variant"]` is one grid point's label."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -113,7 +111,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     from mqt_llava.model.export import max_visual_tokens
 
     spec = AblationSpec.model_validate_json(spec_json)
-    variant = Variant(**config["variant"])
+    variant = spec.variant(config["variant"])
     label, slug = variant.label(spec.baseline), trial_slug(variant, spec)
     trial_id = tune.get_context().get_trial_id() or slug
     out = trial_dir(spec, variant)
@@ -132,8 +130,8 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
     stage1_export = shared_stage1(spec, variant, trial_id, parent_run_id)
     stage2_export = train_stage(
-        spec, "stage2", variant.stage2_overrides() + [f"init_from={stage1_export}"], variant.model_overrides(),
-        f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id), callbacks=[TuneReportCallback()],
+        spec, variant, "stage2", f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id),
+        extra=(f"init_from={stage1_export}",), callbacks=[TuneReportCallback()],
     )  # fmt: skip
     maximum = max_visual_tokens(stage2_export)
     e = spec.eval

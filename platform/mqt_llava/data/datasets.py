@@ -23,6 +23,7 @@ from mqt_llava.config import ModelSpec
 from mqt_llava.data.images import ImageSettings
 from mqt_llava.data.llava_format import SHARD_SCHEMA, RecordRules, Rejected, check_record, iter_json_records
 from mqt_llava.data.samples import DecodeImages, shard_files, tokenize_conversations
+from mqt_llava.model.builder import max_visual_tokens
 
 
 def read_shards(uri: str | list[str], seed: int | None = 0, num_cpus: float = 0.25) -> ray.data.Dataset:
@@ -62,7 +63,7 @@ def training_dataset(
     `tokenize_cpus`, so on a small machine the read, tokenize and decode stages all fit beside the
     consumer (a pipeline whose actors reserve every CPU leaves none for reading and stalls)."""
     check_data_cpus(decode_actors * decode_cpus + tokenize_cpus)
-    rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+    rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
     tokenized = source.map_batches(
         tokenize_conversations,
         fn_kwargs=dict(tokenizer=spec.tokenizer, rules=rules),

@@ -26,7 +26,7 @@ from mqt_llava.data.images import (
     preprocess_image,
 )
 from mqt_llava.data.llava_format import RecordRules, resolve_location
-from mqt_llava.model.builder import cached_tokenizer
+from mqt_llava.model.builder import cached_tokenizer, max_visual_tokens
 from mqt_llava.model.modeling import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class LocalShard:
         if not files:
             raise FileNotFoundError(f"{location}: no Parquet shards")
         self.filesystem, self.files = filesystem, files
-        self.rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        self.rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
         self.tokenizer = spec.tokenizer
         self.decode = DecodeImages(image_settings, spec.image.aspect)
         per_rank = count_rows(location) // world_size

@@ -78,7 +78,7 @@ class FlopsModel:
 
     def mqt(self, m: int, text_tokens: int) -> ForwardFlops:
         vision, grid = self.vision
-        connector = count(lambda: self.model.mqt(grid, m))
+        connector = count(lambda: self.model.connector(grid, m))
         return ForwardFlops(f"MQT m={m}", m, vision, connector, self.llm_flops(m + text_tokens))
 
     def llava_mlp(self, text_tokens: int) -> ForwardFlops:

@@ -75,6 +75,12 @@ def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
     return CLIPVisionConfig.from_pretrained(pretrained_location(part.pretrained))
 
 
+def max_visual_tokens(spec: ModelSpec) -> int:
+    """M, the largest budget the spec's connector gives over its vision tower's grid."""
+    vision = vision_architecture(spec)
+    return spec.connector.max_tokens((vision.image_size // vision.patch_size) ** 2)
+
+
 def image_settings_for(spec: ModelSpec) -> ImageSettings:
     """The vision tower's own processor settings when it has them, else a square of its input size
     with OpenAI CLIP statistics."""
@@ -138,10 +144,7 @@ def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
         model = MQTLlavaForConditionalGeneration.from_parts(
             build_vision_tower(spec, weights),
             build_language_model(spec, weights, tokenizer),
-            num_queries=spec.mqt.num_queries,
-            mqt_num_heads=spec.mqt.num_heads,
-            mqt_order=spec.mqt.order,
-            mqt_keys=spec.mqt.keys,
+            connector=spec.connector.model_dump(),
             vision_feature_layer=spec.vision_tower.feature_layer,
             image_mean=list(settings.mean),
             image_std=list(settings.std),

@@ -42,7 +42,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def max_visual_tokens(path: str | Path) -> int:
     """M, from the export's config alone (no weights loaded)."""
-    return int(read_config(path)["num_queries"])
+    return int(read_config(path)["max_visual_tokens"])
 
 
 def save_export(
@@ -68,8 +68,8 @@ def read_training_record(path: str | Path) -> dict[str, Any]:
 
 
 def load_part_state(path: str | Path, part: str) -> dict[str, torch.Tensor]:
-    """One part's weights (e.g. "mqt") from an export's safetensors, without loading the rest: a
-    7B stage-1 export holds 14 GB, stage 2 needs only its MQT. Keys come without the part prefix."""
+    """One part's weights (e.g. "connector") from an export's safetensors, without loading the rest: a
+    7B stage-1 export holds 14 GB, stage 2 needs only its connector. Keys come without the part prefix."""
     from safetensors import safe_open
 
     path = Path(path)

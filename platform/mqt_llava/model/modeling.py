@@ -1,5 +1,6 @@
-"""MQT-LLaVA as a Hugging Face model: frozen CLIP vision tower -> Matryoshka Query Transformer -> any
-causal LM, in one `PreTrainedModel` that `save_pretrained` / `from_pretrained` round-trip.
+"""MQT-LLaVA as a Hugging Face model: frozen CLIP vision tower -> connector (the Matryoshka Query
+Transformer, or any registered kind) -> any causal LM, in one `PreTrainedModel` that
+`save_pretrained` / `from_pretrained` round-trip.
 
 `input_ids` carry one placeholder id (`config.image_token_index`, LLaVA's -200) per image sample.
 `forward` and `generate` take `num_visual_tokens=m`; the placeholder is expanded to exactly m visual
@@ -25,7 +26,8 @@ from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from mqt_llava.model.query_transformer import KEY_MODES, ORDERS, MatryoshkaQueryTransformer, sincos_2d
+from mqt_llava.model.budgets import check_budget
+from mqt_llava.model.connectors import Connector, build_connector, connector_options
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id: outside every vocabulary, so no tokenizer change
@@ -35,7 +37,9 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass(repr=False)
 class MQTLlavaConfig(PreTrainedConfig):
-    """Vision tower config + LLM config + the MQT's hyperparameters.
+    """Vision tower config + LLM config + the connector's options (`connector`: a mapping with its
+    `kind`, see mqt_llava.model.connectors). `max_visual_tokens` (M) is derived and stored, so a
+    reader of config.json knows the budgets without knowing the connector.
 
     image_mean / image_std are the image processor's; images travel as uint8 and the model
     normalises them with these, so the data path never holds float pixels. image_aspect_ratio
@@ -51,10 +55,8 @@ class MQTLlavaConfig(PreTrainedConfig):
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
-    num_queries: int = 256
-    mqt_num_heads: int = 8
-    mqt_order: str = "attention_then_projection"
-    mqt_keys: str = "content_and_position"
+    connector: dict | None = None  # None: the MQT with its default options
+    max_visual_tokens: int | None = None  # derived from the connector (M)
     vision_feature_layer: int = -2
     image_token_index: int = IMAGE_TOKEN_INDEX
     image_mean: list[float] | tuple[float, ...] = OPENAI_CLIP_MEAN
@@ -64,14 +66,12 @@ class MQTLlavaConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.mqt_order not in ORDERS:
-            raise ValueError(f"mqt_order must be one of {ORDERS}, got {self.mqt_order!r}")
-        if self.mqt_keys not in KEY_MODES:
-            raise ValueError(f"mqt_keys must be one of {KEY_MODES}, got {self.mqt_keys!r}")
+        options = connector_options(self.connector or {})
+        self.connector = options.model_dump()
+        grid = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+        self.max_visual_tokens = options.max_tokens(grid)
         if self.image_aspect_ratio not in ("pad", "square"):
             raise ValueError(f"image_aspect_ratio must be pad or square, got {self.image_aspect_ratio!r}")
-        if self.num_queries < 1:
-            raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
         layers = self.vision_config.num_hidden_layers
         if not -layers <= self.vision_feature_layer <= layers:
             raise ValueError(f"vision_feature_layer {self.vision_feature_layer} is outside the tower's {layers} layers")
@@ -105,13 +105,8 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         # Pretrained parts may be handed in (see `from_parts`) so a 7B LLM is not built twice.
         self.vision_tower = vision_tower or CLIPVisionModel(config.vision_config)
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
-        self.mqt = MatryoshkaQueryTransformer(
-            num_queries=config.num_queries,
-            vision_width=config.vision_config.hidden_size,
-            llm_width=config.text_config.hidden_size,
-            num_heads=config.mqt_num_heads,
-            order=config.mqt_order,
-            keys=config.mqt_keys,
+        self.connector = build_connector(
+            config.connector, config.vision_config.hidden_size, config.text_config.hidden_size
         )
         self.vision_tower.requires_grad_(False)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
@@ -123,15 +118,15 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         cls,
         vision_tower: CLIPVisionModel,
         language_model: PreTrainedModel,
-        **mqt_kwargs,
+        **config_kwargs,
     ) -> MQTLlavaForConditionalGeneration:
         """Assemble a model around already-built (e.g. `from_pretrained`) vision tower and LLM; the
-        MQT is freshly initialised."""
+        connector is freshly initialised."""
         implementations = {
             "vision_config": vision_tower.config._attn_implementation,
             "text_config": language_model.config._attn_implementation,
         }
-        config = MQTLlavaConfig(vision_config=vision_tower.config, text_config=language_model.config, **mqt_kwargs)
+        config = MQTLlavaConfig(vision_config=vision_tower.config, text_config=language_model.config, **config_kwargs)
         model = cls(config, vision_tower=vision_tower, language_model=language_model)
         # The composite config shares the parts' configs and resets their attention implementation
         # on creation; without restoring it the parts fall back to a different attention path.
@@ -139,20 +134,19 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return model
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Only the MQT and the pixel statistics are ours; the vision tower and LLM initialise
+        # Only the connector and the pixel statistics are ours; the vision tower and LLM initialise
         # themselves. transformers 5 re-creates non-persistent buffers empty in `from_pretrained`
         # and runs this with guarded init functions that skip tensors it loaded, so buffers are
         # refilled here and loaded weights are left alone.
-        if isinstance(module, MatryoshkaQueryTransformer):
-            module.reset_parameters()
-            init.copy_(module.query_grid_pos, sincos_2d(module.query_side, module.width))
+        if isinstance(module, Connector):
+            module.init_weights()
         elif module is self:
             init.copy_(self.image_mean, torch.tensor(self.config.image_mean).view(1, 3, 1, 1))
             init.copy_(self.image_std, torch.tensor(self.config.image_std).view(1, 3, 1, 1))
 
     @property
     def max_visual_tokens(self) -> int:
-        return self.config.num_queries
+        return self.connector.max_tokens
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -164,7 +158,8 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return self.language_model.get_output_embeddings()
 
     def resolve_num_visual_tokens(self, num_visual_tokens: int | None) -> int:
-        return self.mqt.check_num_tokens(self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens)
+        m = self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens
+        return check_budget(m, self.max_visual_tokens, "num_visual_tokens")
 
     def grid_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) images -> (n, H'W', vision_width) features of the selected layer, CLS dropped.
@@ -183,7 +178,7 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def encode_images(self, pixel_values: torch.Tensor, num_visual_tokens: int | None = None) -> torch.Tensor:
         """(n, 3, H, W) images -> (n, m, llm_width) visual tokens."""
         m = self.resolve_num_visual_tokens(num_visual_tokens)
-        return self.mqt(self.grid_features(pixel_values), m)
+        return self.connector(self.grid_features(pixel_values), m)
 
     def blank_image_tokens(self) -> torch.Tensor:
         """The image path run on one blank image. A training batch without images still goes through

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-PARTS: tuple[str, ...] = ("vision_tower", "mqt", "language_model")
+CONNECTOR = "connector"  # the model's attribute, and its weights' prefix in an export, for any connector kind
+PARTS: tuple[str, ...] = ("vision_tower", CONNECTOR, "language_model")
 TRAINABLE_PARTS: dict[str, tuple[str, ...]] = {
-    "stage1": ("mqt",),  # alignment: only the connector learns
-    "stage2": ("mqt", "language_model"),  # instruction tuning
+    "stage1": (CONNECTOR,),  # alignment: only the connector learns
+    "stage2": (CONNECTOR, "language_model"),  # instruction tuning
 }
 
 

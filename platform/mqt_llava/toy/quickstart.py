@@ -23,6 +23,7 @@ from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.eval.evaluate import run_evaluation
 from mqt_llava.eval.runner import SweepConfig
 from mqt_llava.inference import InferenceEngine
+from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
 from mqt_llava.toy.base_models import make_base_models, preset_overrides
@@ -121,7 +122,7 @@ def step_shards(ctx: Context) -> None:
     }
     ctx.results["shards"] = {}
     for name, (json_path, image_root, template) in sets.items():
-        rules = RecordRules(template, spec.max_length, spec.mqt.num_queries)
+        rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
         out = ctx.shards / name
         report = prepare(PrepareJob(str(json_path), str(image_root), str(out), spec.tokenizer, rules)).as_dict()
         ctx.results["shards"][name] = report

@@ -1,5 +1,5 @@
 """The command line of jobs/stage1.py and jobs/stage2.py: one spec (a StageSpec YAML), `--set` on
-its fields (`--set model.mqt.num_queries=64` reaches the model preset), then the same run on Ray
+its fields (`--set model.connector.num_queries=64` reaches the model preset), then the same run on Ray
 Train (the default) or, when torchrun started the process, under torchrun without Ray."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(stage_name: str, argv: list[str] | None = None):
                         help="a StageSpec: a YAML file or a packaged config such as llava-7b/stage1")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the spec, e.g. --set lr=1e-4; model.<field> reaches the model "
-                        "preset, e.g. --set model.mqt.num_queries=64")  # fmt: skip
+                        "preset, e.g. --set model.connector.num_queries=64")  # fmt: skip
     parser.add_argument("--name", help="run name; the same name again resumes (default <model>-<stage>)")
     parser.add_argument("--storage", default="runs/train", help="where runs live: a directory or a URI")
     parser.add_argument("--verbose", action="store_true", help="keep Ray's and the libraries' own logs")

@@ -26,7 +26,7 @@ from mqt_llava.data.samples import LlavaCollate, modality_grouped_batches
 from mqt_llava.model.builder import BuiltModel, build_model
 from mqt_llava.model.export import load_part_state, save_export
 from mqt_llava.model.modeling import IMAGE_TOKEN_INDEX
-from mqt_llava.model.stages import configure_trainable, format_parameter_report, parameter_report
+from mqt_llava.model.stages import CONNECTOR, configure_trainable, format_parameter_report, parameter_report
 from mqt_llava.output import Progress
 from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.context import WorkerContext
@@ -109,13 +109,13 @@ def open_tracker(run: StageRun, resumed_at: int | None):
 
 
 def stage_model(run: StageRun) -> BuiltModel:
-    """The model a stage starts from: the preset's parts (pretrained where configured), the MQT of
+    """The model a stage starts from: the preset's parts (pretrained where configured), the connector of
     `init_from` if given, only the stage's parts trainable, gradient checkpointing if asked."""
     stage = run.stage
     torch.manual_seed(stage.seed)  # the same random-init parts on every rank
     built = build_model(run.model)
     if stage.init_from:
-        built.model.mqt.load_state_dict(load_part_state(local_copy(stage.init_from), "mqt"))
+        built.model.connector.load_state_dict(load_part_state(local_copy(stage.init_from), CONNECTOR))
     configure_trainable(built.model, stage.stage)
     if stage.gradient_checkpointing:
         built.model.language_model.activation_checkpointing_enable()

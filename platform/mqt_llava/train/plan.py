@@ -22,9 +22,10 @@ from pathlib import Path
 
 from mqt_llava.config import ConfigError, ModelSpec, StageSpec, load_config, model_config_path, split_overrides
 from mqt_llava.data.samples import count_rows
-from mqt_llava.model.builder import is_local_path, pretrained_location
-from mqt_llava.model.export import load_part_state
+from mqt_llava.model.builder import is_local_path, max_visual_tokens, pretrained_location
+from mqt_llava.model.export import NotAnExport, load_part_state, read_config
 from mqt_llava.model.schedules import TokenSchedule
+from mqt_llava.model.stages import CONNECTOR
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class StageRun:
     def budget(self, step: int) -> int:
         """m for optimizer step `step`: drawn from the schedule (pure in seed and step, so every
         rank agrees without communicating) in stage 2 and elastic stage 1; else M."""
-        M = self.model.mqt.num_queries
+        M = max_visual_tokens(self.model)
         if self.stage.stage == "stage1" and not self.stage.stage1_elastic:
             return M
         return token_schedule(self.stage, self.model).draw(step)
@@ -88,7 +89,7 @@ class StageRun:
 def token_schedule(stage: StageSpec, model: ModelSpec) -> TokenSchedule:
     """The stage's schedule over 1..M (raises ValueError for one that cannot be drawn from)."""
     s = stage.schedule
-    return TokenSchedule(s.kind, model.mqt.num_queries, step=s.step, seed=s.seed, tokens=s.tokens)
+    return TokenSchedule(s.kind, max_visual_tokens(model), step=s.step, seed=s.seed, tokens=s.tokens)
 
 
 def resolved_config(run: StageRun) -> dict:
@@ -116,15 +117,16 @@ def check_init_from(stage: StageSpec, model: ModelSpec) -> None:
     if not stage.init_from or "://" in stage.init_from:
         return  # remote exports are checked where they are downloaded, on the worker
     try:
-        state = load_part_state(stage.init_from, "mqt")
-    except (FileNotFoundError, KeyError) as exc:
+        load_part_state(stage.init_from, CONNECTOR)
+        theirs = read_config(stage.init_from)["connector"]
+    except (FileNotFoundError, KeyError, NotAnExport) as exc:
         raise ConfigError(f"init_from: {exc}") from None
-    width = model.mqt.num_queries
-    queries = state.get("queries")
-    if queries is not None and queries.shape[0] != width:
-        raise ConfigError(
-            f"init_from: {stage.init_from} has an MQT with M = {queries.shape[0]} queries, the model has {width}"
-        )
+    ours = model.connector.model_dump()
+    if theirs != ours:
+        differ = {
+            k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)
+        }
+        raise ConfigError(f"init_from: {stage.init_from}'s connector differs from the model's (theirs, ours): {differ}")
 
 
 def absolute(location: str | None) -> str | None:

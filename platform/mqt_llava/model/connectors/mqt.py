@@ -10,18 +10,36 @@ that nothing mixes information across queries.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+from transformers import initialization as init
 
+from mqt_llava.config import Spec
 from mqt_llava.model.budgets import check_budget
+from mqt_llava.model.connectors import Connector, register_connector
 
 Order = Literal["attention_then_projection", "projection_then_attention"]
 Keys = Literal["content_and_position", "position_only"]
-ORDERS: tuple[str, ...] = ("attention_then_projection", "projection_then_attention")
-KEY_MODES: tuple[str, ...] = ("content_and_position", "position_only")
+ORDERS: tuple[str, ...] = get_args(Order)
+KEY_MODES: tuple[str, ...] = get_args(Keys)
+
+
+class MQTOptions(Spec):
+    """The MQT's options, declared once: the model YAML's `connector:` section, the export's config
+    and the ablation axes all read them from here."""
+
+    kind: Literal["mqt"] = "mqt"
+    num_queries: int = Field(256, ge=1, description="M, the largest visual-token budget")
+    num_heads: int = Field(8, ge=1)
+    order: Order = Field("attention_then_projection", description="attend then project (the paper's), or the reverse")
+    keys: Keys = Field("content_and_position", description="position_only: the official code's keys")
+
+    def max_tokens(self, grid_positions: int) -> int:
+        return self.num_queries
 
 
 def sincos_2d(side: int, dim: int) -> torch.Tensor:
@@ -49,7 +67,8 @@ def grid_side(num_positions: int, what: str) -> int:
     return side
 
 
-class MatryoshkaQueryTransformer(nn.Module):
+@register_connector
+class MatryoshkaQueryTransformer(Connector):
     """Cross-attention from M latent queries to grid features, then (or after) a projection to the
     LLM width.
 
@@ -107,6 +126,22 @@ class MatryoshkaQueryTransformer(nn.Module):
         self.record_attention = False  # explain.py turns this on to keep the attention weights
         self.recorded_attention: torch.Tensor | None = None
         self.reset_parameters()
+
+    options_class = MQTOptions
+
+    @classmethod
+    def from_options(cls, options: MQTOptions, vision_width: int, llm_width: int) -> MatryoshkaQueryTransformer:
+        return cls(options.num_queries, vision_width, llm_width, options.num_heads, options.order, options.keys)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.num_queries
+
+    def init_weights(self) -> None:
+        # transformers' guarded init functions: inside from_pretrained they leave loaded tensors
+        # alone and refill the non-persistent position table, which it re-creates empty.
+        self.reset_parameters()
+        init.copy_(self.query_grid_pos, sincos_2d(self.query_side, self.width))
 
     def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.queries, std=0.02)

@@ -1,0 +1,90 @@
+"""The ablation axes, each declared once: its values (the option's own type), the spec fields it
+sets (in the model preset, stage 1's spec or stage 2's), and its short label. Everything else is
+derived from this table: the `Variant` model, a variant's overrides for each stage, whether an axis
+touches stage 1 (so which trials may share one), and the labels in reports.
+
+A new axis is one entry here (values from the option it varies, where that option is declared).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from mqt_llava.config import ScheduleSpec
+from mqt_llava.model.connectors.mqt import MQTOptions
+
+PARTS = ("model", "stage1", "stage2")  # what an override can reach; "model" is seen by both stages
+
+
+@dataclass(frozen=True)
+class Axis:
+    annotation: Any  # the values' type (a Literal, bool, int)
+    default: Any
+    sets: dict[str, tuple[str, ...]]  # part -> the dotted fields it sets there
+    label: Callable[[Any], str] = str
+    grid: bool = True  # False: a field of every variant, not an axis of the `axes:` grid (seed, fixed_tokens)
+
+    @property
+    def touches_stage1(self) -> bool:
+        return bool(set(self.sets) & {"model", "stage1"})
+
+    @property
+    def values(self) -> tuple:
+        return (False, True) if self.annotation is bool else get_args(self.annotation)
+
+
+def option_type(spec_class, name: str):
+    return spec_class.model_fields[name].annotation
+
+
+SHORT = {"attention_then_projection": "attn-proj", "projection_then_attention": "proj-attn",
+         "content_and_position": "content-keys", "position_only": "position-keys"}  # fmt: skip
+
+AXES: dict[str, Axis] = {
+    "schedule": Axis(option_type(ScheduleSpec, "kind"), "linear", {"stage2": ("schedule.kind",)},
+                     lambda v: f"{v}-schedule"),
+    "order": Axis(option_type(MQTOptions, "order"), "attention_then_projection", {"model": ("connector.order",)},
+                  SHORT.get),
+    "stage1_elastic": Axis(bool, False, {"stage1": ("stage1_elastic",)},
+                           lambda v: f"elastic-stage1-{'on' if v else 'off'}"),
+    "keys": Axis(option_type(MQTOptions, "keys"), "content_and_position", {"model": ("connector.keys",)}, SHORT.get),
+    "seed": Axis(int, 0, {"stage1": ("seed", "schedule.seed"), "stage2": ("schedule.seed", "seed")},
+                 lambda v: f"seed{v}", grid=False),
+    # The paper's "independent models for each number of tokens": stage 2 at one m only (with schedule fixed).
+    "fixed_tokens": Axis(int | None, None, {"stage2": ("schedule.tokens",)}, lambda v: f"fixed-m{v}", grid=False),
+}  # fmt: skip
+GRID_AXES: tuple[str, ...] = tuple(name for name, axis in AXES.items() if axis.grid)
+AxisName = Literal[GRID_AXES]  # type: ignore[valid-type]
+
+
+def override_value(value: Any) -> str:
+    """As `--set` parses it back (YAML): strings bare, everything else as JSON (true, 4, null)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def axis_overrides(values: dict[str, Any], part: str) -> list[str]:
+    """The `field=value` overrides a variant's values make in `part` (model, stage1 or stage2)."""
+    out = []
+    for name, axis in AXES.items():
+        value = values[name]
+        if name == "fixed_tokens" and value is None:
+            continue  # no fixed budget: the schedule's own support
+        out += [f"{key}={override_value(value)}" for key in axis.sets.get(part, ())]
+    return out
+
+
+def variant_label(values: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """What differs from the baseline, by grid axis, then the seed: `log-schedule+proj-attn/seed0`.
+    A fixed training budget names the variant by its m (`fixed-m8`) instead of its schedule."""
+    parts = []
+    for name in GRID_AXES:
+        if values[name] == baseline[name]:
+            continue
+        if name == "schedule" and values["fixed_tokens"] is not None:
+            parts.append(AXES["fixed_tokens"].label(values["fixed_tokens"]))
+        else:
+            parts.append(AXES[name].label(values[name]))
+    return f"{'+'.join(parts) or 'baseline'}/{AXES['seed'].label(values['seed'])}"
