@@ -2,8 +2,8 @@
 contrastively on image-caption pairs (its vision tower is what MQT-LLaVA uses, frozen) and a causal
 LM trained on the corpus text, each saved with save_pretrained.
 
-    python jobs/base_models.py --out ./runs/quickstart/base_models      (where the tiny preset looks)
-    python jobs/quickstart.py --set tokenizer.pretrained=... (the overrides this job prints)
+    python jobs/base_models.py                                   # tiny/base_models: where the tiny preset looks
+    python jobs/base_models.py --set clip.steps=100 --set model.connector.num_queries=64 --set out=/tmp/base
 
 Stage 1 and 2 then load them with from_pretrained exactly as the llava-7b preset loads hub names.
 """
@@ -12,30 +12,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from mqt_llava.config import BaseModelsSpec, ModelSpec, load_config, preset_path
+from mqt_llava.config import BaseModelsSpec, ConfigError, ModelSpec, load_config, model_config_path, split_overrides
+from mqt_llava.output import configure_output
 from mqt_llava.toy.base_models import make_base_models, preset_overrides
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--out", type=Path, default=Path("runs/quickstart/base_models"))
+    parser.add_argument("--config", default="tiny/base_models", help="a BaseModelsSpec (YAML file or packaged)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a base_models.yaml field, e.g. clip.steps=100")  # fmt: skip
-    parser.add_argument("--model-set", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a model.yaml field (architectures)")  # fmt: skip
+                        help="override a field, e.g. clip.steps=100 (model.<field>: the model preset)")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="keep the libraries' own logs")
     args = parser.parse_args()
-
-    spec = load_config(BaseModelsSpec, preset_path(args.preset, "base_models"), args.overrides)
-    model = load_config(ModelSpec, preset_path(args.preset, "model"), args.model_overrides)
-    report = make_base_models(spec, model, args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"base models in {args.out}; report in {args.out / 'report.json'}")
-    print("use them with: " + " ".join(f"--set {o}" for o in preset_overrides(args.out)))
+    configure_output(args.verbose)
+    model_overrides, overrides = split_overrides(args.overrides, "model")
+    try:
+        spec = load_config(BaseModelsSpec, args.config, overrides)
+        model = load_config(ModelSpec, model_config_path(spec.model), model_overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(spec.out)
+    report = make_base_models(spec, model, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"base models in {out}; report in {out / 'report.json'}")
+    print("use them with: " + " ".join(f"--set model.{o}" for o in preset_overrides(out)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

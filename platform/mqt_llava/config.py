@@ -98,9 +98,12 @@ class LMTraining(Spec):
 
 
 class BaseModelsSpec(Spec):
-    """How jobs/base_models.py makes a preset's pretrained parts from the synthetic corpus; where it
-    saves them is the model preset's `pretrained` paths."""
+    """How jobs/base_models.py makes a preset's pretrained parts from the synthetic corpus: the model
+    preset whose architectures it trains (`model.<field>=...` overrides reach it) and where it saves
+    them (the preset's `pretrained` paths must point there; the job prints the overrides that do)."""
 
+    model: str = Field("tiny", description="the model: a preset name or a YAML path")
+    out: str = "./runs/quickstart/base_models"
     corpus: str
     corpus_size: CorpusSize = CorpusSize()
     vocab_size: int = Field(1024, ge=300)
@@ -226,6 +229,23 @@ def split_overrides(overrides: list[str], section: str) -> tuple[list[str], list
         else:
             rest.append(item)
     return inside, rest
+
+
+def override_value(value: Any) -> str:
+    """A value as `--set` parses it back (YAML, flow style): 4, true, null, [1, 2], M."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def as_overrides(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """A nested mapping as `a.b=c` overrides (values in YAML's flow style), e.g. a spec section that
+    overrides another config."""
+    out = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out += as_overrides(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={override_value(value)}")
+    return out
 
 
 def prefixed(section: str, overrides: list[str]) -> list[str]:

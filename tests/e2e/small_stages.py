@@ -50,7 +50,8 @@ def small_ablation(root: Path, records: int, num_eval: int, **fields) -> dict:
     configs = write_small_stages(root, records=records, num_eval=num_eval)
     write_synthetic_benchmarks(root / "corpus", root / "bench")
     quick = ["max_steps=2", "checkpoint_every=1", "resources.worker_cpus=0.4"]
-    evaluation = {"data_root": str(root / "bench"), "budgets": "2,M", "batch_size": 8, "actor_cpus": 0.25}
+    evaluation = {"data_root": str(root / "bench"), "budgets": "2,M", "batch_size": 8, "actor_cpus": 0.25,
+                  "torch_threads": 1}  # fmt: skip
     spec = {
         "storage": str(root / "experiments"), "model": str(root / "model.yaml"),
         "stage1": {"config": str(configs["stage1"]), "overrides": quick},

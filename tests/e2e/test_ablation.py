@@ -50,8 +50,7 @@ def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() 
     root = tmp_path_factory.mktemp("ablation")
     spec = small_ablation(
         root, records=64, num_eval=6, name=NAME,
-        eval={"benchmarks": ["pope", "vqav2"], "limit": 12, "heldout_corpus": str(root / "corpus"),
-              "heldout_scenes": 3},
+        eval={"benchmarks": ["pope", "vqav2"], "limit": 12}, heldout={"corpus": str(root / "corpus"), "scenes": 3},
         axes={"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
         tracking_uri=mlflow_server, experiment="ablation-test",
     )  # fmt: skip

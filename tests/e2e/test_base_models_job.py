@@ -10,7 +10,7 @@ import torch
 from transformers import CLIPModel, LlamaForCausalLM
 
 from checkout import REPO_ROOT
-from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
 from mqt_llava.model.builder import build_model
 from mqt_llava.toy.base_models import preset_overrides
 
@@ -21,7 +21,7 @@ SMALL_MODEL = [
     "llm.architecture={model_type: llama, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2,"
     " num_attention_heads: 2, num_key_value_heads: 2, max_position_embeddings: 512}",
     "connector.num_queries=8",
-    "mqt.num_heads=2",
+    "connector.num_heads=2",
 ]
 
 
@@ -29,8 +29,8 @@ def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     out = tmp_path / "base"
     small = [f"corpus={tmp_path / 'corpus'}", "corpus_size={seed: 1, num_pretrain: 96, num_instruct: 48, num_eval: 32}",
              "vocab_size=400", "clip.steps=40", "clip.batch_size=32", "lm.steps=60", "lm.batch_size=16"]  # fmt: skip
-    command = [sys.executable, "jobs/base_models.py", "--out", str(out)]
-    command += [a for o in small for a in ("--set", o)] + [a for o in SMALL_MODEL for a in ("--model-set", o)]
+    command = [sys.executable, "jobs/base_models.py", "--set", f"out={out}"]
+    command += [a for o in small + prefixed("model", SMALL_MODEL) for a in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -11,7 +11,8 @@ from PIL import Image
 from mqt_llava.config import TrackingSpec
 from mqt_llava.eval.benchmarks import make_benchmark
 from mqt_llava.eval.evaluate import main, run_evaluation
-from mqt_llava.eval.runner import SweepConfig, spread
+from mqt_llava.eval.runner import spread
+from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import save_export
@@ -28,9 +29,9 @@ def export(tmp_path_factory):
 
 
 def sweep_config(export, data_root, out, limit=10):
-    benchmarks = ["pope", "mmbench", "mmvet"]
-    return SweepConfig(model=str(export), out=out, data_root=data_root, benchmarks=benchmarks, budgets=[2, 8],
-                       limit=limit, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1)  # fmt: skip
+    spec = EvalSpec(model=str(export), out=str(out), data_root=str(data_root), benchmarks=["pope", "mmbench", "mmvet"],
+                    budgets="2,8", limit=limit, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1)  # fmt: skip
+    return spec.sweep_config()
 
 
 def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_root, tmp_path):
@@ -91,10 +92,16 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
 
 
 def test_cli_refuses_bad_budgets_and_missing_files_before_ray(export, synthetic_root, tmp_path, capsys):
-    common = ["--model", str(export), "--data-root", str(synthetic_root), "--out", str(tmp_path)]
-    assert main([*common, "--benchmarks", "pope", "--budgets", "2,99"]) == 2
+    def sets(*items):
+        return [a for o in items for a in ("--set", o)]
+
+    common = sets(f"model={export}", f"data_root={synthetic_root}", f"out={tmp_path}", "limit=null")
+    assert main([*common, *sets("benchmarks=[pope]", "budgets=2,99")]) == 2
     assert "outside 1..8" in capsys.readouterr().err
-    assert main([*common, "--benchmarks", "gqa", "--data-root", str(tmp_path)]) == 2  # default budgets: 2, 4, M
+    assert main([*common, *sets("benchmarks=[gqa]", f"data_root={tmp_path}", "budgets=null")]) == 2  # 2, 4, M
     assert "testdev_balanced_questions.json not found" in capsys.readouterr().err
-    assert main([*common, "--benchmarks", "pope", "--option", "pope.nope=1"]) == 2
-    assert main(["--model", str(tmp_path), "--benchmarks", "pope"]) == 2
+    assert main([*common, *sets("benchmarks=[pope]", "options.pope.nope=1")]) == 2
+    assert main(sets(f"model={tmp_path}", "benchmarks=[pope]")) == 2
+    assert "not an export directory" in capsys.readouterr().err
+    assert main([*common, *sets("benchmarks=[imagenet]")]) == 2
+    assert "unknown benchmarks ['imagenet']" in capsys.readouterr().err

@@ -14,19 +14,21 @@ from mqt_llava.inference import InferenceEngine
 pytestmark = pytest.mark.e2e
 
 SMALL = [
-    "--corpus", "160,160,12", "--eval-scenes", "12", "--budgets", "2,M", "--sweep-budgets", "2,M",
-    "--sweep-limit", "8",
-    "--base-set", "clip.steps=10", "--base-set", "lm.steps=10",
-    "--stage1-set", "max_steps=3", "--stage2-set", "max_steps=3",
+    "world={num_pretrain: 160, num_instruct: 160, num_eval: 12}", "heldout_scenes=12", "heldout_budgets=2,M",
+    "evaluate={budgets: '2,M', limit: 8}", "base_models.clip.steps=10", "base_models.lm.steps=10",
+    "stage1.max_steps=3", "stage2.max_steps=3",
 ]  # fmt: skip
+
+
+def quickstart(run_dir, *overrides, timeout=900, env=None):
+    sets = [a for o in (f"run_dir={run_dir}", *overrides) for a in ("--set", o)]
+    return subprocess.run([sys.executable, "jobs/quickstart.py", *sets], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(
-        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), *SMALL],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    done = quickstart(tmp_path, *SMALL, env=env)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks", "serve", "ablation")
     for i, name in enumerate(steps, 1):
@@ -74,27 +76,20 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
 
 
 def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--budgets", "2,33"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2 and "--budgets: 33 outside 1..32" in done.stderr
+    done = quickstart(tmp_path, "heldout_budgets=2,33", timeout=120)
+    assert done.returncode == 2 and "heldout_budgets: 33 outside 1..32" in done.stderr
     assert not Path(tmp_path, "data").exists()
 
 
 def test_quickstart_until_stops_after_the_named_step_in_the_world_asked_for(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(
-        [sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--corpus", "8,8,4", "--eval-scenes", "4",
-         "--world", "grid=4", "--world", "max_objects=9", "--until", "data"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    world = "world={num_pretrain: 8, num_instruct: 8, num_eval: 4, grid: 4, max_objects: 9}"
+    done = quickstart(tmp_path, world, "heldout_scenes=4", "until=data", env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "step 1/1: data" in done.stdout and "base models" not in done.stdout
     corpus = json.loads((tmp_path / "data" / "corpus.json").read_text())
     assert (corpus["grid"], corpus["max_objects"], corpus["num_eval"]) == (4, 9, 4)
     assert (tmp_path / "benchmarks" / "synthetic.json").exists() and not (tmp_path / "base_models").exists()
 
-    bad = subprocess.run([sys.executable, "jobs/quickstart.py", "--run-dir", str(tmp_path), "--world", "grid=x"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and "expected KEY=N" in bad.stderr
+    bad = quickstart(tmp_path, "world.grid=x", timeout=120)
+    assert bad.returncode == 2 and "world.grid" in bad.stderr

@@ -8,12 +8,11 @@ A new axis is one entry here (values from the option it varies, where that optio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from mqt_llava.config import ScheduleSpec
+from mqt_llava.config import ScheduleSpec, override_value
 from mqt_llava.model.connectors.mqt import MQTOptions
 
 PARTS = ("model", "stage1", "stage2")  # what an override can reach; "model" is seen by both stages
@@ -58,11 +57,6 @@ AXES: dict[str, Axis] = {
 }  # fmt: skip
 GRID_AXES: tuple[str, ...] = tuple(name for name, axis in AXES.items() if axis.grid)
 AxisName = Literal[GRID_AXES]  # type: ignore[valid-type]
-
-
-def override_value(value: Any) -> str:
-    """As `--set` parses it back (YAML): strings bare, everything else as JSON (true, 4, null)."""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def axis_overrides(values: dict[str, Any], part: str) -> list[str]:

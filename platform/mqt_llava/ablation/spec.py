@@ -20,6 +20,7 @@ from pydantic import Field, create_model, model_validator
 
 from mqt_llava.ablation.axes import AXES, AxisName, axis_overrides, variant_label
 from mqt_llava.config import ConfigError, Spec, config_path, prefixed
+from mqt_llava.eval.spec import EvalSpec
 
 
 class VariantBase(Spec):
@@ -54,20 +55,11 @@ class StageRef(Spec):
     overrides: list[str] = []
 
 
-class EvalRef(Spec):
-    """The evaluation sweep every trial runs (mqt_llava.eval.runner.SweepConfig's fields)."""
+class HeldoutRef(Spec):
+    """A synthetic corpus (mqt_llava.toy): every trial also answers its held-out questions by kind."""
 
-    data_root: str
-    benchmarks: list[str] = Field(min_length=1)
-    budgets: str = "M"  # comma-separated, M = the model's maximum
-    limit: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1)
-    actors: int = Field(1, ge=1)
-    actor_cpus: float = Field(0.5, gt=0)
-    torch_threads: int | None = Field(1, ge=1)
-    advisor_points: float = Field(1.0, ge=0)
-    heldout_corpus: str | None = None  # a synthetic corpus: its held-out questions by kind at every budget
-    heldout_scenes: int = Field(300, ge=1)
+    corpus: str
+    scenes: int = Field(300, ge=1)
 
 
 class AblationSpec(Spec):
@@ -77,7 +69,8 @@ class AblationSpec(Spec):
     model_overrides: list[str] = []
     stage1: StageRef
     stage2: StageRef
-    eval: EvalRef
+    eval: EvalSpec  # every trial's sweep; its model and out are the trial's own
+    heldout: HeldoutRef | None = None
     design: Literal["one_factor", "full_factorial"] = "one_factor"
     baseline: Variant = Variant()
     axes: dict[AxisName, list] = Field(

@@ -106,8 +106,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from mqt_llava.eval.evaluate import run_evaluation
-    from mqt_llava.eval.runner import PairResult, SweepConfig, write_atomic
-    from mqt_llava.model.budgets import parse_budgets
+    from mqt_llava.eval.runner import PairResult, write_atomic
     from mqt_llava.model.export import max_visual_tokens
 
     spec = AblationSpec.model_validate_json(spec_json)
@@ -134,12 +133,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         extra=(f"init_from={stage1_export}",), callbacks=[TuneReportCallback()],
     )  # fmt: skip
     maximum = max_visual_tokens(stage2_export)
-    e = spec.eval
-    sweep = SweepConfig(
-        model=stage2_export, out=out / "eval", data_root=Path(e.data_root).expanduser().resolve(),
-        benchmarks=e.benchmarks, budgets=parse_budgets(e.budgets, maximum), limit=e.limit, batch_size=e.batch_size,
-        actors=e.actors, actor_cpus=e.actor_cpus, torch_threads=e.torch_threads, advisor_points=e.advisor_points,
-    )  # fmt: skip
+    sweep = spec.eval.model_copy(update={"model": stage2_export, "out": str(out / "eval")}).sweep_config()
     results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
     kinds = heldout_by_kind(spec, stage2_export, sweep.budgets, tracker)
     summary = {
@@ -156,19 +150,17 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
 def trained_budgets(export: str) -> list[int]:
     """The budgets stage 2 drew from, from the training record saved beside the export."""
-    from mqt_llava.model.export import read_training_record
+    from mqt_llava.model.export import max_visual_tokens, read_training_record
     from mqt_llava.model.schedules import schedule_support
 
-    record = read_training_record(export)
-    s, maximum = record["stage"]["schedule"], record["model"]["mqt"]["num_queries"]
+    s, maximum = read_training_record(export)["stage"]["schedule"], max_visual_tokens(export)
     return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens")))
 
 
 def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker: RunTracker) -> dict:
     """Exact match on the corpus's held-out questions by kind (colour ... cell) at each budget; cached
     in the trial directory so a restarted trial does not ask again."""
-    e = spec.eval
-    if not e.heldout_corpus:
+    if spec.heldout is None:
         return {}
     import torch
 
@@ -179,9 +171,9 @@ def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker
     kinds = {int(m): v for m, v in json.loads(cache.read_text()).items()} if cache.exists() else {}
     missing = [m for m in budgets if m not in kinds]
     if missing:
-        torch.set_num_threads(e.torch_threads or 1)
+        torch.set_num_threads(spec.eval.torch_threads or 1)
         engine = InferenceEngine.from_export(export)
-        questions = heldout_questions(Path(e.heldout_corpus).expanduser().resolve(), limit=e.heldout_scenes)
+        questions = heldout_questions(Path(spec.heldout.corpus).expanduser().resolve(), limit=spec.heldout.scenes)
         for m in missing:
             kinds[m] = exact_match(engine, questions, m)
             tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)

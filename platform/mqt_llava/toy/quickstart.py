@@ -6,39 +6,89 @@ line and runs them; this module is what they do.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field
 from ray import serve
 
 from mqt_llava.ablation.experiment import run_experiment
 from mqt_llava.ablation.spec import AblationSpec
-from mqt_llava.config import BaseModelsSpec, ModelSpec, TrackingSpec, load_config, prefixed, preset_path
+from mqt_llava.config import (
+    BaseModelsSpec,
+    ModelSpec,
+    Spec,
+    TrackingSpec,
+    as_overrides,
+    load_config,
+    prefixed,
+    preset_path,
+)
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.eval.evaluate import run_evaluation
-from mqt_llava.eval.runner import SweepConfig
+from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.inference import InferenceEngine
+from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
 from mqt_llava.toy.base_models import make_base_models, preset_overrides
-from mqt_llava.toy.benchmark_files import WRITERS, write_synthetic_benchmarks
+from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from mqt_llava.toy.heldout import KINDS, exact_match, heldout_questions, majority_baseline
 from mqt_llava.train.launch import run_stage
 from mqt_llava.train.plan import resolve_run
 
+STEP_NAMES = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks", "serve", "ablation")
+
+
+class WorldSpec(Spec):
+    """The synthetic world and corpus sizes (mqt_llava.toy.corpus.CorpusSpec's fields)."""
+
+    num_pretrain: int = Field(6000, ge=1, description="558K-like caption records")
+    num_instruct: int = Field(6000, ge=1, description="665K-like instruction records")
+    num_eval: int = Field(300, ge=1, description="held-out scenes (benchmark files and held-out questions)")
+    grid: int = Field(3, ge=1, description="an N x N layout")
+    max_objects: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class QuickstartSpec(Spec):
+    """jobs/quickstart.py's spec (packaged as tiny/quickstart.yaml). The sections model, base_models,
+    stage1, stage2 and evaluate hold overrides of the preset's own configs, so `--set
+    stage1.max_steps=3` reaches stage 1's spec and `--set model.connector.num_queries=64` the model."""
+
+    preset: str = "tiny"
+    run_dir: str = "./runs/quickstart"
+    until: Literal[STEP_NAMES] = Field("ablation", description="stop after this step")  # type: ignore[valid-type]
+    world: WorldSpec = WorldSpec()
+    heldout_budgets: str = Field("2,M", description="step 6's budgets (M: the model's maximum)")
+    heldout_scenes: int = Field(300, ge=1, description="held-out scenes step 6 asks about")
+    serve_config: str = Field("./serve_apps/config.yaml", description="the Serve config step 8 deploys")
+    model: dict[str, Any] = {}
+    base_models: dict[str, Any] = {}
+    stage1: dict[str, Any] = {}
+    stage2: dict[str, Any] = {}
+    evaluate: dict[str, Any] = {}
+
+    def overrides(self, section: str) -> list[str]:
+        """A section as `a.b=c` overrides of the config it belongs to."""
+        return as_overrides(getattr(self, section))
+
 
 @dataclass
 class Context:
-    args: argparse.Namespace
-    run_dir: Path
+    spec: QuickstartSpec
     results: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.spec.run_dir).expanduser().resolve()
 
     @property
     def corpus(self) -> Path:
@@ -62,7 +112,16 @@ class Context:
 
     @property
     def model_overrides(self) -> list[str]:
-        return preset_overrides(self.base_models) + self.args.model_overrides
+        """The base models this run made, then the spec's own model overrides."""
+        return preset_overrides(self.base_models) + self.spec.overrides("model")
+
+    def config(self, name: str) -> Path:
+        return preset_path(self.spec.preset, name)
+
+    def evaluation(self) -> EvalSpec:
+        """The preset's evaluation spec with the spec's overrides, on this run's export and files."""
+        paths = [f"model={self.stage2_export}", f"out={self.run_dir / 'eval'}", f"data_root={self.benchmark_files}"]
+        return load_config(EvalSpec, self.config("evaluate"), paths + self.spec.overrides("evaluate"))
 
     @property
     def tracking(self) -> TrackingSpec:
@@ -71,10 +130,10 @@ class Context:
 
     @property
     def stage2_export(self) -> Path:
-        return self.storage / f"{self.args.preset}-stage2" / "export"
+        return self.storage / f"{self.spec.preset}-stage2" / "export"
 
     def model_spec(self) -> ModelSpec:
-        return load_config(ModelSpec, preset_path(self.args.preset, "model"), self.model_overrides)
+        return load_config(ModelSpec, self.config("model"), self.model_overrides)
 
     def next_steps(self) -> list[str]:
         """What to open after the steps that ran: the last lines a user reads."""
@@ -86,29 +145,27 @@ class Context:
         if "ablation" in self.results:
             lines.append(f"  ablation:      {self.results['ablation']['report']}")
         if "stage2" in self.results:
-            lines.append(f"  serve it:      serve run {self.args.serve_config}   (args.model: {self.stage2_export})")
+            lines.append(f"  serve it:      serve run {self.spec.serve_config}   (args.model: {self.stage2_export})")
             lines.append(f"  in Python:     InferenceEngine.from_export('{self.stage2_export}')  (docs/evaluation.md)")
         return lines or [f"  the run directory: {self.run_dir}"]
 
 
 def step_data(ctx: Context) -> None:
-    pretrain, instruct, held_out = ctx.args.corpus
     if not (ctx.corpus / "corpus.json").exists():
-        sizes = dict(num_pretrain=pretrain, num_instruct=instruct, num_eval=held_out)
-        write_corpus(ctx.corpus, CorpusSpec(**{"seed": 0, **ctx.args.world, **sizes}))
+        write_corpus(ctx.corpus, CorpusSpec(**ctx.spec.world.model_dump()))
     ctx.results["data"] = json.loads((ctx.corpus / "corpus.json").read_text())
     print(f"corpus: {ctx.corpus}")
     if not (ctx.benchmark_files / "synthetic.json").exists():
-        written = write_synthetic_benchmarks(ctx.corpus, ctx.benchmark_files, limit=ctx.args.eval_scenes)
+        written = write_synthetic_benchmarks(ctx.corpus, ctx.benchmark_files, limit=ctx.spec.heldout_scenes)
         print(f"synthetic benchmark files in {ctx.benchmark_files}: {written}")
 
 
 def step_base_models(ctx: Context) -> None:
     report_path = ctx.base_models / "report.json"
     if not report_path.exists():
-        overrides = [f"corpus={ctx.corpus}"] + ctx.args.base_overrides
-        spec = load_config(BaseModelsSpec, preset_path(ctx.args.preset, "base_models"), overrides)
-        model = load_config(ModelSpec, preset_path(ctx.args.preset, "model"), ctx.args.model_overrides)
+        overrides = [f"corpus={ctx.corpus}"] + ctx.spec.overrides("base_models")
+        spec = load_config(BaseModelsSpec, ctx.config("base_models"), overrides)
+        model = load_config(ModelSpec, ctx.config("model"), ctx.spec.overrides("model"))
         report = make_base_models(spec, model, ctx.base_models)
         report_path.write_text(json.dumps(report, indent=2))
     ctx.results["base_models"] = json.loads(report_path.read_text())
@@ -131,9 +188,9 @@ def step_shards(ctx: Context) -> None:
 
 def train(ctx: Context, stage: str, overrides: list[str]) -> None:
     run = resolve_run(
-        preset_path(ctx.args.preset, stage),
-        overrides + getattr(ctx.args, f"{stage}_overrides") + prefixed("model", ctx.model_overrides),
-        name=f"{ctx.args.preset}-{stage}",
+        ctx.config(stage),
+        overrides + ctx.spec.overrides(stage) + prefixed("model", ctx.model_overrides),
+        name=f"{ctx.spec.preset}-{stage}",
         storage=str(ctx.storage),
         expect_stage=stage,
     )
@@ -146,18 +203,19 @@ def step_stage1(ctx: Context) -> None:
 
 
 def step_stage2(ctx: Context) -> None:
-    stage1_export = ctx.results.get("stage1", {}).get("export") or str(ctx.storage / f"{ctx.args.preset}-stage1/export")
+    stage1_export = ctx.results.get("stage1", {}).get("export") or str(ctx.storage / f"{ctx.spec.preset}-stage1/export")
     train(ctx, "stage2", [f"data={ctx.shards / '665k'}", f"init_from={stage1_export}"])
 
 
 def step_evaluate(ctx: Context) -> None:
     export = ctx.stage2_export
     engine = InferenceEngine.from_export(export)
-    questions = heldout_questions(ctx.corpus, limit=ctx.args.eval_scenes)
+    questions = heldout_questions(ctx.corpus, limit=ctx.spec.heldout_scenes)
     rows = {"majority baseline": majority_baseline(questions)}
-    for m in ctx.args.budget_list:
+    for m in parse_budgets(ctx.spec.heldout_budgets, engine.max_visual_tokens, "heldout_budgets"):
         rows[f"m = {m}"] = exact_match(engine, questions, m)
-    print(f"\nheld-out exact match, {len(questions)} questions ({ctx.args.eval_scenes} scenes x {len(KINDS)} kinds):")
+    scenes = ctx.spec.heldout_scenes
+    print(f"\nheld-out exact match, {len(questions)} questions ({scenes} scenes x {len(KINDS)} kinds):")
     columns = list(KINDS) + ["all"]
     print(f"{'':>18}" + "".join(f"{c:>11}" for c in columns))
     for label, scores in rows.items():
@@ -166,28 +224,17 @@ def step_evaluate(ctx: Context) -> None:
 
 
 def step_benchmarks(ctx: Context) -> None:
-    config = SweepConfig(
-        model=str(ctx.stage2_export),
-        out=ctx.run_dir / "eval",
-        data_root=ctx.benchmark_files,
-        benchmarks=list(WRITERS),
-        budgets=ctx.args.sweep_budget_list,
-        limit=ctx.args.sweep_limit,
-        batch_size=16,
-        actors=2,
-        actor_cpus=0.5,
-        torch_threads=1,
-    )
-    results, paths = run_evaluation(config, ctx.tracking)
+    spec = ctx.evaluation()
+    results, paths = run_evaluation(spec.sweep_config(), ctx.tracking)
     print("\n" + paths["table"].read_text() + "\n" + paths["advisor"].read_text())
     ctx.results["benchmarks"] = {
-        "report": str(config.out),
+        "report": spec.out,
         "scores": {f"{r.benchmark}@{r.budget}": r.scores for r in results},
     }
 
 
 def step_serve(ctx: Context) -> None:
-    app = yaml.safe_load(Path(ctx.args.serve_config).read_text())["applications"][0]
+    app = yaml.safe_load(Path(ctx.spec.serve_config).read_text())["applications"][0]
     args = app["args"] | {"model": str(ctx.stage2_export)}
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # the step prints what it asks and gets
     url = run_on_loopback(args, "quickstart", quiet)
@@ -219,18 +266,18 @@ def step_serve(ctx: Context) -> None:
 def step_ablation(ctx: Context) -> None:
     """The ablation machinery on the quickstart's world, briefly: linear vs log schedule sharing one stage 1
     (tiny/ablation is the full toy-scale reproduction)."""
-    a = ctx.args
+    sweep = ctx.evaluation()
+    quick = ["resources.worker_cpus=0.4"]
     spec = AblationSpec(
-        name="quickstart", storage=str(ctx.run_dir / "ablation"), model=a.preset, model_overrides=ctx.model_overrides,
-        stage1={"config": str(preset_path(a.preset, "stage1")),
-                "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", "resources.worker_cpus=0.4",
-                              *a.stage1_overrides]},
-        stage2={"config": str(preset_path(a.preset, "stage2")),
-                "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", "resources.worker_cpus=0.4",
-                              *a.stage2_overrides]},
-        eval={"data_root": str(ctx.benchmark_files), "benchmarks": ["pope", "mme"], "budgets": a.sweep_budgets,
-              "limit": min(a.sweep_limit, 100), "heldout_corpus": str(ctx.corpus),
-              "heldout_scenes": min(a.eval_scenes, 30)},
+        name="quickstart", storage=str(ctx.run_dir / "ablation"), model=ctx.spec.preset,
+        model_overrides=ctx.model_overrides,
+        stage1={"config": str(ctx.config("stage1")),
+                "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", *quick, *ctx.spec.overrides("stage1")]},
+        stage2={"config": str(ctx.config("stage2")),
+                "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", *quick, *ctx.spec.overrides("stage2")]},
+        eval=sweep.model_copy(update={"model": None, "out": None, "benchmarks": ["pope", "mme"],
+                                      "limit": min(sweep.limit or 100, 100), "actors": 1}),
+        heldout={"corpus": str(ctx.corpus), "scenes": min(ctx.spec.heldout_scenes, 30)},
         axes={"schedule": ["linear", "log"]},
         tracking_uri=ctx.tracking.uri, experiment="quickstart-ablation",
     )  # fmt: skip
@@ -246,7 +293,7 @@ def step_ablation(ctx: Context) -> None:
     }
 
 
-STEPS = [
+STEPS = [  # in STEP_NAMES' order
     ("data", step_data),
     ("base models", step_base_models),
     ("shards", step_shards),
@@ -257,21 +304,3 @@ STEPS = [
     ("serve", step_serve),
     ("ablation", step_ablation),
 ]
-
-
-WORLD_FIELDS = ("grid", "max_objects")  # CorpusSpec fields --world may set
-
-
-def world_field(text: str) -> tuple[str, int]:
-    """--world grid=4: a field of the synthetic world (CorpusSpec) other than its counts and seed."""
-    key, _, value = text.partition("=")
-    if key not in WORLD_FIELDS or not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected KEY=N with KEY one of {', '.join(WORLD_FIELDS)}, got {text!r}")
-    return key, int(value)
-
-
-def counts(text: str) -> tuple[int, int, int]:
-    values = tuple(int(x) for x in text.split(","))
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected three positive counts: PRETRAIN,INSTRUCT,EVAL")
-    return values  # type: ignore[return-value]

@@ -1,0 +1,71 @@
+"""The evaluation spec: one YAML (`<preset>/evaluate.yaml`, or any file) for a budget sweep, used
+alike by jobs/evaluate.py, the ablation trials (`eval:` in the ablation spec) and the quickstart.
+`EvalSpec.sweep_config()` is the one place a runnable SweepConfig is made from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from mqt_llava.config import Spec, TrackingSpec
+from mqt_llava.eval.benchmarks import BENCHMARKS
+from mqt_llava.eval.judge import Judge
+from mqt_llava.eval.runner import SweepConfig
+from mqt_llava.model.budgets import default_budgets, parse_budgets
+from mqt_llava.model.export import check_export, max_visual_tokens
+
+
+class JudgeSpec(Spec):
+    """A judge model behind an OpenAI-compatible API, for LLaVA-Bench and MM-Vet (skipped without one)."""
+
+    url: str | None = Field(None, description="the API base, e.g. https://api.openai.com/v1")
+    model: str | None = None
+    key_env: str = Field("OPENAI_API_KEY", description="the environment variable holding the API key")
+
+
+class EvalSpec(Spec):
+    model: str | None = Field(None, description="an export directory (jobs/stage2.py writes <run>/export)")
+    out: str | None = Field(None, description="predictions, scores, report; default runs/eval/<the export's run>")
+    data_root: str = Field("playground/data/eval", description="one directory per benchmark (LLaVA-1.5's layout)")
+    benchmarks: list[str] | Literal["all"] = "all"
+    budgets: str | None = Field(None, description="e.g. '2,8,M' (M: the model's maximum); default: the paper's")
+    options: dict[str, dict[str, Any]] = Field({}, description="per benchmark, e.g. {pope: {splits: [random]}}")
+    limit: int | None = Field(None, ge=1, description="about N samples of each benchmark, a seeded random draw")
+    batch_size: int = Field(8, ge=1)
+    actors: int = Field(1, ge=1, description="inference-engine actors")
+    actor_cpus: float = Field(1.0, gt=0)
+    use_gpu: bool = Field(False, description="one GPU per actor, bf16")
+    torch_threads: int | None = Field(None, ge=1)
+    engine: str = Field("hf", description="the inference backend (mqt_llava.inference.ENGINES)")
+    judge: JudgeSpec = JudgeSpec()
+    advisor_points: float = Field(1.0, ge=0, description="the budget advisor's tolerance, in points")
+    tracking: TrackingSpec = TrackingSpec()
+
+    @model_validator(mode="after")
+    def _known(self):
+        unknown = [n for n in self.benchmark_names + list(self.options) if n not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown benchmarks {unknown}; known: {', '.join(BENCHMARKS)}")
+        return self
+
+    @property
+    def benchmark_names(self) -> list[str]:
+        return list(BENCHMARKS) if self.benchmarks == "all" else list(self.benchmarks)
+
+    def sweep_config(self) -> SweepConfig:
+        """Resolved against the export: its M checks the budgets; paths made absolute."""
+        if self.model is None:
+            raise ValueError("model: no export given (set model=<run>/export)")
+        export = check_export(self.model, "model").resolve()
+        maximum = max_visual_tokens(export)
+        budgets = parse_budgets(self.budgets, maximum) if self.budgets else default_budgets(maximum)
+        out = Path(self.out) if self.out else Path("runs/eval") / export.parent.name
+        return SweepConfig(
+            model=str(export), out=out.resolve(), data_root=Path(self.data_root).expanduser().resolve(),
+            benchmarks=self.benchmark_names, budgets=budgets, options=self.options, limit=self.limit,
+            batch_size=self.batch_size, actors=self.actors, actor_cpus=self.actor_cpus, use_gpu=self.use_gpu,
+            torch_threads=self.torch_threads, engine=self.engine, advisor_points=self.advisor_points,
+            judge=Judge.from_options(self.judge.url, self.judge.model, self.judge.key_env),
+        )  # fmt: skip
