@@ -2,7 +2,7 @@
 visual and text tokens, counted by `torch.utils.flop_counter` on the meta device (no weights, no
 download), for MQT at any budget and for LLaVA-1.5's 576-token two-layer MLP connector.
 
-    python -m mqt_llava.eval.flops --preset llava-7b --text-tokens 64 --budgets 2,16,64,144,256
+    python -m mqt_llava.eval.flops --model llava-7b --text-tokens 64 --budgets 2,16,64,144,M
 
 The LLM prefill computes the logits of the last position only (what generation's prefill needs).
 """
@@ -18,8 +18,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DynamicCache
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
-from mqt_llava.model.builder import build_model
+from mqt_llava.config import ModelSpec, load_config, model_config_path, split_overrides
+from mqt_llava.model.budgets import parse_budgets
+from mqt_llava.model.builder import build_model, max_visual_tokens
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,12 @@ class FlopsModel:
         cache = DynamicCache(config=self.model.language_model.config)
         return count(lambda: self.model.language_model(inputs_embeds=embeds, past_key_values=cache, logits_to_keep=1))
 
-    def mqt(self, m: int, text_tokens: int) -> ForwardFlops:
+    def at_budget(self, m: int, text_tokens: int) -> ForwardFlops:
+        """The model's own connector at m tokens."""
         vision, grid = self.vision
         connector = count(lambda: self.model.connector(grid, m))
-        return ForwardFlops(f"MQT m={m}", m, vision, connector, self.llm_flops(m + text_tokens))
+        kind = self.model.config.connector["kind"].upper()
+        return ForwardFlops(f"{kind} m={m}", m, vision, connector, self.llm_flops(m + text_tokens))
 
     def llava_mlp(self, text_tokens: int) -> ForwardFlops:
         vision, grid = self.vision
@@ -93,11 +96,12 @@ class FlopsModel:
 PAPER_SPEEDUPS = {256: 2.0, 144: 3.0, 16: 8.0}  # read off the paper's Fig. 1 / text
 
 
-def flops_table(preset: str, budgets: list[int], text_tokens: int, overrides: list[str] | None = None):
-    spec = load_config(ModelSpec, preset_path(preset, "model"), overrides or [])
+def flops_table(model: str, budgets: list[int], text_tokens: int, overrides: list[str] | None = None):
+    """`model`: a preset name or a model YAML; `overrides`: fields of it."""
+    spec = load_config(ModelSpec, model_config_path(model), overrides or [])
     counter = FlopsModel(spec)
     baseline = counter.llava_mlp(text_tokens)
-    return baseline, [counter.mqt(m, text_tokens) for m in budgets]
+    return baseline, [counter.at_budget(m, text_tokens) for m in budgets]
 
 
 def format_table(baseline: ForwardFlops, rows: list[ForwardFlops], text_tokens: int) -> str:
@@ -118,13 +122,18 @@ def format_table(baseline: ForwardFlops, rows: list[ForwardFlops], text_tokens: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="FLOPs of one forward at several visual-token budgets.")
-    parser.add_argument("--preset", default="llava-7b")
-    parser.add_argument("--budgets", default="2,16,36,64,144,256")
+    parser.add_argument("--model", default="llava-7b", help="a preset name or a model YAML")
+    parser.add_argument("--budgets", default="2,16,36,64,144,M", help="M: the model's maximum")
     parser.add_argument("--text-tokens", type=int, default=64, help="prompt tokens besides the visual ones")
-    parser.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
+                        help="a field of the model, e.g. --set model.connector.num_queries=64")  # fmt: skip
     args = parser.parse_args(argv)
-    budgets = [int(b) for b in args.budgets.split(",")]
-    baseline, rows = flops_table(args.preset, budgets, args.text_tokens, args.model_set)
+    overrides, rest = split_overrides(args.overrides, "model")
+    if rest:
+        parser.error(f"--set {rest[0]}: this command's fields are the model's: --set model.<field>=value")
+    maximum = max_visual_tokens(load_config(ModelSpec, model_config_path(args.model), overrides))
+    budgets = parse_budgets(args.budgets, maximum, "--budgets")
+    baseline, rows = flops_table(args.model, budgets, args.text_tokens, overrides)
     print(format_table(baseline, rows, args.text_tokens))
 
 

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import ray
-from ray.data import DataContext
+from ray.data import DataContext, ExecutionOptions
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -25,6 +25,14 @@ from mqt_llava.tracking import tracking_uri
 from mqt_llava.train.context import RayTrainContext
 from mqt_llava.train.loop import train_loop
 from mqt_llava.train.plan import StageRun
+
+
+def ingest_options() -> ExecutionOptions:
+    """Ray Train's default ingest options, less the deprecated `exclude_resources` its default copies
+    (a RayDeprecationWarning from every worker group otherwise)."""
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+                            verbose_progress=current.verbose_progress)  # fmt: skip
 
 
 def ray_train_worker(config: dict) -> None:
@@ -86,7 +94,7 @@ def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
             callbacks=callbacks or None,  # e.g. Tune's TuneReportCallback when a Tune trial runs the stage
         ),
         datasets={"train": dataset},
-        dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options()),  # equal splits
     )
 
 

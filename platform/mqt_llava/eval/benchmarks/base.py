@@ -2,7 +2,8 @@
 from the benchmark's official local files, and its official scoring.
 
 Files sit where LLaVA-1.5's evaluation guide puts them (`playground/data/eval/<benchmark>/`); the
-root is `--data-root`, and each adapter's file names can be overridden (`--option name.key=value`).
+root is the evaluation spec's `data_root`, and each adapter's file names can be overridden
+(`options: {name: {key: value}}`).
 """
 
 from __future__ import annotations
