@@ -16,7 +16,9 @@ import sys
 
 from mqt_llava.ablation.experiment import experiment_report, run_experiment
 from mqt_llava.ablation.spec import AblationSpec
-from mqt_llava.config import ConfigError, load_config
+from mqt_llava.config import ConfigError, TrackingSpec, load_config
+from mqt_llava.output import configure_output
+from mqt_llava.tracking import tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the grid's variants and exit")
     parser.add_argument("--report", action="store_true",
                         help="write the report from the trials finished so far and exit")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="keep Ray's, Tune's and the libraries' own logs")
     args = parser.parse_args(argv)
+    configure_output(args.verbose)
     try:
         spec = load_config(AblationSpec, args.config, args.overrides)
         variants = spec.variants()
@@ -43,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report from {len(trials)}/{len(variants)} finished trials: {report}")
         return 0
     outcome = run_experiment(spec)
+    uri = tracking_uri(TrackingSpec(uri=spec.tracking_uri), str(spec.root))
     print(f"report: {outcome['report']}")
+    print(f"MLflow: mlflow ui --backend-store-uri {uri} (experiment {spec.experiment})")
     if outcome["errors"]:
         print(f"{len(outcome['errors'])} trial(s) failed:\n" + "\n".join(outcome["errors"]), file=sys.stderr)
         return 1
