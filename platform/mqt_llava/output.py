@@ -8,6 +8,7 @@ cluster inherits them: Train workers, Data actors, Tune trials and Serve replica
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,9 @@ QUIET_ENV = {
 }
 
 
+QUIET_LOGGERS = ("ray.data", "ray.serve")  # the driver's own: execution plans, "Deleting app ..."
+
+
 def configure_output(verbose: bool = False) -> None:
     """Call once at a job's start, before Ray starts."""
     if verbose:
@@ -33,6 +37,13 @@ def configure_output(verbose: bool = False) -> None:
         os.environ.setdefault(key, value)
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI colour codes in a log file
+    # This process imported them before the variables above were set: tell them directly.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Writing model shards" on every save_pretrained
 
 
 def is_verbose() -> bool:
@@ -57,8 +68,9 @@ class Progress:
 
     The rate is measured from the first update on: whatever came before the first unit finished
     (start-up, compilation, actors loading a model) is not throughput, and an ETA computed from it is
-    absurd (the sweep's first line said `ETA 98951s`). Until a second update there is no ETA (`--`).
-    A line is due every `every_s` seconds, every `every` units, and at the end.
+    absurd (the sweep's first line said `ETA 86599s`). The first update only starts the clock, and
+    until a rate exists the ETA reads `--`. A line is due every `every_s` seconds, every `every`
+    units, and at the end.
     """
 
     def __init__(self, total: float, done: float = 0, every_s: float | None = None, every: int | None = None) -> None:
@@ -71,7 +83,9 @@ class Progress:
         now = time.monotonic()
         self.done = done
         if self.first is None:
+            # The first unit only starts the clock: a line now would have no rate to give.
             self.first = (now, done)
+            return done >= self.total
         due = done >= self.total
         if self.every is not None and done % self.every == 0:
             due = True

@@ -1,6 +1,6 @@
 """The lmms-eval plugin against the real lmms-eval API. lmms-eval is not a dependency of this
 project (it pulls in some 60 packages), so without it this module is reported as skipped; run it
-in an environment that has it (README: "lmms-eval plugin")."""
+in an environment that has it (docs/evaluation.md: "lmms-eval plugin")."""
 
 import pytest
 

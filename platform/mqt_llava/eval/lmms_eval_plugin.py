@@ -7,7 +7,7 @@
 Registered through the `lmms_eval.models` entry point (pyproject.toml), which points at
 `manifest()`. Generation goes through the platform's inference engine (vicuna_v1 prompt, pad
 images), so lmms-eval's numbers and `jobs/evaluate.py`'s come from the same model path; the metrics
-are lmms-eval's own (see the README for where they differ).
+are lmms-eval's own (docs/evaluation.md says where they differ).
 """
 
 from __future__ import annotations
