@@ -31,12 +31,14 @@ def mlflow_server(tmp_path_factory):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    deadline = time.monotonic() + 180  # a loaded 2-core machine: the server took over 60 s to answer
+    while time.monotonic() < deadline:
         try:
-            if requests.get(f"{url}/health", timeout=2).ok:
+            if requests.get(f"{url}/health", timeout=5).ok:
                 break
-        except requests.ConnectionError:
-            time.sleep(0.5)
+        except requests.RequestException:  # not listening yet, or listening but not answering yet
+            pass
+        time.sleep(0.5)
     else:
         server.kill()
         raise TimeoutError("mlflow server did not start")
