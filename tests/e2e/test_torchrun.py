@@ -21,7 +21,7 @@ def torchrun(config, storage, *overrides, port):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
                "jobs/stage1.py", "--config", str(config), "--storage", str(storage), "--name", "tr", *sets]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_two_ranks_train_checkpoint_resume_and_export_without_ray(tmp_path):

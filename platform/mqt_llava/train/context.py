@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,8 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from mqt_llava.output import is_verbose
 
 COMPLETE = "complete.json"  # written last into a torchrun checkpoint
 
@@ -51,6 +54,10 @@ class RayTrainContext:
         import ray.train.torch
 
         self.train = ray.train
+        if not is_verbose():
+            # Ray Train's worker logs every report at INFO (`Reporting training result N: ...`, a
+            # long dump per checkpoint), past the LoggingConfig level the driver sets.
+            logging.getLogger("ray.train").setLevel(logging.WARNING)
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
