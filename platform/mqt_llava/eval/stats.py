@@ -1,0 +1,239 @@
+"""Intervals, paired comparisons and three-way verdicts for accuracies measured on a finite set of
+questions. Used by `jobs/evaluate.py` for one model and by the ablation report for many.
+
+Questions about the same image are not independent (a model that misreads an image tends to miss
+all of its questions), so every bootstrap here resamples *groups* (an image, a scene) with their
+questions, never single questions. Comparisons are paired: two models answer the same questions,
+and the difference is resampled question set by question set, which removes the between-question
+variance that an unpaired comparison would carry.
+
+A difference is a verdict only when its interval excludes zero: "reproduced" (the expected
+direction), "contradicted" (the opposite one) or "inconclusive" (zero inside the interval). Each
+verdict carries the smallest difference the design could have detected (80 % power at the same
+level), so "inconclusive" says how large an effect could still hide in the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+LEVEL = 0.95
+RESAMPLES = 2000
+POWER = 0.8
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An accuracy (a share in 0..1) with its bootstrap interval over `groups` groups of `n` questions."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    groups: int
+    level: float = LEVEL
+
+    def points(self) -> str:
+        """'61.3 [58.0, 64.5]' in percentage points."""
+        return f"{100 * self.estimate:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+    def to_dict(self) -> dict:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "n": self.n, "groups": self.groups}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired difference a - b of accuracies on the same n questions."""
+
+    effect: float
+    low: float
+    high: float
+    n: int
+    groups: int
+    a_only: int  # questions a answered right and b wrong
+    b_only: int
+    mcnemar_p: float
+    detectable: float  # the smallest |difference| this design detects with 80 % power
+    level: float = LEVEL
+
+    def points(self) -> str:
+        return f"{100 * self.effect:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("effect", "low", "high", "n", "groups", "a_only", "b_only",
+                                              "mcnemar_p", "detectable")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # one of VERDICTS
+    comparison: Comparison
+    rule: str  # what was tested, in words
+
+    def summary(self) -> str:
+        c = self.comparison
+        return (f"{self.verdict}: {c.points()} points ({c.level:.0%} interval, {c.n} paired questions in "
+                f"{c.groups} groups; McNemar p = {c.mcnemar_p:.3g}; smallest detectable {100 * c.detectable:.1f})")  # fmt: skip
+
+
+def _group_sums(values: np.ndarray, groups: Sequence[Hashable] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group (sum of values, count), groups in first-seen order (each question its own group
+    when `groups` is None)."""
+    if groups is None:
+        return values.astype(float), np.ones(len(values))
+    if len(groups) != len(values):
+        raise ValueError(f"{len(values)} values but {len(groups)} group labels")
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((index.setdefault(g, len(index)) for g in groups), dtype=np.int64, count=len(groups))
+    return np.bincount(codes, weights=values, minlength=len(index)), np.bincount(codes, minlength=len(index))
+
+
+def _bootstrap_ratios(
+    sums: np.ndarray, counts: np.ndarray, resamples: int, seed: int, chunk: int = 250
+) -> np.ndarray:
+    """`resamples` ratios sum/count, each over groups drawn with replacement (memory: chunk x groups)."""
+    rng = np.random.default_rng(seed)
+    k = len(sums)
+    out = np.empty(resamples)
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        weights = rng.multinomial(k, np.full(k, 1 / k), size=size)
+        out[start : start + size] = (weights @ sums) / np.maximum(weights @ counts, 1)
+    return out
+
+
+def _as_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or len(array) == 0:
+        raise ValueError("need a non-empty 1-D sequence of per-question scores")
+    return array
+
+
+def accuracy_interval(
+    correct: Sequence[float],
+    groups: Sequence[Hashable] | None = None,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Interval:
+    """Mean of per-question scores (1/0, or partial credit) with a percentile bootstrap interval,
+    resampling whole groups."""
+    values = _as_array(correct)
+    sums, counts = _group_sums(values, groups)
+    ratios = _bootstrap_ratios(sums, counts, resamples, seed)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return Interval(float(values.mean()), float(low), float(high), len(values), len(sums), level)
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar test: under no difference, each discordant question is a fair coin."""
+    discordant = a_only + b_only
+    if discordant == 0:
+        return 1.0
+    return float(scipy_stats.binomtest(a_only, discordant, 0.5).pvalue)
+
+
+def detectable_difference(standard_error: float, level: float = LEVEL, power: float = POWER) -> float:
+    """The smallest true difference a two-sided test at `level` detects with probability `power`."""
+    return (scipy_stats.norm.ppf(1 - (1 - level) / 2) + scipy_stats.norm.ppf(power)) * standard_error
+
+
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    groups: Sequence[Hashable] | None = None,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Comparison:
+    """Accuracy of a minus accuracy of b on the same questions (same order), with a paired bootstrap
+    interval over groups and an exact McNemar test on the discordant questions."""
+    a_values, b_values = _as_array(a), _as_array(b)
+    if len(a_values) != len(b_values):
+        raise ValueError(f"a paired comparison needs the same questions: {len(a_values)} vs {len(b_values)} scores")
+    diff = a_values - b_values
+    sums, counts = _group_sums(diff, groups)
+    ratios = _bootstrap_ratios(sums, counts, resamples, seed)
+    tail = (1 - level) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    a_only = int(np.sum((a_values > 0.5) & (b_values <= 0.5)))
+    b_only = int(np.sum((b_values > 0.5) & (a_values <= 0.5)))
+    return Comparison(
+        effect=float(diff.mean()), low=float(low), high=float(high), n=len(diff), groups=len(sums),
+        a_only=a_only, b_only=b_only, mcnemar_p=mcnemar_exact(a_only, b_only),
+        detectable=detectable_difference(float(ratios.std(ddof=1)), level), level=level,
+    )  # fmt: skip
+
+
+def direction(comparison: Comparison, expected: int = 1) -> Verdict:
+    """Did a differ from b in the `expected` direction (+1: a > b, -1: a < b)?"""
+    if expected not in (1, -1):
+        raise ValueError("expected is +1 (a better) or -1 (a worse)")
+    if comparison.low > 0 or comparison.high < 0:
+        sign = 1 if comparison.low > 0 else -1
+        verdict = "reproduced" if sign == expected else "contradicted"
+    else:
+        verdict = "inconclusive"
+    rule = "a > b" if expected == 1 else "a < b"
+    return Verdict(verdict, comparison, f"{rule}: the {comparison.level:.0%} interval of a - b excludes 0")
+
+
+def non_inferiority(comparison: Comparison, margin: float) -> Verdict:
+    """Is a no worse than b by more than `margin` (a share, fixed before the run)? Reproduced when the
+    whole interval of a - b lies above -margin, contradicted when it lies below, else inconclusive."""
+    if margin < 0:
+        raise ValueError("the non-inferiority margin is a non-negative share")
+    if comparison.low > -margin:
+        verdict = "reproduced"
+    elif comparison.high < -margin:
+        verdict = "contradicted"
+    else:
+        verdict = "inconclusive"
+    return Verdict(verdict, comparison, f"a >= b - {100 * margin:g} points: the interval of a - b vs -{100 * margin:g}")
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """One figure across independent seeds: mean, sample s.d. and a t-interval for the mean."""
+
+    mean: float
+    sd: float
+    low: float
+    high: float
+    seeds: int
+    level: float = LEVEL
+
+    def points(self) -> str:
+        if self.seeds < 2:
+            return f"{100 * self.mean:.1f} (1 seed)"
+        return f"{100 * self.mean:.1f} ± {100 * self.sd:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+
+def across_seeds(values: Sequence[float], level: float = LEVEL) -> SeedSummary:
+    array = _as_array(values)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return SeedSummary(mean, float("nan"), float("nan"), float("nan"), 1, level)
+    sd = float(array.std(ddof=1))
+    half = scipy_stats.t.ppf(1 - (1 - level) / 2, len(array) - 1) * sd / math.sqrt(len(array))
+    return SeedSummary(mean, sd, mean - half, mean + half, len(array), level)
+
+
+def budget_needed(curve: dict[int, float], floor: float, share: float = 0.9) -> int | None:
+    """The smallest budget m whose accuracy reaches `share` of the gain the largest budget makes above
+    `floor` (the same questions answered without the image); None when the largest budget is not
+    above the floor."""
+    if not curve:
+        raise ValueError("an empty curve")
+    top = curve[max(curve)]
+    if top <= floor:
+        return None
+    target = floor + share * (top - floor)
+    return min(m for m, accuracy in curve.items() if accuracy >= target)
