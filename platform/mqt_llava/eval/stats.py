@@ -95,9 +95,7 @@ def _group_sums(values: np.ndarray, groups: Sequence[Hashable] | None) -> tuple[
     return np.bincount(codes, weights=values, minlength=len(index)), np.bincount(codes, minlength=len(index))
 
 
-def _bootstrap_ratios(
-    sums: np.ndarray, counts: np.ndarray, resamples: int, seed: int, chunk: int = 250
-) -> np.ndarray:
+def _bootstrap_ratios(sums: np.ndarray, counts: np.ndarray, resamples: int, seed: int, chunk: int = 250) -> np.ndarray:
     """`resamples` ratios sum/count, each over groups drawn with replacement (memory: chunk x groups)."""
     rng = np.random.default_rng(seed)
     k = len(sums)
