@@ -108,7 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--crop", type=int, default=336, help="model input size (llava-7b: 336)")
-    parser.add_argument("--image-long-side", type=int, nargs=2, default=(400, 640), help="source image sizes")
+    parser.add_argument("--image-long-side", type=int, nargs="+", default=(400, 480, 560, 640),
+                        help="source images' long sides (px, each a multiple of 4), drawn evenly")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default=None)
@@ -116,7 +117,7 @@ def main() -> None:
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="mqt-bench-"))
     corpus_spec = CorpusSpec(seed=0, num_pretrain=0, num_instruct=args.records, num_eval=0,
-                             image_sizes=tuple(args.image_long_side), png_fraction=0.0)  # fmt: skip
+                             long_sides=tuple(args.image_long_side), png_fraction=0.0)  # fmt: skip
     corpus = work / "corpus"
     if not (corpus / INSTRUCT_JSON).exists():
         write_corpus(corpus, corpus_spec, workers=args.workers, log=lambda _: None)

@@ -40,6 +40,12 @@ def write_heldout_corpus(root, scenes: int):
 
 
 @pytest.fixture(scope="session")
+def heldout_corpus(tmp_path_factory):
+    """Ten held-out scenes with their images, as the corpus writes them."""
+    return write_heldout_corpus(tmp_path_factory.mktemp("heldout"), 10)
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     corpus = write_heldout_corpus(root / "corpus", 12)

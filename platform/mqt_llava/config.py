@@ -88,6 +88,7 @@ class ClipTraining(Spec):
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
     max_images: int = Field(20_000, ge=2)
+    probe_scenes: int = Field(1000, ge=0, description="held-out scenes the per-cell probe gate is scored on")
 
 
 class LMTraining(Spec):
@@ -95,6 +96,8 @@ class LMTraining(Spec):
     batch_size: int = Field(32, ge=1)
     max_tokens: int = Field(256, ge=8)
     lr: float = Field(2e-3, gt=0)
+    reading: int = Field(20_000, ge=0, description="scene-reading conversations (description, then questions)")
+    gate_scenes: int = Field(300, ge=0, description="held-out scenes the scene-reading gate asks about")
 
 
 class BaseModelsSpec(Spec):

@@ -99,6 +99,23 @@ def test_stage1_then_stage2_train_export_and_track(setup):
     assert {"config", "export"} <= artifacts
 
 
+def test_same_seed_same_losses_even_beside_a_busy_process(setup):
+    """A run is a function of its seed and worker count: stage 2 (shuffle buffer, modality grouping,
+    drawn budgets) twice under two names, the second beside a process that keeps a core busy, logs
+    the same loss and m at every step, to the bit."""
+    root, configs = setup
+    storage = root / "repro"
+    train(configs["stage2"], storage, "quiet", "max_steps=4")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        train(configs["stage2"], storage, "busy", "max_steps=4")
+    finally:
+        hog.kill()
+    for metric in ("loss", "m"):
+        quiet, busy = history(storage, "quiet", metric), history(storage, "busy", metric)
+        assert len(quiet) == 4 and quiet == busy, (metric, quiet, busy)
+
+
 def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300) -> int:
     """Wait until Ray Train has registered `checkpoint` (its snapshot names it: the directory alone
     appears while it is still being written), then SIGKILL the Ray Train worker processes."""

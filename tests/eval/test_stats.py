@@ -140,3 +140,27 @@ def test_bad_input_is_refused():
 def test_same_seed_same_interval():
     correct, labels = questions(np.random.default_rng(6), 300, 3, 0.5)
     assert stats.accuracy_interval(correct, labels, seed=7) == stats.accuracy_interval(correct, labels, seed=7)
+
+
+def test_combined_seeds_carry_training_noise():
+    """Three seeds whose effects disagree: the combined interval is the t-interval of the seeds'
+    effects, wider than any single seed's question-noise interval; one seed passes through."""
+    rng = np.random.default_rng(8)
+    per_seed = [stats.paired_difference(*paired_models(rng, 3000, 0.6, effect)) for effect in (0.0, 0.04, 0.08)]
+    combined = stats.combine_seeds(per_seed)
+    assert combined.effect == pytest.approx(np.mean([c.effect for c in per_seed]))
+    assert (combined.high - combined.low) > 2 * max(c.high - c.low for c in per_seed)
+    assert combined.n == sum(c.n for c in per_seed)
+    assert stats.combine_seeds(per_seed[:1]) is per_seed[0]
+
+
+def test_difference_of_means_between_subsets_of_the_same_scenes():
+    rng = np.random.default_rng(9)
+    groups = np.repeat(np.arange(500), 4)
+    fine = np.tile([True, True, False, False], 500)
+    gains = np.where(fine, rng.random(2000) < 0.3, rng.random(2000) < 0.1).astype(float)  # fine gain 20 points more
+    estimate, low, high = stats.difference_of_means(gains, fine, groups)
+    assert low < estimate < high and low > 0.1 and high < 0.3
+    null = rng.random(2000) < 0.2
+    _, low, high = stats.difference_of_means(null.astype(float), fine, groups)
+    assert low < 0 < high

@@ -42,7 +42,7 @@ def concurrency(spec: AblationSpec) -> int:
 def experiment_report(spec: AblationSpec) -> tuple[Path, list[Trial]]:
     """The report and claims from the trials finished so far (all of them at the end of a run)."""
     trials = load_trials(spec.root)
-    claims = claims_markdown(check_claims(trials, spec.claim_tolerance)) if trials else None
+    claims = claims_markdown(check_claims(trials, spec.margin)) if trials else None
     report = write_report(trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims)
     return report, trials
 

@@ -29,6 +29,11 @@ class Trial:
     schedule_support: list[int] | None = None  # the budgets stage 2 drew from
 
     @property
+    def budgets(self) -> list[int]:
+        """Every budget the trial was evaluated at (benchmarks or held-out questions)."""
+        return sorted({r.budget for r in self.results} | set(self.kinds))
+
+    @property
     def group(self) -> str:
         """The variant without its seed: trials that differ only in seed are averaged."""
         return self.label.rsplit("/", 1)[0]

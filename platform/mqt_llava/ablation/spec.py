@@ -85,7 +85,13 @@ class AblationSpec(Spec):
     max_failures: int = Field(1, ge=0, description="retries of a failed trial")
     max_concurrent_trials: int | None = Field(None, ge=1, description="default: from the cluster's CPUs")
     trial_cpus: float = Field(2.0, gt=0, description="CPUs a trial's training and evaluation use at once")
-    claim_tolerance: float = Field(1.0, ge=0, description="points a difference must exceed to count")
+    margin: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="non-inferiority margin (a share of questions), fixed "
+        "before the run: 'no worse than' claims hold when the interval stays above -margin",
+    )
     tracking_uri: str | None = None
     experiment: str = "mqt-llava-ablation"
 

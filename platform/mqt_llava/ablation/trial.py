@@ -158,27 +158,26 @@ def trained_budgets(export: str) -> list[int]:
 
 
 def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker: RunTracker) -> dict:
-    """Exact match on the corpus's held-out questions by kind (colour ... cell) at each budget; cached
-    in the trial directory so a restarted trial does not ask again."""
+    """Exact match on the corpus's held-out questions by kind at each budget, with every answer kept
+    (per question, with the image and a blank one) in the trial's directory, where a restarted
+    trial reads them back instead of asking again."""
     if spec.heldout is None:
         return {}
     import torch
 
     from mqt_llava.inference import InferenceEngine
-    from mqt_llava.toy.heldout import exact_match, heldout_questions
+    from mqt_llava.toy import heldout
 
-    cache = Path(export).parent / "heldout_by_kind.json"  # the trial's stage-2 run directory
-    kinds = {int(m): v for m, v in json.loads(cache.read_text()).items()} if cache.exists() else {}
-    missing = [m for m in budgets if m not in kinds]
-    if missing:
-        torch.set_num_threads(spec.eval.torch_threads or 1)
-        engine = InferenceEngine.from_export(export)
-        questions = heldout_questions(Path(spec.heldout.corpus).expanduser().resolve(), limit=spec.heldout.scenes)
-        for m in missing:
-            kinds[m] = exact_match(engine, questions, m)
-            tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)
-        cache.write_text(json.dumps(kinds))
-    return {m: kinds[m] for m in budgets}
+    out = Path(export).parent / "heldout"  # the trial's stage-2 run directory
+    torch.set_num_threads(spec.eval.torch_threads or 1)
+    engine = InferenceEngine.from_export(export)
+    questions = heldout.heldout_questions(Path(spec.heldout.corpus).expanduser().resolve(), limit=spec.heldout.scenes)
+    runs = heldout.evaluate(engine, questions, budgets, out, log=lambda _: None)  # blank image at M
+    kinds = {}
+    for m in budgets:
+        kinds[m] = {k: v.estimate for k, v in runs[f"m={m}/image"].intervals().items()}
+        tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)
+    return kinds
 
 
 def final_metrics(results, maximum: int) -> dict[str, float]:

@@ -236,3 +236,57 @@ def budget_needed(curve: dict[int, float], floor: float, share: float = 0.9) -> 
         return None
     target = floor + share * (top - floor)
     return min(m for m, accuracy in curve.items() if accuracy >= target)
+
+
+def combine_seeds(comparisons: Sequence[Comparison], level: float = LEVEL, power: float = POWER) -> Comparison:
+    """One paired comparison per training seed (each on the same questions) -> the effect across
+    seeds: mean of the seeds' effects with a t-interval, which holds training noise as well as
+    question noise. With one seed this is that seed's comparison (question noise only)."""
+    if not comparisons:
+        raise ValueError("no comparisons to combine")
+    if len(comparisons) == 1:
+        return comparisons[0]
+    effects = [c.effect for c in comparisons]
+    summary = across_seeds(effects, level)
+    dof = len(effects) - 1
+    detectable = (
+        (scipy_stats.t.ppf(1 - (1 - level) / 2, dof) + scipy_stats.t.ppf(power, dof))
+        * summary.sd
+        / math.sqrt(len(effects))
+    )
+    a_only, b_only = sum(c.a_only for c in comparisons), sum(c.b_only for c in comparisons)
+    return Comparison(
+        effect=summary.mean, low=summary.low, high=summary.high, n=sum(c.n for c in comparisons),
+        groups=max(c.groups for c in comparisons), a_only=a_only, b_only=b_only,
+        mcnemar_p=mcnemar_exact(a_only, b_only), detectable=detectable, level=level,
+    )  # fmt: skip
+
+
+def difference_of_means(
+    values: Sequence[float],
+    in_a: Sequence[bool],
+    groups: Sequence[Hashable],
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """mean(values | in_a) - mean(values | not in_a), with a bootstrap interval resampling groups
+    (both subsets share groups: e.g. fine- and coarse-grained questions about the same scenes)."""
+    array, mask = _as_array(values), np.asarray(in_a, dtype=bool)
+    if not mask.any() or mask.all():
+        raise ValueError("both subsets need questions")
+    sums_a, counts_a = _group_sums(np.where(mask, array, 0.0), groups)[0], _group_sums(mask.astype(float), groups)[0]
+    sums_b, counts_b = _group_sums(np.where(mask, 0.0, array), groups)[0], _group_sums((~mask).astype(float), groups)[0]
+    rng = np.random.default_rng(seed)
+    k, out = len(sums_a), []
+    for start in range(0, resamples, 250):
+        weights = rng.multinomial(k, np.full(k, 1 / k), size=min(250, resamples - start))
+        out.append(
+            (weights @ sums_a) / np.maximum(weights @ counts_a, 1)
+            - (weights @ sums_b) / np.maximum(weights @ counts_b, 1)
+        )
+    draws = np.concatenate(out)
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    estimate = float(array[mask].mean() - array[~mask].mean())
+    return estimate, float(low), float(high)

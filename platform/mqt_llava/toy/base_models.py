@@ -1,7 +1,18 @@
-"""The tiny preset's pretrained parts, made from the synthetic corpus: a tokenizer, a CLIP model
-trained contrastively on image-caption pairs, and a causal LM trained on the corpus text. Each is
-saved with `save_pretrained`, so stage 1 and 2 load them with `from_pretrained` exactly as the
-llava-7b preset loads hub names.
+"""The tiny preset's pretrained parts, made from the toy world: a tokenizer, a CLIP model and a causal
+LM. Each is saved with `save_pretrained`, so stage 1 and 2 load them with `from_pretrained` exactly as
+the llava-7b preset loads hub names.
+
+The paper starts from parts that already know their job: CLIP's features carry what is in an image,
+and Vicuna can answer a question about a scene it is told about. At toy scale neither comes for
+free, so each part is trained for it and checked by a gate kept in the job's report:
+
+- **CLIP**: contrastive image-caption training plus an auxiliary head (discarded after) that reads
+  each cell's colour, shape and size from the feature layer the model uses. Gate: a fresh linear
+  probe on that frozen layer reads every cell of held-out scenes (empty or not; colour, shape and
+  size of occupied ones) at >= 95 %.
+- **LM**: next-token training on the corpus text, plus "scene reading" conversations (a scene's
+  description, then questions about it, answers supervised). Gate: >= 90 % on every question kind,
+  text only, given the description of a held-out scene.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +37,7 @@ from transformers import (
 )
 
 from mqt_llava.config import BaseModelsSpec, ModelSpec
-from mqt_llava.data.conversation import render
+from mqt_llava.data.conversation import generation_prompt, render, tokenize, tokenize_prompt
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
 from mqt_llava.model.tokenizer import byte_level_bpe
@@ -33,12 +45,29 @@ from mqt_llava.output import Progress
 from mqt_llava.toy.corpus import (
     EVAL_SCENES,
     INSTRUCT_JSON,
-    PRETRAIN_IMAGES,
     PRETRAIN_JSON,
     CorpusSpec,
+    scene_image,
     write_corpus,
 )
-from mqt_llava.toy.world import Scene, render_scene
+from mqt_llava.toy.heldout import normalise as normalise_answer
+from mqt_llava.toy.world import (
+    CELL_ATTRIBUTES,
+    KINDS,
+    SCENE_PREFIX,
+    Scene,
+    aligned,
+    ask,
+    prompt,
+    random_scene,
+    record_rng,
+    render_scene,
+    scene_reading_conversation,
+    square_cell_labels,
+)
+
+CLIP_GATE = 0.95  # per-cell probe accuracy, every attribute
+LM_GATE = 0.90  # text-only accuracy given the description, every kind
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
@@ -121,6 +150,39 @@ def normalise(images: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
+class CellHead(torch.nn.Module):
+    """Per-cell logits for each attribute in CELL_ATTRIBUTES from a tower's patch features: one linear
+    map of each cell's patches (a convolution whose kernel and stride are one cell)."""
+
+    def __init__(self, hidden: int, patches_per_side: int, cells: int) -> None:
+        super().__init__()
+        if patches_per_side % cells:
+            raise ValueError(f"{patches_per_side} patches per side do not split into {cells} whole cells")
+        self.side, step = patches_per_side, patches_per_side // cells
+        self.sizes = [len(values) for values in CELL_ATTRIBUTES.values()]
+        self.conv = torch.nn.Conv2d(hidden, sum(self.sizes), step, stride=step)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(batch, patches, hidden), CLS dropped -> {attribute: (batch, classes, cells * cells)}."""
+        b, _, h = features.shape
+        grid = features.transpose(1, 2).reshape(b, h, self.side, self.side)
+        return dict(zip(CELL_ATTRIBUTES, self.conv(grid).flatten(2).split(self.sizes, dim=1), strict=True))
+
+    def loss(self, features: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self(features)
+        return sum(F.cross_entropy(logits[name], labels[name]) for name in CELL_ATTRIBUTES)
+
+
+def cell_label_tensors(scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
+    """CELL_ATTRIBUTES' labels (and the `layout` mask: cells that are not padding), (n, cells * cells)."""
+    per_scene = [square_cell_labels(s) for s in scenes]
+    return {name: torch.tensor([labels[name] for labels in per_scene]) for name in per_scene[0]}
+
+
+def patches_per_side(vision: dict) -> int:
+    return vision["image_size"] // vision["patch_size"]
+
+
 def train_clip(
     images: torch.Tensor,
     captions: Sequence[str],
@@ -133,8 +195,13 @@ def train_clip(
     lr: float = 1e-3,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    cell_labels: dict[str, torch.Tensor] | None = None,
+    feature_layer: int = -2,
+    cells: int = 4,
 ) -> tuple[CLIPModel, TrainLog]:
-    """Contrastive image-caption training on uint8 images (n, 3, H, W), normalised per batch."""
+    """Contrastive image-caption training on uint8 images (n, 3, H, W), normalised per batch; with
+    `cell_labels` (cell_label_tensors) also an auxiliary per-cell head on `feature_layer`, discarded
+    after, so that the features the model will use carry every cell's contents."""
     torch.manual_seed(seed)
     config = CLIPConfig(
         vision_config=vision,
@@ -143,6 +210,8 @@ def train_clip(
         projection_dim=text.get("hidden_size", 128),
     )  # fmt: skip
     model = CLIPModel(config)
+    head = CellHead(vision["hidden_size"], patches_per_side(vision), cells) if cell_labels is not None else None
+    trained = torch.nn.ModuleList([model] + ([head] if head is not None else []))
     encoded = [tokenizer(c, add_special_tokens=False)["input_ids"][: text.get("max_position_embeddings", 77) - 1]
                + [tokenizer.eos_token_id] for c in captions]  # fmt: skip
     rng = np.random.default_rng(seed)
@@ -150,9 +219,65 @@ def train_clip(
     def batch(step: int) -> dict:
         index = np.sort(rng.choice(len(captions), size=min(batch_size, len(captions)), replace=False))
         ids, mask = pad_batch([encoded[i] for i in index], tokenizer.pad_token_id)
-        return dict(pixel_values=normalise(images[index], settings), input_ids=ids, attention_mask=mask)
+        out = dict(pixel_values=normalise(images[index], settings), input_ids=ids, attention_mask=mask)
+        if cell_labels is not None:
+            out["cells"] = {name: labels[index] for name, labels in cell_labels.items()}
+        return out
 
-    return model, run_steps(model, batch, lambda b: model(**b, return_loss=True).loss, steps, lr, log, "clip")
+    def loss_of(b: dict) -> torch.Tensor:
+        cells_of = b.pop("cells", None)
+        out = model(**b, return_loss=True, output_hidden_states=head is not None)
+        if head is None:
+            return out.loss
+        features = out.vision_model_output.hidden_states[feature_layer][:, 1:]
+        return out.loss + head.loss(features, cells_of)
+
+    log_ = run_steps(trained, batch, loss_of, steps, lr, log, "clip")
+    return model, log_
+
+
+@torch.no_grad()
+def tower_features(
+    clip: CLIPModel, images: torch.Tensor, settings: ImageSettings, feature_layer: int, batch: int = 256
+) -> torch.Tensor:
+    """The frozen features the multimodal model reads: (n, patches, hidden), CLS dropped."""
+    clip.eval()
+    parts = [clip.vision_model(normalise(images[i : i + batch], settings), output_hidden_states=True)
+             .hidden_states[feature_layer][:, 1:] for i in range(0, len(images), batch)]  # fmt: skip
+    return torch.cat(parts)
+
+
+def probe_cells(
+    train: tuple[torch.Tensor, dict[str, torch.Tensor]],
+    test: tuple[torch.Tensor, dict[str, torch.Tensor]],
+    cells: int,
+    steps: int = 400,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """A fresh linear probe (CellHead) fitted on frozen features, scored on held-out scenes: whether
+    each layout cell is empty (padding left out), and the colour, shape and size of occupied ones."""
+    torch.manual_seed(seed)
+    features, labels = train
+    head = CellHead(features.shape[-1], math.isqrt(features.shape[1]), cells)
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        index = torch.from_numpy(rng.choice(len(features), size=min(512, len(features)), replace=False))
+        loss = head.loss(features[index], {k: v[index] for k, v in labels.items()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    features, labels = test
+    with torch.no_grad():
+        predicted = {name: logits.argmax(1) for name, logits in head(features).items()}
+    layout, occupied = labels["layout"].bool(), labels["shape"] > 0
+    empty_right = (predicted["shape"] == 0) == ~occupied
+    scores = {"emptiness": float(empty_right[layout].float().mean())}
+    for name in CELL_ATTRIBUTES:
+        scores[name] = float((predicted[name] == labels[name])[occupied].float().mean())
+    scores["cells"] = int(layout.sum())
+    return scores
 
 
 @torch.no_grad()
@@ -167,8 +292,29 @@ def retrieval_accuracy(
     return float((image @ text.T).argmax(dim=1).eq(torch.arange(len(captions))).float().mean())
 
 
+Sample = tuple[list[int], list[int]]  # input ids, labels (-100: not trained on)
+
+
+def text_samples(texts: Iterable[str], tokenizer) -> list[Sample]:
+    """Plain next-token samples: bos + text, every token trained on."""
+    out = []
+    for text in texts:
+        ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append((ids, ids))
+    return out
+
+
+def conversation_samples(conversations: Iterable[list[dict]], tokenizer) -> list[Sample]:
+    """Text-only conversations in the stage-2 template, only the answers trained on."""
+    out = []
+    for conversation in conversations:
+        sample = tokenize(render(conversation, "vicuna_v1", has_image=False), tokenizer)
+        out.append((sample.input_ids, sample.labels))
+    return out
+
+
 def train_lm(
-    texts: Sequence[str],
+    samples: Sequence[Sample],
     tokenizer: PreTrainedTokenizerFast,
     architecture: dict,
     steps: int,
@@ -178,22 +324,69 @@ def train_lm(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, TrainLog]:
-    """Next-token training on the corpus text (bos + text, as rendered; padding ignored)."""
+    """Next-token training on (ids, labels) samples, cut at `max_tokens`; padding ignored."""
     torch.manual_seed(seed)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
     config = LlamaConfig(**{**architecture, "vocab_size": len(tokenizer), **special})
     model = LlamaForCausalLM(config)
-    encoded = [([tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"])[:max_tokens]
-               for t in texts]  # fmt: skip
+    cut = [(ids[:max_tokens], labels[:max_tokens]) for ids, labels in samples]
     rng = np.random.default_rng(seed)
 
     def batch(step: int) -> dict:
-        index = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
-        ids, mask = pad_batch([encoded[i] for i in index], tokenizer.pad_token_id)
-        return dict(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        index = rng.choice(len(cut), size=min(batch_size, len(cut)), replace=False)
+        ids, mask = pad_batch([cut[i][0] for i in index], tokenizer.pad_token_id)
+        labels, _ = pad_batch([cut[i][1] for i in index], -100)
+        return dict(input_ids=ids, attention_mask=mask, labels=labels)
 
     return model, run_steps(model, batch, lambda b: model(**b).loss, steps, lr, log, "lm")
+
+
+def scene_reading_questions(scenes: Sequence[Scene], seed: int = 0) -> list[tuple[str, str, str]]:
+    """(kind, question with the scene's description in front, answer): one of each kind per scene."""
+    out = []
+    for index, scene in enumerate(scenes):
+        rng = record_rng(seed, "scene-reading-gate", index)
+        for kind in KINDS:
+            qa = ask(scene, kind, rng)
+            if qa is not None:
+                out.append((kind, f"{SCENE_PREFIX}{scene.describe()}\n{prompt(qa)}", qa.answer))
+    return out
+
+
+@torch.no_grad()
+def scene_reading_accuracy(
+    lm: LlamaForCausalLM, tokenizer, scenes: Sequence[Scene], seed: int = 0, batch_size: int = 64
+) -> dict[str, float]:
+    """Greedy text-only answers given each scene's description: accuracy per kind and overall."""
+    lm.eval()
+    questions = scene_reading_questions(scenes, seed)
+    right, total = Counter(), Counter()
+    for start in range(0, len(questions), batch_size):
+        chunk = questions[start : start + batch_size]
+        prompts = [tokenize_prompt(generation_prompt(q, "vicuna_v1", False), tokenizer) for _, q, _ in chunk]
+        width = max(len(p) for p in prompts)  # left padding: every prompt ends where generation starts
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        for (kind, _, answer), tokens in zip(chunk, out[:, width:], strict=True):
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            total[kind] += 1
+            right[kind] += normalise_answer(text) == normalise_answer(answer)
+    scores = {kind: right[kind] / total[kind] for kind in KINDS if total[kind]}
+    scores["all"] = sum(right.values()) / max(1, sum(total.values()))
+    return scores
+
+
+def gate_line(name: str, scores: dict[str, float], threshold: float) -> tuple[bool, str]:
+    shown = {k: v for k, v in scores.items() if isinstance(v, float)}
+    passed = min(shown.values()) >= threshold
+    figures = ", ".join(f"{k} {v:.1%}" for k, v in shown.items())
+    return (
+        passed,
+        f"[base] gate {name} (every figure >= {threshold:.0%}): {'passed' if passed else 'FAILED'}: {figures}",
+    )
 
 
 BASE_MODEL_DIRS = {"tokenizer": "tokenizer", "vision_tower": "clip", "llm": "llm"}
@@ -202,9 +395,10 @@ BASE_MODEL_DIRS = {"tokenizer": "tokenizer", "vision_tower": "clip", "llm": "llm
 def make_base_models(
     spec: BaseModelsSpec, model: ModelSpec, out: str | Path, log: Callable[[str], None] = print
 ) -> dict:
-    """Corpus -> tokenizer -> CLIP -> LM, saved under `out` (tokenizer/, clip/, llm/) with the
-    preset's architectures. Point a preset's `pretrained` fields at them (`preset_overrides`).
-    Returns a report: losses, held-out retrieval accuracy, seconds."""
+    """Corpus -> tokenizer -> CLIP (+ probe gate) -> LM (+ scene-reading gate), saved under `out`
+    (tokenizer/, clip/, llm/) with the preset's architectures. Point a preset's `pretrained` fields at
+    them (`preset_overrides`). Returns a report: losses, gates, seconds. A gate that fails is
+    reported, not raised: the parts are still usable, and the report says what they lack."""
     if model.vision_tower.architecture is None or model.llm.architecture is None:
         raise ValueError("the model preset needs an `architecture` for both the vision tower and the LLM")
     out = Path(out).expanduser()
@@ -212,40 +406,81 @@ def make_base_models(
     corpus = Path(spec.corpus).expanduser()
     if not (corpus / "corpus.json").exists():
         write_corpus(corpus, CorpusSpec(**spec.corpus_size.model_dump()), log=log)
+    world = CorpusSpec(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in json.loads((corpus / "corpus.json").read_text()).items()})  # fmt: skip
+    vision = dict(model.vision_tower.architecture)
+    if not aligned(vision["image_size"], vision["patch_size"], world.cells):
+        raise ValueError(f"the vision tower's {vision['image_size']} px / {vision['patch_size']} px patches do not "
+                         f"split into the world's {world.cells} cells a side: pick image_size so that "
+                         f"image_size / patch_size is a multiple of {world.cells}")  # fmt: skip
     captions_records = list(iter_json_records(str(corpus / PRETRAIN_JSON)))
     instruct_records = list(iter_json_records(str(corpus / INSTRUCT_JSON)))
+    held_out = [Scene.from_dict(json.loads(line)["scene"]) for line in (corpus / EVAL_SCENES).read_text().splitlines()]
     report: dict = {}
 
     texts = list(corpus_texts(captions_records, "plain")) + list(corpus_texts(instruct_records, "vicuna_v1"))
-    tokenizer = train_tokenizer(texts, spec.vocab_size)
+    reading = []  # scenes of their own (not the held-out ones), described, then asked about
+    for i in range(spec.lm.reading):
+        rng = record_rng(spec.seed, "scene-reading", i)
+        reading.append(scene_reading_conversation(random_scene(rng, world.cells, world.long_sides), rng))
+    tokenizer = train_tokenizer(texts + [render(c, "vicuna_v1", False).text for c in reading[:2000]], spec.vocab_size)
     tokenizer.save_pretrained(targets["tokenizer"])
     report["tokenizer"] = {"vocab_size": len(tokenizer)}
     log(f"[base] tokenizer: {len(tokenizer)} tokens -> {targets['tokenizer']}")
 
-    vision = dict(model.vision_tower.architecture)
     settings = ImageSettings.square_of(vision["image_size"])
-    chosen = captions_records[: spec.clip.max_images]
-    aspect = model.image.aspect
-    files = [(corpus / PRETRAIN_IMAGES / r["image"]).read_bytes() for r in chosen]
-    images = torch.from_numpy(np.stack([preprocess_image(decode_image(data), settings, aspect) for data in files]))
-    captions = [r["conversations"][1]["value"] for r in chosen]
+    aspect, layer = model.image.aspect, model.vision_tower.feature_layer
+    count = min(spec.clip.max_images, len(captions_records))
+    scenes, pixels = [], []
+    for i in range(count):  # the records' own scenes, regenerated: each is a function of (seed, split, index)
+        _, scene, data, _ = scene_image(world, "pretrain", i)
+        if captions_records[i]["conversations"][1]["value"] != scene.describe():
+            raise ValueError(f"{corpus / PRETRAIN_JSON} record {i} is not this world's scene {i}: remake the corpus")
+        scenes.append(scene)
+        pixels.append(preprocess_image(decode_image(data), settings, aspect))
+    images = torch.from_numpy(np.stack(pixels))
+    captions = [s.describe() for s in scenes]
     clip, clip_log = train_clip(images, captions, tokenizer, vision, spec.clip.text_architecture, settings,
-                                spec.clip.steps, spec.clip.batch_size, spec.clip.lr, spec.seed, log)  # fmt: skip
-    held_out = [json.loads(line) for line in (corpus / EVAL_SCENES).read_text().splitlines()][:256]
-    if len(held_out) >= 2:
-        scenes = [Scene.from_dict(s["scene"]) for s in held_out]
-        eval_images = torch.from_numpy(np.stack([preprocess_image(render_scene(s), settings, aspect) for s in scenes]))
-        accuracy = retrieval_accuracy(clip, eval_images, [s.describe() for s in scenes], tokenizer, settings)
-        report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": len(scenes)}
-        log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {len(scenes)} candidates")
+                                spec.clip.steps, spec.clip.batch_size, spec.clip.lr, spec.seed, log,
+                                cell_label_tensors(scenes), layer, world.cells)  # fmt: skip
+    report["clip"] = {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}
+    probe_scenes = held_out[: spec.clip.probe_scenes]
+    if probe_scenes:
+        eval_images = torch.from_numpy(
+            np.stack([preprocess_image(render_scene(s), settings, aspect) for s in probe_scenes])
+        )
+        accuracy = retrieval_accuracy(clip, eval_images[:256], [s.describe() for s in probe_scenes[:256]], tokenizer,
+                                      settings)  # fmt: skip
+        report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": min(256, len(probe_scenes))}
+        log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {min(256, len(probe_scenes))}")
+        fit = slice(0, min(len(scenes), 4 * len(probe_scenes)))
+        probe = probe_cells(
+            (tower_features(clip, images[fit], settings, layer), cell_label_tensors(scenes[fit])),
+            (tower_features(clip, eval_images, settings, layer), cell_label_tensors(probe_scenes)),
+            world.cells, seed=spec.seed,
+        )  # fmt: skip
+        passed, line = gate_line("clip per-cell probe", probe, CLIP_GATE)
+        report["clip_probe"] = probe | {"gate": CLIP_GATE, "passed": passed, "held_out_scenes": len(probe_scenes)}
+        log(line)
     clip.save_pretrained(targets["vision_tower"])
     settings.to_processor().save_pretrained(targets["vision_tower"])
-    report["clip"] = {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}
 
-    lm, lm_log = train_lm(texts, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
+    samples = text_samples(texts, tokenizer) + conversation_samples(reading, tokenizer)
+    lm, lm_log = train_lm(samples, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
                           spec.lm.max_tokens, spec.lm.lr, spec.seed, log)  # fmt: skip
     lm.save_pretrained(targets["llm"])
-    report["lm"] = {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds}
+    report["lm"] = {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds,
+                    "samples": {"corpus_text": len(texts), "scene_reading": len(reading)}}  # fmt: skip
+    reading_scenes = held_out[: spec.lm.gate_scenes]
+    if reading_scenes:
+        scores = scene_reading_accuracy(lm, tokenizer, reading_scenes, spec.seed)
+        passed, line = gate_line("lm scene reading, text only", scores, LM_GATE)
+        report["lm_scene_reading"] = scores | {
+            "gate": LM_GATE,
+            "passed": passed,
+            "held_out_scenes": len(reading_scenes),
+        }
+        log(line)
     return report
 
 

@@ -8,7 +8,7 @@ the real adapters (and the whole sweep) run end to end on a laptop.
     MME        MME_Benchmark_release_version/{existence,count,position,color}/<image>.jpg + <image>.txt
     MMBench    mmbench_dev_20230712.tsv (base64 images)
 
-The questions are the corpus's own kinds (colour, existence, count, position, size, cell), asked of
+The questions are the corpus's own kinds (toy.world.KINDS), asked in the training data's wording of
 scenes no training record used. VQAv2's ten answers per question are the short answer written the
 short answer in lower case, as the released annotations hold it, with a dissenting annotator or two
 in some questions, so the leave-one-out average matters; the model's answers ("Red", "Yes.") go
@@ -31,6 +31,7 @@ from PIL import Image
 from mqt_llava.toy.corpus import EVAL_SCENES
 from mqt_llava.toy.world import (
     COLOURS,
+    KINDS,
     NUMBER_WORDS,
     SHAPES,
     Scene,
@@ -38,7 +39,6 @@ from mqt_llava.toy.world import (
     ask,
     cell_name,
     record_rng,
-    unique,
 )
 
 POPE_SPLITS = ("random", "popular", "adversarial")
@@ -118,10 +118,10 @@ def annotator_answers(answer: str, rng: random.Random) -> list[str]:
 
 def write_vqav2(scenes: list[HeldOut], root: Path, seed: int) -> int:
     questions, annotations = [], []
-    answer_type = {"existence": "yes/no", "count": "number"}
+    answer_type = {"existence": "yes/no", "occupancy": "yes/no", "count": "number"}
     for h in scenes:
         rng = record_rng(seed, "vqav2", h.index)
-        for kind in ("colour", "existence", "count", "position", "size", "cell"):
+        for kind in KINDS:
             qa = ask(h.scene, kind, rng)
             if qa is None:
                 continue
@@ -148,12 +148,12 @@ def write_vqav2(scenes: list[HeldOut], root: Path, seed: int) -> int:
 
 
 def write_gqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
-    structural = {"existence": "verify", "size": "choose"}
+    structural = {"existence": "verify", "occupancy": "verify", "size": "choose"}
     questions = {}
     for h in scenes:
         rng = record_rng(seed, "gqa", h.index)
         image_id = f"n{h.index:06d}"
-        for kind in ("colour", "existence", "position", "size", "cell"):
+        for kind in ("colour", "shape", "existence", "occupancy", "position", "size"):
             qa = ask(h.scene, kind, rng)
             if qa is not None:
                 questions[f"{len(questions):08d}"] = {
@@ -170,26 +170,23 @@ def write_gqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
 
 
 def shape_question(scene: Scene, rng: random.Random) -> tuple[str, list[str], int]:
-    """Which shape is in one object's cell: the question, the 3 shapes shuffled, the answer's index."""
+    """The shape of the object at a cell: the question, the 3 shapes shuffled, the answer's index."""
     o = rng.choice(scene.objects)
     shapes = list(SHAPES)
     rng.shuffle(shapes)
-    return f"What shape is in the {cell_name(o.row, o.col, scene.grid)} cell?", shapes, shapes.index(o.shape)
+    return f"What shape is the object at {cell_name(o.row, o.col)}?", shapes, shapes.index(o.shape)
 
 
-def colour_question(scene: Scene, rng: random.Random) -> tuple[str, list[str], int] | None:
-    """Which colour a shape that occurs once has, among 4; None if every shape repeats."""
-    single = [o for o in scene.objects if unique(scene, shape=o.shape)]
-    if not single:
-        return None
-    target = rng.choice(single)
-    colours = rng.sample([c for c in COLOURS if c != target.colour], 3) + [target.colour]
+def colour_question(scene: Scene, rng: random.Random) -> tuple[str, list[str], int]:
+    """The colour of the object at a cell, among 4 colours."""
+    target = rng.choice(scene.objects)
+    colours = rng.sample([c for c in sorted(COLOURS) if c != target.colour], 3) + [target.colour]
     rng.shuffle(colours)
-    return f"What colour is the {target.shape}?", colours, colours.index(target.colour)
+    return f"What colour is the object at {cell_name(target.row, target.col)}?", colours, colours.index(target.colour)
 
 
 def write_scienceqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
-    """Per scene: which shape is in a cell (3 choices) and which colour a unique shape has (4);
+    """Per scene: the shape (3 choices) and the colour (4) of the object at a cell;
     plus text-only problems, which the IMG subset leaves out."""
     problems, test = {}, []
 
@@ -205,9 +202,7 @@ def write_scienceqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
     for h in scenes:
         rng = record_rng(seed, "scienceqa", h.index)
         add(*shape_question(h.scene, rng), h.image, hint="The image shows shapes on a grid.")
-        colour = colour_question(h.scene, rng)
-        if colour is not None:
-            add(*colour, h.image)
+        add(*colour_question(h.scene, rng), h.image)
         if h.index % 5 == 0:
             add("How many sides does a triangle have?", ["three", "four"], 0, None)
     root.mkdir(parents=True, exist_ok=True)
@@ -223,7 +218,7 @@ def write_mme(scenes: list[HeldOut], root: Path, seed: int) -> int:
     count = 0
     for h in scenes:
         rng = record_rng(seed, "mme", h.index)
-        scene, grid = h.scene, h.scene.grid
+        scene = h.scene
         present, absent = names(scene), [n for n in all_names() if n not in names(scene)]
         pairs = {}
         if absent:
@@ -241,15 +236,14 @@ def write_mme(scenes: list[HeldOut], root: Path, seed: int) -> int:
         ]
         if distinct:
             o = rng.choice(distinct)
-            cells = [(r, c) for r in range(grid) for c in range(grid) if (r, c) != (o.row, o.col)]
+            cells = [(r, c) for r in range(scene.rows) for c in range(scene.cols) if (r, c) != (o.row, o.col)]
             r, c = rng.choice(cells)
-            pairs["position"] = (f"Is the {o.colour} {o.shape} in the {cell_name(o.row, o.col, grid)} cell?",
-                                 f"Is the {o.colour} {o.shape} in the {cell_name(r, c, grid)} cell?")  # fmt: skip
-        single = [x for x in scene.objects if unique(scene, shape=x.shape)]
-        if single:
-            o = rng.choice(single)
-            other = rng.choice([c for c in COLOURS if c != o.colour])
-            pairs["color"] = (f"Is the {o.shape} {o.colour}?", f"Is the {o.shape} {other}?")
+            pairs["position"] = (f"Is the {o.colour} {o.shape} at {cell_name(o.row, o.col)}?",
+                                 f"Is the {o.colour} {o.shape} at {cell_name(r, c)}?")  # fmt: skip
+        o = rng.choice(scene.objects)
+        other = rng.choice([c for c in sorted(COLOURS) if c != o.colour])
+        where = cell_name(o.row, o.col)
+        pairs["color"] = (f"Is the object at {where} {o.colour}?", f"Is the object at {where} {other}?")
         for subtask, (yes_q, no_q) in pairs.items():
             stem = f"{h.index:06d}"
             save(h.image, release / subtask / f"{stem}.jpg")
@@ -269,11 +263,9 @@ def write_mmbench(scenes: list[HeldOut], root: Path, seed: int) -> int:
         encoded = base64.b64encode(buffer.getvalue()).decode()
         question, shapes, answer = shape_question(h.scene, rng)
         rows.append([question, "", *shapes, "", "ABC"[answer], "object_localization", encoded])
-        colour = colour_question(h.scene, rng)
-        if colour is not None:
-            question, colours, answer = colour
-            hint = "The shapes are drawn on a plain background."
-            rows.append([question, hint, *colours, "ABCD"[answer], "attribute_recognition", encoded])
+        question, colours, answer = colour_question(h.scene, rng)
+        hint = "The shapes are drawn on a plain background."
+        rows.append([question, hint, *colours, "ABCD"[answer], "attribute_recognition", encoded])
     root.mkdir(parents=True, exist_ok=True)
     with (root / "mmbench_dev_20230712.tsv").open("w", newline="") as f:
         writer = csv.writer(f, delimiter="\t")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from mqt_llava.output import Progress
 from mqt_llava.toy.world import (
+    CELLS,
+    LONG_SIDES,
     caption_conversation,
     encode_image,
     instruction_conversation,
@@ -48,12 +50,11 @@ class CorpusSpec:
     seed: int = 0
     num_pretrain: int = 20_000
     num_instruct: int = 20_000
-    num_eval: int = 2_000
-    grid: int = 3
-    max_objects: int = 4
+    num_eval: int = 3_000  # held-out scenes are free: thousands keep intervals narrow
+    cells: int = CELLS  # cells along an image's long side (see toy.world: aligned with the patches)
     text_only_fraction: float = 0.06  # about 40K of LLaVA-665K's records have no image
     png_fraction: float = 0.2
-    image_sizes: tuple[int, int] = (128, 192)  # long side range; aspect ratios vary
+    long_sides: tuple[int, ...] = LONG_SIDES  # pixels; aspect ratios 1:1, 2:1, 1:2
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Item:
 
 def scene_image(spec: CorpusSpec, split: str, index: int):
     rng = record_rng(spec.seed, split, index)
-    scene = random_scene(rng, spec.grid, spec.max_objects, spec.image_sizes)
+    scene = random_scene(rng, spec.cells, tuple(spec.long_sides))
     fmt = "PNG" if rng.random() < spec.png_fraction else "JPEG"
     return rng, scene, encode_image(render_scene(scene), fmt), "png" if fmt == "PNG" else "jpg"
 

@@ -37,10 +37,11 @@ from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
+from mqt_llava.toy import heldout
 from mqt_llava.toy.base_models import make_base_models, preset_overrides
 from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
-from mqt_llava.toy.heldout import KINDS, exact_match, heldout_questions, majority_baseline
+from mqt_llava.toy.heldout import heldout_questions
 from mqt_llava.train.launch import run_stage
 from mqt_llava.train.plan import resolve_run
 
@@ -53,8 +54,7 @@ class WorldSpec(Spec):
     num_pretrain: int = Field(6000, ge=1, description="558K-like caption records")
     num_instruct: int = Field(6000, ge=1, description="665K-like instruction records")
     num_eval: int = Field(300, ge=1, description="held-out scenes (benchmark files and held-out questions)")
-    grid: int = Field(3, ge=1, description="an N x N layout")
-    max_objects: int = Field(4, ge=1)
+    cells: int = Field(4, ge=2, description="cells along an image's long side (toy.world)")
     seed: int = 0
 
 
@@ -67,7 +67,7 @@ class QuickstartSpec(Spec):
     run_dir: str = "./runs/quickstart"
     until: Literal[STEP_NAMES] = Field("ablation", description="stop after this step")  # type: ignore[valid-type]
     world: WorldSpec = WorldSpec()
-    heldout_budgets: str = Field("2,M", description="step 6's budgets (M: the model's maximum)")
+    heldout_budgets: str = Field("1,4,M", description="step 6's budgets (M: the model's maximum)")
     heldout_scenes: int = Field(300, ge=1, description="held-out scenes step 6 asks about")
     serve_config: str = Field("./serve_apps/config.yaml", description="the Serve config step 8 deploys")
     model: dict[str, Any] = {}
@@ -208,19 +208,27 @@ def step_stage2(ctx: Context) -> None:
 
 
 def step_evaluate(ctx: Context) -> None:
-    export = ctx.stage2_export
-    engine = InferenceEngine.from_export(export)
+    """Held-out questions at each budget, with the image and with a blank one, beside the answer prior."""
+    engine = InferenceEngine.from_export(ctx.stage2_export)
     questions = heldout_questions(ctx.corpus, limit=ctx.spec.heldout_scenes)
-    rows = {"majority baseline": majority_baseline(questions)}
-    for m in parse_budgets(ctx.spec.heldout_budgets, engine.max_visual_tokens, "heldout_budgets"):
-        rows[f"m = {m}"] = exact_match(engine, questions, m)
-    scenes = ctx.spec.heldout_scenes
-    print(f"\nheld-out exact match, {len(questions)} questions ({scenes} scenes x {len(KINDS)} kinds):")
-    columns = list(KINDS) + ["all"]
-    print(f"{'':>18}" + "".join(f"{c:>11}" for c in columns))
-    for label, scores in rows.items():
-        print(f"{label:>18}" + "".join(f"{scores.get(c, float('nan')):>11.3f}" for c in columns))
-    ctx.results["evaluate"] = dict(questions=len(questions), scores=rows)
+    budgets = parse_budgets(ctx.spec.heldout_budgets, engine.max_visual_tokens, "heldout_budgets")
+    runs = heldout.evaluate(engine, questions, budgets, ctx.run_dir / "heldout")
+    scenes = len({q.scene for q in questions})
+    print(f"\nheld-out exact match (%), {len(questions)} questions about {scenes} scenes; 'blank': the same model "
+          f"with an empty image; 'majority': each kind's most common answer, without looking:")  # fmt: skip
+    print(heldout.table(runs))
+    top = max(budgets)
+    verdict = heldout.uses_image(runs, top)
+    print(f"uses the image at m = {top} (image - blank): {verdict.summary()}")
+    gates = heldout.pilot_gates(runs, budgets)
+    for name, figure, threshold, passed in gates:
+        print(f"  pilot gate {name}: {100 * figure:.1f} (>= {100 * threshold:g}) {'passed' if passed else 'FAILED'}")
+    ctx.results["evaluate"] = dict(
+        questions=len(questions),
+        scores={label: {k: v.to_dict() for k, v in run.intervals().items()} for label, run in runs.items()},
+        uses_image=verdict.verdict,
+        pilot_gates={name: {"figure": f, "threshold": t, "passed": p} for name, f, t, p in gates},
+    )
 
 
 def step_benchmarks(ctx: Context) -> None:

@@ -1,11 +1,21 @@
-"""A small seeded visual world for the tiny preset: coloured shapes of two sizes on an n x n layout.
+"""A small seeded visual world for the tiny preset, built so that a model has to look at the image
+to answer: coloured shapes of two sizes in the cells of a layout whose cells line up with the vision
+tower's patches.
+
+- **Aligned cells.** The long side of every image holds `cells` cells (4 by default); the short side
+  holds as many (square) or half as many (2:1 and 1:2). LLaVA-1.5 pads an image to a square with its
+  mean colour, centred, then resizes it: with these layouts the padding is a whole number of cells
+  on each side, so each cell lands on the same whole patches every time (3 x 3 patches of 8 px in a
+  96 px tower). `aligned` checks a tower against it.
+- **Objects of at least about 1.5 patches**: small ones fill 55 % of a cell, large ones 90 %.
+- **Every question kind is askable in every scene** and kinds are drawn evenly: attributes are asked
+  by position (colour, shape, size of the object at a cell), position by the object's name,
+  occupancy and existence are half yes and half no, counts cover all objects, one colour or one shape.
+- **The benchmarks' own answer formats** appear in training: "Please answer yes or no." before the
+  short-answer suffix (MME's prompt), lettered options with the option suffix (ScienceQA, MMBench).
 
 Everything is a pure function of (seed, split, index), so the same seed gives byte-identical images
 and conversations, and generation can be split across processes.
-
-Questions run from coarse to fine-grained, so that more visual tokens should help the fine ones
-more: colour and existence (coarse: one glance at the image) to counting, position, size and
-cell contents (fine: every object and its place must survive compression).
 """
 
 from __future__ import annotations
@@ -27,9 +37,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (240, 140, 30),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-SIZES: dict[str, float] = {"small": 0.4, "large": 0.8}  # fraction of the cell
-ASPECTS: tuple[tuple[int, int], ...] = ((1, 1), (4, 3), (3, 4), (16, 9), (9, 16), (2, 1))
+SIZES: dict[str, float] = {"small": 0.55, "large": 0.9}  # side of the object / side of its cell
+BACKGROUND = (245, 245, 240)
+CELLS = 4  # cells along an image's long side
+LONG_SIDES: tuple[int, ...] = (96, 128, 160, 192)  # pixels; each a multiple of CELLS
+MAX_FILL = 0.375  # at most this share of a layout's cells hold an object (6 of 16, 3 of 8)
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+YES_NO = "Please answer yes or no."  # MME's own suffix, written before the short-answer one
+
 # LLaVA's brief-caption instructions (the 558K set's human turns).
 CAPTION_INSTRUCTIONS = (
     "Describe the image concisely.",
@@ -49,8 +64,11 @@ DETAIL_INSTRUCTIONS = (
     "What do you see in this image? Describe every object.",
     "Give a detailed description of the picture.",
 )
-COARSE_KINDS = ("colour", "existence")
-FINE_KINDS = ("count", "position", "size", "cell")
+# Whole-image questions, then questions about one cell or one object's place.
+COARSE_KINDS = ("existence", "count")
+FINE_KINDS = ("colour", "shape", "size", "occupancy", "position")
+KINDS = COARSE_KINDS + FINE_KINDS
+YES_NO_KINDS = ("existence", "occupancy")
 
 
 @dataclass(frozen=True)
@@ -68,17 +86,26 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Scene:
-    grid: int
+    rows: int
+    cols: int
     objects: tuple[SceneObject, ...]
     width: int = 128
     height: int = 128
 
+    @property
+    def cells(self) -> int:
+        """Cells along the long side (the padded square's side, in cells)."""
+        return max(self.rows, self.cols)
+
     def at(self, row: int, col: int) -> SceneObject | None:
         return next((o for o in self.objects if (o.row, o.col) == (row, col)), None)
 
+    def empty_cells(self) -> list[tuple[int, int]]:
+        return [(r, c) for r in range(self.rows) for c in range(self.cols) if self.at(r, c) is None]
+
     def describe(self) -> str:
         """A caption naming every object and its cell, in reading order."""
-        parts = [f"{article(o.name)} {o.name} {cell_phrase(o.row, o.col, self.grid)}" for o in self.objects]
+        parts = [f"{article(o.name)} {o.name} at {cell_name(o.row, o.col)}" for o in self.objects]
         return capitalise(join_words(parts)) + "."
 
     def to_dict(self) -> dict:
@@ -88,7 +115,7 @@ class Scene:
     def from_dict(cls, data: dict) -> Scene:
         """The inverse of to_dict (eval/scenes.jsonl holds scenes as dicts)."""
         objects = tuple(SceneObject(**o) for o in data["objects"])
-        return cls(data["grid"], objects, data["width"], data["height"])
+        return cls(data["rows"], data["cols"], objects, data["width"], data["height"])
 
 
 def capitalise(text: str) -> str:
@@ -99,28 +126,8 @@ def join_words(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def cell_name(row: int, col: int, grid: int) -> str:
-    """'top left' ... 'bottom right' on a 3x3 layout, 'row r, column c' on others."""
-    if grid == 3:
-        vertical, horizontal = ("top", "middle", "bottom")[row], ("left", "center", "right")[col]
-        if (vertical, horizontal) == ("middle", "center"):
-            return "center"
-        return (
-            horizontal if vertical == "middle" else (vertical if horizontal == "center" else f"{vertical} {horizontal}")
-        )
+def cell_name(row: int, col: int) -> str:
     return f"row {row + 1}, column {col + 1}"
-
-
-def cell_phrase(row: int, col: int, grid: int) -> str:
-    name = cell_name(row, col, grid)
-    if grid != 3:
-        return f"at {name}"
-    return {
-        "left": "on the left",
-        "right": "on the right",
-        "top": "at the top",
-        "bottom": "at the bottom",
-    }.get(name, f"in the {name}")
 
 
 def article(word: str) -> str:
@@ -131,24 +138,32 @@ def record_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"{seed}/{split}/{index}")
 
 
-def random_scene(seed: int | random.Random, grid: int = 3, max_objects: int = 4, sizes=(128, 192)) -> Scene:
+def aligned(image_size: int, patch_size: int, cells: int = CELLS) -> bool:
+    """Whether every cell covers whole patches of a vision tower (image_size px, patch_size px) after
+    LLaVA's pad-to-square and resize: its patch grid must split into `cells` equal, whole parts."""
+    patches = image_size // patch_size
+    return image_size % patch_size == 0 and patches % cells == 0
+
+
+def random_scene(seed: int | random.Random, cells: int = CELLS, long_sides: tuple[int, ...] = LONG_SIDES) -> Scene:
+    """A square, wide (2:1) or tall (1:2) layout with 1 to MAX_FILL of its cells filled."""
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
-    cells = rng.sample([(r, c) for r in range(grid) for c in range(grid)], rng.randint(1, max_objects))
+    rows, cols = rng.choice(((cells, cells), (cells // 2, cells), (cells, cells // 2)))
+    places = [(r, c) for r in range(rows) for c in range(cols)]
+    chosen = rng.sample(places, rng.randint(1, max(1, round(MAX_FILL * len(places)))))
     objects = tuple(
         SceneObject(rng.choice(SHAPES), rng.choice(sorted(COLOURS)), rng.choice(sorted(SIZES)), r, c)
-        for r, c in sorted(cells)
+        for r, c in sorted(chosen)
     )
-    aspect_w, aspect_h = rng.choice(ASPECTS)
-    long_side = rng.randint(*sizes)
-    scale = long_side / max(aspect_w, aspect_h)
-    return Scene(grid, objects, width=round(aspect_w * scale), height=round(aspect_h * scale))
+    cell = rng.choice(long_sides) / cells
+    return Scene(rows, cols, objects, width=round(cols * cell), height=round(rows * cell))
 
 
 def render_scene(scene: Scene, width: int | None = None, height: int | None = None) -> Image.Image:
     width, height = width or scene.width, height or scene.height
-    image = Image.new("RGB", (width, height), (245, 245, 240))
+    image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    cell_w, cell_h = width / scene.grid, height / scene.grid
+    cell_w, cell_h = width / scene.cols, height / scene.rows
     for o in scene.objects:
         centre_x, centre_y = (o.col + 0.5) * cell_w, (o.row + 0.5) * cell_h
         half = SIZES[o.size] * min(cell_w, cell_h) / 2
@@ -172,6 +187,31 @@ def encode_image(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+# Per-cell attributes over the padded square, for the vision tower's auxiliary head and its probe:
+# index 0 is "no object" (an empty cell or padding), then each value in a fixed order.
+CELL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "colour": ("none", *sorted(COLOURS)),
+    "shape": ("none", *SHAPES),
+    "size": ("none", *sorted(SIZES)),
+}
+
+
+def square_cell_labels(scene: Scene) -> dict[str, list[int]]:
+    """For each attribute, one label per cell of the padded square (cells x cells, row-major):
+    where LLaVA's centred padding puts each of the scene's cells; `layout` marks the cells that are
+    the scene's (1) rather than padding (0)."""
+    side = scene.cells
+    top, left = (side - scene.rows) // 2, (side - scene.cols) // 2
+    labels = {name: [0] * (side * side) for name in CELL_ATTRIBUTES}
+    labels["layout"] = [int(top <= i // side < top + scene.rows and left <= i % side < left + scene.cols)
+                        for i in range(side * side)]  # fmt: skip
+    for o in scene.objects:
+        index = (top + o.row) * side + left + o.col
+        for name, values in CELL_ATTRIBUTES.items():
+            labels[name][index] = values.index(getattr(o, name))
+    return labels
+
+
 # --- questions -------------------------------------------------------------------------------
 
 
@@ -191,68 +231,94 @@ def unique(scene: Scene, **attrs) -> SceneObject | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def absent_object(scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """A (colour, shape) not in the scene: half the time one sharing a colour or a shape with an
+    object that is there (POPE's adversarial negatives), else any."""
+    present = {(o.colour, o.shape) for o in scene.objects}
+    absent = [(c, s) for c in sorted(COLOURS) for s in SHAPES if (c, s) not in present]
+    related = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
+    return rng.choice(related if related and rng.random() < 0.5 else absent)
+
+
 def ask(scene: Scene, kind: str, rng: random.Random) -> QA | None:
-    """One question of `kind` about `scene` with its short answer, or None if this scene cannot
-    pose it unambiguously."""
+    """One question of `kind` about `scene` with its short answer (None only for a position question
+    in a scene where no object is unique by colour and shape, or by size, colour and shape)."""
     objects = scene.objects
-    if kind == "colour":
-        o = rng.choice(objects)
-        if unique(scene, shape=o.shape) is None:
-            return None
-        return QA(kind, f"What colour is the {o.shape}?", capitalise(o.colour))
     if kind == "existence":
         if rng.random() < 0.5:
             o = rng.choice(objects)
-            return QA(kind, f"Is there {article(o.colour)} {o.colour} {o.shape} in the image?", "Yes")
-        present = {(o.colour, o.shape) for o in objects}
-        absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-        if not absent:
-            return None
-        colour, shape = rng.choice(absent)
-        return QA(kind, f"Is there {article(colour)} {colour} {shape} in the image?", "No")
+            colour, shape, answer = o.colour, o.shape, "Yes"
+        else:
+            (colour, shape), answer = absent_object(scene, rng), "No"
+        return QA(kind, f"Is there {article(colour)} {colour} {shape} in the image?", answer)
     if kind == "count":
-        target = rng.choice(("shape", "colour", "all"))
+        target = rng.choice(("all", "colour", "shape"))
         if target == "all":
             return QA(kind, "How many objects are there in the image?", str(len(objects)))
         if target == "shape":
             shape = rng.choice(SHAPES)
             return QA(kind, f"How many {plural(shape)} are there?", str(sum(o.shape == shape for o in objects)))
-        colour = rng.choice(sorted({o.colour for o in objects}))
+        colour = rng.choice(sorted({o.colour for o in objects}) if rng.random() < 0.75 else sorted(COLOURS))
         return QA(kind, f"How many {colour} objects are there?", str(sum(o.colour == colour for o in objects)))
+    if kind in ("colour", "shape", "size"):
+        o = rng.choice(objects)
+        where = cell_name(o.row, o.col)
+        question = {
+            "colour": f"What colour is the object at {where}?",
+            "shape": f"What shape is the object at {where}?",
+            "size": f"Is the object at {where} small or large?",
+        }[kind]
+        return QA(kind, question, capitalise(getattr(o, kind)))
+    if kind == "occupancy":
+        empty = scene.empty_cells()
+        if empty and rng.random() < 0.5:
+            (row, col), answer = rng.choice(empty), "No"
+        else:
+            o = rng.choice(objects)
+            (row, col), answer = (o.row, o.col), "Yes"
+        return QA(kind, f"Is there an object at {cell_name(row, col)}?", answer)
     if kind == "position":
-        o = rng.choice(objects)
-        if unique(scene, shape=o.shape, colour=o.colour) is None:
+        candidates = [o for o in objects if unique(scene, colour=o.colour, shape=o.shape)]
+        if candidates:
+            o = rng.choice(candidates)
+            return QA(kind, f"Where is the {o.colour} {o.shape}?", capitalise(cell_name(o.row, o.col)))
+        candidates = [o for o in objects if unique(scene, size=o.size, colour=o.colour, shape=o.shape)]
+        if not candidates:
             return None
-        return QA(kind, f"Where is the {o.colour} {o.shape}?", capitalise(cell_name(o.row, o.col, scene.grid)))
-    if kind == "size":
-        o = rng.choice(objects)
-        if unique(scene, shape=o.shape, colour=o.colour) is None:
-            return None
-        return QA(kind, f"Is the {o.colour} {o.shape} small or large?", capitalise(o.size))
-    if kind == "cell":
-        row, col = rng.randrange(scene.grid), rng.randrange(scene.grid)
-        o = scene.at(row, col)
-        answer = capitalise(f"{o.colour} {o.shape}") if o else "Nothing"
-        return QA(kind, f"What is in the {cell_name(row, col, scene.grid)} cell?", answer)
+        o = rng.choice(candidates)
+        return QA(kind, f"Where is the {o.name}?", capitalise(cell_name(o.row, o.col)))
     raise ValueError(f"unknown question kind {kind!r}")
 
 
+def prompt(qa: QA, rng: random.Random | None = None) -> str:
+    """The question as training and the toy benchmarks ask it: yes/no questions carry MME's suffix
+    half the time (always when `rng` is None), then LLaVA's short-answer suffix."""
+    yes_no = qa.kind in YES_NO_KINDS and (rng is None or rng.random() < 0.5)
+    return f"{qa.question} {YES_NO}\n{SHORT_ANSWER}" if yes_no else f"{qa.question}\n{SHORT_ANSWER}"
+
+
 def multiple_choice(scene: Scene, rng: random.Random) -> QA:
+    """The shape (3 options) or colour (4 options) of the object at a cell, as lettered options."""
     o = rng.choice(scene.objects)
-    options = list(SHAPES)
+    if rng.random() < 0.5:
+        kind, options = "shape", list(SHAPES)
+        question = f"What shape is the object at {cell_name(o.row, o.col)}?"
+    else:
+        kind, options = "colour", rng.sample([c for c in sorted(COLOURS) if c != o.colour], 3) + [o.colour]
+        question = f"What colour is the object at {cell_name(o.row, o.col)}?"
     rng.shuffle(options)
-    letters = "ABC"
+    letters = "ABCD"[: len(options)]
     lines = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options, strict=True))
-    question = f"What shape is in the {cell_name(o.row, o.col, scene.grid)} cell?\n{lines}\n{OPTION_SUFFIX}"
-    return QA("multiple_choice", question, letters[options.index(o.shape)])
+    answer = letters[options.index(getattr(o, kind))]
+    return QA("multiple_choice", f"{question}\n{lines}\n{OPTION_SUFFIX}", answer)
 
 
 def detailed_description(scene: Scene) -> str:
     count = len(scene.objects)
     noun = "object" if count == 1 else "objects"
-    sentences = [f"The image shows {NUMBER_WORDS[count]} {noun} on a {scene.grid} by {scene.grid} layout."]
+    sentences = [f"The image shows {NUMBER_WORDS[count]} {noun} in {scene.rows} rows and {scene.cols} columns."]
     for o in scene.objects:
-        sentences.append(capitalise(f"{cell_phrase(o.row, o.col, scene.grid)} there is {article(o.name)} {o.name}."))
+        sentences.append(capitalise(f"at {cell_name(o.row, o.col)} there is {article(o.name)} {o.name}."))
     return " ".join(sentences)
 
 
@@ -282,36 +348,56 @@ def caption_conversation(scene: Scene, rng: random.Random) -> list[dict[str, str
     return [{"from": "human", "value": human}, {"from": "gpt", "value": scene.describe()}]
 
 
+def question_turns(scene: Scene, rng: random.Random, turns: int) -> list[QA]:
+    """`turns` questions with kinds drawn evenly (a shuffled round of every kind, then another)."""
+    out: list[QA] = []
+    kinds: list[str] = []
+    for _ in range(turns * 3):
+        if len(out) == turns:
+            break
+        if not kinds:
+            kinds = list(KINDS)
+            rng.shuffle(kinds)
+        qa = ask(scene, kinds.pop(), rng)
+        if qa is not None:
+            out.append(qa)
+    return out
+
+
+def qa_conversation(questions: list[QA], rng: random.Random, first: str = "<image>\n") -> list[dict[str, str]]:
+    turns: list[dict[str, str]] = []
+    for i, qa in enumerate(questions):
+        text = qa.question if qa.kind == "multiple_choice" else prompt(qa, rng)
+        turns += [{"from": "human", "value": (first if i == 0 else "") + text}, {"from": "gpt", "value": qa.answer}]
+    return turns
+
+
+INSTRUCTION_STYLES = {"vqa": 0.82, "multiple_choice": 0.14, "detail": 0.04}
+
+
 def instruction_conversation(scene: Scene, rng: random.Random) -> tuple[str, list[dict[str, str]]]:
-    """(type, conversation) in LLaVA-665K's shapes: multi-turn short answers, a lettered multiple
-    choice, or a detailed description."""
-    style = rng.choices(("vqa", "multiple_choice", "detail"), weights=(6, 2, 2))[0]
+    """(style, conversation) in LLaVA-665K's shapes: dense short answers (4 to 8 turns, kinds drawn
+    evenly), lettered multiple choice (1 or 2), or a detailed description (a small share of records,
+    so descriptions stay a minority of the supervised words)."""
+    style = rng.choices(list(INSTRUCTION_STYLES), weights=list(INSTRUCTION_STYLES.values()))[0]
     if style == "detail":
         return style, [
             {"from": "human", "value": f"<image>\n{rng.choice(DETAIL_INSTRUCTIONS)}"},
             {"from": "gpt", "value": detailed_description(scene)},
         ]
     if style == "multiple_choice":
-        qa = multiple_choice(scene, rng)
-        return style, [
-            {"from": "human", "value": f"<image>\n{qa.question}"},
-            {"from": "gpt", "value": qa.answer},
-        ]
-    turns: list[dict[str, str]] = []
-    wanted = rng.randint(2, 5)
-    for _ in range(wanted * 4):
-        if len(turns) // 2 == wanted:
-            break
-        qa = ask(scene, rng.choice(COARSE_KINDS + FINE_KINDS), rng)
-        if qa is None:
-            continue
-        prefix = "<image>\n" if not turns else ""
-        turns += [
-            {"from": "human", "value": f"{prefix}{qa.question}\n{SHORT_ANSWER}"},
-            {"from": "gpt", "value": qa.answer},
-        ]
-    if not turns:  # every draw was ambiguous: fall back to a question any scene can pose
-        qa = ask(scene, "count", rng)
-        question = f"<image>\n{qa.question}\n{SHORT_ANSWER}"
-        turns = [{"from": "human", "value": question}, {"from": "gpt", "value": qa.answer}]
-    return style, turns
+        return style, qa_conversation([multiple_choice(scene, rng) for _ in range(rng.randint(1, 2))], rng)
+    return style, qa_conversation(question_turns(scene, rng, rng.randint(4, 8)), rng)
+
+
+SCENE_PREFIX = "Scene: "
+
+
+def scene_reading_conversation(scene: Scene, rng: random.Random) -> list[dict[str, str]]:
+    """Text only, for the language model's pretraining: the scene's description in place of the
+    image, then questions about it. A model that learns this reads a scene from its description; the
+    multimodal stages then only have to turn an image into such a reading."""
+    questions = question_turns(scene, rng, rng.randint(3, 7))
+    if rng.random() < 0.15:
+        questions.append(multiple_choice(scene, rng))
+    return qa_conversation(questions, rng, first=f"{SCENE_PREFIX}{scene.describe()}\n")

@@ -29,9 +29,11 @@ from mqt_llava.train.plan import StageRun
 
 def ingest_options() -> ExecutionOptions:
     """Ray Train's default ingest options, less the deprecated `exclude_resources` its default copies
-    (a RayDeprecationWarning from every worker group otherwise)."""
+    (a RayDeprecationWarning from every worker group otherwise), and in order: blocks reach the
+    workers in the seeded file order whichever decode task finishes first, so a run's samples (and
+    losses) do not depend on how busy the machine is."""
     current = DataContext.get_current().execution_options
-    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True,
                             verbose_progress=current.verbose_progress)  # fmt: skip
 
 
