@@ -1,7 +1,7 @@
 """Quickstart: the tiny pipeline end to end, one step after another, on one machine.
 
     python jobs/quickstart.py                                  # embedded local Ray, ~15 min on 2 cores
-    python jobs/quickstart.py --set until=shards --set world.grid=4      # stop early, another world
+    python jobs/quickstart.py --set until=shards --set world.num_eval=500   # stop early, another world
     ray job submit -- python jobs/quickstart.py                # the same on a cluster
 
 Steps (mqt_llava.toy.quickstart):

@@ -21,10 +21,12 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--workers", type=int, default=2)
     for f in fields(CorpusSpec):
-        if f.name != "image_sizes":
+        if f.name == "long_sides":
+            parser.add_argument("--long-sides", type=int, nargs="+", default=f.default, help="px, multiples of --cells")
+        else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args()
-    spec = CorpusSpec(**{f.name: getattr(args, f.name) for f in fields(CorpusSpec) if f.name != "image_sizes"})
+    spec = CorpusSpec(**{f.name: getattr(args, f.name) for f in fields(CorpusSpec)})
     out = write_corpus(args.out, spec, workers=args.workers)
     print(f"corpus written to {out}")
 

@@ -116,7 +116,9 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     report = (root / "report" / "ablation_report.md").read_text()
     assert "## The paper's claims" in report
     assert "| 1 | tokens are nested: the first m of the M tokens are the tokens at m | **reproduced** |" in report
-    assert "| 4 | attention→projection > projection→attention |" in report
+    assert "| 5 | attention→projection > projection→attention |" in report
+    kept = root / "runs" / "stage2-baseline_seed0" / "heldout"  # every held-out answer, for paired claims
+    assert sorted(p.name for p in kept.iterdir()) == ["m2-image.jsonl", "m8-blank.jsonl", "m8-image.jsonl"]
     assert "| variant | seeds | VQAv2 | POPE | Avg (% of max) |" in report
     for variant in ("baseline", "log-schedule", "proj-attn"):
         assert f"| {variant} | 1 |" in report

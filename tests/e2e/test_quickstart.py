@@ -10,12 +10,14 @@ import pytest
 
 from checkout import REPO_ROOT
 from mqt_llava.inference import InferenceEngine
+from mqt_llava.toy import heldout
 
 pytestmark = pytest.mark.e2e
 
 SMALL = [
     "world={num_pretrain: 160, num_instruct: 160, num_eval: 12}", "heldout_scenes=12", "heldout_budgets=2,M",
     "evaluate={budgets: '2,M', limit: 8}", "base_models.clip.steps=10", "base_models.lm.steps=10",
+    "base_models.lm.reading=64", "base_models.clip.probe_scenes=12", "base_models.lm.gate_scenes=4",
     "stage1.max_steps=3", "stage2.max_steps=3",
 ]  # fmt: skip
 
@@ -41,9 +43,14 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     for stage in ("stage1", "stage2"):
         assert summary[stage]["metrics"]["step"] == 3
     scores = summary["evaluate"]["scores"]
-    assert list(scores) == ["majority baseline", "m = 2", "m = 32"]
-    assert all(0 <= v <= 1 for row in scores.values() for v in row.values())
-    assert "held-out exact match" in done.stdout and "majority baseline" in done.stdout
+    assert list(scores) == ["majority", "m=2/image", "m=32/image", "m=32/blank"]  # the controls beside the model
+    assert all(0 <= row["all"]["low"] <= row["all"]["estimate"] <= row["all"]["high"] <= 1 for row in scores.values())
+    assert "held-out exact match" in done.stdout and "uses the image at m = 32" in done.stdout
+    assert list(summary["evaluate"]["pilot_gates"]) == list(heldout.PILOT_GATES)
+    assert len((tmp_path / "heldout" / "m32-blank.jsonl").read_text().splitlines()) == summary["evaluate"]["questions"]
+    base = summary["base_models"]  # the gates are computed and reported (passing needs full-size training)
+    assert {"emptiness", "colour", "shape", "size"} <= set(base["clip_probe"]) and "passed" in base["clip_probe"]
+    assert "passed" in base["lm_scene_reading"] and "gate clip per-cell probe" in done.stdout
 
     # stage 2 loaded the base models and stage 1's MQT; its export is what evaluation loaded
     record = json.loads((tmp_path / "train/tiny-stage2/export/mqt_llava_training.json").read_text())
@@ -83,13 +90,13 @@ def test_quickstart_refuses_a_budget_above_M_before_running(tmp_path):
 
 def test_quickstart_until_stops_after_the_named_step_in_the_world_asked_for(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    world = "world={num_pretrain: 8, num_instruct: 8, num_eval: 4, grid: 4, max_objects: 9}"
+    world = "world={num_pretrain: 8, num_instruct: 8, num_eval: 4, cells: 8}"
     done = quickstart(tmp_path, world, "heldout_scenes=4", "until=data", env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "step 1/1: data" in done.stdout and "base models" not in done.stdout
     corpus = json.loads((tmp_path / "data" / "corpus.json").read_text())
-    assert (corpus["grid"], corpus["max_objects"], corpus["num_eval"]) == (4, 9, 4)
+    assert (corpus["cells"], corpus["num_eval"]) == (8, 4)
     assert (tmp_path / "benchmarks" / "synthetic.json").exists() and not (tmp_path / "base_models").exists()
 
-    bad = quickstart(tmp_path, "world.grid=x", timeout=120)
-    assert bad.returncode == 2 and "world.grid" in bad.stderr
+    bad = quickstart(tmp_path, "world.cells=x", timeout=120)
+    assert bad.returncode == 2 and "world.cells" in bad.stderr

@@ -76,3 +76,69 @@ def test_a_limited_sweep_keeps_each_splits_and_answers_share_and_units_whole():
     pairs = [Sample(f"{i}/{q}", "q", None, None, "", unit=str(i)) for i in range(50) for q in ("yes", "no")]
     chosen = spread(pairs, 20)
     assert len(chosen) == 20 and all(p.unit == n.unit for p, n in zip(chosen[::2], chosen[1::2], strict=True))
+
+
+@pytest.mark.parametrize("name", ["pope", "mme"])
+def test_every_headline_gets_an_interval_by_image(synthetic_root, name):
+    """The benchmark's own score, resampled by image: perfect answers give a point interval at the
+    maximum (an MME image drawn twice stays two images, so acc+ is not broken by the copies), and
+    answers right on about half the images give an interval around the estimate."""
+    import random
+
+    from mqt_llava.eval.benchmarks import make_benchmark
+    from mqt_llava.eval.runner import headline_interval
+
+    benchmark = make_benchmark(name, synthetic_root)
+    samples = benchmark.samples()
+    truth = {s.key: s.target["answer"] if name == "mme" else s.target for s in samples}
+    perfect = headline_interval(benchmark, samples, truth, resamples=200)
+    top = benchmark.score(samples, truth)[benchmark.metric]
+    assert perfect == {f"{benchmark.metric}_low": top, f"{benchmark.metric}_high": top}
+    rng = random.Random(0)
+    images = sorted({s.unit or s.image for s in samples})
+    flipped = set(rng.sample(images, len(images) // 3))  # every answer about a third of the images wrong
+    noisy = {s.key: ("no" if truth[s.key] == "yes" else "yes") if (s.unit or s.image) in flipped else truth[s.key]
+             for s in samples}  # fmt: skip
+    bounds = headline_interval(benchmark, samples, noisy, resamples=300)
+    estimate = benchmark.score(samples, noisy)[benchmark.metric]
+    assert bounds[f"{benchmark.metric}_low"] < estimate < bounds[f"{benchmark.metric}_high"]
+
+
+def test_the_advisor_counts_the_noise():
+    """A budget 0.5 below the best is within 1 point, but not when its interval reaches 3 below."""
+
+    def result(m, value, low=None, high=None):
+        scores = {"accuracy": value} | ({"accuracy_low": low, "accuracy_high": high} if low is not None else {})
+        return PairResult("vqav2", m, "scored", scores)
+
+    plain = [result(2, 60.0), result(8, 64.5), result(32, 65.0)]
+    assert advise(plain, 1.0)["vqav2"]["advised_budget"] == 8
+    noisy = [result(2, 60.0, 57, 63), result(8, 64.5, 62, 67), result(32, 65.0, 63, 67)]
+    assert advise(noisy, 1.0)["vqav2"]["advised_budget"] == 32
+    assert "64.5 [62.0, 67.0]" in table(noisy)
+
+
+def test_two_sweeps_compared_on_the_same_images(synthetic_root, built, tmp_path):
+    """A answers POPE right, B answers "yes" to everything: A - B is positive with an interval that
+    excludes 0; A against itself is inconclusive at exactly 0."""
+    import json
+
+    from mqt_llava.eval.compare import compare_markdown, compare_sweeps
+    from mqt_llava.eval.runner import Sweep, SweepConfig
+    from mqt_llava.model.export import save_export
+
+    save_export(built, tmp_path / "export")
+    config = SweepConfig(str(tmp_path / "export"), tmp_path / "a", synthetic_root, ["pope"], [2])
+    sweep = Sweep(config)
+    samples = sweep.samples["pope"]
+    for out, answer in ((tmp_path / "a", lambda s: s.target), (tmp_path / "b", lambda s: "yes")):
+        path = out / "predictions" / "pope" / "m2.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text(
+            "".join(json.dumps({"key": s.key, "prediction": answer(s), "error": ""}) + "\n" for s in samples)
+        )
+    (better,) = compare_sweeps(sweep, tmp_path / "b", resamples=300)
+    assert better.a == 100 and better.b < 100 and 0 < better.low <= better.a - better.b <= better.high
+    assert better.verdict == "A better" and "| pope | 2 | 100.0 |" in compare_markdown([better], "a", "b")
+    (same,) = compare_sweeps(sweep, tmp_path / "a", resamples=100)
+    assert (same.low, same.high, same.verdict) == (0, 0, "inconclusive")

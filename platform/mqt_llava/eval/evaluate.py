@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         help="override a field of the spec, e.g. --set model=runs/train/tiny-stage2/export --set budgets=2,8,M "
         "--set 'benchmarks=[pope,mme]' --set options.pope.splits=[random]",
     )  # fmt: skip
+    parser.add_argument(
+        "--compare",
+        metavar="OTHER_OUT",
+        help="another model's sweep `out` (same benchmarks and "
+        "limit): A - B per benchmark and budget, paired by image, into compare.md",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep Ray's and the libraries' own logs")
     args = parser.parse_args(argv)
     configure_output(args.verbose)
@@ -92,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     _, paths = run_evaluation(config, spec.tracking, sweep=sweep)
     print(paths["table"].read_text())
     print(paths["advisor"].read_text())
+    if args.compare:
+        from mqt_llava.eval.compare import compare_markdown, compare_sweeps
+
+        text = compare_markdown(compare_sweeps(sweep, args.compare), str(config.out), args.compare)
+        (Path(config.out) / "compare.md").write_text(text)
+        print(text)
     print(f"report: {paths['table']}; plots: {paths['plots']}")
     print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri(spec.tracking, str(config.out))}")
     return 0

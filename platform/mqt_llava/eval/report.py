@@ -17,6 +17,13 @@ def headline(result: PairResult) -> float | None:
     return result.scores.get(metric) if result.status == "scored" else None
 
 
+def interval(result: PairResult) -> tuple[float, float] | None:
+    """The headline's 95 % bootstrap interval (by image), where the sweep computed one."""
+    metric = BENCHMARKS[result.benchmark].metric
+    low, high = result.scores.get(f"{metric}_low"), result.scores.get(f"{metric}_high")
+    return None if low is None or high is None or headline(result) is None else (low, high)
+
+
 def headline_max(result: PairResult) -> float:
     """The headline's maximum: MME's perception is out of 200 per subtask present."""
     metric = BENCHMARKS[result.benchmark].metric
@@ -54,10 +61,11 @@ def table(results: list[PairResult]) -> str:
         row = [by[(n, m)] for n in names]
         cells = []
         for r in row:
-            value = headline(r)
-            cells.append(
-                f"{value:.1f}" if value is not None else {"submission": "server", "skipped": "skipped"}[r.status]
-            )
+            value, bounds = headline(r), interval(r)
+            if value is None:
+                cells.append({"submission": "server", "skipped": "skipped"}[r.status])
+            else:
+                cells.append(f"{value:.1f}" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else ""))
         average = normalised_average(row)
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {'' if average is None else f'{average:.1f}'} |")
     notes = sorted(
@@ -66,18 +74,24 @@ def table(results: list[PairResult]) -> str:
     notes += sorted({f"- {BENCHMARKS[r.benchmark].title}: scored by its evaluation server (submission files written)"
                      for r in results if r.status == "submission"})  # fmt: skip
     metrics = ", ".join(f"{BENCHMARKS[n].title} {BENCHMARKS[n].metric}" for n in names)
-    return "\n".join(lines) + f"\n\nHeadline metrics: {metrics}.\n" + ("\n".join(notes) + "\n" if notes else "")
+    counts = ", ".join(f"{BENCHMARKS[n].title} {by[(n, budgets[0])].samples}" for n in names)
+    return ("\n".join(lines) + f"\n\nHeadline metrics: {metrics}. [95 % interval]: bootstrap over images. "
+            f"Questions per budget: {counts}.\n" + ("\n".join(notes) + "\n" if notes else ""))  # fmt: skip
 
 
 def advise(results: list[PairResult], points: float) -> dict[str, dict]:
-    """Per benchmark: its best headline and budget, and the smallest budget within `points` of it."""
+    """Per benchmark: its best headline and budget, and the smallest budget within `points` of it,
+    counting the noise: where the sweep has intervals, a budget qualifies only when its whole
+    interval lies above best - points (with few questions that is often only the best budget)."""
     advice = {}
     for name in dict.fromkeys(r.benchmark for r in results):
-        scored = sorted((r.budget, headline(r)) for r in results if r.benchmark == name and headline(r) is not None)
+        rows = sorted((r for r in results if r.benchmark == name and headline(r) is not None), key=lambda r: r.budget)
+        scored = [(r.budget, headline(r)) for r in rows]
         if not scored:
             continue
         best_m, best = max(scored, key=lambda x: (x[1], -x[0]))
-        smallest = min(m for m, v in scored if v >= best - points)
+        lowest = {r.budget: (interval(r) or (headline(r), headline(r)))[0] for r in rows}
+        smallest = min([m for m, _ in scored if lowest[m] >= best - points] or [best_m])
         advice[name] = {"best": best, "best_budget": best_m, "advised_budget": smallest,
                         "advised_score": dict(scored)[smallest], "points": points}  # fmt: skip
     return advice
@@ -112,8 +126,14 @@ def plot(results: list[PairResult], out_dir: Path) -> list[Path]:
             series[name] = points
     paths = []
 
+    bands = {name: [interval(r) for r in sorted(results, key=lambda r: r.budget)
+                    if r.benchmark == name and headline(r) is not None] for name in series}  # fmt: skip
+
     def draw(ax, name, points, log_x=True):
-        ax.plot([m for m, _ in points], [v for _, v in points], marker="o")
+        (line,) = ax.plot([m for m, _ in points], [v for _, v in points], marker="o")
+        if all(bands[name]):  # the 95 % bootstrap interval at each budget
+            ax.fill_between([m for m, _ in points], [b[0] for b in bands[name]], [b[1] for b in bands[name]],
+                            color=line.get_color(), alpha=0.2, lw=0)  # fmt: skip
         if log_x:
             ax.set_xscale("log", base=2)
             ax.set_xticks([m for m, _ in points], [str(m) for m, _ in points])

@@ -14,6 +14,7 @@ Layout of the output directory:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mqt_llava.eval import stats
 from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.judged import NO_JUDGE
 from mqt_llava.eval.judge import Judge, JudgeError
@@ -256,4 +258,38 @@ class Sweep:
                 return PairResult(name, m, "failed", samples=len(samples), rejected=rejected, reason=str(failed))
             write_atomic(path, json.dumps(scores, indent=1))
         status = "scored" if benchmark.metric in scores else "submission"
+        if status == "scored" and not benchmark.needs_judge and f"{benchmark.metric}_low" not in scores:
+            scores |= headline_interval(benchmark, samples, predictions, seed=m)
+            write_atomic(path, json.dumps(scores, indent=1))
         return PairResult(name, m, status, scores, len(samples), rejected)
+
+
+def image_groups(samples: list[Sample]) -> list[list[Sample]]:
+    """Samples grouped by image (a sample's `unit`, else its image): what a bootstrap resamples."""
+    by_unit: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_unit.setdefault(s.unit or str(s.image) or s.key, []).append(s)
+    return list(by_unit.values())
+
+
+def resampled_headline(benchmark: Benchmark, drawn: list[tuple[int, Sample]], predictions: dict[str, str]):
+    """The benchmark's own headline on a resample: a sample drawn twice is two samples (key and unit
+    suffixed with the copy), so scores that group questions by image still see whole images."""
+    copies = [dataclasses.replace(s, key=f"{s.key}#{i}", unit=f"{s.unit or s.key}#{i}") for i, s in drawn]
+    answers = {c.key: predictions[s.key] for c, (_, s) in zip(copies, drawn, strict=True) if s.key in predictions}
+    try:
+        return benchmark.score(copies, answers).get(benchmark.metric)
+    except (ZeroDivisionError, ValueError):
+        return None
+
+
+def headline_interval(benchmark: Benchmark, samples: list[Sample], predictions: dict[str, str], seed: int = 0,
+                      resamples: int = 1000) -> dict[str, float]:  # fmt: skip
+    """`<metric>_low` / `<metric>_high`: a 95 % bootstrap interval of the benchmark's own headline,
+    resampling images with their questions (a judged benchmark is not resampled: each score costs
+    judge calls)."""
+    interval = stats.bootstrap_statistic(image_groups(samples), lambda drawn: resampled_headline(
+        benchmark, drawn, predictions), resamples=resamples, seed=seed)  # fmt: skip
+    if interval is None:
+        return {}
+    return {f"{benchmark.metric}_low": interval[0], f"{benchmark.metric}_high": interval[1]}

@@ -16,7 +16,7 @@ level), so "inconclusive" says how large an effect could still hide in the noise
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,3 +290,28 @@ def difference_of_means(
     low, high = np.quantile(draws, [tail, 1 - tail])
     estimate = float(array[mask].mean() - array[~mask].mean())
     return estimate, float(low), float(high)
+
+
+def bootstrap_statistic(
+    groups: Sequence[Sequence],
+    statistic: Callable[[list[tuple[int, object]]], float | None],
+    level: float = LEVEL,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """A percentile interval for any statistic of grouped items (a benchmark's own score over its
+    samples, grouped by image): each resample draws groups with replacement and hands `statistic`
+    (copy index, item) pairs, so a group drawn twice can be told apart. None when the statistic
+    is undefined on every resample."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, len(groups), size=len(groups))
+        value = statistic([(copy, item) for copy, g in enumerate(drawn) for item in groups[g]])
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)

@@ -62,7 +62,7 @@ class MME(Benchmark):
         right: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         for s in samples:
             ok = mme_yes_no(predictions.get(s.key, "").strip()) == s.target["answer"]
-            right[s.group][s.target["image"]].append(ok)
+            right[s.group][s.unit or s.target["image"]].append(ok)  # an image's two questions
         scores: dict[str, float] = {}
         for subtask, images in right.items():
             answers = [ok for per_image in images.values() for ok in per_image]

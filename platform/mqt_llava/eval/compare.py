@@ -1,0 +1,70 @@
+"""Two models' sweeps compared on the same questions: for each (benchmark, budget) both predicted,
+the headline of A minus that of B with a paired 95 % bootstrap interval (the same images drawn for
+both, scored by the benchmark's own `score`) and a three-way verdict. Written by
+`jobs/evaluate.py --compare OTHER_OUT` as `compare.md` beside the sweep's own report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from mqt_llava.eval import stats
+from mqt_llava.eval.runner import Sweep, image_groups, resampled_headline
+
+
+@dataclasses.dataclass
+class Difference:
+    benchmark: str
+    budget: int
+    a: float
+    b: float
+    low: float
+    high: float
+    samples: int
+
+    @property
+    def verdict(self) -> str:
+        return "A better" if self.low > 0 else "B better" if self.high < 0 else "inconclusive"
+
+
+def predictions(out: Path, name: str, m: int) -> dict[str, str] | None:
+    path = Path(out) / "predictions" / name / f"m{m}.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["key"]: r["prediction"] for r in rows if not r["error"]}
+
+
+def compare_sweeps(sweep: Sweep, other_out: str | Path, resamples: int = 1000) -> list[Difference]:
+    """`sweep`'s predictions (A) against those kept under `other_out` (B) for the same samples."""
+    out = []
+    for name, benchmark in sweep.benchmarks.items():
+        if benchmark.needs_judge:
+            continue  # every resample would cost judge calls
+        samples = sweep.samples[name]
+        whole = [(0, s) for s in samples]
+        for m in sweep.config.budgets:
+            a, b = predictions(sweep.out, name, m), predictions(Path(other_out), name, m)
+            if a is None or b is None:
+                continue
+
+            def difference(drawn, a=a, b=b, benchmark=benchmark):
+                x, y = resampled_headline(benchmark, drawn, a), resampled_headline(benchmark, drawn, b)
+                return None if x is None or y is None else x - y
+
+            bounds = stats.bootstrap_statistic(image_groups(samples), difference, resamples=resamples, seed=m)
+            if bounds is not None:
+                values = resampled_headline(benchmark, whole, a), resampled_headline(benchmark, whole, b)
+                out.append(Difference(name, m, *values, *bounds, len(samples)))
+    return out
+
+
+def compare_markdown(differences: list[Difference], a: str, b: str) -> str:
+    lines = [f"A: {a}  \nB: {b}\n", "| benchmark | m | A | B | A - B [95 % interval, paired by image] | verdict |",
+             "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for d in differences:
+        lines.append(f"| {d.benchmark} | {d.budget} | {d.a:.1f} | {d.b:.1f} | {d.a - d.b:+.1f} [{d.low:+.1f}, "
+                     f"{d.high:+.1f}] | {d.verdict} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
