@@ -56,7 +56,8 @@ def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() 
     root = tmp_path_factory.mktemp("ablation")
     spec = small_ablation(
         root, records=64, num_eval=6, name=NAME,
-        eval={"benchmarks": ["pope", "vqav2"], "limit": 12}, heldout={"corpus": str(root / "corpus"), "scenes": 3},
+        eval={"benchmarks": ["pope", "vqav2"], "limit": 12},
+        heldout={"corpus": str(root / "corpus"), "scenes": 3, "curve": "2,M"},
         axes={"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
         tracking_uri=mlflow_server, experiment="ablation-test",
     )  # fmt: skip
@@ -106,7 +107,8 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     assert len(list(root.glob("runs/stage1-*/done.json"))) == 2
 
     baseline = results["baseline_seed0"]
-    assert set(baseline["kinds"]) == {"2", "8"} and 0 <= baseline["kinds"]["8"]["all"] <= 1
+    assert set(baseline["kinds"]) == {"2", "8"} and 0 <= baseline["kinds"]["8"]["all"] <= 1  # its curve
+    assert set(results["log-schedule_seed0"]["kinds"]) == {"8"}  # the others: M only
     assert baseline["schedule_support"] == [2, 4, 6, 8] and results["log-schedule_seed0"]["schedule_support"] == [
         2,
         4,

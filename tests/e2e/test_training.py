@@ -72,7 +72,7 @@ def test_stage1_then_stage2_train_export_and_track(setup):
     w2 = load_file(Path(two.export_dir) / "model.safetensors")
     tower = [k for k in w1 if k.startswith("vision_tower.")]
     assert tower and all(torch.equal(w1[k], w2[k]) for k in tower)  # frozen in both stages
-    assert not torch.equal(w1["mqt.queries"], w2["mqt.queries"])  # stage 2 trains the MQT further
+    assert not torch.equal(w1["connector.queries"], w2["connector.queries"])  # stage 2 trains the MQT further
     lm_head = "language_model.lm_head.weight"
     assert not torch.equal(w1[lm_head], w2[lm_head])  # and the LLM
 

@@ -21,6 +21,7 @@ from pydantic import Field, create_model, model_validator
 from mqt_llava.ablation.axes import AXES, AxisName, axis_overrides, variant_label
 from mqt_llava.config import ConfigError, Spec, config_path, prefixed
 from mqt_llava.eval.spec import EvalSpec
+from mqt_llava.model.budgets import parse_budgets
 
 
 class VariantBase(Spec):
@@ -56,10 +57,20 @@ class StageRef(Spec):
 
 
 class HeldoutRef(Spec):
-    """A synthetic corpus (mqt_llava.toy): every trial also answers its held-out questions by kind."""
+    """A synthetic corpus (mqt_llava.toy): every trial also answers its held-out questions (one of
+    each kind per scene), keeping every answer, with a blank-image control at M. The claims compare
+    trials on these questions, paired."""
 
     corpus: str
-    scenes: int = Field(300, ge=1)
+    scenes: int = Field(600, ge=1, description="held-out scenes (7 questions each)")
+    budgets: str = Field("M", description="every trial's budgets (a fixed-m model adds its own m)")
+    curve: str = Field("1,2,4,8,16,M", description="the budgets of the variants in `curve_variants`")
+    curve_variants: list[str] = Field(["baseline"], description="variants (labels without the seed) asked at "
+                                      "`curve`: the baseline's curve, a schedule's never-drawn budgets")
+
+    def budgets_for(self, group: str, maximum: int, fixed: int | None) -> list[int]:
+        chosen = parse_budgets(self.curve if group in self.curve_variants else self.budgets, maximum, "heldout")
+        return sorted(set(chosen) | ({fixed} if fixed else set()))
 
 
 class AblationSpec(Spec):

@@ -135,7 +135,9 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     maximum = max_visual_tokens(stage2_export)
     sweep = spec.eval.model_copy(update={"model": stage2_export, "out": str(out / "eval")}).sweep_config()
     results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
-    kinds = heldout_by_kind(spec, stage2_export, sweep.budgets, tracker)
+    group = label.rsplit("/", 1)[0]
+    budgets = spec.heldout.budgets_for(group, maximum, variant.fixed_tokens) if spec.heldout else []
+    kinds = heldout_by_kind(spec, stage2_export, budgets, tracker)
     summary = {
         "label": label, "variant": variant.model_dump(), "trial_id": trial_id, "mlflow_run_id": tracker.run_id,
         "stage1_export": stage1_export, "stage2_export": stage2_export, "max_tokens": maximum, "kinds": kinds,
@@ -159,9 +161,9 @@ def trained_budgets(export: str) -> list[int]:
 
 def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker: RunTracker) -> dict:
     """Exact match on the corpus's held-out questions by kind at each budget, with every answer kept
-    (per question, with the image and a blank one) in the trial's directory, where a restarted
-    trial reads them back instead of asking again."""
-    if spec.heldout is None:
+    (per question, with the image, and with a blank one at the largest budget) in the trial's
+    directory, where a restarted trial reads them back instead of asking again."""
+    if spec.heldout is None or not budgets:
         return {}
     import torch
 
