@@ -90,10 +90,10 @@ def test_variants_differing_in_anything_stage1_runs_with_never_share_a_stage1(tm
 def test_heldout_budgets_per_variant():
     from mqt_llava.ablation.spec import HeldoutRef
 
-    ref = HeldoutRef(corpus="c", curve="1,4,M", curve_variants=["baseline", "log-schedule"])
+    ref = HeldoutRef(corpus="c", curves={"baseline": "1,4,M", "log-schedule": "12,M"})
     assert ref.budgets_for("baseline", 32, None) == [1, 4, 32]
-    assert ref.budgets_for("log-schedule", 32, None) == [1, 4, 32]
+    assert ref.budgets_for("log-schedule", 32, None) == [12, 32]
     assert ref.budgets_for("proj-attn", 32, None) == [32]
     assert ref.budgets_for("fixed-m8", 32, 8) == [8, 32]  # a fixed model at its own m, and at M
-    with pytest.raises(ValueError, match="heldout: 40 outside 1..32"):
+    with pytest.raises(ValueError, match="heldout budgets of proj-attn: 40 outside 1..32"):
         HeldoutRef(corpus="c", budgets="40").budgets_for("proj-attn", 32, None)

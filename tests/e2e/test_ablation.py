@@ -57,7 +57,7 @@ def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() 
     spec = small_ablation(
         root, records=64, num_eval=6, name=NAME,
         eval={"benchmarks": ["pope", "vqav2"], "limit": 12},
-        heldout={"corpus": str(root / "corpus"), "scenes": 3, "curve": "2,M"},
+        heldout={"corpus": str(root / "corpus"), "scenes": 3, "curves": {"baseline": "2,M"}},
         axes={"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
         tracking_uri=mlflow_server, experiment="ablation-test",
     )  # fmt: skip
