@@ -30,7 +30,8 @@ def export(tmp_path_factory):
 
 def sweep_config(export, data_root, out, limit=10):
     spec = EvalSpec(model=str(export), out=str(out), data_root=str(data_root), benchmarks=["pope", "mmbench", "mmvet"],
-                    budgets="2,8", limit=limit, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1)  # fmt: skip
+                    budgets="2,8", limit=limit, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1,
+                    blank_control=True)  # fmt: skip
     return spec.sweep_config()
 
 
@@ -67,6 +68,12 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
     for s in [s for s in pope if s.image != broken][:4]:
         alone = engine.generate([Request(s.prompt, Image.open(s.image).convert("RGB"))], 8, max_new_tokens=16)[0]
         assert predicted[s.key] == alone
+
+    # The blank-image control: the same questions at M with every image blanked, compared paired by image.
+    blank = [json.loads(x) for x in (out / "predictions" / "pope" / "m8-blank.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in blank] == [r["key"] for r in rows]
+    controls = paths["controls"].read_text()
+    assert "| pope | 8 |" in controls and "| mmbench | 8 |" in controls and "mmvet" not in controls
 
     assert (out / "results.csv").exists() and (out / "plots" / "all_benchmarks.png").exists()
     table = paths["table"].read_text()

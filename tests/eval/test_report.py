@@ -142,3 +142,14 @@ def test_two_sweeps_compared_on_the_same_images(synthetic_root, built, tmp_path)
     assert better.verdict == "A better" and "| pope | 2 | 100.0 |" in compare_markdown([better], "a", "b")
     (same,) = compare_sweeps(sweep, tmp_path / "a", resamples=100)
     assert (same.low, same.high, same.verdict) == (0, 0, "inconclusive")
+
+
+def test_blank_like_keeps_size_and_mean_colour():
+    from PIL import Image
+
+    from mqt_llava.eval.runner import blank_like
+
+    image = Image.new("RGB", (30, 10), (200, 0, 0))
+    image.paste((0, 0, 200), (0, 0, 15, 10))
+    blank = blank_like(image)
+    assert blank.size == (30, 10) and blank.getcolors() == [(300, (100, 0, 100))]

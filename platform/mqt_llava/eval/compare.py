@@ -29,12 +29,26 @@ class Difference:
         return "A better" if self.low > 0 else "B better" if self.high < 0 else "inconclusive"
 
 
-def predictions(out: Path, name: str, m: int) -> dict[str, str] | None:
-    path = Path(out) / "predictions" / name / f"m{m}.jsonl"
+def predictions(path: Path) -> dict[str, str] | None:
     if not path.exists():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return {r["key"]: r["prediction"] for r in rows if not r["error"]}
+
+
+def paired_headline(benchmark, samples, a: dict[str, str], b: dict[str, str], m: int, resamples: int = 1000):
+    """A's headline minus B's on the same samples, with a paired bootstrap interval by image."""
+
+    def difference(drawn):
+        x, y = resampled_headline(benchmark, drawn, a), resampled_headline(benchmark, drawn, b)
+        return None if x is None or y is None else x - y
+
+    bounds = stats.bootstrap_statistic(image_groups(samples), difference, resamples=resamples, seed=m)
+    if bounds is None:
+        return None
+    whole = [(0, s) for s in samples]
+    values = resampled_headline(benchmark, whole, a), resampled_headline(benchmark, whole, b)
+    return Difference(benchmark.name, m, *values, *bounds, len(samples))
 
 
 def compare_sweeps(sweep: Sweep, other_out: str | Path, resamples: int = 1000) -> list[Difference]:
@@ -43,22 +57,36 @@ def compare_sweeps(sweep: Sweep, other_out: str | Path, resamples: int = 1000) -
     for name, benchmark in sweep.benchmarks.items():
         if benchmark.needs_judge:
             continue  # every resample would cost judge calls
-        samples = sweep.samples[name]
-        whole = [(0, s) for s in samples]
         for m in sweep.config.budgets:
-            a, b = predictions(sweep.out, name, m), predictions(Path(other_out), name, m)
-            if a is None or b is None:
-                continue
-
-            def difference(drawn, a=a, b=b, benchmark=benchmark):
-                x, y = resampled_headline(benchmark, drawn, a), resampled_headline(benchmark, drawn, b)
-                return None if x is None or y is None else x - y
-
-            bounds = stats.bootstrap_statistic(image_groups(samples), difference, resamples=resamples, seed=m)
-            if bounds is not None:
-                values = resampled_headline(benchmark, whole, a), resampled_headline(benchmark, whole, b)
-                out.append(Difference(name, m, *values, *bounds, len(samples)))
+            a = predictions(sweep.predictions_path(name, m))
+            b = predictions(Path(other_out) / "predictions" / name / f"m{m}.jsonl")
+            if a is not None and b is not None:
+                found = paired_headline(benchmark, sweep.samples[name], a, b, m, resamples)
+                out += [found] if found else []
     return out
+
+
+def blank_control(sweep: Sweep, m: int, resamples: int = 1000) -> list[Difference]:
+    """Each benchmark at m with its images (A) against the same model with them blanked (B)."""
+    out = []
+    for name, benchmark in sweep.benchmarks.items():
+        if benchmark.needs_judge:
+            continue
+        a, b = predictions(sweep.predictions_path(name, m)), predictions(sweep.predictions_path(name, m, True))
+        if a is not None and b is not None:
+            found = paired_headline(benchmark, sweep.samples[name], a, b, m, resamples)
+            out += [found] if found else []
+    return out
+
+
+def blank_control_markdown(differences: list[Difference]) -> str:
+    lines = ["| benchmark | m | with the image | blank image | difference [95 % interval, paired by image] | "
+             "uses the image |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for d in differences:
+        uses = {"A better": "yes", "B better": "no (worse with it)", "inconclusive": "not shown"}[d.verdict]
+        lines.append(f"| {d.benchmark} | {d.budget} | {d.a:.1f} | {d.b:.1f} | {d.a - d.b:+.1f} [{d.low:+.1f}, "
+                     f"{d.high:+.1f}] | {uses} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def compare_markdown(differences: list[Difference], a: str, b: str) -> str:

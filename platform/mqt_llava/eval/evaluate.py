@@ -35,8 +35,9 @@ def log_to_mlflow(config: SweepConfig, results: list[PairResult], paths: dict[st
             metrics["average_percent_of_max"] = average
         if metrics:
             tracker.log_metrics(metrics, step=m)  # the step is the budget: MLflow's charts are score vs m
-    for key in ("results", "table", "advisor", "plots"):
-        tracker.log_artifact(paths[key], "plots" if key == "plots" else None)
+    for key in ("results", "table", "advisor", "plots", "controls"):
+        if key in paths:
+            tracker.log_artifact(paths[key], "plots" if key == "plots" else None)
     tracker.finish()
     return tracker
 
@@ -57,6 +58,14 @@ def run_evaluation(config: SweepConfig, tracking: TrackingSpec | None = None, lo
     started = time.perf_counter()
     results = sweep.run()
     paths = write_report(results, Path(config.out), config.advisor_points)
+    blank_m = sweep.run_blank_control()
+    if blank_m is not None:
+        from mqt_llava.eval.compare import blank_control, blank_control_markdown
+
+        paths["controls"] = Path(config.out) / "controls.md"
+        paths["controls"].write_text(f"Blank-image control: the same model and questions at m = {blank_m}, every "
+                                     "image replaced by its own mean colour.\n\n"
+                                     + blank_control_markdown(blank_control(sweep, blank_m)))  # fmt: skip
     log_to_mlflow(config, results, paths, tracking or TrackingSpec())
     log(f"[sweep] done in {time.perf_counter() - started:.0f}s; report in {config.out}")
     return results, paths
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     _, paths = run_evaluation(config, spec.tracking, sweep=sweep)
     print(paths["table"].read_text())
     print(paths["advisor"].read_text())
+    if "controls" in paths:
+        print(paths["controls"].read_text())
     if args.compare:
         from mqt_llava.eval.compare import compare_markdown, compare_sweeps
 

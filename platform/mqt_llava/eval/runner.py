@@ -53,6 +53,7 @@ class SweepConfig:
     engine: str = "hf"  # the inference backend (mqt_llava.inference.ENGINES)
     judge: Judge | None = None
     advisor_points: float = 1.0
+    blank_control: bool = False  # also answer at the largest budget with every image blanked
 
 
 @dataclass
@@ -71,8 +72,9 @@ class EngineActor:
     one budget."""
 
     def __init__(
-        self, export: str, num_visual_tokens: int, use_gpu: bool, torch_threads: int | None, engine: str = "hf"
-    ) -> None:
+        self, export: str, num_visual_tokens: int, use_gpu: bool, torch_threads: int | None, engine: str = "hf",
+        blank: bool = False,
+    ) -> None:  # fmt: skip
         import torch
 
         from mqt_llava.inference import load_engine
@@ -82,6 +84,7 @@ class EngineActor:
         device = "cuda" if use_gpu else "cpu"
         self.engine = load_engine(export, engine, device, torch.bfloat16 if use_gpu else None)
         self.m = num_visual_tokens
+        self.blank = blank  # the blank-image control: each image replaced by its own mean colour
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from mqt_llava.inference import Request, Sampling, complete_grouped
@@ -95,6 +98,8 @@ class EngineActor:
             except (OSError, ValueError) as exc:  # a missing or corrupt image: this sample's error, not the batch's
                 errors[i] = f"image: {exc}"
                 continue
+            if self.blank and image is not None:
+                image = blank_like(image)
             answerable.append(i)
             jobs.append((Request(str(batch["prompt"][i]), image), self.m, Sampling(int(batch["max_new_tokens"][i]))))
         for i, completion in zip(answerable, complete_grouped(self.engine, jobs), strict=True):
@@ -105,6 +110,15 @@ class EngineActor:
             "prediction": predictions,
             "error": errors,
         }
+
+
+def blank_like(image):
+    """An image of the same size and mode holding only its mean colour: the same question without
+    what the image shows."""
+    from PIL import Image, ImageStat
+
+    mean = tuple(round(v) for v in ImageStat.Stat(image.convert("RGB")).mean)
+    return Image.new("RGB", image.size, mean)
 
 
 def load_image(path, data):
@@ -169,8 +183,8 @@ class Sweep:
         # Reading every benchmark's files first: a missing file fails now, not after an hour of inference.
         self.samples = {name: spread(b.samples(), config.limit) for name, b in self.benchmarks.items()}
 
-    def predictions_path(self, name: str, m: int) -> Path:
-        return self.out / "predictions" / name / f"m{m}.jsonl"
+    def predictions_path(self, name: str, m: int, blank: bool = False) -> Path:
+        return self.out / "predictions" / name / (f"m{m}-blank.jsonl" if blank else f"m{m}.jsonl")
 
     def scores_path(self, name: str, m: int) -> Path:
         return self.out / "scores" / name / f"m{m}.json"
@@ -178,9 +192,9 @@ class Sweep:
     def runnable(self, name: str) -> bool:
         return not (self.benchmarks[name].needs_judge and self.config.judge is None)
 
-    def is_done(self, name: str, m: int) -> bool:
+    def is_done(self, name: str, m: int, blank: bool = False) -> bool:
         """Predicted already, for exactly these samples (a changed --limit or option predicts again)."""
-        path = self.predictions_path(name, m)
+        path = self.predictions_path(name, m, blank)
         if not path.exists():
             return False
         keys = {json.loads(line)["key"] for line in path.read_text().splitlines()}
@@ -196,7 +210,18 @@ class Sweep:
                 self.predict(m, pending)
         return [self.score(name, m) for m in self.config.budgets for name in self.benchmarks]
 
-    def predict(self, m: int, names: list[str]) -> None:
+    def run_blank_control(self) -> int | None:
+        """The largest budget again, every image blanked (`predictions/<name>/m<M>-blank.jsonl`); returns
+        that budget, or None when the config does not ask for the control."""
+        if not self.config.blank_control:
+            return None
+        m = max(self.config.budgets)
+        pending = [n for n in self.benchmarks if self.runnable(n) and not self.is_done(n, m, blank=True)]
+        if pending:
+            self.predict(m, pending, blank=True)
+        return m
+
+    def predict(self, m: int, names: list[str], blank: bool = False) -> None:
         import ray
 
         rows = [row for n in names for row in sample_rows(self.benchmarks[n], self.samples[n])]
@@ -204,7 +229,7 @@ class Sweep:
         collected: dict[str, list[dict]] = {n: [] for n in names}
         for n in names:
             if not expected[n]:
-                self.finish_pair(n, m, [])
+                self.finish_pair(n, m, [], blank)
         if not rows:
             return
         c = self.config
@@ -212,8 +237,13 @@ class Sweep:
         answered = dataset.map_batches(
             EngineActor,
             fn_constructor_kwargs=dict(
-                export=c.model, num_visual_tokens=m, use_gpu=c.use_gpu, torch_threads=c.torch_threads, engine=c.engine
-            ),
+                export=c.model,
+                num_visual_tokens=m,
+                use_gpu=c.use_gpu,
+                torch_threads=c.torch_threads,
+                engine=c.engine,
+                blank=blank,
+            ),  # fmt: skip
             batch_size=c.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=c.actors),
@@ -221,20 +251,23 @@ class Sweep:
             num_gpus=1 if c.use_gpu else 0,
         )
         progress = Progress(len(rows), every_s=10)
-        self.log(f"[sweep m={m}] {len(rows)} samples from {', '.join(names)}")
+        label = f"m={m}{' blank image' if blank else ''}"
+        self.log(f"[sweep {label}] {len(rows)} samples from {', '.join(names)}")
         for done, row in enumerate(answered.iter_rows(), 1):
             name = row["benchmark"]
             collected[name].append({"key": row["key"], "prediction": row["prediction"], "error": row["error"]})
             if len(collected[name]) == expected[name]:
-                self.finish_pair(name, m, collected[name])
+                self.finish_pair(name, m, collected[name], blank)
             if progress.update(done):
-                self.log(f"[sweep m={m}] {done}/{len(rows)} samples, {progress.speed()}, {progress.eta}")
+                self.log(f"[sweep {label}] {done}/{len(rows)} samples, {progress.speed()}, {progress.eta}")
 
-    def finish_pair(self, name: str, m: int, rows: list[dict]) -> None:
-        self.scores_path(name, m).unlink(missing_ok=True)  # scores of earlier predictions
-        write_atomic(self.predictions_path(name, m), "".join(json.dumps(r) + "\n" for r in rows))
+    def finish_pair(self, name: str, m: int, rows: list[dict], blank: bool = False) -> None:
+        if not blank:
+            self.scores_path(name, m).unlink(missing_ok=True)  # scores of earlier predictions
+        write_atomic(self.predictions_path(name, m, blank), "".join(json.dumps(r) + "\n" for r in rows))
         rejected = sum(bool(r["error"]) for r in rows)
-        self.log(f"[sweep m={m}] {name}: {len(rows)} predictions written ({rejected} rejected)")
+        label = f"m={m}{' blank image' if blank else ''}"
+        self.log(f"[sweep {label}] {name}: {len(rows)} predictions written ({rejected} rejected)")
 
     def score(self, name: str, m: int) -> PairResult:
         benchmark, samples = self.benchmarks[name], self.samples[name]

@@ -41,6 +41,11 @@ class EvalSpec(Spec):
     engine: str = Field("hf", description="the inference backend (mqt_llava.inference.ENGINES)")
     judge: JudgeSpec = JudgeSpec()
     advisor_points: float = Field(1.0, ge=0, description="the budget advisor's tolerance, in points")
+    blank_control: bool = Field(
+        False,
+        description="also answer at the largest budget with every image blanked "
+        "(its mean colour): does the model use the image? (controls.md)",
+    )
     tracking: TrackingSpec = TrackingSpec()
 
     @model_validator(mode="after")
@@ -67,5 +72,6 @@ class EvalSpec(Spec):
             benchmarks=self.benchmark_names, budgets=budgets, options=self.options, limit=self.limit,
             batch_size=self.batch_size, actors=self.actors, actor_cpus=self.actor_cpus, use_gpu=self.use_gpu,
             torch_threads=self.torch_threads, engine=self.engine, advisor_points=self.advisor_points,
+            blank_control=self.blank_control,
             judge=Judge.from_options(self.judge.url, self.judge.model, self.judge.key_env),
         )  # fmt: skip

@@ -235,6 +235,8 @@ def step_benchmarks(ctx: Context) -> None:
     spec = ctx.evaluation()
     results, paths = run_evaluation(spec.sweep_config(), ctx.tracking)
     print("\n" + paths["table"].read_text() + "\n" + paths["advisor"].read_text())
+    if "controls" in paths:
+        print(paths["controls"].read_text())
     ctx.results["benchmarks"] = {
         "report": spec.out,
         "scores": {f"{r.benchmark}@{r.budget}": r.scores for r in results},
