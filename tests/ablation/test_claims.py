@@ -126,3 +126,17 @@ def test_one_seed_is_said_to_carry_question_noise_only(tmp_path):
     grid = [t for t in make_trial(tmp_path, "baseline", {}, {2: 0.5, 32: 0.6}) if t.variant["seed"] == 0]
     (rise,) = [c for c in check_claims(grid, check_nesting=False) if c.number == 2]
     assert rise.verdict == "reproduced" and "1 seed (question noise only)" in rise.evidence
+
+
+def test_the_report_draws_held_out_curves_with_bands(paper_like_grid, tmp_path):
+    from mqt_llava.ablation.report import heldout_curves, write_report
+
+    baseline = [t for t in paper_like_grid if t.group == "baseline"]
+    curve = heldout_curves(baseline)["all"]
+    assert sorted(curve) == [2, 4, 7, 8, 16, 32]
+    assert all(low <= mean <= high for mean, low, high in curve.values())  # a t-interval over 3 seeds
+    report = write_report(paper_like_grid, tmp_path / "report", claims=claims_markdown(check_claims(paper_like_grid)))
+    assert (tmp_path / "report" / "heldout_variants.png").exists() and (
+        tmp_path / "report" / "heldout_kinds.png"
+    ).exists()
+    assert "![heldout_kinds](heldout_kinds.png)" in report.read_text()

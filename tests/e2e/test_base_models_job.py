@@ -28,7 +28,8 @@ SMALL_MODEL = [
 def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     out = tmp_path / "base"
     small = [f"corpus={tmp_path / 'corpus'}", "corpus_size={seed: 1, num_pretrain: 96, num_instruct: 48, num_eval: 32}",
-             "vocab_size=400", "clip.steps=40", "clip.batch_size=32", "lm.steps=60", "lm.batch_size=16"]  # fmt: skip
+             "vocab_size=400", "clip.steps=40", "clip.batch_size=32", "clip.probe_scenes=32", "lm.steps=60",
+             "lm.batch_size=16", "lm.reading=200", "lm.gate_scenes=8"]  # fmt: skip
     command = [sys.executable, "jobs/base_models.py", "--set", f"out={out}"]
     command += [a for o in small + prefixed("model", SMALL_MODEL) for a in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -39,6 +40,16 @@ def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     assert report["clip"]["loss_last"] < report["clip"]["loss_first"]
     assert report["lm"]["loss_last"] < 0.7 * report["lm"]["loss_first"]
     assert 0 <= report["clip_retrieval_top1"]["accuracy"] <= 1
+    for gate in ("clip_probe", "lm_scene_reading"):  # computed and reported; passing needs full-size training
+        assert isinstance(report[gate]["passed"], bool) and 0 <= report[gate]["shape"] <= 1
+    assert "gate clip per-cell probe" in done.stdout and "gate lm scene reading" in done.stdout
+
+    # A rerun keeps the parts already made (each part's report is written last, after its weights).
+    weights = out / "llm" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("kept from an earlier run") == 2
+    assert weights.stat().st_mtime_ns == stamp and json.loads((out / "report.json").read_text()) == report
 
     spec = load_config(ModelSpec, preset_path("tiny"), SMALL_MODEL + preset_overrides(out))
     built = build_model(spec)

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch
 
-from mqt_llava.ablation.report import Trial, groups
+from mqt_llava.ablation.report import Trial, groups, heldout_budgets
 from mqt_llava.eval import stats
-from mqt_llava.toy.heldout import Answers
 from mqt_llava.toy.world import COARSE_KINDS, FINE_KINDS, KINDS
 
 NOT_TESTED = "not tested"
@@ -51,14 +50,6 @@ class Claim:
         return "–" if c is None else f"{c.points()}"
 
 
-def answers(trial: Trial, m: int, control: str = "image") -> Answers | None:
-    """The trial's kept held-out answers at m (None if it was not asked at m)."""
-    if not trial.stage2_export:
-        return None
-    path = Path(trial.stage2_export).parent / "heldout" / f"m{m}-{control}.jsonl"
-    return Answers.load(path) if path.exists() else None
-
-
 def seed_of(trial: Trial) -> int:
     return int(trial.variant.get("seed", 0))
 
@@ -72,8 +63,8 @@ def paired(a: list[Trial], b: list[Trial], m_a: int | None, m_b: int | None = No
         other = b_by_seed.get(seed_of(trial))
         if other is None:
             continue
-        x = answers(trial, trial.max_tokens if m_a is None else m_a)
-        y = answers(other, other.max_tokens if m_b is None else m_b)
+        x = trial.answers(trial.max_tokens if m_a is None else m_a)
+        y = other.answers(other.max_tokens if m_b is None else m_b)
         if x is None or y is None or x.questions != y.questions:
             continue
         groups_ = [q.scene for q in x.questions]
@@ -114,22 +105,13 @@ def nested(trials: list[Trial], atol: float = 1e-5) -> Claim:
                                         f"difference {worst:.1e} (float rounding; tolerance {atol:g})")  # fmt: skip
 
 
-def budgets_of(members: list[Trial]) -> list[int]:
-    """The budgets every member's held-out answers were kept at."""
-    common = None
-    for t in members:
-        have = {m for m in t.budgets if answers(t, m) is not None}
-        common = have if common is None else common & have
-    return sorted(common or ())
-
-
 TOO_FEW_BUDGETS = "the baseline kept held-out answers at fewer than two budgets"
 
 
 def baseline_curve(trials: list[Trial]) -> tuple[list[Trial], list[int]]:
     """The baseline's trials and the budgets all of them kept held-out answers at."""
     baseline = groups(trials).get("baseline", [])
-    return baseline, budgets_of(baseline)
+    return baseline, heldout_budgets(baseline)
 
 
 def rises_and_levels_off(trials: list[Trial], margin: float) -> Claim:
@@ -162,7 +144,7 @@ def fine_needs_more(trials: list[Trial]) -> Claim:
     low, top = budgets[0], budgets[-1]
     effects, needs = [], []
     for trial in baseline:
-        at_low, at_top = answers(trial, low), answers(trial, top)
+        at_low, at_top = trial.answers(low), trial.answers(top)
         gains = [b - a for a, b in zip(at_low.correct, at_top.correct, strict=True)]
         fine = [q.kind in FINE_KINDS for q in at_top.questions]
         effect, lo, hi = stats.difference_of_means(
@@ -187,7 +169,7 @@ def kind_budgets(trial: Trial, budgets: list[int]) -> dict[str, int | str]:
     """Per kind: the smallest budget reaching 90 % of its gain above the blank-image control at M, or
     'no gain' where the kind is not above its control (the interval of image - blank holds 0)."""
     top = budgets[-1]
-    blank, runs = answers(trial, top, "blank"), {m: answers(trial, m) for m in budgets}
+    blank, runs = trial.answers(top, "blank"), {m: trial.answers(m) for m in budgets}
     if blank is None:
         return {}
     out: dict[str, int | str] = {}
@@ -257,7 +239,7 @@ def untrained_budgets(trials: list[Trial], margin: float) -> list[Claim]:
         support = members[0].schedule_support
         if members[0].variant.get("fixed_tokens") is not None or support is None:
             continue
-        budgets = budgets_of(members)
+        budgets = heldout_budgets(members)
         for m in budgets:
             below = [b for b in budgets if b < m and b in support]
             if m in support or not below:

@@ -11,9 +11,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mqt_llava.eval import stats
 from mqt_llava.eval.benchmarks import BENCHMARKS
 from mqt_llava.eval.report import headline, normalised_average
 from mqt_llava.eval.runner import PairResult
+from mqt_llava.toy.heldout import Answers
 
 AVERAGE = "average"
 
@@ -32,6 +34,13 @@ class Trial:
     def budgets(self) -> list[int]:
         """Every budget the trial was evaluated at (benchmarks or held-out questions)."""
         return sorted({r.budget for r in self.results} | set(self.kinds))
+
+    def answers(self, m: int, control: str = "image") -> Answers | None:
+        """The trial's kept held-out answers at m (None if it was not asked at m)."""
+        if not self.stage2_export:
+            return None
+        path = Path(self.stage2_export).parent / "heldout" / f"m{m}-{control}.jsonl"
+        return Answers.load(path) if path.exists() else None
 
     @property
     def group(self) -> str:
@@ -184,6 +193,68 @@ def plot_curves(trials: list[Trial], out: Path) -> list[Path]:
     return paths
 
 
+def heldout_budgets(members: list[Trial]) -> list[int]:
+    """The budgets every member kept held-out answers at."""
+    common = None
+    for t in members:
+        have = {m for m in t.budgets if t.answers(m) is not None}
+        common = have if common is None else common & have
+    return sorted(common or ())
+
+
+def heldout_curves(members: list[Trial]) -> dict[str, dict[int, tuple[float, float, float]]]:
+    """Per kind (and "all"): m -> (accuracy, low, high) on the held-out questions: one seed's scene
+    bootstrap interval, or with several seeds the mean with a t-interval over them."""
+    curves: dict[str, dict[int, tuple[float, float, float]]] = defaultdict(dict)
+    for m in heldout_budgets(members):
+        per_seed = [t.answers(m).intervals() for t in members]
+        for kind in per_seed[0]:
+            if len(per_seed) == 1:
+                i = per_seed[0][kind]
+                curves[kind][m] = (i.estimate, i.low, i.high)
+            else:
+                summary = stats.across_seeds([seed[kind].estimate for seed in per_seed])
+                curves[kind][m] = (summary.mean, summary.low, summary.high)
+    return dict(curves)
+
+
+def plot_heldout(trials: list[Trial], out: Path) -> list[Path]:
+    """Held-out accuracy vs m with 95 % bands: every variant with a curve on one plot, and the
+    baseline's curve per question kind (the paper's Fig. 5, on the toy world's kinds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_group = {g: heldout_curves(ts) for g, ts in groups(trials).items()}
+    by_group = {g: c for g, c in by_group.items() if c and len(c["all"]) > 1}
+    paths = []
+    figures = [("heldout_variants", "held-out accuracy vs m, per variant", {g: c["all"] for g, c in by_group.items()})]
+    if "baseline" in by_group:
+        kinds = {k: v for k, v in by_group["baseline"].items() if k != "all"}
+        figures.append(("heldout_kinds", "baseline: held-out accuracy vs m, per question kind", kinds))
+    for name, title, lines in figures:
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for label, curve in lines.items():
+            ms = sorted(curve)
+            (line,) = ax.plot(ms, [100 * curve[m][0] for m in ms], marker="o", ms=3, label=label)
+            ax.fill_between(ms, [100 * curve[m][1] for m in ms], [100 * curve[m][2] for m in ms],
+                            color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("visual tokens m")
+        ax.set_ylabel("exact match (%), 95 % band")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
 def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str = "Ablation",
                  claims: str | None = None) -> Path:  # fmt: skip
     """`claims`: the claims table (ablation.claims.claims_markdown), placed first when given."""
@@ -204,7 +275,7 @@ def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str
         sections += ["## One elastic model vs fixed-m models, at the fixed models' m\n", versus]
     sections += [f"## Budget advisor: the smallest m within {points:g} points of each variant's best\n",
                  advisor(trials, points)]  # fmt: skip
-    plots = plot_curves(trials, out)
+    plots = plot_heldout(trials, out) + plot_curves(trials, out)
     sections += ["## Score vs m per variant\n", "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"]
     path = out / "ablation_report.md"
     path.write_text("\n".join(sections))

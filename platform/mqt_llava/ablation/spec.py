@@ -64,8 +64,11 @@ class HeldoutRef(Spec):
     corpus: str
     scenes: int = Field(600, ge=1, description="held-out scenes (7 questions each)")
     budgets: str = Field("M", description="every trial's budgets (a fixed-m model adds its own m)")
-    curves: dict[str, str] = Field({"baseline": "1,2,4,8,16,M"}, description="variant (its label without the "
-                                   "seed) -> its own budgets: the baseline's curve, a schedule's never-drawn m")
+    curves: dict[str, str] = Field(
+        {"baseline": "1,2,4,8,16,M"},
+        description="variant (its label without the "
+        "seed) -> its own budgets: the baseline's curve, a schedule's never-drawn m",
+    )
 
     def budgets_for(self, group: str, maximum: int, fixed: int | None) -> list[int]:
         chosen = parse_budgets(self.curves.get(group, self.budgets), maximum, f"heldout budgets of {group}")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
+    AutoTokenizer,
     CLIPConfig,
     CLIPModel,
     LlamaConfig,
@@ -361,19 +362,24 @@ def scene_reading_accuracy(
     """Greedy text-only answers given each scene's description: accuracy per kind and overall."""
     lm.eval()
     questions = scene_reading_questions(scenes, seed)
+    prompts = [tokenize_prompt(generation_prompt(q, "vicuna_v1", False), tokenizer) for _, q, _ in questions]
+    # Batches of prompts of one length: no padding, so nothing depends on how generate() treats it.
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
     right, total = Counter(), Counter()
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start : start + batch_size]
-        prompts = [tokenize_prompt(generation_prompt(q, "vicuna_v1", False), tokenizer) for _, q, _ in chunk]
-        width = max(len(p) for p in prompts)  # left padding: every prompt ends where generation starts
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
-                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-        for (kind, _, answer), tokens in zip(chunk, out[:, width:], strict=True):
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            total[kind] += 1
-            right[kind] += normalise_answer(text) == normalise_answer(answer)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            ids = torch.tensor([prompts[i] for i in chunk])
+            out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+            for i, tokens in zip(chunk, out[:, ids.shape[1] :], strict=True):
+                kind, _, answer = questions[i]
+                total[kind] += 1
+                right[kind] += normalise_answer(tokenizer.decode(tokens, skip_special_tokens=True)) == normalise_answer(
+                    answer
+                )
     scores = {kind: right[kind] / total[kind] for kind in KINDS if total[kind]}
     scores["all"] = sum(right.values()) / max(1, sum(total.values()))
     return scores
@@ -402,7 +408,7 @@ def make_base_models(
     if model.vision_tower.architecture is None or model.llm.architecture is None:
         raise ValueError("the model preset needs an `architecture` for both the vision tower and the LLM")
     out = Path(out).expanduser()
-    targets = {part: out / name for part, name in BASE_MODEL_DIRS.items()}
+    targets = {name: out / directory for name, directory in BASE_MODEL_DIRS.items()}
     corpus = Path(spec.corpus).expanduser()
     if not (corpus / "corpus.json").exists():
         write_corpus(corpus, CorpusSpec(**spec.corpus_size.model_dump()), log=log)
@@ -416,43 +422,82 @@ def make_base_models(
     captions_records = list(iter_json_records(str(corpus / PRETRAIN_JSON)))
     instruct_records = list(iter_json_records(str(corpus / INSTRUCT_JSON)))
     held_out = [Scene.from_dict(json.loads(line)["scene"]) for line in (corpus / EVAL_SCENES).read_text().splitlines()]
-    report: dict = {}
 
-    texts = list(corpus_texts(captions_records, "plain")) + list(corpus_texts(instruct_records, "vicuna_v1"))
+    captions = list(corpus_texts(captions_records, "plain"))
+    # The LM never sees an image record's questions without its image: answering them blind is how a
+    # language model learns answer priors instead of reading (what the scene-reading data teaches).
+    text_only = list(corpus_texts([r for r in instruct_records if "image" not in r], "vicuna_v1"))
+    instructions = list(corpus_texts(instruct_records, "vicuna_v1"))  # for the tokenizer's vocabulary only
     reading = []  # scenes of their own (not the held-out ones), described, then asked about
     for i in range(spec.lm.reading):
         rng = record_rng(spec.seed, "scene-reading", i)
         reading.append(scene_reading_conversation(random_scene(rng, world.cells, world.long_sides), rng))
-    tokenizer = train_tokenizer(texts + [render(c, "vicuna_v1", False).text for c in reading[:2000]], spec.vocab_size)
-    tokenizer.save_pretrained(targets["tokenizer"])
-    report["tokenizer"] = {"vocab_size": len(tokenizer)}
-    log(f"[base] tokenizer: {len(tokenizer)} tokens -> {targets['tokenizer']}")
 
+    if (targets["tokenizer"] / "tokenizer.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(targets["tokenizer"])
+    else:
+        texts = captions + instructions + [render(c, "vicuna_v1", False).text for c in reading[:2000]]
+        tokenizer = train_tokenizer(texts, spec.vocab_size)
+        tokenizer.save_pretrained(targets["tokenizer"])
+    log(f"[base] tokenizer: {len(tokenizer)} tokens -> {targets['tokenizer']}")
+    report: dict = {"tokenizer": {"vocab_size": len(tokenizer)}}
+    report |= part(
+        targets["vision_tower"],
+        log,
+        lambda: make_clip(
+            spec, model, world, corpus, captions_records, held_out, tokenizer, targets["vision_tower"], log
+        ),
+    )
+    samples = text_samples(captions + text_only, tokenizer) + conversation_samples(reading, tokenizer)
+    report |= part(targets["llm"], log, lambda: make_lm(spec, model, samples, held_out, tokenizer, targets["llm"], log)
+                   | {"lm_samples": {"caption_text": len(captions), "text_only_conversations": len(text_only),
+                                     "scene_reading": len(reading)}})  # fmt: skip
+    return report
+
+
+PART_REPORT = "base_model_report.json"
+
+
+def part(directory: Path, log: Callable[[str], None], make: Callable[[], dict]) -> dict:
+    """A part already made in `directory` (its report written last) is kept; else it is made."""
+    path = directory / PART_REPORT
+    if path.exists():
+        log(f"[base] {directory.name}: kept from an earlier run ({path})")
+        return json.loads(path.read_text())
+    report = make()
+    path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def make_clip(spec, model, world, corpus, captions_records, held_out, tokenizer, target, log) -> dict:
+    """CLIP with its auxiliary per-cell head, the retrieval figure and the probe gate; saved to `target`."""
+    vision = dict(model.vision_tower.architecture)
     settings = ImageSettings.square_of(vision["image_size"])
     aspect, layer = model.image.aspect, model.vision_tower.feature_layer
-    count = min(spec.clip.max_images, len(captions_records))
     scenes, pixels = [], []
-    for i in range(count):  # the records' own scenes, regenerated: each is a function of (seed, split, index)
-        _, scene, data, _ = scene_image(world, "pretrain", i)
+    for i in range(min(spec.clip.max_images, len(captions_records))):
+        _, scene, data, _ = scene_image(world, "pretrain", i)  # the record's own scene, regenerated
         if captions_records[i]["conversations"][1]["value"] != scene.describe():
             raise ValueError(f"{corpus / PRETRAIN_JSON} record {i} is not this world's scene {i}: remake the corpus")
         scenes.append(scene)
         pixels.append(preprocess_image(decode_image(data), settings, aspect))
     images = torch.from_numpy(np.stack(pixels))
-    captions = [s.describe() for s in scenes]
-    clip, clip_log = train_clip(images, captions, tokenizer, vision, spec.clip.text_architecture, settings,
-                                spec.clip.steps, spec.clip.batch_size, spec.clip.lr, spec.seed, log,
-                                cell_label_tensors(scenes), layer, world.cells)  # fmt: skip
-    report["clip"] = {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}
+    training = spec.clip
+    clip, clip_log = train_clip(images, [s.describe() for s in scenes], tokenizer, vision,
+                                training.text_architecture, settings, training.steps, training.batch_size,
+                                training.lr, spec.seed, log, cell_label_tensors(scenes), layer,
+                                world.cells)  # fmt: skip
+    report: dict = {"clip": {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}}
     probe_scenes = held_out[: spec.clip.probe_scenes]
     if probe_scenes:
         eval_images = torch.from_numpy(
             np.stack([preprocess_image(render_scene(s), settings, aspect) for s in probe_scenes])
         )
-        accuracy = retrieval_accuracy(clip, eval_images[:256], [s.describe() for s in probe_scenes[:256]], tokenizer,
-                                      settings)  # fmt: skip
-        report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": min(256, len(probe_scenes))}
-        log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {min(256, len(probe_scenes))}")
+        shown = min(256, len(probe_scenes))
+        accuracy = retrieval_accuracy(clip, eval_images[:shown], [s.describe() for s in probe_scenes[:shown]],
+                                      tokenizer, settings)  # fmt: skip
+        report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": shown}
+        log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {shown}")
         fit = slice(0, min(len(scenes), 4 * len(probe_scenes)))
         probe = probe_cells(
             (tower_features(clip, images[fit], settings, layer), cell_label_tensors(scenes[fit])),
@@ -462,24 +507,23 @@ def make_base_models(
         passed, line = gate_line("clip per-cell probe", probe, CLIP_GATE)
         report["clip_probe"] = probe | {"gate": CLIP_GATE, "passed": passed, "held_out_scenes": len(probe_scenes)}
         log(line)
-    clip.save_pretrained(targets["vision_tower"])
-    settings.to_processor().save_pretrained(targets["vision_tower"])
+    clip.save_pretrained(target)
+    settings.to_processor().save_pretrained(target)
+    return report
 
-    samples = text_samples(texts, tokenizer) + conversation_samples(reading, tokenizer)
+
+def make_lm(spec, model, samples, held_out, tokenizer, target, log) -> dict:
+    """The LM on caption text, text-only conversations and scene reading, with its gate; saved to `target`."""
     lm, lm_log = train_lm(samples, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
                           spec.lm.max_tokens, spec.lm.lr, spec.seed, log)  # fmt: skip
-    lm.save_pretrained(targets["llm"])
-    report["lm"] = {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds,
-                    "samples": {"corpus_text": len(texts), "scene_reading": len(reading)}}  # fmt: skip
+    lm.save_pretrained(target)
+    report: dict = {"lm": {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds}}
     reading_scenes = held_out[: spec.lm.gate_scenes]
     if reading_scenes:
         scores = scene_reading_accuracy(lm, tokenizer, reading_scenes, spec.seed)
         passed, line = gate_line("lm scene reading, text only", scores, LM_GATE)
-        report["lm_scene_reading"] = scores | {
-            "gate": LM_GATE,
-            "passed": passed,
-            "held_out_scenes": len(reading_scenes),
-        }
+        report["lm_scene_reading"] = scores | {"gate": LM_GATE, "passed": passed,
+                                               "held_out_scenes": len(reading_scenes)}  # fmt: skip
         log(line)
     return report
 
