@@ -108,8 +108,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--crop", type=int, default=336, help="model input size (llava-7b: 336)")
-    parser.add_argument("--image-long-side", type=int, nargs="+", default=(400, 480, 560, 640),
-                        help="source images' long sides (px, each a multiple of 4), drawn evenly")
+    parser.add_argument(
+        "--image-long-side",
+        type=int,
+        nargs="+",
+        default=(400, 480, 560, 640),
+        help="source images' long sides (px, each a multiple of 4), drawn evenly",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default=None)
