@@ -78,9 +78,10 @@ class Verdict:
 
     def summary(self) -> str:
         c = self.comparison
+        # McNemar only where the comparison is question by question (a difference of gains is not)
+        mcnemar = f"McNemar p = {c.mcnemar_p:.3g}; " if c.a_only + c.b_only else ""
         return (f"{self.verdict}: {c.points()} points ({c.level:.0%} interval, {c.n} paired questions in "
-                f"{c.groups} groups; McNemar p = {c.mcnemar_p:.3g}; "
-                f"smallest detectable {100 * c.detectable:.1f})")  # fmt: skip
+                f"{c.groups} groups; {mcnemar}smallest detectable {100 * c.detectable:.1f})")  # fmt: skip
 
 
 def _group_sums(values: np.ndarray, groups: Sequence[Hashable] | None) -> tuple[np.ndarray, np.ndarray]:
