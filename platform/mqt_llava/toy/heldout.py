@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from PIL import Image
@@ -65,8 +66,9 @@ class Answers:
     questions: list[Question]
     predictions: list[str]
 
-    @property
+    @cached_property
     def correct(self) -> list[float]:
+        """1/0 per question (computed once: intervals and claims select from it by kind many times)."""
         pairs = zip(self.questions, self.predictions, strict=True)
         return [float(normalise(p) == normalise(q.answer)) for q, p in pairs]
 
