@@ -71,7 +71,7 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
 
     # The blank-image control: the same questions at M with every image blanked, compared paired by image.
     blank = [json.loads(x) for x in (out / "predictions" / "pope" / "m8-blank.jsonl").read_text().splitlines()]
-    assert [r["key"] for r in blank] == [r["key"] for r in rows]
+    assert [r["key"] for r in blank] == [r["key"] for r in rows] == [s.key for s in pope]  # the samples' order
     controls = paths["controls"].read_text()
     assert "| pope | 8 |" in controls and "| mmbench | 8 |" in controls and "mmvet" not in controls
 

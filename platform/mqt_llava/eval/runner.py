@@ -264,6 +264,10 @@ class Sweep:
     def finish_pair(self, name: str, m: int, rows: list[dict], blank: bool = False) -> None:
         if not blank:
             self.scores_path(name, m).unlink(missing_ok=True)  # scores of earlier predictions
+        # Ray Data's actors answer batches in any order; the file keeps the samples' own order, so two
+        # runs (and a budget and its blank control) write the same lines in the same places.
+        order = {s.key: i for i, s in enumerate(self.samples[name])}
+        rows = sorted(rows, key=lambda r: order[r["key"]])
         write_atomic(self.predictions_path(name, m, blank), "".join(json.dumps(r) + "\n" for r in rows))
         rejected = sum(bool(r["error"]) for r in rows)
         label = f"m={m}{' blank image' if blank else ''}"
