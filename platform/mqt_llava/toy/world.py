@@ -242,7 +242,9 @@ def absent_object(scene: Scene, rng: random.Random) -> tuple[str, str]:
 
 def ask(scene: Scene, kind: str, rng: random.Random) -> QA | None:
     """One question of `kind` about `scene` with its short answer (None only for a position question
-    in a scene where no object is unique by colour and shape, or by size, colour and shape)."""
+    in a scene where no object is unique by colour and shape, or by size, colour and shape). Word
+    answers are the description's own words, lower case as VQAv2 and GQA write them ("red", "row 2,
+    column 1"), so reading one off the scene is a copy; yes/no answers are "Yes"/"No" as LLaVA's are."""
     objects = scene.objects
     if kind == "existence":
         if rng.random() < 0.5:
@@ -268,7 +270,7 @@ def ask(scene: Scene, kind: str, rng: random.Random) -> QA | None:
             "shape": f"What shape is the object at {where}?",
             "size": f"Is the object at {where} small or large?",
         }[kind]
-        return QA(kind, question, capitalise(getattr(o, kind)))
+        return QA(kind, question, getattr(o, kind))
     if kind == "occupancy":
         empty = scene.empty_cells()
         if empty and rng.random() < 0.5:
@@ -281,12 +283,12 @@ def ask(scene: Scene, kind: str, rng: random.Random) -> QA | None:
         candidates = [o for o in objects if unique(scene, colour=o.colour, shape=o.shape)]
         if candidates:
             o = rng.choice(candidates)
-            return QA(kind, f"Where is the {o.colour} {o.shape}?", capitalise(cell_name(o.row, o.col)))
+            return QA(kind, f"Where is the {o.colour} {o.shape}?", cell_name(o.row, o.col))
         candidates = [o for o in objects if unique(scene, size=o.size, colour=o.colour, shape=o.shape)]
         if not candidates:
             return None
         o = rng.choice(candidates)
-        return QA(kind, f"Where is the {o.name}?", capitalise(cell_name(o.row, o.col)))
+        return QA(kind, f"Where is the {o.name}?", cell_name(o.row, o.col))
     raise ValueError(f"unknown question kind {kind!r}")
 
 
