@@ -3,6 +3,7 @@ aspect ratio, objects span at least about 1.5 patches, every kind is askable and
 yes/no answers are balanced, descriptions are a small share of supervised words, the benchmarks'
 answer formats appear in training, and everything is a function of the seed."""
 
+import random
 from collections import Counter
 
 import numpy as np
@@ -105,6 +106,15 @@ def test_scene_reading_conversations_put_the_description_first_and_answer_from_i
     assert conversation[0]["value"].startswith(f"{world.SCENE_PREFIX}{scene.describe()}\n")
     assert all("<image>" not in turn["value"] for turn in conversation)
     assert len(conversation) >= 6 and conversation[1]["from"] == "gpt"
+
+
+def test_descriptions_name_each_cell_before_what_is_in_it():
+    scene = world.Scene(4, 4, (world.SceneObject("circle", "red", "small", 0, 0),
+                               world.SceneObject("square", "blue", "large", 2, 1)))  # fmt: skip
+    assert scene.describe() == "A1 small red circle, B3 large blue square."
+    assert world.cell_name(2, 1) == "B3" and len(set(world.cell_names())) == world.CELLS**2
+    questions = {qa.question: qa.answer for qa in (world.ask(scene, "position", random.Random(i)) for i in range(20))}
+    assert questions["Where is the blue square?"] == "B3"
 
 
 def test_cell_labels_follow_the_padding():

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import AddedToken
 from transformers import (
     AutoTokenizer,
     CLIPConfig,
@@ -54,11 +55,13 @@ from mqt_llava.toy.corpus import (
 from mqt_llava.toy.heldout import normalise as normalise_answer
 from mqt_llava.toy.world import (
     CELL_ATTRIBUTES,
+    CELLS,
     KINDS,
     SCENE_PREFIX,
     Scene,
     aligned,
     ask,
+    cell_names,
     prompt,
     random_scene,
     record_rng,
@@ -71,9 +74,16 @@ CLIP_GATE = 0.95  # per-cell probe accuracy, every attribute
 LM_GATE = 0.90  # text-only accuracy given the description, every kind
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on the corpus: any text encodes, and the corpus's words become tokens."""
-    return byte_level_bpe(texts, vocab_size)
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, cells: int = CELLS) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on the corpus: any text encodes, and the corpus's words become tokens.
+    Cell names are added as one token each, with and without a leading space (" B3", "B3"), as BPE's
+    merges would make a frequent word: byte-level pre-tokenizing splits letters from digits, and a
+    tiny LM learns to look an object up by a one-token key far sooner than by two (world.py)."""
+    tokenizer = byte_level_bpe(texts, vocab_size)
+    names = cell_names(cells)
+    tokenizer.add_tokens([AddedToken(f" {name}", normalized=False) for name in names]
+                         + [AddedToken(name, normalized=False) for name in names])  # fmt: skip
+    return tokenizer
 
 
 def corpus_texts(records: Iterable[dict], template: str) -> Iterable[str]:
@@ -437,7 +447,7 @@ def make_base_models(
         tokenizer = AutoTokenizer.from_pretrained(targets["tokenizer"])
     else:
         texts = captions + instructions + [render(c, "vicuna_v1", False).text for c in reading[:2000]]
-        tokenizer = train_tokenizer(texts, spec.vocab_size)
+        tokenizer = train_tokenizer(texts, spec.vocab_size, world.cells)
         tokenizer.save_pretrained(targets["tokenizer"])
     log(f"[base] tokenizer: {len(tokenizer)} tokens -> {targets['tokenizer']}")
     report: dict = {"tokenizer": {"vocab_size": len(tokenizer)}}
