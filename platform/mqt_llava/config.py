@@ -95,7 +95,7 @@ class LMTraining(Spec):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
     max_tokens: int = Field(256, ge=8)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)
     reading: int = Field(20_000, ge=0, description="scene-reading conversations (description, then questions)")
     gate_scenes: int = Field(300, ge=0, description="held-out scenes the scene-reading gate asks about")
 
