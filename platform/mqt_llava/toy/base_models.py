@@ -331,7 +331,7 @@ def train_lm(
     steps: int,
     batch_size: int = 32,
     max_tokens: int = 256,
-    lr: float = 2e-3,
+    lr: float = 1e-3,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, TrainLog]:
