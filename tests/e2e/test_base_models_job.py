@@ -13,6 +13,7 @@ from checkout import REPO_ROOT
 from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
 from mqt_llava.model.builder import build_model
 from mqt_llava.toy.base_models import preset_overrides
+from mqt_llava.toy.world import cell_names
 
 pytestmark = pytest.mark.e2e
 SMALL_MODEL = [
@@ -29,7 +30,7 @@ def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     out = tmp_path / "base"
     small = [f"corpus={tmp_path / 'corpus'}", "corpus_size={seed: 1, num_pretrain: 96, num_instruct: 48, num_eval: 32}",
              "vocab_size=400", "clip.steps=40", "clip.batch_size=32", "clip.probe_scenes=32", "lm.steps=60",
-             "lm.batch_size=16", "lm.reading=200", "lm.gate_scenes=8"]  # fmt: skip
+             "lm.lr=2e-3", "lm.batch_size=16", "lm.reading=200", "lm.gate_scenes=8"]  # fmt: skip
     command = [sys.executable, "jobs/base_models.py", "--set", f"out={out}"]
     command += [a for o in small + prefixed("model", SMALL_MODEL) for a in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -59,7 +60,7 @@ def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
         assert torch.equal(built.model.vision_tower.state_dict()[name], tensor), name
     for name, tensor in lm.state_dict().items():
         assert torch.equal(built.model.language_model.state_dict()[name], tensor), name
-    assert len(built.tokenizer) == report["tokenizer"]["vocab_size"] == 400
+    assert len(built.tokenizer) == report["tokenizer"]["vocab_size"] == 400 + 2 * len(cell_names())  # + " B3", "B3"
     assert built.model.language_model.config.eos_token_id == built.tokenizer.eos_token_id
 
 
