@@ -98,6 +98,8 @@ class LMTraining(Spec):
     lr: float = Field(1e-3, gt=0)
     reading: int = Field(20_000, ge=0, description="scene-reading conversations (description, then questions)")
     gate_scenes: int = Field(300, ge=0, description="held-out scenes the scene-reading gate asks about")
+    gate_every: int = Field(0, ge=0, description="also score the gate every this many steps (0: only at the end)")
+    gate_every_scenes: int = Field(60, ge=1, description="held-out scenes those intermediate scores ask about")
 
 
 class BaseModelsSpec(Spec):

@@ -152,3 +152,20 @@ def test_same_seed_same_base_models(tokenizer, images):
 
     assert clip_losses(0) == clip_losses(0) != clip_losses(1)
     assert lm_losses(0) == lm_losses(0) != lm_losses(1)
+
+
+def test_scoring_the_lm_during_training_leaves_its_training_unchanged(tokenizer):
+    """The gate curve (`lm.gate_every`): the check runs every n steps, before the last, on the model in
+    eval mode, and the losses are those of a run without it (it draws from no training stream)."""
+    architecture = {**SMALL, "num_key_value_heads": 2, "max_position_embeddings": 256}
+    samples = text_samples(CAPTIONS, tokenizer)
+    seen = []
+
+    def check(lm, step):
+        seen.append((step, lm.training))
+        scene_reading_accuracy(lm, tokenizer, SCENES[:2])  # greedy generation, as the real check does
+
+    _, plain = train_lm(samples, tokenizer, architecture, steps=7, log=lambda _: None)
+    _, checked = train_lm(samples, tokenizer, architecture, steps=7, log=lambda _: None, check=(3, check))
+    assert seen == [(3, False), (6, False)]
+    assert checked.losses == plain.losses

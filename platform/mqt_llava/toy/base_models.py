@@ -122,8 +122,12 @@ def run_steps(
     log: Callable[[str], None],
     name: str,
     every: int = 50,
+    check: tuple[int, Callable[[int], None]] | None = None,
 ) -> TrainLog:
-    """A plain AdamW loop with warmup + cosine, logging step, loss, rate and ETA."""
+    """A plain AdamW loop with warmup + cosine, logging step, loss, rate and ETA. `check` = (n, f):
+    f(step) runs every n steps (not at the last; callers score the final model themselves), in eval
+    mode; it must not draw from the training's random streams, so the losses are the same with or
+    without it."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     losses, start = [], time.monotonic()
@@ -140,6 +144,10 @@ def run_steps(
         if progress.update(step + 1):
             log(f"[{name}] step {step + 1}/{steps} loss {np.mean(losses[-every:]):.3f} "
                 f"{progress.speed(' steps/s')} {progress.eta}")  # fmt: skip
+        if check is not None and (step + 1) % check[0] == 0 and step + 1 < steps:
+            model.eval()
+            check[1](step + 1)
+            model.train()
     model.eval()
     return TrainLog(losses, time.monotonic() - start)
 
@@ -334,8 +342,10 @@ def train_lm(
     lr: float = 1e-3,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    check: tuple[int, Callable[[LlamaForCausalLM, int], None]] | None = None,
 ) -> tuple[LlamaForCausalLM, TrainLog]:
-    """Next-token training on (ids, labels) samples, cut at `max_tokens`; padding ignored."""
+    """Next-token training on (ids, labels) samples, cut at `max_tokens`; padding ignored. `check` =
+    (n, f): f(model, step) every n steps, e.g. the scene-reading gate on a few scenes."""
     torch.manual_seed(seed)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
@@ -350,7 +360,8 @@ def train_lm(
         labels, _ = pad_batch([cut[i][1] for i in index], -100)
         return dict(input_ids=ids, attention_mask=mask, labels=labels)
 
-    return model, run_steps(model, batch, lambda b: model(**b).loss, steps, lr, log, "lm")
+    every = None if check is None else (check[0], lambda step: check[1](model, step))
+    return model, run_steps(model, batch, lambda b: model(**b).loss, steps, lr, log, "lm", check=every)
 
 
 def scene_reading_questions(scenes: Sequence[Scene], seed: int = 0) -> list[tuple[str, str, str]]:
@@ -523,11 +534,24 @@ def make_clip(spec, model, world, corpus, captions_records, held_out, tokenizer,
 
 
 def make_lm(spec, model, samples, held_out, tokenizer, target, log) -> dict:
-    """The LM on caption text, text-only conversations and scene reading, with its gate; saved to `target`."""
+    """The LM on caption text, text-only conversations and scene reading, with its gate; saved to `target`.
+    With `lm.gate_every`, the gate is also scored on the first `lm.gate_every_scenes` held-out scenes
+    every that many steps: a curve in the report and a line in the log, to see reading emerge."""
+    curve: list[dict] = []
+
+    def check(lm: LlamaForCausalLM, step: int) -> None:
+        scores = scene_reading_accuracy(lm, tokenizer, held_out[: spec.lm.gate_every_scenes], spec.seed)
+        curve.append({"step": step, **scores})
+        figures = ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        log(f"[lm] step {step}: scene reading on {min(len(held_out), spec.lm.gate_every_scenes)} scenes: {figures}")
+
+    every = (spec.lm.gate_every, check) if spec.lm.gate_every and spec.lm.gate_every_scenes and held_out else None
     lm, lm_log = train_lm(samples, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
-                          spec.lm.max_tokens, spec.lm.lr, spec.seed, log)  # fmt: skip
+                          spec.lm.max_tokens, spec.lm.lr, spec.seed, log, check=every)  # fmt: skip
     lm.save_pretrained(target)
     report: dict = {"lm": {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds}}
+    if curve:
+        report["lm_scene_reading_curve"] = curve
     reading_scenes = held_out[: spec.lm.gate_scenes]
     if reading_scenes:
         scores = scene_reading_accuracy(lm, tokenizer, reading_scenes, spec.seed)

@@ -48,6 +48,19 @@ class WorkerContext(Protocol):
         """A directory for this rank to save into; on exit the checkpoint is reported (and kept)."""
 
 
+def quiet_ray_train_worker() -> None:
+    """Ray Train's worker logs every report at INFO, past the LoggingConfig level the driver sets:
+    `Reporting training result N: TrainingReport(...)`, a long dump per checkpoint. That line comes
+    from a logger named after its module's file path (`logging.getLogger(__file__)`), outside the
+    `ray.train` hierarchy, so it is quieted through the module's own `logger` as well."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    module_logger = getattr(train_context, "logger", None)
+    if isinstance(module_logger, logging.Logger):
+        module_logger.setLevel(logging.WARNING)
+
+
 class RayTrainContext:
     def __init__(self) -> None:
         import ray.train
@@ -55,9 +68,7 @@ class RayTrainContext:
 
         self.train = ray.train
         if not is_verbose():
-            # Ray Train's worker logs every report at INFO (`Reporting training result N: ...`, a
-            # long dump per checkpoint), past the LoggingConfig level the driver sets.
-            logging.getLogger("ray.train").setLevel(logging.WARNING)
+            quiet_ray_train_worker()
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
