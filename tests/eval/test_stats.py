@@ -85,6 +85,13 @@ def test_a_null_difference_is_inconclusive_with_its_detectable_size():
     assert 0.02 < comparison.detectable < 0.08  # 500 questions cannot see a 1-point effect
 
 
+def test_two_models_answering_alike_are_reported_as_indistinguishable_not_detectable_at_zero():
+    scores = np.array([1.0, 0.0, 1.0, 1.0] * 50)
+    verdict = stats.direction(stats.paired_difference(scores, scores.copy()))
+    assert verdict.verdict == "inconclusive"
+    assert "scored alike on every question" in verdict.summary() and "detectable" not in verdict.summary()
+
+
 def test_paired_is_tighter_than_unpaired_when_models_agree_on_questions():
     rng = np.random.default_rng(5)
     a, b = paired_models(rng, 2000, base=0.6, effect=0.03)

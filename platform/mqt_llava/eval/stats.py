@@ -78,6 +78,9 @@ class Verdict:
 
     def summary(self) -> str:
         c = self.comparison
+        if c.low == c.high:  # no variation to resample: the two scored alike on every question
+            return (f"{self.verdict}: {c.points()} points ({c.n} paired questions; the two scored alike on every "
+                    f"question, so this design cannot tell them apart)")  # fmt: skip
         # McNemar only where the comparison is question by question (a difference of gains is not)
         mcnemar = f"McNemar p = {c.mcnemar_p:.3g}; " if c.a_only + c.b_only else ""
         return (f"{self.verdict}: {c.points()} points ({c.level:.0%} interval, {c.n} paired questions in "
