@@ -113,6 +113,9 @@ def test_descriptions_name_each_cell_before_what_is_in_it():
                                world.SceneObject("square", "blue", "large", 2, 1)))  # fmt: skip
     assert scene.describe() == "A1 small red circle, B3 large blue square."
     assert world.cell_name(2, 1) == "B3" and len(set(world.cell_names())) == world.CELLS**2
+    assert world.cell_name(0, 25) == "Z1"
+    with pytest.raises(ValueError, match="at most 26 cells a side"):
+        world.cell_name(0, 26)  # a column past Z has no one-letter name
     questions = {qa.question: qa.answer for qa in (world.ask(scene, "position", random.Random(i)) for i in range(20))}
     assert questions["Where is the blue square?"] == "B3"
 

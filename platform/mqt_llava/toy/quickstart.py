@@ -42,6 +42,7 @@ from mqt_llava.toy.base_models import make_base_models, preset_overrides
 from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from mqt_llava.toy.heldout import heldout_questions
+from mqt_llava.toy.world import MAX_CELLS
 from mqt_llava.train.launch import run_stage
 from mqt_llava.train.plan import resolve_run
 
@@ -54,7 +55,7 @@ class WorldSpec(Spec):
     num_pretrain: int = Field(6000, ge=1, description="558K-like caption records")
     num_instruct: int = Field(6000, ge=1, description="665K-like instruction records")
     num_eval: int = Field(300, ge=1, description="held-out scenes (benchmark files and held-out questions)")
-    cells: int = Field(4, ge=2, description="cells along an image's long side (toy.world)")
+    cells: int = Field(4, ge=2, le=MAX_CELLS, description="cells along an image's long side (toy.world)")
     seed: int = 0
 
 

@@ -46,6 +46,7 @@ CELLS = 4  # cells along an image's long side
 LONG_SIDES: tuple[int, ...] = (96, 128, 160, 192)  # pixels; each a multiple of CELLS
 MAX_FILL = 0.375  # at most this share of a layout's cells hold an object (6 of 16, 3 of 8)
 COLUMN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MAX_CELLS = len(COLUMN_LETTERS)  # a column's name is one letter
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 YES_NO = "Please answer yes or no."  # MME's own suffix, written before the short-answer one
 
@@ -129,6 +130,9 @@ def capitalise(text: str) -> str:
 def cell_name(row: int, col: int) -> str:
     """A spreadsheet-style cell name: the column's letter, then the row's number ("B3": column 2,
     row 3). The toy tokenizer holds every name as one token (`cell_names`)."""
+    if not (0 <= col < MAX_CELLS and row >= 0):
+        raise ValueError(f"cell (row {row}, column {col}) has no name: columns are the letters A-Z (at most "
+                         f"{MAX_CELLS} cells a side)")  # fmt: skip
     return f"{COLUMN_LETTERS[col]}{row + 1}"
 
 
