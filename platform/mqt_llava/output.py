@@ -20,10 +20,11 @@ QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar on every from_pretrained
     "TRANSFORMERS_VERBOSITY": "error",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # Train V2 would print every line twice through its logger
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # "Creating initial MLflow database tables..." in every worker
 }
 
 
-QUIET_LOGGERS = ("ray.data", "ray.serve")  # the driver's own: execution plans, "Deleting app ..."
+QUIET_LOGGERS = ("ray.data", "ray.serve", "mlflow")  # the driver's own: execution plans, "Deleting app ..."
 
 
 def configure_output(verbose: bool = False) -> None:

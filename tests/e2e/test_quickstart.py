@@ -32,6 +32,17 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = quickstart(tmp_path, *SMALL, env=env)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    # the libraries' routine output is off by default (--verbose restores it)
+    output = done.stdout + done.stderr
+    noise = (
+        "Reporting training result",
+        "Checkpoint successfully created",
+        "Execution plan of Dataset",
+        "Skipping zero-size file",
+        "Creating initial MLflow database tables",
+        "\x1b[",
+    )
+    assert [n for n in noise if n in output] == []
     steps = ("data", "base models", "shards", "stage 1", "stage 2", "evaluate", "benchmarks", "serve", "ablation")
     for i, name in enumerate(steps, 1):
         assert f"step {i}/{len(steps)}: {name}" in done.stdout
