@@ -542,7 +542,7 @@ def make_lm(spec, model, samples, held_out, tokenizer, target, log) -> dict:
     def check(lm: LlamaForCausalLM, step: int) -> None:
         scores = scene_reading_accuracy(lm, tokenizer, held_out[: spec.lm.gate_every_scenes], spec.seed)
         curve.append({"step": step, **scores})
-        figures = ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        figures = ", ".join(f"{k} {v:.1%}" for k, v in scores.items())
         log(f"[lm] step {step}: scene reading on {min(len(held_out), spec.lm.gate_every_scenes)} scenes: {figures}")
 
     every = (spec.lm.gate_every, check) if spec.lm.gate_every and spec.lm.gate_every_scenes and held_out else None
