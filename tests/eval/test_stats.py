@@ -90,6 +90,8 @@ def test_two_models_answering_alike_are_reported_as_indistinguishable_not_detect
     verdict = stats.direction(stats.paired_difference(scores, scores.copy()))
     assert verdict.verdict == "inconclusive"
     assert "scored alike on every question" in verdict.summary() and "detectable" not in verdict.summary()
+    always, never = np.ones(200), np.zeros(200)  # no variation either, but a difference on every question
+    assert "scored alike" not in stats.direction(stats.paired_difference(always, never)).summary()
 
 
 def test_paired_is_tighter_than_unpaired_when_models_agree_on_questions():

@@ -78,7 +78,7 @@ class Verdict:
 
     def summary(self) -> str:
         c = self.comparison
-        if c.low == c.high:  # no variation to resample: the two scored alike on every question
+        if c.low == c.high == 0 and c.a_only == c.b_only == 0:  # the two scored alike on every question
             return (f"{self.verdict}: {c.points()} points ({c.n} paired questions; the two scored alike on every "
                     f"question, so this design cannot tell them apart)")  # fmt: skip
         # McNemar only where the comparison is question by question (a difference of gains is not)
