@@ -53,9 +53,11 @@ def quiet_ray_train_worker() -> None:
     `Reporting training result N: TrainingReport(...)`, a long dump per checkpoint. That line comes
     from a logger named after its module's file path (`logging.getLogger(__file__)`), outside the
     `ray.train` hierarchy, so it is quieted through the module's own `logger` as well."""
-    from ray.train.v2._internal.execution import context as train_context
-
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # an internal module: a Ray release that moves it costs the quiet line, never the training
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:
+        return
     module_logger = getattr(train_context, "logger", None)
     if isinstance(module_logger, logging.Logger):
         module_logger.setLevel(logging.WARNING)
