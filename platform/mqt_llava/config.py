@@ -97,6 +97,10 @@ class LMTraining(Spec):
     max_tokens: int = Field(256, ge=8)
     lr: float = Field(1e-3, gt=0)
     reading: int = Field(20_000, ge=0, description="scene-reading conversations (description, then questions)")
+    drills: int = Field(0, ge=0, description="reading drills: a description, then bare questions and answers")
+    drill_questions: int = Field(10, ge=1, description="questions per reading drill")
+    drill_weights: dict[str, float] | None = Field(None, description="question kinds' weights in the drills "
+                                                   "(None: the world's DRILL_WEIGHTS)")  # fmt: skip
     gate_scenes: int = Field(300, ge=0, description="held-out scenes the scene-reading gate asks about")
     gate_every: int = Field(0, ge=0, description="also score the gate every this many steps (0: only at the end)")
     gate_every_scenes: int = Field(60, ge=1, description="held-out scenes those intermediate scores ask about")

@@ -8,6 +8,7 @@ from mqt_llava.model.tokenizer import byte_level_tokenizer
 from mqt_llava.toy.base_models import (
     cell_label_tensors,
     conversation_samples,
+    drill_samples,
     normalise,
     probe_cells,
     retrieval_accuracy,
@@ -18,7 +19,14 @@ from mqt_llava.toy.base_models import (
     train_lm,
     train_tokenizer,
 )
-from mqt_llava.toy.world import cell_names, random_scene, record_rng, render_scene, scene_reading_conversation
+from mqt_llava.toy.world import (
+    cell_names,
+    random_scene,
+    reading_drill,
+    record_rng,
+    render_scene,
+    scene_reading_conversation,
+)
 
 SCENES = [random_scene(record_rng(0, "test", i), long_sides=(48, 64)) for i in range(64)]
 CAPTIONS = [s.describe() for s in SCENES]
@@ -131,6 +139,19 @@ def test_scene_reading_trains_answers_only_and_is_scored_per_kind(tokenizer):
     scores = scene_reading_accuracy(lm, tokenizer, SCENES[:6])
     assert set(scores) == {"existence", "count", "colour", "shape", "size", "occupancy", "position", "all"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_reading_drills_train_on_the_answers_only(tokenizer):
+    """A drill is "Scene: <description>", then "<question> <answer>" lines; the labels are exactly the
+    answers' tokens (with their line ends), nothing of the description or the questions."""
+    scene = SCENES[3]
+    questions = reading_drill(scene, record_rng(0, "d", 0), 5)
+    ((ids, labels),) = drill_samples([(scene, questions)], tokenizer)
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    assert text == f"Scene: {scene.describe()}\n" + "".join(f"{qa.question} {qa.answer}\n" for qa in questions)
+    trained = tokenizer.decode([t for t in labels if t != -100])
+    assert trained == "".join(f" {qa.answer}\n" for qa in questions)
+    assert len(ids) == len(labels) and labels[0] == -100
 
 
 def test_same_seed_same_base_models(tokenizer, images):

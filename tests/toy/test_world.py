@@ -4,6 +4,7 @@ yes/no answers are balanced, descriptions are a small share of supervised words,
 answer formats appear in training, and everything is a function of the seed."""
 
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -106,6 +107,27 @@ def test_scene_reading_conversations_put_the_description_first_and_answer_from_i
     assert conversation[0]["value"].startswith(f"{world.SCENE_PREFIX}{scene.describe()}\n")
     assert all("<image>" not in turn["value"] for turn in conversation)
     assert len(conversation) >= 6 and conversation[1]["from"] == "gpt"
+
+
+def test_reading_drills_ask_kinds_by_their_weights_and_answer_from_the_scene():
+    rng = record_rng(0, "drill", 0)
+    drills = [(scene, world.reading_drill(scene, rng)) for scene in SCENES]
+    assert all(len(questions) == 10 for _, questions in drills)
+    kinds = Counter(qa.kind for _, questions in drills for qa in questions)
+    weights = world.DRILL_WEIGHTS
+    for kind in KINDS:  # 4,000 draws: each kind's share within 3 points of its weight's (position can be unaskable)
+        assert abs(kinds[kind] / kinds.total() - weights[kind] / sum(weights.values())) < 0.03, kinds
+    for scene, questions in drills[:50]:  # every answer is the one `ask` gives for that question
+        for qa in questions:
+            if qa.kind in ("colour", "shape", "size"):
+                cell = re.search(r"at ([A-Z][0-9]+)", qa.question).group(1)
+                assert qa.answer == next(getattr(o, qa.kind) for o in scene.objects
+                                         if world.cell_name(o.row, o.col) == cell)  # fmt: skip
+    only = world.reading_drill(SCENES[0], record_rng(0, "drill", 1), 6, {"occupancy": 1})
+    assert {qa.kind for qa in only} == {"occupancy"} and len(only) == 6
+    for bad in ({"colour": 1, "weather": 1}, {"colour": 0}):
+        with pytest.raises(ValueError, match="drill weights"):
+            world.reading_drill(SCENES[0], rng, 3, bad)
 
 
 def test_descriptions_name_each_cell_before_what_is_in_it():

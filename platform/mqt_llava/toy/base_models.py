@@ -11,8 +11,9 @@ free, so each part is trained for it and checked by a gate kept in the job's rep
   probe on that frozen layer reads every cell of held-out scenes (empty or not; colour, shape and
   size of occupied ones) at >= 95 %.
 - **LM**: next-token training on the corpus text, plus "scene reading" conversations (a scene's
-  description, then questions about it, answers supervised). Gate: >= 90 % on every question kind,
-  text only, given the description of a held-out scene.
+  description, then questions about it, answers supervised) and, optionally, reading drills (the same
+  without the chat template, ten bare questions and answers a scene: denser supervision). Gate: >= 90 %
+  on every question kind, text only, given the description of a held-out scene.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from mqt_llava.toy.world import (
     CELL_ATTRIBUTES,
     CELLS,
     KINDS,
+    QA,
     SCENE_PREFIX,
     Scene,
     aligned,
@@ -64,6 +66,7 @@ from mqt_llava.toy.world import (
     cell_names,
     prompt,
     random_scene,
+    reading_drill,
     record_rng,
     render_scene,
     scene_reading_conversation,
@@ -332,6 +335,24 @@ def conversation_samples(conversations: Iterable[list[dict]], tokenizer) -> list
     return out
 
 
+def drill_samples(drills: Iterable[tuple[Scene, list[QA]]], tokenizer) -> list[Sample]:
+    """Reading drills (`world.reading_drill`): "Scene: <description>" on a line, then one line per
+    question, "<question> <answer>"; only the answers (and their line ends) are trained on."""
+    out = []
+    for scene, questions in drills:
+        ids = [tokenizer.bos_token_id] + tokenizer(f"{SCENE_PREFIX}{scene.describe()}\n", add_special_tokens=False)[
+            "input_ids"
+        ]
+        labels = [-100] * len(ids)
+        for qa in questions:
+            question = tokenizer(qa.question, add_special_tokens=False)["input_ids"]
+            answer = tokenizer(f" {qa.answer}\n", add_special_tokens=False)["input_ids"]
+            ids += question + answer
+            labels += [-100] * len(question) + answer
+        out.append((ids, labels))
+    return out
+
+
 def train_lm(
     samples: Sequence[Sample],
     tokenizer: PreTrainedTokenizerFast,
@@ -454,6 +475,12 @@ def make_base_models(
         rng = record_rng(spec.seed, "scene-reading", i)
         reading.append(scene_reading_conversation(random_scene(rng, world.cells, world.long_sides), rng))
 
+    drills = []  # the same, denser: bare questions and answers (world.reading_drill)
+    for i in range(spec.lm.drills):
+        rng = record_rng(spec.seed, "reading-drill", i)
+        scene = random_scene(rng, world.cells, world.long_sides)
+        drills.append((scene, reading_drill(scene, rng, spec.lm.drill_questions, spec.lm.drill_weights)))
+
     if (targets["tokenizer"] / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(targets["tokenizer"])
     else:
@@ -469,10 +496,11 @@ def make_base_models(
             spec, model, world, corpus, captions_records, held_out, tokenizer, targets["vision_tower"], log
         ),
     )
-    samples = text_samples(captions + text_only, tokenizer) + conversation_samples(reading, tokenizer)
+    samples = (text_samples(captions + text_only, tokenizer) + conversation_samples(reading, tokenizer)
+               + drill_samples(drills, tokenizer))  # fmt: skip
     report |= part(targets["llm"], log, lambda: make_lm(spec, model, samples, held_out, tokenizer, targets["llm"], log)
                    | {"lm_samples": {"caption_text": len(captions), "text_only_conversations": len(text_only),
-                                     "scene_reading": len(reading)}})  # fmt: skip
+                                     "scene_reading": len(reading), "reading_drills": len(drills)}})  # fmt: skip
     return report
 
 
