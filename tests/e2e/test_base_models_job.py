@@ -30,7 +30,7 @@ def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     out = tmp_path / "base"
     small = [f"corpus={tmp_path / 'corpus'}", "corpus_size={seed: 1, num_pretrain: 96, num_instruct: 48, num_eval: 32}",
              "vocab_size=400", "clip.steps=40", "clip.batch_size=32", "clip.probe_scenes=32", "lm.steps=60",
-             "lm.lr=2e-3", "lm.batch_size=16", "lm.reading=200", "lm.gate_scenes=8"]  # fmt: skip
+             "lm.lr=2e-3", "lm.batch_size=16", "lm.reading=200", "lm.drills=100", "lm.gate_scenes=8"]  # fmt: skip
     command = [sys.executable, "jobs/base_models.py", "--set", f"out={out}"]
     command += [a for o in small + prefixed("model", SMALL_MODEL) for a in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -41,6 +41,7 @@ def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     assert report["clip"]["loss_last"] < report["clip"]["loss_first"]
     assert report["lm"]["loss_last"] < 0.7 * report["lm"]["loss_first"]
     assert 0 <= report["clip_retrieval_top1"]["accuracy"] <= 1
+    assert report["lm_samples"]["reading_drills"] == 100 and report["lm_samples"]["scene_reading"] == 200
     for gate in ("clip_probe", "lm_scene_reading"):  # computed and reported; passing needs full-size training
         assert isinstance(report[gate]["passed"], bool) and 0 <= report[gate]["shape"] <= 1
     assert "gate clip per-cell probe" in done.stdout and "gate lm scene reading" in done.stdout

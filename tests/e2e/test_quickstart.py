@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 SMALL = [
     "world={num_pretrain: 160, num_instruct: 160, num_eval: 12}", "heldout_scenes=12", "heldout_budgets=2,M",
     "evaluate={budgets: '2,M', limit: 8}", "base_models.clip.steps=10", "base_models.lm.steps=10",
-    "base_models.lm.reading=64", "base_models.clip.probe_scenes=12", "base_models.lm.gate_scenes=4",
+    "base_models.lm.reading=64", "base_models.lm.drills=32", "base_models.clip.probe_scenes=12",
+    "base_models.lm.gate_scenes=4",
     "stage1.max_steps=3", "stage2.max_steps=3",
 ]  # fmt: skip
 
