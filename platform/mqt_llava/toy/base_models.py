@@ -64,6 +64,7 @@ from mqt_llava.toy.world import (
     aligned,
     ask,
     cell_names,
+    drill_weights,
     prompt,
     random_scene,
     reading_drill,
@@ -475,11 +476,7 @@ def make_base_models(
         rng = record_rng(spec.seed, "scene-reading", i)
         reading.append(scene_reading_conversation(random_scene(rng, world.cells, world.long_sides), rng))
 
-    drills = []  # the same, denser: bare questions and answers (world.reading_drill)
-    for i in range(spec.lm.drills):
-        rng = record_rng(spec.seed, "reading-drill", i)
-        scene = random_scene(rng, world.cells, world.long_sides)
-        drills.append((scene, reading_drill(scene, rng, spec.lm.drill_questions, spec.lm.drill_weights)))
+    drill_weights(spec.lm.drill_weights)  # a bad weight fails here, not after the vision tower's training
 
     if (targets["tokenizer"] / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(targets["tokenizer"])
@@ -496,11 +493,20 @@ def make_base_models(
             spec, model, world, corpus, captions_records, held_out, tokenizer, targets["vision_tower"], log
         ),
     )
-    samples = (text_samples(captions + text_only, tokenizer) + conversation_samples(reading, tokenizer)
-               + drill_samples(drills, tokenizer))  # fmt: skip
-    report |= part(targets["llm"], log, lambda: make_lm(spec, model, samples, held_out, tokenizer, targets["llm"], log)
-                   | {"lm_samples": {"caption_text": len(captions), "text_only_conversations": len(text_only),
-                                     "scene_reading": len(reading), "reading_drills": len(drills)}})  # fmt: skip
+
+    def make_llm() -> dict:  # only when the LM is not kept from an earlier run: tokenizing its data takes a while
+        drills = []  # the same as `reading`, denser: bare questions and answers (world.reading_drill)
+        for i in range(spec.lm.drills):
+            rng = record_rng(spec.seed, "reading-drill", i)
+            scene = random_scene(rng, world.cells, world.long_sides)
+            drills.append((scene, reading_drill(scene, rng, spec.lm.drill_questions, spec.lm.drill_weights)))
+        samples = (text_samples(captions + text_only, tokenizer) + conversation_samples(reading, tokenizer)
+                   + drill_samples(drills, tokenizer))  # fmt: skip
+        counts = {"caption_text": len(captions), "text_only_conversations": len(text_only),
+                  "scene_reading": len(reading), "reading_drills": len(drills)}  # fmt: skip
+        return make_lm(spec, model, samples, held_out, tokenizer, targets["llm"], log) | {"lm_samples": counts}
+
+    report |= part(targets["llm"], log, make_llm)
     return report
 
 

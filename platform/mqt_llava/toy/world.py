@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from PIL import Image, ImageDraw
@@ -361,20 +362,32 @@ def caption_conversation(scene: Scene, rng: random.Random) -> list[dict[str, str
     return [{"from": "human", "value": human}, {"from": "gpt", "value": scene.describe()}]
 
 
-def question_turns(scene: Scene, rng: random.Random, turns: int) -> list[QA]:
-    """`turns` questions with kinds drawn evenly (a shuffled round of every kind, then another)."""
+def draw_questions(
+    scene: Scene, rng: random.Random, count: int, next_kind: Callable[[], str], attempts: int
+) -> list[QA]:
+    """Up to `count` questions about `scene`, each of the kind `next_kind()` draws, in at most
+    `attempts` draws (a position question can be unaskable, so this never loops forever)."""
     out: list[QA] = []
-    kinds: list[str] = []
-    for _ in range(turns * 3):
-        if len(out) == turns:
+    for _ in range(attempts):
+        if len(out) == count:
             break
-        if not kinds:
-            kinds = list(KINDS)
-            rng.shuffle(kinds)
-        qa = ask(scene, kinds.pop(), rng)
+        qa = ask(scene, next_kind(), rng)
         if qa is not None:
             out.append(qa)
     return out
+
+
+def question_turns(scene: Scene, rng: random.Random, turns: int) -> list[QA]:
+    """`turns` questions with kinds drawn evenly (a shuffled round of every kind, then another)."""
+    kinds: list[str] = []
+
+    def next_kind() -> str:
+        if not kinds:
+            kinds.extend(KINDS)
+            rng.shuffle(kinds)
+        return kinds.pop()
+
+    return draw_questions(scene, rng, turns, next_kind, attempts=turns * 3)
 
 
 def qa_conversation(questions: list[QA], rng: random.Random, first: str = "<image>\n") -> list[dict[str, str]]:
@@ -428,16 +441,14 @@ def reading_drill(
     toy base-models job writes them; `base_models.drill_samples`). About five times as many supervised
     answers per token as a chat conversation: in the pilot they lifted the LM's text-only reading from
     54 to 64 % (docs/ablation/tiny-ablation/pilot). Kinds are drawn by `weights` (default DRILL_WEIGHTS)."""
-    weights = DRILL_WEIGHTS if weights is None else weights
-    unknown = sorted(set(weights) - set(KINDS))
-    if unknown or not any(w > 0 for w in weights.values()):
-        raise ValueError(f"drill weights need question kinds among {KINDS} and one above 0, got {weights}")
+    weights = drill_weights(weights)
     kinds, chances = list(weights), list(weights.values())
-    out: list[QA] = []
-    for _ in range(questions * 10):  # a position question can be unaskable; never loops forever
-        if len(out) == questions:
-            break
-        qa = ask(scene, rng.choices(kinds, weights=chances)[0], rng)
-        if qa is not None:
-            out.append(qa)
-    return out
+    return draw_questions(scene, rng, questions, lambda: rng.choices(kinds, weights=chances)[0], questions * 10)
+
+
+def drill_weights(weights: dict[str, float] | None) -> dict[str, float]:
+    """The drills' kind weights (None: DRILL_WEIGHTS), checked: known kinds, one weight above 0."""
+    weights = DRILL_WEIGHTS if weights is None else weights
+    if set(weights) - set(KINDS) or not any(w > 0 for w in weights.values()):
+        raise ValueError(f"drill weights need question kinds among {KINDS} and one above 0, got {weights}")
+    return weights
