@@ -1,5 +1,7 @@
 """Grad-CAM of visual tokens: the recorded attention is the model's own, the heat maps lie on the
-vision grid and depend on the budget, and jobs/explain.py draws them or refuses bad input."""
+vision grid and depend on the budget, and jobs/explain.py draws them or refuses bad input. The
+attention focus tells a collapsed connector (every query looking at the same place) from one whose
+queries look at different places."""
 
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from checkout import REPO_ROOT
-from mqt_llava.explain import explain
+from mqt_llava.explain import Focus, attention_focus, explain
 from mqt_llava.inference import InferenceEngine
 from mqt_llava.model.export import save_export
 from mqt_llava.toy.world import random_scene, render_scene
@@ -40,6 +42,35 @@ def test_recorded_attention_gives_the_same_tokens_as_the_fused_kernel(built):
     torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-6)
     assert weights.shape == (2, mqt.num_heads, 5, 16)
     torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, mqt.num_heads, 5))
+
+
+def scenes(n: int = 6):
+    return [render_scene(random_scene(seed), 40, 28) for seed in range(n)]
+
+
+def test_attention_focus_tells_a_collapsed_connector_from_one_that_looks_around(built, engine):
+    mqt = built.model.connector
+    with torch.no_grad():
+        mqt.q_proj.weight.zero_()  # every query asks the same thing: one attention pattern, identical tokens
+        mqt.q_proj.bias.normal_()
+    collapsed = attention_focus(engine, scenes(), 8)
+    assert collapsed.similarity == pytest.approx(1.0, abs=1e-4)
+    assert collapsed.distinct == pytest.approx(1.0) and collapsed.collapsed
+    assert "COLLAPSED" in collapsed.summary()
+
+    mqt.keys = "position_only"  # each query attends to its own place on the grid, sharply
+    with torch.no_grad():
+        mqt.q_proj.weight.copy_(30 * torch.eye(mqt.width))
+        mqt.q_proj.bias.zero_()
+        mqt.k_proj.weight.copy_(30 * torch.eye(mqt.width))
+    looking = attention_focus(engine, scenes(), 8)
+    assert looking.similarity < Focus.COLLAPSED and not looking.collapsed
+    assert looking.distinct >= 2 and looking.entropy < collapsed.entropy
+    assert looking.images == 6 and looking.budget == 8
+    assert attention_focus(engine, scenes(), 1).collapsed is False  # one token cannot collapse
+    assert not mqt.record_attention and mqt.recorded_attention is None
+    with pytest.raises(ValueError, match="at least one image"):
+        attention_focus(engine, [], 8)
 
 
 def test_heat_maps_lie_on_the_grid_and_differ_between_budgets(engine, image):

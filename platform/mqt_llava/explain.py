@@ -1,5 +1,8 @@
-"""Grad-CAM of visual tokens (the paper's Fig. 4): where in the image the m visual tokens look when
-the model gives its answer, at each budget m.
+"""Where the visual tokens look: Grad-CAM for one answer (the paper's Fig. 4), and the connector's
+attention focus over many images (`attention_focus`: are the m tokens different views of the image,
+or copies of one).
+
+Grad-CAM: where in the image the m visual tokens look when the model gives its answer, at each budget m.
 
 For one (image, question, answer) and a budget m, the answer's mean log-likelihood is
 back-propagated to the MQT's cross-attention weights A (heads x m queries x N grid cells). The
@@ -21,6 +24,75 @@ from mqt_llava.data.images import preprocess_image
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.connectors.mqt import grid_side
 from mqt_llava.model.modeling import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class Focus:
+    """How the m visual tokens share the image between them, averaged over a set of images.
+
+    A connector that has collapsed (every query looking at the same grid cells, so the m tokens are
+    near copies of one another) makes m = 1 carry what m = M does: a budget curve from such a model
+    measures nothing about budgets, whatever its accuracy."""
+
+    budget: int
+    images: int
+    entropy: float  # attention entropy per query and head, as a share of the uniform's log N (1: looks everywhere)
+    distinct: float  # distinct most-attended grid cells among the m queries, per image and head
+    similarity: float  # mean cosine similarity of two different visual tokens of one image (1: copies)
+
+    COLLAPSED = 0.95  # similarity at or above this: the tokens are near copies
+
+    @property
+    def collapsed(self) -> bool:
+        return self.budget > 1 and self.similarity >= self.COLLAPSED
+
+    def summary(self) -> str:
+        line = (f"visual tokens at m = {self.budget} over {self.images} images: mean cosine similarity "
+                f"{self.similarity:.3f} between two tokens of one image, {self.distinct:.1f} distinct "
+                f"most-attended grid cells of {self.budget} queries per head, attention entropy "
+                f"{self.entropy:.2f} of uniform")  # fmt: skip
+        if self.collapsed:
+            line += " -- COLLAPSED: the tokens are near copies, so fewer tokens lose little by construction"
+        return line
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "images": self.images, "entropy": self.entropy, "distinct": self.distinct,
+                "similarity": self.similarity, "collapsed": self.collapsed}  # fmt: skip
+
+
+@torch.inference_mode()
+def attention_focus(engine: InferenceEngine, images: list[Image.Image], budget: int, batch_size: int = 32) -> Focus:
+    """Where the m queries look and how alike their tokens come out, over `images` (explain.Focus)."""
+    model = engine.model
+    connector = model.connector
+    if not hasattr(connector, "record_attention"):
+        raise ValueError(f"attention focus needs a connector that attends to the grid (mqt); this model's is "
+                         f"{type(connector).__name__}")  # fmt: skip
+    if not images:
+        raise ValueError("attention focus needs at least one image")
+    m = model.resolve_num_visual_tokens(budget)
+    entropy = distinct = similarity = 0.0
+    connector.record_attention = True
+    try:
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            pixels = np.stack([preprocess_image(image, engine.image_settings, engine.aspect) for image in chunk])
+            tokens = model.encode_images(torch.from_numpy(pixels).to(model.device), m).float()
+            weights = connector.recorded_attention.float()  # (images, heads, m, N)
+            log_n = float(np.log(weights.shape[-1]))
+            entropy += float(-(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(dim=(1, 2)).sum()) / log_n
+            top = weights.argmax(-1)  # (images, heads, m)
+            distinct += sum(len(set(row.tolist())) for row in top.flatten(0, 1)) / weights.shape[1]
+            if m > 1:
+                unit = torch.nn.functional.normalize(tokens, dim=-1)
+                pairs = unit @ unit.transpose(1, 2)  # (images, m, m), off-diagonal: two different tokens
+                similarity += float((pairs.sum(dim=(1, 2)) - m).sum()) / (m * (m - 1))
+            else:
+                similarity += len(chunk)
+    finally:
+        connector.record_attention, connector.recorded_attention = False, None
+    n = len(images)
+    return Focus(m, n, entropy / n, distinct / n, similarity / n)
 
 
 @dataclass

@@ -179,6 +179,9 @@ def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker
     for m in budgets:
         kinds[m] = {k: v.estimate for k, v in runs[f"m={m}/image"].intervals().items()}
         tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)
+    for m, focus in heldout.focus(engine, questions, budgets).items():
+        tracker.log_metrics({"heldout/token_similarity": focus.similarity, "heldout/distinct_focus": focus.distinct},
+                            step=m)  # fmt: skip
     return kinds
 
 

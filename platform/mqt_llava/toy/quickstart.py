@@ -224,11 +224,15 @@ def step_evaluate(ctx: Context) -> None:
     gates = heldout.pilot_gates(runs, budgets)
     for name, figure, threshold, passed in gates:
         print(f"  pilot gate {name}: {100 * figure:.1f} (>= {100 * threshold:g}) {'passed' if passed else 'FAILED'}")
+    focus = heldout.focus(engine, questions, budgets)
+    for m in focus:
+        print(f"  {focus[m].summary()}")
     ctx.results["evaluate"] = dict(
         questions=len(questions),
         scores={label: {k: v.to_dict() for k, v in run.intervals().items()} for label, run in runs.items()},
         uses_image=verdict.verdict,
         pilot_gates={name: {"figure": f, "threshold": t, "passed": p} for name, f, t, p in gates},
+        focus={m: f.to_dict() for m, f in focus.items()},
     )
 
 
