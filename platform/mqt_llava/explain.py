@@ -30,14 +30,14 @@ from mqt_llava.model.modeling import IGNORE_INDEX
 class Focus:
     """How the m visual tokens share the image between them, averaged over a set of images.
 
-    A connector that has collapsed (every query looking at the same grid cells, so the m tokens are
+    A connector that has collapsed (every query looking at the same patches, so the m tokens are
     near copies of one another) makes m = 1 carry what m = M does: a budget curve from such a model
     measures nothing about budgets, whatever its accuracy."""
 
     budget: int
     images: int
     entropy: float  # attention entropy per query and head, as a share of the uniform's log N (1: looks everywhere)
-    distinct: float  # distinct most-attended grid cells among the m queries, per image and head
+    distinct: float  # distinct most-attended patches (vision grid positions) among the m queries, per image and head
     similarity: float  # mean cosine similarity of two different visual tokens of one image (1: copies)
 
     COLLAPSED = 0.95  # similarity at or above this: the tokens are near copies
@@ -49,7 +49,7 @@ class Focus:
     def summary(self) -> str:
         line = (f"visual tokens at m = {self.budget} over {self.images} images: mean cosine similarity "
                 f"{self.similarity:.3f} between two tokens of one image, {self.distinct:.1f} distinct "
-                f"most-attended grid cells of {self.budget} queries per head, attention entropy "
+                f"most-attended patches of {self.budget} queries per head, attention entropy "
                 f"{self.entropy:.2f} of uniform")  # fmt: skip
         if self.collapsed:
             line += " -- COLLAPSED: the tokens are near copies, so fewer tokens lose little by construction"

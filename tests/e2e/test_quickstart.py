@@ -60,7 +60,8 @@ def test_quickstart_runs_every_step_and_reports_accuracy_per_budget(tmp_path):
     assert "held-out exact match" in done.stdout and "uses the image at m = 32" in done.stdout
     assert list(summary["evaluate"]["pilot_gates"]) == list(heldout.PILOT_GATES)
     focus = summary["evaluate"]["focus"]  # how the visual tokens share the image, at each held-out budget
-    assert list(focus) == ["2", "32"] and all(0 <= f["similarity"] <= 1 + 1e-6 and f["images"] > 0 for f in focus.values())
+    assert list(focus) == ["2", "32"]
+    assert all(0 <= f["similarity"] <= 1 + 1e-6 and f["images"] > 0 for f in focus.values())
     assert "visual tokens at m = 32 over" in done.stdout
     assert len((tmp_path / "heldout" / "m32-blank.jsonl").read_text().splitlines()) == summary["evaluate"]["questions"]
     base = summary["base_models"]  # the gates are computed and reported (passing needs full-size training)
