@@ -53,7 +53,7 @@ def test_attention_focus_tells_a_collapsed_connector_from_one_that_looks_around(
     with torch.no_grad():
         mqt.q_proj.weight.zero_()  # every query asks the same thing: one attention pattern, identical tokens
         mqt.q_proj.bias.normal_()
-    collapsed = attention_focus(engine, scenes(), 8)
+    collapsed = attention_focus(engine, scenes(), [8])[8]
     assert collapsed.similarity == pytest.approx(1.0, abs=1e-4)
     assert collapsed.distinct == pytest.approx(1.0) and collapsed.collapsed
     assert "COLLAPSED" in collapsed.summary()
@@ -63,14 +63,15 @@ def test_attention_focus_tells_a_collapsed_connector_from_one_that_looks_around(
         mqt.q_proj.weight.copy_(30 * torch.eye(mqt.width))
         mqt.q_proj.bias.zero_()
         mqt.k_proj.weight.copy_(30 * torch.eye(mqt.width))
-    looking = attention_focus(engine, scenes(), 8)
+    looking = attention_focus(engine, scenes(), [1, 8])
+    one, looking = looking[1], looking[8]
     assert looking.similarity < Focus.COLLAPSED and not looking.collapsed
     assert looking.distinct >= 2 and looking.entropy < collapsed.entropy
     assert looking.images == 6 and looking.budget == 8
-    assert attention_focus(engine, scenes(), 1).collapsed is False  # one token cannot collapse
+    assert one.collapsed is False and one.similarity == pytest.approx(1.0)  # one token cannot collapse
     assert not mqt.record_attention and mqt.recorded_attention is None
     with pytest.raises(ValueError, match="at least one image"):
-        attention_focus(engine, [], 8)
+        attention_focus(engine, [], [8])
 
 
 def test_heat_maps_lie_on_the_grid_and_differ_between_budgets(engine, image):

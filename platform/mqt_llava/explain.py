@@ -60,39 +60,49 @@ class Focus:
                 "similarity": self.similarity, "collapsed": self.collapsed}  # fmt: skip
 
 
+def attends_to_grid(connector) -> bool:
+    """Whether the connector attends to the grid and can record its attention (the MQT does)."""
+    return hasattr(connector, "record_attention")
+
+
 @torch.inference_mode()
-def attention_focus(engine: InferenceEngine, images: list[Image.Image], budget: int, batch_size: int = 32) -> Focus:
-    """Where the m queries look and how alike their tokens come out, over `images` (explain.Focus)."""
+def attention_focus(engine: InferenceEngine, images: list[Image.Image], budgets: list[int],
+                    batch_size: int = 32) -> dict[int, Focus]:  # fmt: skip
+    """Where the m queries look and how alike their tokens come out, over `images`, at each budget
+    (explain.Focus); the images are preprocessed and the vision tower run once for all budgets."""
     model = engine.model
     connector = model.connector
-    if not hasattr(connector, "record_attention"):
+    if not attends_to_grid(connector):
         raise ValueError(f"attention focus needs a connector that attends to the grid (mqt); this model's is "
                          f"{type(connector).__name__}")  # fmt: skip
     if not images:
         raise ValueError("attention focus needs at least one image")
-    m = model.resolve_num_visual_tokens(budget)
-    entropy = distinct = similarity = 0.0
+    ms = [model.resolve_num_visual_tokens(b) for b in budgets]
+    sums = {m: [0.0, 0.0, 0.0] for m in ms}  # entropy, distinct, similarity, summed over images
     connector.record_attention = True
     try:
         for i in range(0, len(images), batch_size):
             chunk = images[i : i + batch_size]
             pixels = np.stack([preprocess_image(image, engine.image_settings, engine.aspect) for image in chunk])
-            tokens = model.encode_images(torch.from_numpy(pixels).to(model.device), m).float()
-            weights = connector.recorded_attention.float()  # (images, heads, m, N)
-            log_n = float(np.log(weights.shape[-1]))
-            entropy += float(-(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(dim=(1, 2)).sum()) / log_n
-            top = weights.argmax(-1)  # (images, heads, m)
-            distinct += sum(len(set(row.tolist())) for row in top.flatten(0, 1)) / weights.shape[1]
-            if m > 1:
-                unit = torch.nn.functional.normalize(tokens, dim=-1)
-                pairs = unit @ unit.transpose(1, 2)  # (images, m, m), off-diagonal: two different tokens
-                similarity += float((pairs.sum(dim=(1, 2)) - m).sum()) / (m * (m - 1))
-            else:
-                similarity += len(chunk)
+            grid = model.grid_features(torch.from_numpy(pixels).to(model.device))
+            for m in ms:
+                tokens = connector(grid, m).float()
+                weights = connector.recorded_attention.float()  # (images, heads, m, N)
+                log_n = float(np.log(weights.shape[-1]))
+                entropy = float(-(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(dim=(1, 2)).sum()) / log_n
+                top = weights.argmax(-1)  # (images, heads, m)
+                distinct = sum(len(set(row.tolist())) for row in top.flatten(0, 1)) / weights.shape[1]
+                similarity = float(len(chunk))
+                if m > 1:
+                    unit = torch.nn.functional.normalize(tokens, dim=-1)
+                    pairs = unit @ unit.transpose(1, 2)  # (images, m, m), off-diagonal: two different tokens
+                    similarity = float((pairs.sum(dim=(1, 2)) - m).sum()) / (m * (m - 1))
+                for k, value in enumerate((entropy, distinct, similarity)):
+                    sums[m][k] += value
     finally:
         connector.record_attention, connector.recorded_attention = False, None
     n = len(images)
-    return Focus(m, n, entropy / n, distinct / n, similarity / n)
+    return {m: Focus(m, n, *(total / n for total in sums[m])) for m in ms}
 
 
 @dataclass
@@ -113,7 +123,7 @@ def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: 
     """The heat map at `budget` for `answer` (default: the model's own greedy answer at that budget)."""
     model, tokenizer = engine.model, engine.tokenizer
     connector = model.connector
-    if not hasattr(connector, "record_attention"):
+    if not attends_to_grid(connector):
         raise ValueError(
             f"Grad-CAM needs a connector that attends to the grid (mqt); this model's is {type(connector).__name__}"
         )

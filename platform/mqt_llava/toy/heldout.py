@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from mqt_llava.eval import stats
-from mqt_llava.explain import Focus, attention_focus
+from mqt_llava.explain import Focus, attends_to_grid, attention_focus
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.output import Progress
 from mqt_llava.toy.corpus import EVAL_SCENES
@@ -170,11 +170,11 @@ def focus(engine: InferenceEngine, questions: list[Question], budgets: list[int]
     """How the visual tokens share the image (explain.Focus) at each budget, over the images of the
     first `scenes` scenes the questions ask about; empty for a connector that does not attend to the
     grid (nothing to measure)."""
-    if not hasattr(engine.model.connector, "record_attention"):
+    if not attends_to_grid(engine.model.connector):
         return {}
     paths = list(dict.fromkeys(q.image_path for q in questions))[:scenes]
     images = [Image.open(path).convert("RGB") for path in paths]
-    return {m: attention_focus(engine, images, m) for m in budgets}
+    return attention_focus(engine, images, budgets)
 
 
 def table(runs: dict[str, Answers]) -> str:
