@@ -64,6 +64,46 @@ def test_position_only_keys_ignore_the_image_and_content_keys_do_not():
         assert torch.equal(keys_seen[0], keys_seen[1]) is same
 
 
+def keys_seen(mqt, grid):
+    seen = []
+    hook = mqt.k_proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    mqt(grid, 4)
+    hook.remove()
+    return seen[0][0]  # (N, width): the first image's keys, before the key projection
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_normalised_content_keys_keep_the_position_however_much_the_features_vary(scale):
+    """The pilot's collapse: with LN(features + position), features far larger than the position
+    table leave keys that no longer say where a patch is, so every query can pick one patch."""
+    feature = torch.randn(1, 1, 32)
+    grid = (scale * feature).expand(1, 16, 32)  # every patch looks the same: only position tells them apart
+    position_spread = make().key_positions(16).std(0).mean()
+    spread = {keys: keys_seen(make(keys=keys), grid).std(0).mean() for keys in KEY_MODES}
+    torch.testing.assert_close(spread["normalised_content_and_position"], position_spread)
+    if scale > 1:  # the position's share of LN(features + position) shrinks as the features grow
+        assert spread["content_and_position"] < 0.1 * position_spread
+    else:
+        assert spread["content_and_position"] > 0.3 * position_spread
+
+
+def test_initialisation_is_the_official_codes():
+    """Attention projections as MultiheadAttention's stacked Xavier-uniform input projection, the
+    output projection at std llm_width ** -0.5: with std 0.02 everywhere (this code until the pilot
+    measured it) attention logits start near zero, every query averages the whole grid alike, and
+    the tokens start as copies of one another."""
+    torch.manual_seed(0)
+    mqt = MatryoshkaQueryTransformer(64, vision_width=128, llm_width=192, num_heads=4)
+    bound = (6 / (4 * 128)) ** 0.5
+    for linear in (mqt.q_proj, mqt.k_proj, mqt.v_proj):
+        assert linear.weight.abs().max() <= bound
+        torch.testing.assert_close(linear.weight.std(), torch.tensor(bound / 3**0.5), rtol=0.05, atol=0)
+        assert not linear.bias.any()
+    torch.testing.assert_close(mqt.output_proj.weight.std(), torch.tensor(192**-0.5), rtol=0.05, atol=0)
+    torch.testing.assert_close(mqt.out_proj.weight.std(), torch.tensor(0.02), rtol=0.1, atol=0)
+    torch.testing.assert_close(mqt.queries.std(), torch.tensor(0.02), rtol=0.1, atol=0)
+
+
 def test_key_positions_are_the_query_table_resized_to_the_grid():
     mqt = make(num_queries=16)  # 4 x 4 query grid
     torch.testing.assert_close(mqt.key_positions(16), sincos_2d(4, 32))

@@ -40,7 +40,8 @@ def option_type(spec_class, name: str):
 
 
 SHORT = {"attention_then_projection": "attn-proj", "projection_then_attention": "proj-attn",
-         "content_and_position": "content-keys", "position_only": "position-keys"}  # fmt: skip
+         "content_and_position": "content-keys", "position_only": "position-keys",
+         "normalised_content_and_position": "normalised-keys"}  # fmt: skip
 
 AXES: dict[str, Axis] = {
     "schedule": Axis(option_type(ScheduleSpec, "kind"), "linear", {"stage2": ("schedule.kind",)},
