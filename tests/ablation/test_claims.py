@@ -140,3 +140,21 @@ def test_the_report_draws_held_out_curves_with_bands(paper_like_grid, tmp_path):
         tmp_path / "report" / "heldout_kinds.png"
     ).exists()
     assert "![heldout_kinds](heldout_kinds.png)" in report.read_text()
+
+
+def test_each_variant_is_shown_beside_its_controls_and_one_that_ignores_the_image_is_named(tmp_path):
+    from mqt_llava.ablation.claims import controls_markdown
+
+    grid = [
+        *make_trial(tmp_path, "baseline", {}, RISING, blank=0.4),
+        *make_trial(tmp_path, "blind", {}, {2: 0.6, 32: 0.6}, blank=0.6),  # answers alike without its image
+    ]
+    text = controls_markdown(grid)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["baseline"].endswith("| uses the image |") and "| 3 | 2100 |" in rows["baseline"]
+    assert rows["blind"].endswith("| **not shown to use the image** |")
+    gates = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if "at M" in line}
+    # RISING at m = 32: existence (coarse) 0.74 < 0.75 in every seed; position (fine) 0.70 >= 0.30
+    assert gates["existence at M"].endswith("| **no** |") and gates["position at M"].endswith("| yes |")
+    assert "| seed 0 | seed 1 | seed 2 |" in text
+    assert controls_markdown([Trial("x/seed0", {"seed": 0}, 32, [], None)]) is None  # nothing kept: no section

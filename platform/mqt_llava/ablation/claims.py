@@ -23,6 +23,7 @@ detect. "Within a margin" claims are non-inferiority tests whose margin is fixed
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 
 from mqt_llava.ablation.report import Trial, groups, heldout_budgets
 from mqt_llava.eval import stats
+from mqt_llava.toy.heldout import majority_answers, pilot_gates
 from mqt_llava.toy.world import COARSE_KINDS, FINE_KINDS, KINDS
 
 NOT_TESTED = "not tested"
@@ -286,3 +288,67 @@ def claims_markdown(claims: list[Claim]) -> str:
         lines.append(f"| {c.number} | {c.statement} | **{c.verdict}** | {c.effect()} | {detectable} | {c.paper} |")
     lines += ["", *(f"{c.number}. {c.statement}: {c.evidence}" for c in claims)]
     return "\n".join(lines) + "\n"
+
+
+USES_IMAGE = {"reproduced": "uses the image", "contradicted": "worse with the image",
+              "inconclusive": "**not shown to use the image**"}  # fmt: skip
+
+
+def controls_markdown(trials: list[Trial]) -> str | None:
+    """Each variant at its M beside the controls that would expose it, on the same held-out
+    questions: the answer prior (each kind's most common answer) and the same model with a blank
+    image, image - blank paired per seed and combined across seeds. A variant whose interval holds 0
+    is reported as not shown to use the image. Then the baseline's pilot gates (toy.heldout), per
+    seed. None when no trial kept its blank-image answers."""
+    rows = []
+    for group, members in groups(trials).items():
+        per_seed, image, blank, questions = [], [], [], None
+        for trial in sorted(members, key=seed_of):
+            x, y = trial.answers(trial.max_tokens), trial.answers(trial.max_tokens, "blank")
+            if x is None or y is None or x.questions != y.questions:
+                continue
+            scenes = [q.scene for q in x.questions]
+            per_seed.append(stats.paired_difference(x.correct, y.correct, scenes, seed=seed_of(trial)))
+            image.append(statistics.fmean(x.correct))
+            blank.append(statistics.fmean(y.correct))
+            questions = x.questions
+        if not per_seed:
+            continue
+        verdict = stats.direction(stats.combine_seeds(per_seed), expected=1)
+        prior = statistics.fmean(majority_answers(questions).correct)
+        rows.append(f"| {group} | {len(per_seed)} | {len(questions)} | {100 * prior:.1f} | "
+                    f"{100 * statistics.fmean(blank):.1f} | {100 * statistics.fmean(image):.1f} | "
+                    f"{verdict.comparison.points()} | {USES_IMAGE[verdict.verdict]} |")  # fmt: skip
+    if not rows:
+        return None
+    lines = ["| variant | seeds | questions | answer prior | blank image | image | image - blank [95 %] | verdict |",
+             "|---|---:|---:|---:|---:|---:|---:|---|", *rows, ""]  # fmt: skip
+    gates = baseline_gates(trials)
+    if gates:
+        lines += ["The baseline's pilot gates (issue 15), per seed:", "",
+                  "| gate | threshold | " + " | ".join(f"seed {s}" for s in gates) + " | met |",
+                  "|---|---:|" + "---:|" * len(gates) + "---|"]  # fmt: skip
+        names = [name for name, *_ in next(iter(gates.values()))]
+        for i, name in enumerate(names):
+            figures = [g[i] for g in gates.values()]
+            met = "yes" if all(passed for *_, passed in figures) else "**no**"
+            seeds = " | ".join(f"{100 * figure:.1f}" for _, figure, _, _ in figures)
+            lines.append(f"| {name} | {100 * figures[0][2]:g} | {seeds} | {met} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def baseline_gates(trials: list[Trial]) -> dict[int, list[tuple[str, float, float, bool]]]:
+    """seed -> toy.heldout.pilot_gates for the baseline's trials that kept answers at two budgets
+    or more and a blank image at M."""
+    baseline, budgets = baseline_curve(trials)
+    out = {}
+    for trial in sorted(baseline, key=seed_of):
+        low, top = budgets[0] if budgets else None, trial.max_tokens
+        x, y, first = trial.answers(top), trial.answers(top, "blank"), trial.answers(low) if low else None
+        if low is None or low == top or x is None or y is None or first is None:
+            continue
+        runs = {"majority": majority_answers(x.questions), f"m={low}/image": first, f"m={top}/image": x,
+                f"m={top}/blank": y}  # fmt: skip
+        out[seed_of(trial)] = pilot_gates(runs, [low, top])
+    return out

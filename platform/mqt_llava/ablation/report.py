@@ -256,8 +256,9 @@ def plot_heldout(trials: list[Trial], out: Path) -> list[Path]:
 
 
 def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str = "Ablation",
-                 claims: str | None = None) -> Path:  # fmt: skip
-    """`claims`: the claims table (ablation.claims.claims_markdown), placed first when given."""
+                 claims: str | None = None, controls: str | None = None) -> Path:  # fmt: skip
+    """`claims`: the claims table (ablation.claims.claims_markdown), placed first when given;
+    `controls`: each variant beside its no-image controls (ablation.claims.controls_markdown)."""
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({t.variant.get("seed", 0) for t in trials})
     maxima = sorted({t.max_tokens for t in trials})
@@ -267,6 +268,7 @@ def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str
         "(mean ± s.d. over seeds where there are several); the average is each benchmark's headline as a "
         "percentage of its maximum, averaged.\n",
         *(["## The paper's claims\n", claims] if claims else []),
+        *(["## Each variant beside its no-image controls (held-out questions, m = M)\n", controls] if controls else []),
         f"## Variants at m = M ({', '.join(map(str, maxima))}) — the paper's Table 2\n",
         table2(trials),
     ]
