@@ -342,11 +342,13 @@ def baseline_gates(trials: list[Trial]) -> dict[int, list[tuple[str, float, floa
     """seed -> toy.heldout.pilot_gates for the baseline's trials that kept answers at two budgets
     or more and a blank image at M."""
     baseline, budgets = baseline_curve(trials)
+    if len(budgets) < 2:
+        return {}
     out = {}
     for trial in sorted(baseline, key=seed_of):
-        low, top = budgets[0] if budgets else None, trial.max_tokens
-        x, y, first = trial.answers(top), trial.answers(top, "blank"), trial.answers(low) if low else None
-        if low is None or low == top or x is None or y is None or first is None:
+        low, top = budgets[0], trial.max_tokens
+        first, x, y = trial.answers(low), trial.answers(top), trial.answers(top, "blank")
+        if first is None or x is None or y is None:
             continue
         runs = {"majority": majority_answers(x.questions), f"m={low}/image": first, f"m={top}/image": x,
                 f"m={top}/blank": y}  # fmt: skip
