@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from colorama.ansitowin32 import AnsiToWin32, StreamWrapper
+
 VERBOSE_ENV = "MQT_LLAVA_VERBOSE"
 QUIET_ENV = {
     "RAY_DATA_LOG_LEVEL": "WARNING",  # "Execution plan of Dataset ..." on every pass
@@ -38,6 +40,7 @@ def configure_output(verbose: bool = False) -> None:
         os.environ.setdefault(key, value)
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI colour codes in a log file
+    strip_colour_off_terminals()
     # This process imported them before the variables above were set: tell them directly.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -45,6 +48,27 @@ def configure_output(verbose: bool = False) -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Writing model shards" on every save_pretrained
+
+
+def strip_colour_off_terminals() -> None:
+    """Give a stream that is not a terminal (a log file, a pipe) the text without ANSI colour codes.
+
+    RAY_COLOR_PREFIX=0 uncolours the `(pid=...)` prefixes only: Ray's driver still paints the
+    `[repeated 2x across cluster]` of its log deduplication green, whatever the settings. colorama
+    (which Ray itself uses to colour) strips the codes on the way out; a terminal keeps its colours.
+    """
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or isinstance(stream, StreamWrapper) or _is_terminal(stream):
+            continue
+        setattr(sys, name, AnsiToWin32(stream, convert=False, strip=True).stream)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def is_verbose() -> bool:
