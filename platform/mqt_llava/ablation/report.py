@@ -166,9 +166,12 @@ def plot_curves(trials: list[Trial], out: Path) -> list[Path]:
 
     paths = []
     for name in [*benchmarks_of(trials), AVERAGE]:
+        curves = {group: mean_curve(members, name) for group, members in groups(trials).items()}
+        if not any(curves.values()):  # no trial scored this benchmark: no empty plot
+            continue
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for group, members in groups(trials).items():
-            curve = mean_curve(members, name)
+            curve = curves[group]
             if not curve:
                 continue
             ms = list(curve)
