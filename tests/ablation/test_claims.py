@@ -158,3 +158,20 @@ def test_each_variant_is_shown_beside_its_controls_and_one_that_ignores_the_imag
     assert gates["existence at M"].endswith("| **no** |") and gates["position at M"].endswith("| yes |")
     assert "| seed 0 | seed 1 | seed 2 |" in text
     assert controls_markdown([Trial("x/seed0", {"seed": 0}, 32, [], None)]) is None  # nothing kept: no section
+
+
+def test_a_claim_one_seed_does_not_repeat_is_shown_seed_by_seed(tmp_path):
+    from mqt_llava.ablation.claims import per_seed_markdown
+
+    rising = make_trial(tmp_path, "baseline", {}, {2: 0.5, 32: 0.6})
+    flat = make_trial(tmp_path / "flat", "baseline", {}, {2: 0.55, 32: 0.55})
+    grid = [*rising[:2], flat[2], *make_trial(tmp_path, "log-schedule", {"schedule": "log"}, {2: 0.5, 32: 0.45})]
+    text = per_seed_markdown(grid, MARGIN)
+    rows = {line.split(" | ")[1]: line.split(" | ")[2:] for line in text.splitlines() if line.startswith("| ")}
+    rise = rows["accuracy rises with m (m = M vs the smallest budget) and levels off below M"]
+    assert [cell.split(" ")[0] for cell in rise[:3]] == ["**reproduced**", "**reproduced**", "inconclusive"]
+    assert rise[3] == "2 of 3"  # the seeds that reproduce it, of those that could test it
+    schedule = rows["linear > log schedule"]
+    assert schedule[3] == "3 of 3" and schedule[4].startswith("**reproduced** +")  # the t-interval over seeds
+    assert rows["content-aware keys vs the official position-only keys"][3] == "–"  # not tested: no such variant
+    assert per_seed_markdown(rising[:1]) is None  # one seed: the claims table says it all

@@ -290,6 +290,40 @@ def claims_markdown(claims: list[Claim]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_seed_markdown(trials: list[Trial], margin: float = 0.02) -> str | None:
+    """Each claim seed by seed (question noise only) beside its verdict over all seeds. A claim that
+    one seed reproduces and another does not is not robust to the training seed; a t-interval over
+    two or three seeds is too wide to show that on its own. None with fewer than two seeds."""
+    seeds = sorted({seed_of(t) for t in trials})
+    if len(seeds) < 2:
+        return None
+    by_seed = {}
+    for seed in seeds:
+        claims = check_claims([t for t in trials if seed_of(t) == seed], margin, check_nesting=False)
+        by_seed[seed] = {(c.number, c.statement): c for c in claims}
+    lines = ["Seed by seed: each seed's paired difference on the held-out questions (question noise only), and "
+             "how many of the seeds that could test a claim reproduce it.", "",
+             f"| # | claim | {' | '.join(f'seed {s}' for s in seeds)} | seeds reproducing | all seeds |",
+             "|---:|---|" + "---|" * len(seeds) + "---:|---|"]  # fmt: skip
+    for claim in check_claims(trials, margin, check_nesting=False):
+        cells = [by_seed[s].get((claim.number, claim.statement)) for s in seeds]
+        tested = [c for c in cells if c is not None and c.comparison is not None]
+        reproducing = sum(c.verdict == "reproduced" for c in tested)
+        agree = "–" if claim.verdict == COMPARED or not tested else f"{reproducing} of {len(tested)}"
+        lines.append(f"| {claim.number} | {claim.statement} | {' | '.join(map(seed_cell, cells))} | {agree} | "
+                     f"{seed_cell(claim)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def seed_cell(claim: Claim | None) -> str:
+    if claim is None:
+        return "–"
+    verdict = claim.evidence.split(":")[0] if claim.verdict == COMPARED else claim.verdict
+    if verdict in ("reproduced", "contradicted"):
+        verdict = f"**{verdict}**"
+    return verdict if claim.comparison is None else f"{verdict} {claim.effect()}"
+
+
 USES_IMAGE = {"reproduced": "uses the image", "contradicted": "worse with the image",
               "inconclusive": "**not shown to use the image**"}  # fmt: skip
 

@@ -18,7 +18,7 @@ import ray
 import yaml
 from ray import tune
 
-from mqt_llava.ablation.claims import check_claims, claims_markdown, controls_markdown
+from mqt_llava.ablation.claims import check_claims, claims_markdown, controls_markdown, per_seed_markdown
 from mqt_llava.ablation.report import Trial, load_trials, write_report
 from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for, trial_slug
@@ -43,6 +43,9 @@ def experiment_report(spec: AblationSpec) -> tuple[Path, list[Trial]]:
     """The report and claims from the trials finished so far (all of them at the end of a run)."""
     trials = load_trials(spec.root)
     claims = claims_markdown(check_claims(trials, spec.margin)) if trials else None
+    per_seed = per_seed_markdown(trials, spec.margin)
+    if per_seed:
+        claims += "\n" + per_seed
     controls = controls_markdown(trials) if trials else None
     report = write_report(trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims,
                           controls)  # fmt: skip
