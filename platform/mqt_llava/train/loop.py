@@ -61,14 +61,14 @@ def train_loop(run: StageRun, context: WorkerContext) -> None:
     while state.step < plan.total_steps:
         m = run.budget(state.step)
         lr = strategy.lr
-        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, micro-batches, samples, tokens
+        totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, micro-batches, samples, tokens
         for _ in range(stage.gradient_accumulation_steps):
             batch = {k: v.to(context.device) for k, v in next(batches).items()}
             loss = strategy.train_micro_batch(batch, m)
-            totals += torch.tensor([loss, 1, len(batch["input_ids"]), count_tokens(batch, m)])
-        dist.all_reduce(totals)  # gloo/nccl both take float64 sums
-        peak = torch.tensor([peak_memory_mb(run.use_gpu)], dtype=torch.float64)
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+            for i, value in enumerate((loss, 1, len(batch["input_ids"]), count_tokens(batch, m))):
+                totals[i] += value
+        sums, peak = reduce_over_ranks(totals, peak_memory_mb(run.use_gpu), context.device)
+        totals, peak = sums.tolist(), float(peak)
         state.step += 1
         state.samples += int(totals[2])
         state.tokens += int(totals[3])
@@ -151,6 +151,17 @@ def micro_batches(shard, run: StageRun, position: DataPosition, collate: LlavaCo
             raise RuntimeError(f"this worker's data shard holds no full micro-batch of {size} rows")
         position.epoch += 1
         position.batches_in_epoch = 0
+
+
+def reduce_over_ranks(totals: list[float], peak_mb: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's totals summed over ranks and its peak memory maxed, as float64 tensors on `device`,
+    the device the loop trains on. They must be there: Ray Train starts NCCL on GPUs, and NCCL serves
+    only CUDA tensors ("No backend type associated with device type cpu" for a CPU one)."""
+    sums = torch.tensor(totals, dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    peak = torch.tensor([peak_mb], dtype=torch.float64, device=device)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    return sums, peak
 
 
 def peak_memory_mb(use_gpu: bool) -> float:
