@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mqt_llava.data.images import ImageError, decode_image
 from mqt_llava.model.budgets import default_budgets, parse_budgets
-from mqt_llava.model.export import check_export, max_visual_tokens
+from mqt_llava.model.export import check_export, visual_token_range
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the PNG (default runs/explain/<image stem>.png)")
     args = parser.parse_args(argv)
     try:
-        maximum = max_visual_tokens(check_export(args.model, "--model"))
+        low, maximum = visual_token_range(check_export(args.model, "--model"))
         budgets = (
-            parse_budgets(args.budgets, maximum, "--budgets") if args.budgets else default_budgets(maximum, (8, 16, 64))
+            parse_budgets(args.budgets, maximum, "--budgets", low)
+            if args.budgets
+            else default_budgets(maximum, (8, 16, 64), low)
         )
         if args.token is not None and not 0 <= args.token < min(budgets):
             raise ValueError(f"--token {args.token}: must be in 0..{min(budgets) - 1} (below the smallest budget)")

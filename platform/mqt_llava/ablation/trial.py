@@ -107,7 +107,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
     from mqt_llava.eval.evaluate import run_evaluation
     from mqt_llava.eval.runner import PairResult, write_atomic
-    from mqt_llava.model.export import max_visual_tokens
+    from mqt_llava.model.export import visual_token_range
 
     spec = AblationSpec.model_validate_json(spec_json)
     variant = spec.variant(config["variant"])
@@ -132,11 +132,11 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         spec, variant, "stage2", f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id),
         extra=(f"init_from={stage1_export}",), callbacks=[TuneReportCallback()],
     )  # fmt: skip
-    maximum = max_visual_tokens(stage2_export)
+    low, maximum = visual_token_range(stage2_export)
     sweep = spec.eval.model_copy(update={"model": stage2_export, "out": str(out / "eval")}).sweep_config()
     results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
     group = label.rsplit("/", 1)[0]
-    budgets = spec.heldout.budgets_for(group, maximum, variant.fixed_tokens) if spec.heldout else []
+    budgets = spec.heldout.budgets_for(group, maximum, variant.fixed_tokens, low) if spec.heldout else []
     kinds = heldout_by_kind(spec, stage2_export, budgets, tracker)
     summary = {
         "label": label, "variant": variant.model_dump(), "trial_id": trial_id, "mlflow_run_id": tracker.run_id,
@@ -152,11 +152,11 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
 def trained_budgets(export: str) -> list[int]:
     """The budgets stage 2 drew from, from the training record saved beside the export."""
-    from mqt_llava.model.export import max_visual_tokens, read_training_record
+    from mqt_llava.model.export import read_training_record, visual_token_range
     from mqt_llava.model.schedules import schedule_support
 
-    s, maximum = read_training_record(export)["stage"]["schedule"], max_visual_tokens(export)
-    return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens")))
+    s, (low, maximum) = read_training_record(export)["stage"]["schedule"], visual_token_range(export)
+    return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens"), low))
 
 
 def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker: RunTracker) -> dict:

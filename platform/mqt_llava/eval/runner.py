@@ -30,7 +30,7 @@ from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.judged import NO_JUDGE
 from mqt_llava.eval.judge import Judge, JudgeError
 from mqt_llava.model.budgets import parse_budgets
-from mqt_llava.model.export import max_visual_tokens
+from mqt_llava.model.export import visual_token_range
 from mqt_llava.output import Progress
 
 Log = Callable[[str], None]
@@ -175,8 +175,8 @@ class Sweep:
         self.config = config
         self.log = log
         self.out = Path(config.out)
-        self.maximum = max_visual_tokens(config.model)
-        parse_budgets(config.budgets, self.maximum)
+        self.minimum, self.maximum = visual_token_range(config.model)
+        parse_budgets(config.budgets, self.maximum, minimum=self.minimum)
         self.benchmarks = {
             name: make_benchmark(name, config.data_root, config.options.get(name)) for name in config.benchmarks
         }

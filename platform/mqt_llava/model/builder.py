@@ -77,8 +77,15 @@ def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
 
 def max_visual_tokens(spec: ModelSpec) -> int:
     """M, the largest budget the spec's connector gives over its vision tower's grid."""
+    return visual_token_range(spec)[1]
+
+
+def visual_token_range(spec: ModelSpec) -> tuple[int, int]:
+    """(smallest, largest) budget the spec's connector gives over its vision tower's grid: (1, M)
+    for the MQT, (N, N) for LLaVA-1.5's MLP."""
     vision = vision_architecture(spec)
-    return spec.connector.max_tokens((vision.image_size // vision.patch_size) ** 2)
+    grid = (vision.image_size // vision.patch_size) ** 2
+    return spec.connector.min_tokens(grid), spec.connector.max_tokens(grid)
 
 
 def image_settings_for(spec: ModelSpec) -> ImageSettings:

@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from mqt_llava.inference import Request as EngineRequest
 from mqt_llava.inference import Sampling, complete_grouped, load_engine
 from mqt_llava.model.budgets import check_budget
-from mqt_llava.model.export import max_visual_tokens
+from mqt_llava.model.export import visual_token_range
 from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
 from mqt_llava.serve.auto import AutoRouter
 from mqt_llava.serve.routing import Router
@@ -51,7 +51,10 @@ class Tier:
         self.visual_tokens = self.engine.max_visual_tokens
 
     def reconfigure(self, config: dict) -> None:
-        self.visual_tokens = check_budget(int(config["visual_tokens"]), self.engine.max_visual_tokens)
+        engine = self.engine
+        self.visual_tokens = check_budget(
+            int(config["visual_tokens"]), engine.max_visual_tokens, minimum=engine.min_visual_tokens
+        )
         self.generate.set_max_batch_size(int(config.get("max_batch_size", 8)))
         self.generate.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.02)))
 
@@ -77,9 +80,11 @@ class Tier:
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, spec: dict, maximum: int, budgets: dict[str, int], tiers: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self, spec: dict, token_range: tuple[int, int], budgets: dict[str, int], tiers: dict[str, DeploymentHandle]
+    ) -> None:
         self.spec = ServeSpec(**spec)
-        self.maximum = maximum
+        self.minimum, self.maximum = token_range
         self.router = Router(budgets)
         self.auto = AutoRouter(budgets, self.spec.auto) if self.spec.auto.enabled else None
         self.tiers = tiers
@@ -119,7 +124,7 @@ class Ingress:
         started = time.monotonic()
         auto = self.auto is not None and chat.model == "auto" and chat.visual_tokens is None
         tier = self.auto.choose() if auto else self.router.route(chat.model, chat.visual_tokens)
-        job = build_job(chat, self.spec, self.maximum)
+        job = build_job(chat, self.spec, self.maximum, self.minimum)
         result = await self.tiers[tier].remote(job)
         if auto:
             self.auto.observe(tier, time.monotonic() - started)
@@ -131,8 +136,8 @@ class Ingress:
 def build(args: dict) -> serve.Application:
     """The application for `args` (a ServeSpec as a dict): tiers first, then the ingress."""
     spec = ServeSpec(**args)
-    maximum = max_visual_tokens(spec.model)
-    budgets = {t.name: t.budget(maximum) for t in spec.tiers}
+    minimum, maximum = visual_token_range(spec.model)
+    budgets = {t.name: t.budget(maximum, minimum) for t in spec.tiers}
     tiers = {}
     for t in spec.tiers:
         autoscaling = None
@@ -154,7 +159,7 @@ def build(args: dict) -> serve.Application:
     # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
     ingress = {"num_cpus": spec.ingress_cpus}
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
-        spec.model_dump(), maximum, budgets, tiers
+        spec.model_dump(), (minimum, maximum), budgets, tiers
     )
 
 

@@ -31,8 +31,8 @@ class TierSpec(Spec):
             raise ValueError(f"tier {self.name}: min_replicas > max_replicas")
         return self
 
-    def budget(self, maximum: int) -> int:
-        return parse_budget(self.visual_tokens, maximum, f"tier {self.name}: visual_tokens")
+    def budget(self, maximum: int, minimum: int = 1) -> int:
+        return parse_budget(self.visual_tokens, maximum, f"tier {self.name}: visual_tokens", minimum)
 
 
 class ServeSpec(Spec):
