@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", type=int, help="explain one visual token (0-based; must be < every budget)")
     parser.add_argument("--answer", help="the answer to explain (default: the model's own at each budget)")
     parser.add_argument("--out", type=Path, help="the PNG (default runs/explain/<image stem>.png)")
+    parser.add_argument("--gpu", action="store_true", help="run on this machine's GPU in bf16 (default: CPU, fp32)")
     args = parser.parse_args(argv)
     try:
         low, maximum = visual_token_range(check_export(args.model, "--model"))
@@ -42,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         kind = "image" if isinstance(exc, ImageError | OSError) else "argument"
         print(f"{kind} error: {exc}", file=sys.stderr)
         return 2
+    from mqt_llava.devices import Placement, load_placed_engine
     from mqt_llava.explain import explain, model_view, overlay_figure
-    from mqt_llava.inference import InferenceEngine
 
-    engine = InferenceEngine.from_export(args.model)
+    engine = load_placed_engine(args.model, Placement(args.gpu))
     explanations = []
     for m in budgets:
         e = explain(engine, image, args.question, m, answer=args.answer, token=args.token)

@@ -102,3 +102,13 @@ def test_heldout_budgets_per_variant():
     assert ref.budgets_for("fixed-m8", 32, 8) == [8, 32]  # a fixed model at its own m, and at M
     with pytest.raises(ValueError, match="heldout budgets of proj-attn: 40 outside 1..32"):
         HeldoutRef(corpus="c", budgets="40").budgets_for("proj-attn", 32, None)
+
+
+def test_held_out_questions_take_a_gpu_task_exactly_when_the_sweep_runs_on_gpus():
+    """A trial holds one CPU (its training runs take the GPUs): on GPUs its held-out questions are
+    answered by a task holding one GPU, on CPU in the trial's own process."""
+    from mqt_llava.ablation.trial import heldout_task_resources
+
+    on_gpu = AblationSpec(**COMMON | {"eval": COMMON["eval"] | {"use_gpu": True, "actor_cpus": 4}})
+    assert heldout_task_resources(on_gpu) == {"num_gpus": 1, "num_cpus": 4}
+    assert heldout_task_resources(AblationSpec(**COMMON)) is None

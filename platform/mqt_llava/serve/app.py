@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from mqt_llava.devices import Placement, load_placed_engine
 from mqt_llava.inference import Request as EngineRequest
-from mqt_llava.inference import Sampling, complete_grouped, load_engine
+from mqt_llava.inference import Sampling, complete_grouped
 from mqt_llava.model.budgets import check_budget
 from mqt_llava.model.export import visual_token_range
 from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
@@ -42,12 +43,12 @@ class Tier:
     """Replicas of one budget tier. `user_config` ({visual_tokens, max_batch_size,
     batch_wait_timeout_s}) is applied by `reconfigure`, without reloading the model."""
 
-    def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None) -> None:
+    def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None, use_gpu: bool = False) -> None:
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.engine = load_engine(model, engine)
+        self.engine = load_placed_engine(model, Placement(use_gpu), engine)
         self.visual_tokens = self.engine.max_visual_tokens
 
     def reconfigure(self, config: dict) -> None:
@@ -138,6 +139,7 @@ def build(args: dict) -> serve.Application:
     spec = ServeSpec(**args)
     minimum, maximum = visual_token_range(spec.model)
     budgets = {t.name: t.budget(maximum, minimum) for t in spec.tiers}
+    placement = Placement.for_cluster(spec.use_gpu)
     tiers = {}
     for t in spec.tiers:
         autoscaling = None
@@ -151,11 +153,11 @@ def build(args: dict) -> serve.Application:
                 "max_batch_size": t.max_batch_size,
                 "batch_wait_timeout_s": t.batch_wait_timeout_s,
             },  # fmt: skip
-            ray_actor_options={"num_cpus": t.replica_cpus},
+            ray_actor_options={"num_cpus": t.replica_cpus, "num_gpus": placement.num_gpus},
             max_ongoing_requests=max(2 * t.max_batch_size, 16),
         )
         options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": t.min_replicas}
-        tiers[t.name] = Tier.options(**options).bind(spec.model, spec.engine, t.torch_threads)
+        tiers[t.name] = Tier.options(**options).bind(spec.model, spec.engine, t.torch_threads, placement.use_gpu)
     # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
     ingress = {"num_cpus": spec.ingress_cpus}
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
