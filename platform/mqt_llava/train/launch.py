@@ -21,7 +21,7 @@ from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.model.builder import image_settings_for
 from mqt_llava.output import train_log_level
 from mqt_llava.ray_runtime import init_ray
-from mqt_llava.tracking import tracking_uri
+from mqt_llava.tracking import RunTracker, tracking_uri
 from mqt_llava.train.context import RayTrainContext
 from mqt_llava.train.loop import train_loop
 from mqt_llava.train.plan import StageRun
@@ -122,13 +122,26 @@ def run_stage(run: StageRun, callbacks: list | None = None) -> StageResult:
         f"run dir {run.run_dir}",
         flush=True,
     )
-    result = trainer_for(run, callbacks).fit()
+    try:
+        result = trainer_for(run, callbacks).fit()
+    except BaseException:
+        mark_failed(run)
+        raise
     return StageResult(
         run=run,
         metrics=dict(result.metrics or {}),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         export_dir=run.export_dir,
     )
+
+
+def mark_failed(run: StageRun) -> None:
+    """The run's MLflow run ends FAILED when Ray Train gives up on it (workers killed outright, or
+    failures past max_failures), which no worker lived to record."""
+    try:
+        RunTracker(run.stage.tracking, run.storage, run.name).finish("FAILED")
+    except Exception as exc:  # the training error is the one to report
+        print(f"[{run.name}] could not mark the MLflow run FAILED: {exc}", flush=True)
 
 
 def report_result(result: StageResult) -> None:

@@ -10,6 +10,7 @@ every `checkpoint_every` steps save a checkpoint on every rank. At the end rank 
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import tempfile
 import time
@@ -55,40 +56,57 @@ def train_loop(run: StageRun, context: WorkerContext) -> None:
                 print(f"[{run.name}] resumed at step {state.step}/{plan.total_steps} from {directory}", flush=True)
 
     tracker = open_tracker(run, resumed_at=state.step if state.step else None) if rank == 0 else None
-    pad_id = built.tokenizer.pad_token_id
-    batches = micro_batches(context.data_shard(), run, position, LlavaCollate(pad_id))
-    progress = TrainProgress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
-    while state.step < plan.total_steps:
-        m = run.budget(state.step)
-        lr = strategy.lr
-        totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, micro-batches, samples, tokens
-        for _ in range(stage.gradient_accumulation_steps):
-            batch = {k: v.to(context.device) for k, v in next(batches).items()}
-            loss = strategy.train_micro_batch(batch, m)
-            for i, value in enumerate((loss, 1, len(batch["input_ids"]), count_tokens(batch, m))):
-                totals[i] += value
-        sums, peak = reduce_over_ranks(totals, peak_memory_mb(run.use_gpu), context.device)
-        totals, peak = sums.tolist(), float(peak)
-        state.step += 1
-        state.samples += int(totals[2])
-        state.tokens += int(totals[3])
-        metrics = dict(loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch, peak_memory_mb=float(peak))
-        grad_norm = strategy.grad_norm()
-        if grad_norm is not None:
-            metrics["grad_norm"] = grad_norm
-        if progress is not None:
-            metrics |= progress.update(state.step, int(totals[2]), int(totals[3]), metrics)
-            if tracker is not None:
-                tracker.log_metrics(metrics, step=state.step)
-        if state.step % stage.checkpoint_every == 0 or state.step == plan.total_steps:
-            with context.checkpoint(state.step, metrics) as directory:
-                strategy.save(directory, rank, state, position)
+    with failures_marked(tracker):
+        pad_id = built.tokenizer.pad_token_id
+        batches = micro_batches(context.data_shard(), run, position, LlavaCollate(pad_id))
+        progress = TrainProgress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
+        while state.step < plan.total_steps:
+            m = run.budget(state.step)
+            lr = strategy.lr
+            totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, micro-batches, samples, tokens
+            for _ in range(stage.gradient_accumulation_steps):
+                batch = {k: v.to(context.device) for k, v in next(batches).items()}
+                loss = strategy.train_micro_batch(batch, m)
+                for i, value in enumerate((loss, 1, len(batch["input_ids"]), count_tokens(batch, m))):
+                    totals[i] += value
+            sums, peak = reduce_over_ranks(totals, peak_memory_mb(run.use_gpu), context.device)
+            totals, peak = sums.tolist(), float(peak)
+            state.step += 1
+            state.samples += int(totals[2])
+            state.tokens += int(totals[3])
+            metrics = dict(
+                loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch, peak_memory_mb=float(peak)
+            )
+            grad_norm = strategy.grad_norm()
+            if grad_norm is not None:
+                metrics["grad_norm"] = grad_norm
+            if progress is not None:
+                metrics |= progress.update(state.step, int(totals[2]), int(totals[3]), metrics)
+                if tracker is not None:
+                    tracker.log_metrics(metrics, step=state.step)
+            if state.step % stage.checkpoint_every == 0 or state.step == plan.total_steps:
+                with context.checkpoint(state.step, metrics) as directory:
+                    strategy.save(directory, rank, state, position, resolved_config(run))
 
-    export(strategy, built, run, rank)
-    if tracker is not None:
-        if stage.tracking.log_export and run.is_local:
-            tracker.log_artifact(run.export_dir, "export")
-        tracker.finish()
+        export(strategy, built, run, rank)
+        if tracker is not None:
+            if stage.tracking.log_export and run.is_local:
+                tracker.log_artifact(run.export_dir, "export")
+            tracker.finish()
+
+
+@contextlib.contextmanager
+def failures_marked(tracker) -> Iterator[None]:
+    """A run that raises ends FAILED in MLflow, not RUNNING forever (a retry reopens it as RUNNING).
+    A worker killed outright cannot say so: the driver marks the run when Ray Train gives up on it
+    (mqt_llava.train.launch)."""
+    try:
+        yield
+    except BaseException:
+        if tracker is not None:
+            with contextlib.suppress(Exception):  # the training error is the one to report
+                tracker.finish("FAILED")
+        raise
 
 
 def open_tracker(run: StageRun, resumed_at: int | None):
