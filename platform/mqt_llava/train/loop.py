@@ -31,6 +31,7 @@ from mqt_llava.model.stages import CONNECTOR, configure_trainable, format_parame
 from mqt_llava.output import Progress
 from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.context import WorkerContext
+from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import StageRun, resolved_config
 from mqt_llava.train.strategy import DeepSpeedStrategy
 
@@ -40,6 +41,9 @@ def train_loop(run: StageRun, context: WorkerContext) -> None:
     rank = context.rank
     if stage.resources.torch_threads:
         torch.set_num_threads(stage.resources.torch_threads)
+    if run.use_gpu:  # this worker's own GPU, before anything is allocated on it
+        total = torch.cuda.get_device_properties(context.device).total_memory / 2**30
+        check_fits(stage, run.model, total, f"{torch.cuda.get_device_name(context.device)}, {total:.1f} GiB")
     strategy = DeepSpeedStrategy(stage, run.use_gpu)
     strategy.init_distributed()
 

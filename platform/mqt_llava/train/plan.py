@@ -162,6 +162,8 @@ def resolve_run(
     model = load_config(ModelSpec, model_config_path(stage.model), model_overrides)
     stage, model = with_absolute_paths(stage, model)
     check_model_sources(model)
+    if stage.max_length and stage.max_length > model.max_length:
+        raise ConfigError(f"max_length: {stage.max_length} is above the model's max_length {model.max_length}")
     check_init_from(stage, model)
     try:
         token_schedule(stage, model)
