@@ -142,9 +142,11 @@ def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTo
     return AutoModelForCausalLM.from_config(config)
 
 
-def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
-    """`device="meta"` builds the full architecture without allocating or loading weights."""
-    weights = device != "meta"
+def build_model(spec: ModelSpec, device: str = "cpu", random_weights: bool = False) -> BuiltModel:
+    """`device="meta"` builds the full architecture without allocating or loading weights;
+    `random_weights` builds it on `device` from the parts' `architecture` with random weights and no
+    tokenizer (a 7B-shaped model on a GPU with nothing downloaded: benchmarks/gpu_check.py)."""
+    weights = device != "meta" and not random_weights
     tokenizer = load_tokenizer(spec.tokenizer) if weights else None
     settings = image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
     with torch.device(device):
