@@ -25,6 +25,7 @@ from mqt_llava.tracking import RUN_NAME_TAG
 from mqt_llava.train.checkpoint import saved_weight_names
 from mqt_llava.train.checkpoint_export import export_checkpoint
 from mqt_llava.train.launch import run_stage
+from mqt_llava.train.memory import DoesNotFit
 from mqt_llava.train.plan import resolve_run
 
 pytestmark = pytest.mark.e2e
@@ -171,6 +172,13 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(se
     latest = dict(losses)  # the resumed attempt's value where a step was logged twice
     first = latest[1]
     assert latest[int(resumed_at) + 1] < first  # resumed from trained weights, not from scratch
+
+
+def test_a_gpu_run_that_does_not_fit_its_gpus_is_refused_before_any_worker_starts(setup):
+    root, configs = setup
+    with pytest.raises(DoesNotFit, match=r"memory plan \(resources.gpu_memory_gib = 0.5\): does not fit"):
+        train(configs["stage1"], root / "runs", "too-big", "resources.use_gpu=true", "resources.gpu_memory_gib=0.5")
+    assert not (root / "runs" / "too-big").exists()
 
 
 def test_a_run_whose_worker_dies_past_max_failures_is_failed_in_mlflow(setup):
