@@ -246,7 +246,13 @@ def check_torchrun(prepared: Path, device: Device, log) -> dict:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", str(REPO / "jobs/stage2.py"),
                "--config", "stage2.yaml", "--storage", str(runs), "--name", "gpu-check"]  # fmt: skip
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=prepared, capture_output=True, text=True, timeout=300)
+    # The job runs in the prepared folder: the import path must not depend on the working directory.
+    paths = [
+        str(REPO / "platform"),
+        *(str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p),
+    ]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run(command, cwd=prepared, env=env, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     losses = [float(x) for x in re.findall(r"\[gpu-check\] step \d+/\d+ loss (\S+)", output)]
     first, last = statistics.mean(losses[:5] or [math.nan]), statistics.mean(losses[-5:] or [math.nan])
