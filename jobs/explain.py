@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mqt_llava.data.images import ImageError, decode_image
 from mqt_llava.model.budgets import default_budgets, parse_budgets
-from mqt_llava.model.export import check_export, max_visual_tokens
+from mqt_llava.model.export import check_export, visual_token_range
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", type=int, help="explain one visual token (0-based; must be < every budget)")
     parser.add_argument("--answer", help="the answer to explain (default: the model's own at each budget)")
     parser.add_argument("--out", type=Path, help="the PNG (default runs/explain/<image stem>.png)")
+    parser.add_argument("--gpu", action="store_true", help="run on this machine's GPU in bf16 (default: CPU, fp32)")
     args = parser.parse_args(argv)
     try:
-        maximum = max_visual_tokens(check_export(args.model, "--model"))
+        low, maximum = visual_token_range(check_export(args.model, "--model"))
         budgets = (
-            parse_budgets(args.budgets, maximum, "--budgets") if args.budgets else default_budgets(maximum, (8, 16, 64))
+            parse_budgets(args.budgets, maximum, "--budgets", low)
+            if args.budgets
+            else default_budgets(maximum, (8, 16, 64), low)
         )
         if args.token is not None and not 0 <= args.token < min(budgets):
             raise ValueError(f"--token {args.token}: must be in 0..{min(budgets) - 1} (below the smallest budget)")
@@ -40,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         kind = "image" if isinstance(exc, ImageError | OSError) else "argument"
         print(f"{kind} error: {exc}", file=sys.stderr)
         return 2
+    from mqt_llava.devices import Placement, load_placed_engine
     from mqt_llava.explain import explain, model_view, overlay_figure
-    from mqt_llava.inference import InferenceEngine
 
-    engine = InferenceEngine.from_export(args.model)
+    engine = load_placed_engine(args.model, Placement(args.gpu))
     explanations = []
     for m in budgets:
         e = explain(engine, image, args.question, m, answer=args.answer, token=args.token)

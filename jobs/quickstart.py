@@ -33,7 +33,7 @@ import ray
 
 from mqt_llava.config import ConfigError, ModelSpec, load_config
 from mqt_llava.model.budgets import BudgetError, parse_budgets
-from mqt_llava.model.builder import max_visual_tokens
+from mqt_llava.model.builder import visual_token_range
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.quickstart import STEPS, Context, QuickstartSpec
@@ -48,10 +48,10 @@ def main() -> int:
     args = parser.parse_args()
     try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training
         ctx = Context(load_config(QuickstartSpec, args.config, args.overrides))
-        M = max_visual_tokens(load_config(ModelSpec, ctx.config("model"), ctx.spec.overrides("model")))
-        parse_budgets(ctx.spec.heldout_budgets, M, "heldout_budgets")
+        low, M = visual_token_range(load_config(ModelSpec, ctx.config("model"), ctx.spec.overrides("model")))
+        parse_budgets(ctx.spec.heldout_budgets, M, "heldout_budgets", low)
         if ctx.evaluation().budgets:
-            parse_budgets(ctx.evaluation().budgets, M, "evaluate.budgets")
+            parse_budgets(ctx.evaluation().budgets, M, "evaluate.budgets", low)
     except (ConfigError, BudgetError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

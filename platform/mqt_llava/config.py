@@ -151,6 +151,12 @@ class ResourcesSpec(Spec):
     decode_actors: int = Field(1, ge=1)
     decode_cpus: float = Field(0.5, gt=0)
     tokenize_cpus: float = Field(0.25, gt=0)
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="each GPU's memory: the launcher checks the memory plan against it before "
+        "starting (mqt_llava.train.memory); workers check their own GPU in any case",
+    )
 
 
 class StageSpec(Spec):
@@ -172,6 +178,12 @@ class StageSpec(Spec):
     zero_stage: Literal[0, 1, 2, 3] = 2
     bf16: bool = Field(True, description="on GPU; CPU always trains in fp32")
     gradient_checkpointing: bool = False
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        description="the longest sample this stage trains on (text + M visual tokens; longer "
+        "ones are rejected and counted); None: the model's max_length. Bounds activation memory.",
+    )
     schedule: ScheduleSpec = ScheduleSpec()
     stage1_elastic: bool = Field(False, description="stage 1 draws m too (the paper's ablation); else m = M")
     model: str = Field(description="the model: a preset name (its packaged model.yaml) or a YAML path")

@@ -135,7 +135,7 @@ def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: 
         answer = engine.complete([request], m, max_new_tokens=max_new_tokens)[0].text
     batch = engine.prepare([request])
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    target = torch.tensor([answer_ids], dtype=torch.long)
+    target = torch.tensor([answer_ids], dtype=torch.long, device=batch.input_ids.device)
     input_ids = torch.cat([batch.input_ids, target], dim=1)
     labels = torch.cat([torch.full_like(batch.input_ids, IGNORE_INDEX), target], dim=1)
     connector.record_attention = True
@@ -150,7 +150,7 @@ def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: 
     relevance = (attention.grad * attention).clamp(min=0).mean(dim=1)[0]  # (m, N)
     relevance = relevance[token] if token is not None else relevance.sum(dim=0)
     side = grid_side(relevance.numel(), "the vision grid")
-    heat = relevance.detach().reshape(side, side).float().numpy()
+    heat = relevance.detach().reshape(side, side).float().cpu().numpy()
     peak = heat.max()
     return Explanation(m, answer, heat / peak if peak > 0 else heat, token)
 

@@ -54,7 +54,11 @@ class Engine(Protocol):
 
     @property
     def max_visual_tokens(self) -> int:
-        """M: budgets 1..M are valid."""
+        """M, the largest budget."""
+
+    @property
+    def min_visual_tokens(self) -> int:
+        """The smallest budget: budgets min..M are valid (1 for the MQT)."""
 
     @property
     def max_context(self) -> int:
@@ -149,6 +153,10 @@ class InferenceEngine:
     @property
     def max_visual_tokens(self) -> int:
         return self.model.max_visual_tokens
+
+    @property
+    def min_visual_tokens(self) -> int:
+        return self.model.min_visual_tokens
 
     @property
     def max_context(self) -> int:

@@ -80,13 +80,16 @@ def test_variants_differing_in_anything_stage1_runs_with_never_share_a_stage1(tm
                         design="full_factorial", seeds=[0, 1])  # fmt: skip
     variants = spec.variants()
     sizes = {name: len(values) for name, values in axes.items()}
-    assert sizes == {"schedule": 3, "order": 2, "stage1_elastic": 2, "keys": 3}
-    assert len(variants) == 3 * 2 * 2 * 3 * 2
+    assert sizes == {"schedule": 3, "order": 2, "stage1_elastic": 2, "keys": 3, "connector": 2}
+    # The MLP connector crossed with MQT options other than the baseline's would repeat its trial: left out.
+    mqt, mlp = 3 * 2 * 2 * 3, 3 * 2
+    assert len(variants) == (mqt + mlp) * 2
     keys = {v: stage1_key(v, spec) for v in variants}
     runs = {v: what_stage1_runs_with(v, spec) for v in variants}
     for a, b in itertools.combinations(variants, 2):
         assert (keys[a] == keys[b]) == (runs[a] == runs[b]), (a.label(spec.baseline), b.label(spec.baseline))
-    assert len(set(keys.values())) == 2 * 3 * 2 * 2  # order x keys x stage1_elastic x seed; schedule is stage 2's
+    # MQT: order x keys x stage1_elastic; MLP: stage1_elastic; x seed (schedule is stage 2's)
+    assert len(set(keys.values())) == (2 * 3 * 2 + 2) * 2
 
 
 def test_heldout_budgets_per_variant():
@@ -99,3 +102,13 @@ def test_heldout_budgets_per_variant():
     assert ref.budgets_for("fixed-m8", 32, 8) == [8, 32]  # a fixed model at its own m, and at M
     with pytest.raises(ValueError, match="heldout budgets of proj-attn: 40 outside 1..32"):
         HeldoutRef(corpus="c", budgets="40").budgets_for("proj-attn", 32, None)
+
+
+def test_held_out_questions_take_a_gpu_task_exactly_when_the_sweep_runs_on_gpus():
+    """A trial holds one CPU (its training runs take the GPUs): on GPUs its held-out questions are
+    answered by a task holding one GPU, on CPU in the trial's own process."""
+    from mqt_llava.ablation.trial import heldout_task_resources
+
+    on_gpu = AblationSpec(**COMMON | {"eval": COMMON["eval"] | {"use_gpu": True, "actor_cpus": 4}})
+    assert heldout_task_resources(on_gpu) == {"num_gpus": 1, "num_cpus": 4}
+    assert heldout_task_resources(AblationSpec(**COMMON)) is None

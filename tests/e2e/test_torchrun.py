@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import mlflow
 import pytest
 import torch
 from small_stages import write_small_stages
 
 from checkout import REPO_ROOT
+from mqt_llava.config import TrackingSpec
 from mqt_llava.inference import InferenceEngine
+from mqt_llava.tracking import RUN_NAME_TAG, tracking_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +48,22 @@ def test_two_ranks_train_checkpoint_resume_and_export_without_ray(tmp_path):
     engine = InferenceEngine.from_export(run / "export")
     assert engine.max_visual_tokens == 8
     assert torch.isfinite(engine.model.connector.queries).all()
+
+
+def test_a_run_that_fails_under_torchrun_is_failed_in_mlflow(tmp_path):
+    """A fault on disk: a file where step 2's checkpoint directory must go. Every rank raises; rank 0
+    marks its MLflow run FAILED on the way out."""
+    configs = write_small_stages(tmp_path, records=64)
+    storage = tmp_path / "runs"
+    blocked = storage / "tr" / "checkpoints" / "checkpoint_0000002"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a directory")
+    done = torchrun(configs["stage1"], storage, "max_steps=3", port=29614)
+    assert done.returncode != 0 and "FileExistsError" in done.stdout + done.stderr
+    client = mlflow.MlflowClient(tracking_uri(TrackingSpec(), str(storage)))
+    (found,) = client.search_runs([client.get_experiment_by_name("mqt-llava").experiment_id],
+                                  f"tags.`{RUN_NAME_TAG}` = 'tr'")  # fmt: skip
+    assert found.info.status == "FAILED"
 
 
 def test_a_rank_count_other_than_num_workers_is_refused(tmp_path):

@@ -22,7 +22,10 @@ from small_stages import write_small_stages
 from checkout import REPO_ROOT
 from mqt_llava.model.schedules import schedule_support
 from mqt_llava.tracking import RUN_NAME_TAG
+from mqt_llava.train.checkpoint import saved_weight_names
+from mqt_llava.train.checkpoint_export import export_checkpoint
 from mqt_llava.train.launch import run_stage
+from mqt_llava.train.memory import DoesNotFit
 from mqt_llava.train.plan import resolve_run
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +78,17 @@ def test_stage1_then_stage2_train_export_and_track(setup):
     assert not torch.equal(w1["connector.queries"], w2["connector.queries"])  # stage 2 trains the MQT further
     lm_head = "language_model.lm_head.weight"
     assert not torch.equal(w1[lm_head], w2[lm_head])  # and the LLM
+
+    # Checkpoints hold only what the stage trains (ZeRO-2 in stage 1, ZeRO-3 in stage 2), and any of
+    # them becomes an export: the last one equals the run's own export, weight for weight.
+    for result, parts in ((one, {"connector"}), (two, {"connector", "language_model"})):
+        checkpoint = storage / result.run.name / "checkpoint_0000006"
+        assert {name.split(".")[0] for name in saved_weight_names(checkpoint)} == parts
+        out = export_checkpoint(checkpoint, root / f"{result.run.name}-from-checkpoint")
+        record = json.loads((out / "mqt_llava_training.json").read_text())
+        assert record["exported_from"]["step"] == 6 and record["stage"]["zero_stage"] == result.run.stage.zero_stage
+        own, made = load_file(Path(result.export_dir) / "model.safetensors"), load_file(out / "model.safetensors")
+        assert own.keys() == made.keys() and all(torch.equal(own[k], made[k]) for k in own)
 
     # The export loads and generates where DeepSpeed cannot even be imported.
     script = textwrap.dedent(
@@ -158,6 +172,35 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(se
     latest = dict(losses)  # the resumed attempt's value where a step was logged twice
     first = latest[1]
     assert latest[int(resumed_at) + 1] < first  # resumed from trained weights, not from scratch
+
+
+def test_a_gpu_run_that_does_not_fit_its_gpus_is_refused_before_any_worker_starts(setup):
+    root, configs = setup
+    with pytest.raises(DoesNotFit, match=r"memory plan \(resources.gpu_memory_gib = 0.5\): does not fit"):
+        train(configs["stage1"], root / "runs", "too-big", "resources.use_gpu=true", "resources.gpu_memory_gib=0.5")
+    assert not (root / "runs" / "too-big").exists()
+
+
+def test_a_run_whose_worker_dies_past_max_failures_is_failed_in_mlflow(setup):
+    root, configs = setup
+    storage = root / "runs"
+    errors = []
+
+    def run():
+        try:
+            train(configs["stage1"], storage, "dies", "epochs=4", "checkpoint_every=2", "max_failures=0")
+        except Exception as exc:  # Ray Train's TrainingFailedError
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert kill_train_worker_after(storage / "dies", "checkpoint_0000002") == 1
+    thread.join(timeout=600)
+    assert errors, "the run should have failed: its only worker was killed and max_failures is 0"
+    client = mlflow.MlflowClient(f"sqlite:///{storage}/mlflow.db")
+    (found,) = client.search_runs([client.get_experiment_by_name("mqt-llava").experiment_id],
+                                  f"tags.`{RUN_NAME_TAG}` = 'dies'")  # fmt: skip
+    assert found.info.status == "FAILED"
 
 
 def test_resubmitting_the_same_run_name_resumes_on_two_workers(setup):

@@ -9,9 +9,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mqt_llava.config import ModelSpec, Spec
+from mqt_llava.config import ModelSpec
 from mqt_llava.model.builder import build_model, max_visual_tokens
-from mqt_llava.model.connectors import CONNECTORS, Connector, register_connector
+from mqt_llava.model.connectors import CONNECTORS, Connector, ConnectorOptions, register_connector
 from mqt_llava.model.export import max_visual_tokens as export_max_visual_tokens
 from mqt_llava.model.export import save_export
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
@@ -19,7 +19,7 @@ from mqt_llava.model.stages import configure_trainable
 from small_model import small_spec
 
 
-class PoolOptions(Spec):
+class PoolOptions(ConnectorOptions):
     kind: Literal["test-pool"] = "test-pool"
     tokens: int = Field(4, ge=1)
 
@@ -38,7 +38,7 @@ class PoolConnector(Connector):
         self.proj = nn.Linear(vision_width, llm_width)
 
     @classmethod
-    def from_options(cls, options, vision_width, llm_width):
+    def from_options(cls, options, vision_width, llm_width, grid_positions):
         return cls(options.tokens, vision_width, llm_width)
 
     @property

@@ -148,7 +148,7 @@ def test_llava_7b_preset_builds_on_meta_with_the_papers_sizes():
 def test_config_refuses_unknown_order_and_unknown_connector_kind():
     with pytest.raises(ValueError, match="order"):
         MQTLlavaConfig(connector={"kind": "mqt", "order": "sideways"})
-    with pytest.raises(ValueError, match="connector kind 'resampler' is not registered; known: \\['mqt'\\]"):
+    with pytest.raises(ValueError, match="connector kind 'resampler' is not registered; known: \\['mlp', 'mqt'\\]"):
         MQTLlavaConfig(connector={"kind": "resampler"})
 
 

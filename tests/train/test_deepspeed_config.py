@@ -44,7 +44,8 @@ def test_the_papers_stage_configs_load_with_its_hyperparameters():
     two = load_config(StageSpec, preset_path("llava-7b", "stage2"))
     assert (one.global_batch_size, one.lr, one.zero_stage, one.epochs) == (256, 1e-3, 2, 1)
     assert (two.global_batch_size, two.lr, two.zero_stage, two.epochs) == (128, 2e-5, 3, 2)
-    assert one.gradient_accumulation_steps == two.gradient_accumulation_steps == 1
+    # the global batches are the paper's; the micro-batches are what 40-GiB A100s hold (tests/train/test_memory.py)
+    assert (one.gradient_accumulation_steps, two.gradient_accumulation_steps) == (1, 2)
     assert plan_steps(two, rows=128 * 5000).warmup_steps == 300  # 3 % of 2 epochs x 5000 steps
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from mqt_llava.config import ScheduleSpec, override_value
+from mqt_llava.model.connectors import CONNECTORS
 from mqt_llava.model.connectors.mqt import MQTOptions
 
 PARTS = ("model", "stage1", "stage2")  # what an override can reach; "model" is seen by both stages
@@ -25,6 +26,7 @@ class Axis:
     sets: dict[str, tuple[str, ...]]  # part -> the dotted fields it sets there
     label: Callable[[Any], str] = str
     grid: bool = True  # False: a field of every variant, not an axis of the `axes:` grid (seed, fixed_tokens)
+    assign: Callable[[Any], Any] = lambda value: value  # what each field in `sets` is set to; None: left alone
 
     @property
     def touches_stage1(self) -> bool:
@@ -51,12 +53,28 @@ AXES: dict[str, Axis] = {
     "stage1_elastic": Axis(bool, False, {"stage1": ("stage1_elastic",)},
                            lambda v: f"elastic-stage1-{'on' if v else 'off'}"),
     "keys": Axis(option_type(MQTOptions, "keys"), "content_and_position", {"model": ("connector.keys",)}, SHORT.get),
+    # The connector kind: `mqt` keeps the preset's MQT and its options; another kind replaces the whole
+    # `connector:` section by that kind's defaults (`mlp`: LLaVA-1.5's two-layer MLP over all N features).
+    "connector": Axis(Literal[tuple(CONNECTORS)], "mqt", {"model": ("connector",)}, lambda v: f"{v}-connector",
+                      assign=lambda v: None if v == "mqt" else {"kind": v}),
     "seed": Axis(int, 0, {"stage1": ("seed", "schedule.seed"), "stage2": ("schedule.seed", "seed")},
                  lambda v: f"seed{v}", grid=False),
     # The paper's "independent models for each number of tokens": stage 2 at one m only (with schedule fixed).
     "fixed_tokens": Axis(int | None, None, {"stage2": ("schedule.tokens",)}, lambda v: f"fixed-m{v}", grid=False),
 }  # fmt: skip
 GRID_AXES: tuple[str, ...] = tuple(name for name, axis in AXES.items() if axis.grid)
+MQT_OPTION_AXES: tuple[str, ...] = tuple(
+    name for name, axis in AXES.items() if any(key.startswith("connector.") for key in axis.sets.get("model", ()))
+)
+
+
+def repeats_another_connector(values: dict[str, Any], baseline: dict[str, Any]) -> bool:
+    """A variant whose connector is not the MQT, with an MQT option other than the baseline's: that
+    option never reaches its connector (the section is replaced), so the trial would repeat the one
+    with the baseline's options."""
+    return values["connector"] != "mqt" and any(values[n] != baseline[n] for n in MQT_OPTION_AXES)
+
+
 AxisName = Literal[GRID_AXES]  # type: ignore[valid-type]
 
 
@@ -64,9 +82,9 @@ def axis_overrides(values: dict[str, Any], part: str) -> list[str]:
     """The `field=value` overrides a variant's values make in `part` (model, stage1 or stage2)."""
     out = []
     for name, axis in AXES.items():
-        value = values[name]
-        if name == "fixed_tokens" and value is None:
-            continue  # no fixed budget: the schedule's own support
+        value = axis.assign(values[name])
+        if value is None:
+            continue  # the preset's own (no fixed budget: the schedule's own support; the preset's MQT)
         out += [f"{key}={override_value(value)}" for key in axis.sets.get(part, ())]
     return out
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, create_model, model_validator
 
-from mqt_llava.ablation.axes import AXES, AxisName, axis_overrides, variant_label
+from mqt_llava.ablation.axes import AXES, AxisName, axis_overrides, repeats_another_connector, variant_label
 from mqt_llava.config import ConfigError, Spec, config_path, prefixed
 from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.model.budgets import parse_budgets
@@ -70,8 +70,11 @@ class HeldoutRef(Spec):
         "seed) -> its own budgets: the baseline's curve, a schedule's never-drawn m",
     )
 
-    def budgets_for(self, group: str, maximum: int, fixed: int | None) -> list[int]:
-        chosen = parse_budgets(self.curves.get(group, self.budgets), maximum, f"heldout budgets of {group}")
+    def budgets_for(self, group: str, maximum: int, fixed: int | None, minimum: int = 1) -> list[int]:
+        """The group's budgets; a connector of fixed size (minimum = M) answers at M only."""
+        if minimum == maximum:
+            return [maximum]
+        chosen = parse_budgets(self.curves.get(group, self.budgets), maximum, f"heldout budgets of {group}", minimum)
         return sorted(set(chosen) | ({fixed} if fixed else set()))
 
 
@@ -135,6 +138,8 @@ class AblationSpec(Spec):
         if self.design == "full_factorial":
             names = list(self.axes)
             points = [base | dict(zip(names, combo, strict=True)) for combo in itertools.product(*self.axes.values())]
+            # Another connector crossed with MQT options would repeat that connector's trial.
+            points = [p for p in points if not repeats_another_connector(p, base)]
         else:
             points = [base] + [
                 base | {axis: v} for axis, values in self.axes.items() for v in values if v != base[axis]

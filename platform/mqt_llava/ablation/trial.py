@@ -22,6 +22,7 @@ import ray
 
 from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key, stage_run
 from mqt_llava.config import TrackingSpec
+from mqt_llava.devices import Placement
 from mqt_llava.tracking import RunTracker, tracking_uri
 
 STAGE1_WAIT_S = 5.0
@@ -107,7 +108,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
     from mqt_llava.eval.evaluate import run_evaluation
     from mqt_llava.eval.runner import PairResult, write_atomic
-    from mqt_llava.model.export import max_visual_tokens
+    from mqt_llava.model.export import visual_token_range
 
     spec = AblationSpec.model_validate_json(spec_json)
     variant = spec.variant(config["variant"])
@@ -132,11 +133,11 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         spec, variant, "stage2", f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id),
         extra=(f"init_from={stage1_export}",), callbacks=[TuneReportCallback()],
     )  # fmt: skip
-    maximum = max_visual_tokens(stage2_export)
+    low, maximum = visual_token_range(stage2_export)
     sweep = spec.eval.model_copy(update={"model": stage2_export, "out": str(out / "eval")}).sweep_config()
     results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
     group = label.rsplit("/", 1)[0]
-    budgets = spec.heldout.budgets_for(group, maximum, variant.fixed_tokens) if spec.heldout else []
+    budgets = spec.heldout.budgets_for(group, maximum, variant.fixed_tokens, low) if spec.heldout else []
     kinds = heldout_by_kind(spec, stage2_export, budgets, tracker)
     summary = {
         "label": label, "variant": variant.model_dump(), "trial_id": trial_id, "mlflow_run_id": tracker.run_id,
@@ -152,37 +153,55 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
 def trained_budgets(export: str) -> list[int]:
     """The budgets stage 2 drew from, from the training record saved beside the export."""
-    from mqt_llava.model.export import max_visual_tokens, read_training_record
+    from mqt_llava.model.export import read_training_record, visual_token_range
     from mqt_llava.model.schedules import schedule_support
 
-    s, maximum = read_training_record(export)["stage"]["schedule"], max_visual_tokens(export)
-    return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens")))
+    s, (low, maximum) = read_training_record(export)["stage"]["schedule"], visual_token_range(export)
+    return list(schedule_support(s["kind"], maximum, s["step"], s.get("tokens"), low))
 
 
 def heldout_by_kind(spec: AblationSpec, export: str, budgets: list[int], tracker: RunTracker) -> dict:
     """Exact match on the corpus's held-out questions by kind at each budget, with every answer kept
     (per question, with the image, and with a blank one at the largest budget) in the trial's
-    directory, where a restarted trial reads them back instead of asking again."""
+    directory, where a restarted trial reads them back instead of asking again.
+
+    The engine runs where the sweep's does (`eval.use_gpu`): on CPU in this process; on GPU in a Ray
+    task holding one GPU for as long as it answers, since a trial holds only a CPU (its training runs
+    take the GPUs). The trial directory is then on storage every node sees (a shared disk)."""
     if spec.heldout is None or not budgets:
         return {}
+    remote = heldout_task_resources(spec)
+    if remote:
+        kinds, focus = ray.get(ray.remote(**remote)(heldout_answers).remote(spec, export, budgets))
+    else:
+        kinds, focus = heldout_answers(spec, export, budgets)
+    for m in budgets:
+        tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)
+    for m, f in focus.items():
+        tracker.log_metrics({"heldout/token_similarity": f.similarity, "heldout/distinct_focus": f.distinct}, step=m)
+    return kinds
+
+
+def heldout_task_resources(spec: AblationSpec) -> dict | None:
+    """The Ray resources of the task answering the held-out questions; None: in the trial's process."""
+    placement = Placement(spec.eval.use_gpu)
+    return {"num_gpus": placement.num_gpus, "num_cpus": spec.eval.actor_cpus} if placement.use_gpu else None
+
+
+def heldout_answers(spec: AblationSpec, export: str, budgets: list[int]) -> tuple[dict, dict]:
+    """(accuracy by kind at each budget, attention focus at each budget) on the held-out questions."""
     import torch
 
-    from mqt_llava.inference import InferenceEngine
+    from mqt_llava.devices import load_placed_engine
     from mqt_llava.toy import heldout
 
     out = Path(export).parent / "heldout"  # the trial's stage-2 run directory
     torch.set_num_threads(spec.eval.torch_threads or 1)
-    engine = InferenceEngine.from_export(export)
+    engine = load_placed_engine(export, Placement(spec.eval.use_gpu))
     questions = heldout.heldout_questions(Path(spec.heldout.corpus).expanduser().resolve(), limit=spec.heldout.scenes)
     runs = heldout.evaluate(engine, questions, budgets, out, log=lambda _: None)  # blank image at M
-    kinds = {}
-    for m in budgets:
-        kinds[m] = {k: v.estimate for k, v in runs[f"m={m}/image"].intervals().items()}
-        tracker.log_metrics({f"heldout/{k}": v for k, v in kinds[m].items()}, step=m)
-    for m, focus in heldout.focus(engine, questions, budgets).items():
-        tracker.log_metrics({"heldout/token_similarity": focus.similarity, "heldout/distinct_focus": focus.distinct},
-                            step=m)  # fmt: skip
-    return kinds
+    kinds = {m: {k: v.estimate for k, v in runs[f"m={m}/image"].intervals().items()} for m in budgets}
+    return kinds, heldout.focus(engine, questions, budgets)
 
 
 def final_metrics(results, maximum: int) -> dict[str, float]:

@@ -56,6 +56,7 @@ def training_dataset(
     decode_cpus: float = 0.75,
     tokenize_cpus: float = 0.25,
     batch_size: int = 64,
+    max_length: int | None = None,
 ) -> ray.data.Dataset:
     """Rows of SHARD_SCHEMA -> rows with MODEL_COLUMNS, ready for LlavaCollate.
 
@@ -63,7 +64,7 @@ def training_dataset(
     `tokenize_cpus`, so on a small machine the read, tokenize and decode stages all fit beside the
     consumer (a pipeline whose actors reserve every CPU leaves none for reading and stalls)."""
     check_data_cpus(decode_actors * decode_cpus + tokenize_cpus)
-    rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
+    rules = RecordRules(template, max_length or spec.max_length, max_visual_tokens(spec))
     tokenized = source.map_batches(
         tokenize_conversations,
         fn_kwargs=dict(tokenizer=spec.tokenizer, rules=rules),

@@ -126,12 +126,12 @@ class LocalShard:
     and `iter_batches` has the signature of Ray Data's, local shuffle buffer included."""
 
     def __init__(self, location: str, spec: ModelSpec, template: str, image_settings: ImageSettings,
-                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+                 rank: int = 0, world_size: int = 1, max_length: int | None = None) -> None:  # fmt: skip
         filesystem, files = shard_files(location)
         if not files:
             raise FileNotFoundError(f"{location}: no Parquet shards")
         self.filesystem, self.files = filesystem, files
-        self.rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
+        self.rules = RecordRules(template, max_length or spec.max_length, max_visual_tokens(spec))
         self.tokenizer = spec.tokenizer
         self.decode = DecodeImages(image_settings, spec.image.aspect)
         per_rank = count_rows(location) // world_size

@@ -1,6 +1,7 @@
 """FLOPs of one forward pass (the paper's Fig. 1): vision tower + connector + LLM prefill of the
 visual and text tokens, counted by `torch.utils.flop_counter` on the meta device (no weights, no
-download), for MQT at any budget and for LLaVA-1.5's 576-token two-layer MLP connector.
+download), for the model's own connector at any budget and for LLaVA-1.5's 576-token two-layer MLP connector (the
+registered `mlp` kind, mqt_llava.model.connectors.mlp).
 
     python -m mqt_llava.eval.flops --model llava-7b --text-tokens 64 --budgets 2,16,64,144,M
 
@@ -14,13 +15,13 @@ import functools
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DynamicCache
 
 from mqt_llava.config import ModelSpec, load_config, model_config_path, split_overrides
 from mqt_llava.model.budgets import parse_budgets
-from mqt_llava.model.builder import build_model, max_visual_tokens
+from mqt_llava.model.builder import build_model, visual_token_range
+from mqt_llava.model.connectors import build_connector
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,6 @@ def count(fn) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return float(counter.get_total_flops())
-
-
-def mlp_connector(vision_width: int, llm_width: int) -> nn.Module:
-    """LLaVA-1.5's `mlp2x_gelu` projector."""
-    return nn.Sequential(nn.Linear(vision_width, llm_width), nn.GELU(), nn.Linear(llm_width, llm_width))
 
 
 class FlopsModel:
@@ -86,10 +82,10 @@ class FlopsModel:
 
     def llava_mlp(self, text_tokens: int) -> ForwardFlops:
         vision, grid = self.vision
-        with torch.device("meta"):
-            projector = mlp_connector(self.vision_width, self.llm_width)
-        connector = count(lambda: projector(grid))
         n = grid.shape[1]
+        with torch.device("meta"):
+            projector = build_connector({"kind": "mlp", "depth": 2}, self.vision_width, self.llm_width, n)
+        connector = count(lambda: projector(grid))
         return ForwardFlops(f"LLaVA-1.5 MLP ({n} tokens)", n, vision, connector, self.llm_flops(n + text_tokens))
 
 
@@ -131,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides, rest = split_overrides(args.overrides, "model")
     if rest:
         parser.error(f"--set {rest[0]}: this command's fields are the model's: --set model.<field>=value")
-    maximum = max_visual_tokens(load_config(ModelSpec, model_config_path(args.model), overrides))
-    budgets = parse_budgets(args.budgets, maximum, "--budgets")
+    low, high = visual_token_range(load_config(ModelSpec, model_config_path(args.model), overrides))
+    budgets = parse_budgets(args.budgets, high, "--budgets", low)
     baseline, rows = flops_table(args.model, budgets, args.text_tokens, overrides)
     print(format_table(baseline, rows, args.text_tokens))
 

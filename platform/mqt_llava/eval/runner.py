@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from mqt_llava.devices import Placement
 from mqt_llava.eval import stats
 from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.judged import NO_JUDGE
 from mqt_llava.eval.judge import Judge, JudgeError
 from mqt_llava.model.budgets import parse_budgets
-from mqt_llava.model.export import max_visual_tokens
+from mqt_llava.model.export import visual_token_range
 from mqt_llava.output import Progress
 
 Log = Callable[[str], None]
@@ -77,12 +78,11 @@ class EngineActor:
     ) -> None:  # fmt: skip
         import torch
 
-        from mqt_llava.inference import load_engine
+        from mqt_llava.devices import load_placed_engine
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        device = "cuda" if use_gpu else "cpu"
-        self.engine = load_engine(export, engine, device, torch.bfloat16 if use_gpu else None)
+        self.engine = load_placed_engine(export, Placement(use_gpu), engine)
         self.m = num_visual_tokens
         self.blank = blank  # the blank-image control: each image replaced by its own mean colour
 
@@ -175,8 +175,8 @@ class Sweep:
         self.config = config
         self.log = log
         self.out = Path(config.out)
-        self.maximum = max_visual_tokens(config.model)
-        parse_budgets(config.budgets, self.maximum)
+        self.minimum, self.maximum = visual_token_range(config.model)
+        parse_budgets(config.budgets, self.maximum, minimum=self.minimum)
         self.benchmarks = {
             name: make_benchmark(name, config.data_root, config.options.get(name)) for name in config.benchmarks
         }
@@ -248,7 +248,7 @@ class Sweep:
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=c.actors),
             num_cpus=c.actor_cpus,
-            num_gpus=1 if c.use_gpu else 0,
+            num_gpus=Placement(c.use_gpu).num_gpus,
         )
         progress = Progress(len(rows), every_s=10)
         label = f"m={m}{' blank image' if blank else ''}"

@@ -14,7 +14,7 @@ from mqt_llava.eval.benchmarks import BENCHMARKS
 from mqt_llava.eval.judge import Judge
 from mqt_llava.eval.runner import SweepConfig
 from mqt_llava.model.budgets import default_budgets, parse_budgets
-from mqt_llava.model.export import check_export, max_visual_tokens
+from mqt_llava.model.export import check_export, visual_token_range
 
 
 class JudgeSpec(Spec):
@@ -64,8 +64,8 @@ class EvalSpec(Spec):
         if self.model is None:
             raise ValueError("model: no export given (set model=<run>/export)")
         export = check_export(self.model, "model").resolve()
-        maximum = max_visual_tokens(export)
-        budgets = parse_budgets(self.budgets, maximum) if self.budgets else default_budgets(maximum)
+        low, high = visual_token_range(export)
+        budgets = parse_budgets(self.budgets, high, minimum=low) if self.budgets else default_budgets(high, minimum=low)
         out = Path(self.out) if self.out else Path("runs/eval") / export.parent.name
         return SweepConfig(
             model=str(export), out=out.resolve(), data_root=Path(self.data_root).expanduser().resolve(),

@@ -77,8 +77,15 @@ def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
 
 def max_visual_tokens(spec: ModelSpec) -> int:
     """M, the largest budget the spec's connector gives over its vision tower's grid."""
+    return visual_token_range(spec)[1]
+
+
+def visual_token_range(spec: ModelSpec) -> tuple[int, int]:
+    """(smallest, largest) budget the spec's connector gives over its vision tower's grid: (1, M)
+    for the MQT, (N, N) for LLaVA-1.5's MLP."""
     vision = vision_architecture(spec)
-    return spec.connector.max_tokens((vision.image_size // vision.patch_size) ** 2)
+    grid = (vision.image_size // vision.patch_size) ** 2
+    return spec.connector.min_tokens(grid), spec.connector.max_tokens(grid)
 
 
 def image_settings_for(spec: ModelSpec) -> ImageSettings:
@@ -135,9 +142,11 @@ def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTo
     return AutoModelForCausalLM.from_config(config)
 
 
-def build_model(spec: ModelSpec, device: str = "cpu") -> BuiltModel:
-    """`device="meta"` builds the full architecture without allocating or loading weights."""
-    weights = device != "meta"
+def build_model(spec: ModelSpec, device: str = "cpu", random_weights: bool = False) -> BuiltModel:
+    """`device="meta"` builds the full architecture without allocating or loading weights;
+    `random_weights` builds it on `device` from the parts' `architecture` with random weights and no
+    tokenizer (a 7B-shaped model on a GPU with nothing downloaded: benchmarks/gpu_check.py)."""
+    weights = device != "meta" and not random_weights
     tokenizer = load_tokenizer(spec.tokenizer) if weights else None
     settings = image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)
     with torch.device(device):

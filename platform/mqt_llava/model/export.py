@@ -45,6 +45,13 @@ def max_visual_tokens(path: str | Path) -> int:
     return int(read_config(path)["max_visual_tokens"])
 
 
+def visual_token_range(path: str | Path) -> tuple[int, int]:
+    """(smallest, largest) budget, from the export's config alone; exports written before connectors
+    had a smallest budget are MQTs (1..M)."""
+    config = read_config(path)
+    return int(config.get("min_visual_tokens") or 1), int(config["max_visual_tokens"])
+
+
 def save_export(
     built: BuiltModel, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None, record: dict | None = None
 ) -> None:

@@ -57,6 +57,7 @@ class MQTLlavaConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     connector: dict | None = None  # None: the MQT with its default options
     max_visual_tokens: int | None = None  # derived from the connector (M)
+    min_visual_tokens: int | None = None  # derived: the smallest budget (1 for the MQT; N for an MLP)
     vision_feature_layer: int = -2
     image_token_index: int = IMAGE_TOKEN_INDEX
     image_mean: list[float] | tuple[float, ...] = OPENAI_CLIP_MEAN
@@ -70,6 +71,7 @@ class MQTLlavaConfig(PreTrainedConfig):
         self.connector = options.model_dump()
         grid = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
         self.max_visual_tokens = options.max_tokens(grid)
+        self.min_visual_tokens = options.min_tokens(grid)
         if self.image_aspect_ratio not in ("pad", "square"):
             raise ValueError(f"image_aspect_ratio must be pad or square, got {self.image_aspect_ratio!r}")
         layers = self.vision_config.num_hidden_layers
@@ -105,9 +107,11 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         # Pretrained parts may be handed in (see `from_parts`) so a 7B LLM is not built twice.
         self.vision_tower = vision_tower or CLIPVisionModel(config.vision_config)
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        vision = config.vision_config
         self.connector = build_connector(
-            config.connector, config.vision_config.hidden_size, config.text_config.hidden_size
-        )
+            config.connector, vision.hidden_size, config.text_config.hidden_size,
+            (vision.image_size // vision.patch_size) ** 2,
+        )  # fmt: skip
         self.vision_tower.requires_grad_(False)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
@@ -148,6 +152,10 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def max_visual_tokens(self) -> int:
         return self.connector.max_tokens
 
+    @property
+    def min_visual_tokens(self) -> int:
+        return self.connector.min_tokens
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -159,7 +167,7 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def resolve_num_visual_tokens(self, num_visual_tokens: int | None) -> int:
         m = self.max_visual_tokens if num_visual_tokens is None else num_visual_tokens
-        return check_budget(m, self.max_visual_tokens, "num_visual_tokens")
+        return check_budget(m, self.max_visual_tokens, "num_visual_tokens", self.min_visual_tokens)
 
     def grid_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) images -> (n, H'W', vision_width) features of the selected layer, CLS dropped.

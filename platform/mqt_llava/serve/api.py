@@ -115,7 +115,7 @@ def fetch_image(url: str, spec: ServeSpec) -> Image.Image:
     return open_image(data, spec)
 
 
-def build_job(request: ChatRequest, spec: ServeSpec, maximum: int) -> Job:
+def build_job(request: ChatRequest, spec: ServeSpec, maximum: int, minimum: int = 1) -> Job:
     """The request's question, image and sampling settings, checked; or an ApiError."""
     turns = [m for m in request.messages if m.role != "system"]
     if len(turns) != 1 or turns[0].role != "user":
@@ -144,7 +144,7 @@ def build_job(request: ChatRequest, spec: ServeSpec, maximum: int) -> Job:
             image = decode_data_url(url, spec)
     if request.visual_tokens is not None:
         try:
-            check_budget(request.visual_tokens, maximum)
+            check_budget(request.visual_tokens, maximum, minimum=minimum)
         except BudgetError as exc:
             raise ApiError(400, str(exc), param="visual_tokens") from None
     max_tokens = request.max_completion_tokens or request.max_tokens or spec.default_max_tokens

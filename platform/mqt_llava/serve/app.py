@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from mqt_llava.devices import Placement, load_placed_engine
 from mqt_llava.inference import Request as EngineRequest
-from mqt_llava.inference import Sampling, complete_grouped, load_engine
+from mqt_llava.inference import Sampling, complete_grouped
 from mqt_llava.model.budgets import check_budget
-from mqt_llava.model.export import max_visual_tokens
+from mqt_llava.model.export import visual_token_range
 from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
 from mqt_llava.serve.auto import AutoRouter
 from mqt_llava.serve.routing import Router
@@ -42,16 +43,19 @@ class Tier:
     """Replicas of one budget tier. `user_config` ({visual_tokens, max_batch_size,
     batch_wait_timeout_s}) is applied by `reconfigure`, without reloading the model."""
 
-    def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None) -> None:
+    def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None, use_gpu: bool = False) -> None:
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.engine = load_engine(model, engine)
+        self.engine = load_placed_engine(model, Placement(use_gpu), engine)
         self.visual_tokens = self.engine.max_visual_tokens
 
     def reconfigure(self, config: dict) -> None:
-        self.visual_tokens = check_budget(int(config["visual_tokens"]), self.engine.max_visual_tokens)
+        engine = self.engine
+        self.visual_tokens = check_budget(
+            int(config["visual_tokens"]), engine.max_visual_tokens, minimum=engine.min_visual_tokens
+        )
         self.generate.set_max_batch_size(int(config.get("max_batch_size", 8)))
         self.generate.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.02)))
 
@@ -77,9 +81,11 @@ class Tier:
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, spec: dict, maximum: int, budgets: dict[str, int], tiers: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self, spec: dict, token_range: tuple[int, int], budgets: dict[str, int], tiers: dict[str, DeploymentHandle]
+    ) -> None:
         self.spec = ServeSpec(**spec)
-        self.maximum = maximum
+        self.minimum, self.maximum = token_range
         self.router = Router(budgets)
         self.auto = AutoRouter(budgets, self.spec.auto) if self.spec.auto.enabled else None
         self.tiers = tiers
@@ -119,7 +125,7 @@ class Ingress:
         started = time.monotonic()
         auto = self.auto is not None and chat.model == "auto" and chat.visual_tokens is None
         tier = self.auto.choose() if auto else self.router.route(chat.model, chat.visual_tokens)
-        job = build_job(chat, self.spec, self.maximum)
+        job = build_job(chat, self.spec, self.maximum, self.minimum)
         result = await self.tiers[tier].remote(job)
         if auto:
             self.auto.observe(tier, time.monotonic() - started)
@@ -131,8 +137,9 @@ class Ingress:
 def build(args: dict) -> serve.Application:
     """The application for `args` (a ServeSpec as a dict): tiers first, then the ingress."""
     spec = ServeSpec(**args)
-    maximum = max_visual_tokens(spec.model)
-    budgets = {t.name: t.budget(maximum) for t in spec.tiers}
+    minimum, maximum = visual_token_range(spec.model)
+    budgets = {t.name: t.budget(maximum, minimum) for t in spec.tiers}
+    placement = Placement.for_cluster(spec.use_gpu)
     tiers = {}
     for t in spec.tiers:
         autoscaling = None
@@ -146,15 +153,15 @@ def build(args: dict) -> serve.Application:
                 "max_batch_size": t.max_batch_size,
                 "batch_wait_timeout_s": t.batch_wait_timeout_s,
             },  # fmt: skip
-            ray_actor_options={"num_cpus": t.replica_cpus},
+            ray_actor_options={"num_cpus": t.replica_cpus, "num_gpus": placement.num_gpus},
             max_ongoing_requests=max(2 * t.max_batch_size, 16),
         )
         options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": t.min_replicas}
-        tiers[t.name] = Tier.options(**options).bind(spec.model, spec.engine, t.torch_threads)
+        tiers[t.name] = Tier.options(**options).bind(spec.model, spec.engine, t.torch_threads, placement.use_gpu)
     # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
     ingress = {"num_cpus": spec.ingress_cpus}
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
-        spec.model_dump(), maximum, budgets, tiers
+        spec.model_dump(), (minimum, maximum), budgets, tiers
     )
 
 

@@ -31,13 +31,14 @@ class TierSpec(Spec):
             raise ValueError(f"tier {self.name}: min_replicas > max_replicas")
         return self
 
-    def budget(self, maximum: int) -> int:
-        return parse_budget(self.visual_tokens, maximum, f"tier {self.name}: visual_tokens")
+    def budget(self, maximum: int, minimum: int = 1) -> int:
+        return parse_budget(self.visual_tokens, maximum, f"tier {self.name}: visual_tokens", minimum)
 
 
 class ServeSpec(Spec):
     model: str  # an export directory (what jobs/stage2.py writes)
     engine: str = "hf"  # the inference backend (mqt_llava.inference.ENGINES)
+    use_gpu: bool | None = None  # one GPU per replica, bf16; None: if the cluster has GPUs (mqt_llava.devices)
     tiers: list[TierSpec] = Field(min_length=1)
     api_key_env: str | None = None  # when set and that variable is non-empty, requests need the key
     allow_remote_images: bool = False  # http(s) image URLs are fetched only when this is on

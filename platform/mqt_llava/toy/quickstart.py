@@ -212,7 +212,9 @@ def step_evaluate(ctx: Context) -> None:
     """Held-out questions at each budget, with the image and with a blank one, beside the answer prior."""
     engine = InferenceEngine.from_export(ctx.stage2_export)
     questions = heldout_questions(ctx.corpus, limit=ctx.spec.heldout_scenes)
-    budgets = parse_budgets(ctx.spec.heldout_budgets, engine.max_visual_tokens, "heldout_budgets")
+    budgets = parse_budgets(
+        ctx.spec.heldout_budgets, engine.max_visual_tokens, "heldout_budgets", engine.min_visual_tokens
+    )
     runs = heldout.evaluate(engine, questions, budgets, ctx.run_dir / "heldout")
     scenes = len({q.scene for q in questions})
     print(f"\nheld-out exact match (%), {len(questions)} questions about {scenes} scenes; 'blank': the same model "

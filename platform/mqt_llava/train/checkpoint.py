@@ -2,9 +2,13 @@
 
 One checkpoint directory (Ray merges what every rank writes into it):
 
-    ckpt/...                       DeepSpeed: module weights, each rank's ZeRO optimizer shard, the
-                                   LR scheduler, DeepSpeed's step counters
+    ckpt/...                       DeepSpeed: the trainable weights, each rank's ZeRO optimizer shard,
+                                   the LR scheduler, DeepSpeed's step counters. Frozen parameters (the
+                                   vision tower; in stage 1 the LLM too, ~14 GB in bf16 at 7B) are left
+                                   out: the run reloads them from their pretrained source.
     train_state.json               rank 0: the optimizer step, samples and tokens seen
+    run.json                       rank 0: the run's resolved config (mqt_llava.train.plan), so any
+                                   checkpoint can be turned into an export (jobs/export_checkpoint.py)
     worker_rank<r>.pt              each rank: its RNG states and data position
 
 The data position is each rank's (epoch, micro-batches consumed in that epoch). Ray Data cannot
@@ -27,6 +31,7 @@ import torch
 
 DEEPSPEED_TAG = "ckpt"
 TRAIN_STATE = "train_state.json"
+RUN_CONFIG = "run.json"
 
 
 @dataclass
@@ -59,12 +64,22 @@ def restore_rng(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save(engine, directory: Path, rank: int, state: TrainState, position: DataPosition) -> None:
+def save(engine, directory: Path, rank: int, state: TrainState, position: DataPosition, config: dict) -> None:
     """Every rank calls this (DeepSpeed's save is collective)."""
-    engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG)
+    engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
     torch.save(dict(rng=capture_rng(), position=asdict(position)), directory / f"worker_rank{rank}.pt")
     if rank == 0:
         (directory / TRAIN_STATE).write_text(json.dumps(asdict(state)))
+        (directory / RUN_CONFIG).write_text(json.dumps(config, indent=2))
+
+
+def saved_weight_names(directory: Path) -> set[str]:
+    """The parameter names DeepSpeed saved under `directory` (rank 0's model-states file: ZeRO-2
+    writes one, ZeRO-3 one per rank, each naming every saved parameter)."""
+    files = sorted((directory / DEEPSPEED_TAG).glob("*model_states.pt"))
+    if not files:
+        raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/{DEEPSPEED_TAG}")
+    return set(torch.load(files[0], map_location="cpu", weights_only=False)["module"])
 
 
 def restore(engine, directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
@@ -76,7 +91,14 @@ def restore(engine, directory: Path, rank: int) -> tuple[TrainState, DataPositio
             f"checkpoint {directory} has no state for rank {rank}: it was written by a different number of "
             "workers (ZeRO optimizer shards are per rank); resume with the original num_workers"
         )
-    path, _ = engine.load_checkpoint(str(directory), tag=DEEPSPEED_TAG)
+    trainable = {name for name, p in engine.module.named_parameters() if p.requires_grad}
+    if missing := sorted(trainable - saved_weight_names(directory)):
+        raise RuntimeError(
+            f"checkpoint {directory} lacks {len(missing)} weight(s) this run trains ({missing[:3]}...): it was "
+            "written by another stage (or model); resume with the run that wrote it"
+        )
+    # Not strict: frozen weights are not in the checkpoint (they were loaded from their pretrained source).
+    path, _ = engine.load_checkpoint(str(directory), tag=DEEPSPEED_TAG, load_module_strict=False)
     if path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/{DEEPSPEED_TAG}")
     worker = torch.load(worker_file, weights_only=False)

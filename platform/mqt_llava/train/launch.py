@@ -21,9 +21,10 @@ from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.model.builder import image_settings_for
 from mqt_llava.output import train_log_level
 from mqt_llava.ray_runtime import init_ray
-from mqt_llava.tracking import tracking_uri
+from mqt_llava.tracking import RunTracker, tracking_uri
 from mqt_llava.train.context import RayTrainContext
 from mqt_llava.train.loop import train_loop
+from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import StageRun
 
 
@@ -76,6 +77,7 @@ def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
         decode_actors=resources.decode_actors,
         decode_cpus=resources.decode_cpus,
         tokenize_cpus=resources.tokenize_cpus,
+        max_length=stage.max_length,
     )
     per_worker = {"CPU": resources.worker_cpus} | ({"GPU": 1} if run.use_gpu else {})
     # Train V2 patches print() into its logger and tees it to a wrapped stdout: every line twice.
@@ -113,6 +115,10 @@ def run_stage(run: StageRun, callbacks: list | None = None) -> StageResult:
     DataContext.get_current().enable_progress_bars = False  # the dataset copies this context
     run = with_devices(run)
     check_cpus(run)
+    if run.use_gpu and run.stage.resources.gpu_memory_gib:
+        gib = run.stage.resources.gpu_memory_gib
+        plan = check_fits(run.stage, run.model, gib, f"resources.gpu_memory_gib = {gib:g}")
+        print(f"[{run.name}] memory plan: {plan.verdict()} (python jobs/memory_plan.py for the table)", flush=True)
     plan = run.plan
     print(
         f"[{run.name}] {run.stage.stage}: {plan.rows} rows, {plan.total_steps} optimizer steps "
@@ -122,13 +128,26 @@ def run_stage(run: StageRun, callbacks: list | None = None) -> StageResult:
         f"run dir {run.run_dir}",
         flush=True,
     )
-    result = trainer_for(run, callbacks).fit()
+    try:
+        result = trainer_for(run, callbacks).fit()
+    except BaseException:
+        mark_failed(run)
+        raise
     return StageResult(
         run=run,
         metrics=dict(result.metrics or {}),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         export_dir=run.export_dir,
     )
+
+
+def mark_failed(run: StageRun) -> None:
+    """The run's MLflow run ends FAILED when Ray Train gives up on it (workers killed outright, or
+    failures past max_failures), which no worker lived to record."""
+    try:
+        RunTracker(run.stage.tracking, run.storage, run.name).finish("FAILED")
+    except Exception as exc:  # the training error is the one to report
+        print(f"[{run.name}] could not mark the MLflow run FAILED: {exc}", flush=True)
 
 
 def report_result(result: StageResult) -> None:

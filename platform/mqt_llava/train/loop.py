@@ -10,6 +10,7 @@ every `checkpoint_every` steps save a checkpoint on every rank. At the end rank 
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import tempfile
 import time
@@ -30,6 +31,7 @@ from mqt_llava.model.stages import CONNECTOR, configure_trainable, format_parame
 from mqt_llava.output import Progress
 from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.context import WorkerContext
+from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import StageRun, resolved_config
 from mqt_llava.train.strategy import DeepSpeedStrategy
 
@@ -39,6 +41,9 @@ def train_loop(run: StageRun, context: WorkerContext) -> None:
     rank = context.rank
     if stage.resources.torch_threads:
         torch.set_num_threads(stage.resources.torch_threads)
+    if run.use_gpu:  # this worker's own GPU, before anything is allocated on it
+        total = torch.cuda.get_device_properties(context.device).total_memory / 2**30
+        check_fits(stage, run.model, total, f"{torch.cuda.get_device_name(context.device)}, {total:.1f} GiB")
     strategy = DeepSpeedStrategy(stage, run.use_gpu)
     strategy.init_distributed()
 
@@ -55,40 +60,57 @@ def train_loop(run: StageRun, context: WorkerContext) -> None:
                 print(f"[{run.name}] resumed at step {state.step}/{plan.total_steps} from {directory}", flush=True)
 
     tracker = open_tracker(run, resumed_at=state.step if state.step else None) if rank == 0 else None
-    pad_id = built.tokenizer.pad_token_id
-    batches = micro_batches(context.data_shard(), run, position, LlavaCollate(pad_id))
-    progress = TrainProgress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
-    while state.step < plan.total_steps:
-        m = run.budget(state.step)
-        lr = strategy.lr
-        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, micro-batches, samples, tokens
-        for _ in range(stage.gradient_accumulation_steps):
-            batch = {k: v.to(context.device) for k, v in next(batches).items()}
-            loss = strategy.train_micro_batch(batch, m)
-            totals += torch.tensor([loss, 1, len(batch["input_ids"]), count_tokens(batch, m)])
-        dist.all_reduce(totals)  # gloo/nccl both take float64 sums
-        peak = torch.tensor([peak_memory_mb(run.use_gpu)], dtype=torch.float64)
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-        state.step += 1
-        state.samples += int(totals[2])
-        state.tokens += int(totals[3])
-        metrics = dict(loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch, peak_memory_mb=float(peak))
-        grad_norm = strategy.grad_norm()
-        if grad_norm is not None:
-            metrics["grad_norm"] = grad_norm
-        if progress is not None:
-            metrics |= progress.update(state.step, int(totals[2]), int(totals[3]), metrics)
-            if tracker is not None:
-                tracker.log_metrics(metrics, step=state.step)
-        if state.step % stage.checkpoint_every == 0 or state.step == plan.total_steps:
-            with context.checkpoint(state.step, metrics) as directory:
-                strategy.save(directory, rank, state, position)
+    with failures_marked(tracker):
+        pad_id = built.tokenizer.pad_token_id
+        batches = micro_batches(context.data_shard(), run, position, LlavaCollate(pad_id))
+        progress = TrainProgress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
+        while state.step < plan.total_steps:
+            m = run.budget(state.step)
+            lr = strategy.lr
+            totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, micro-batches, samples, tokens
+            for _ in range(stage.gradient_accumulation_steps):
+                batch = {k: v.to(context.device) for k, v in next(batches).items()}
+                loss = strategy.train_micro_batch(batch, m)
+                for i, value in enumerate((loss, 1, len(batch["input_ids"]), count_tokens(batch, m))):
+                    totals[i] += value
+            sums, peak = reduce_over_ranks(totals, peak_memory_mb(run.use_gpu), context.device)
+            totals, peak = sums.tolist(), float(peak)
+            state.step += 1
+            state.samples += int(totals[2])
+            state.tokens += int(totals[3])
+            metrics = dict(
+                loss=float(totals[0] / totals[1]), lr=lr, m=m, epoch=position.epoch, peak_memory_mb=float(peak)
+            )
+            grad_norm = strategy.grad_norm()
+            if grad_norm is not None:
+                metrics["grad_norm"] = grad_norm
+            if progress is not None:
+                metrics |= progress.update(state.step, int(totals[2]), int(totals[3]), metrics)
+                if tracker is not None:
+                    tracker.log_metrics(metrics, step=state.step)
+            if state.step % stage.checkpoint_every == 0 or state.step == plan.total_steps:
+                with context.checkpoint(state.step, metrics) as directory:
+                    strategy.save(directory, rank, state, position, resolved_config(run))
 
-    export(strategy, built, run, rank)
-    if tracker is not None:
-        if stage.tracking.log_export and run.is_local:
-            tracker.log_artifact(run.export_dir, "export")
-        tracker.finish()
+        export(strategy, built, run, rank)
+        if tracker is not None:
+            if stage.tracking.log_export and run.is_local:
+                tracker.log_artifact(run.export_dir, "export")
+            tracker.finish()
+
+
+@contextlib.contextmanager
+def failures_marked(tracker) -> Iterator[None]:
+    """A run that raises ends FAILED in MLflow, not RUNNING forever (a retry reopens it as RUNNING).
+    A worker killed outright cannot say so: the driver marks the run when Ray Train gives up on it
+    (mqt_llava.train.launch)."""
+    try:
+        yield
+    except BaseException:
+        if tracker is not None:
+            with contextlib.suppress(Exception):  # the training error is the one to report
+                tracker.finish("FAILED")
+        raise
 
 
 def open_tracker(run: StageRun, resumed_at: int | None):
@@ -151,6 +173,17 @@ def micro_batches(shard, run: StageRun, position: DataPosition, collate: LlavaCo
             raise RuntimeError(f"this worker's data shard holds no full micro-batch of {size} rows")
         position.epoch += 1
         position.batches_in_epoch = 0
+
+
+def reduce_over_ranks(totals: list[float], peak_mb: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's totals summed over ranks and its peak memory maxed, as float64 tensors on `device`,
+    the device the loop trains on. They must be there: Ray Train starts NCCL on GPUs, and NCCL serves
+    only CUDA tensors ("No backend type associated with device type cpu" for a CPU one)."""
+    sums = torch.tensor(totals, dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    peak = torch.tensor([peak_mb], dtype=torch.float64, device=device)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    return sums, peak
 
 
 def peak_memory_mb(use_gpu: bool) -> float:

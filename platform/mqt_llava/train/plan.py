@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mqt_llava.config import ConfigError, ModelSpec, StageSpec, load_config, model_config_path, split_overrides
 from mqt_llava.data.samples import count_rows
-from mqt_llava.model.builder import is_local_path, max_visual_tokens, pretrained_location
+from mqt_llava.model.builder import is_local_path, max_visual_tokens, pretrained_location, visual_token_range
 from mqt_llava.model.export import NotAnExport, load_part_state, read_config
 from mqt_llava.model.schedules import TokenSchedule
 from mqt_llava.model.stages import CONNECTOR
@@ -89,7 +89,8 @@ class StageRun:
 def token_schedule(stage: StageSpec, model: ModelSpec) -> TokenSchedule:
     """The stage's schedule over 1..M (raises ValueError for one that cannot be drawn from)."""
     s = stage.schedule
-    return TokenSchedule(s.kind, max_visual_tokens(model), step=s.step, seed=s.seed, tokens=s.tokens)
+    low, high = visual_token_range(model)
+    return TokenSchedule(s.kind, high, step=s.step, seed=s.seed, tokens=s.tokens, min_tokens=low)
 
 
 def resolved_config(run: StageRun) -> dict:
@@ -161,6 +162,8 @@ def resolve_run(
     model = load_config(ModelSpec, model_config_path(stage.model), model_overrides)
     stage, model = with_absolute_paths(stage, model)
     check_model_sources(model)
+    if stage.max_length and stage.max_length > model.max_length:
+        raise ConfigError(f"max_length: {stage.max_length} is above the model's max_length {model.max_length}")
     check_init_from(stage, model)
     try:
         token_schedule(stage, model)

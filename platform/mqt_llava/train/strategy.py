@@ -63,9 +63,9 @@ class DeepSpeedStrategy:
         norm = self.engine.get_global_grad_norm()
         return None if norm is None else float(norm)
 
-    def save(self, directory: Path, rank: int, state: TrainState, position: DataPosition) -> None:
-        """Every rank calls this (DeepSpeed's save is collective)."""
-        checkpoint.save(self.engine, directory, rank, state, position)
+    def save(self, directory: Path, rank: int, state: TrainState, position: DataPosition, config: dict) -> None:
+        """Every rank calls this (DeepSpeed's save is collective); `config` is the run's, kept beside."""
+        checkpoint.save(self.engine, directory, rank, state, position, config)
 
     def load(self, directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
         return checkpoint.restore(self.engine, directory, rank)

@@ -1,10 +1,10 @@
 """Connectors: the module between the vision tower's grid features and the LLM, turning
 (batch, N, vision_width) features into (batch, m, llm_width) visual tokens.
 
-A connector kind is one file: an options class (a `Spec` with a `kind` literal and a
-`max_tokens(grid_positions)` method: every option declared once, validated in the model YAML under
-`connector:`, stored in the export's config) and an `nn.Module` subclass of `Connector` registered
-with `@register_connector`. Its module is imported
+A connector kind is one file: an options class (a `ConnectorOptions` with a `kind` literal and
+`max_tokens(grid_positions)`, and `min_tokens` where not every budget down to 1 exists: every option
+declared once, validated in the model YAML under `connector:`, stored in the export's config) and an
+`nn.Module` subclass of `Connector` registered with `@register_connector`. Its module is imported
 below (the one registration line), so the model, the configs, training (which trains the part named
 `connector`), the FLOPs count and serving need no change for a new kind.
 """
@@ -19,17 +19,39 @@ from torch import nn
 from mqt_llava.config import Spec
 
 
+class ConnectorOptions(Spec):
+    """A connector kind's options. The budgets it gives over a grid of N features are
+    min_tokens(N)..max_tokens(N)."""
+
+    kind: str
+
+    def max_tokens(self, grid_positions: int) -> int:
+        raise NotImplementedError
+
+    def min_tokens(self, grid_positions: int) -> int:
+        return 1
+
+
 class Connector(nn.Module):
-    options_class: ClassVar[type[Spec]]
+    options_class: ClassVar[type[ConnectorOptions]]
 
     @classmethod
-    def from_options(cls, options: Spec, vision_width: int, llm_width: int) -> Connector:
+    def from_options(
+        cls, options: ConnectorOptions, vision_width: int, llm_width: int, grid_positions: int
+    ) -> Connector:
+        """The connector over a vision tower of `vision_width` with `grid_positions` features per image,
+        for an LLM of `llm_width`."""
         raise NotImplementedError
 
     @property
     def max_tokens(self) -> int:
-        """The largest number of visual tokens it gives (budgets 1..max_tokens are valid)."""
+        """The largest number of visual tokens it gives (M)."""
         raise NotImplementedError
+
+    @property
+    def min_tokens(self) -> int:
+        """The smallest: budgets min_tokens..max_tokens are valid (1 for a Matryoshka connector)."""
+        return 1
 
     def forward(self, grid_features: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -47,10 +69,10 @@ def register_connector(cls: type[Connector]) -> type[Connector]:
     return cls
 
 
-def connector_options(value: Any) -> Spec:
+def connector_options(value: Any) -> ConnectorOptions:
     """A connector's options from a mapping with its `kind` (default "mqt"), validated by that
     kind's options class; errors name the field (`connector.num_queries: ...`)."""
-    if isinstance(value, Spec):
+    if isinstance(value, ConnectorOptions):
         return value
     if not isinstance(value, dict):
         raise ValueError(f"a connector is a mapping with a `kind` (one of {sorted(CONNECTORS)}), got {value!r}")
@@ -60,10 +82,12 @@ def connector_options(value: Any) -> Spec:
     return CONNECTORS[kind].options_class.model_validate({**value, "kind": kind})
 
 
-def build_connector(options: Spec | dict, vision_width: int, llm_width: int) -> Connector:
+def build_connector(
+    options: ConnectorOptions | dict, vision_width: int, llm_width: int, grid_positions: int
+) -> Connector:
     options = connector_options(options)
-    return CONNECTORS[options.kind].from_options(options, vision_width, llm_width)
+    return CONNECTORS[options.kind].from_options(options, vision_width, llm_width, grid_positions)
 
 
 # One line per connector kind: importing its module registers it.
-from mqt_llava.model.connectors import mqt  # noqa: E402, F401
+from mqt_llava.model.connectors import mlp, mqt  # noqa: E402, F401

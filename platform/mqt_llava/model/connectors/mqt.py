@@ -18,9 +18,8 @@ from pydantic import Field
 from torch import nn
 from transformers import initialization as init
 
-from mqt_llava.config import Spec
 from mqt_llava.model.budgets import check_budget
-from mqt_llava.model.connectors import Connector, register_connector
+from mqt_llava.model.connectors import Connector, ConnectorOptions, register_connector
 
 Order = Literal["attention_then_projection", "projection_then_attention"]
 Keys = Literal["content_and_position", "normalised_content_and_position", "position_only"]
@@ -28,7 +27,7 @@ ORDERS: tuple[str, ...] = get_args(Order)
 KEY_MODES: tuple[str, ...] = get_args(Keys)
 
 
-class MQTOptions(Spec):
+class MQTOptions(ConnectorOptions):
     """The MQT's options, declared once: the model YAML's `connector:` section, the export's config
     and the ablation axes all read them from here."""
 
@@ -138,7 +137,9 @@ class MatryoshkaQueryTransformer(Connector):
     options_class = MQTOptions
 
     @classmethod
-    def from_options(cls, options: MQTOptions, vision_width: int, llm_width: int) -> MatryoshkaQueryTransformer:
+    def from_options(
+        cls, options: MQTOptions, vision_width: int, llm_width: int, grid_positions: int
+    ) -> MatryoshkaQueryTransformer:
         return cls(options.num_queries, vision_width, llm_width, options.num_heads, options.order, options.keys)
 
     @property
