@@ -145,9 +145,12 @@ def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300
     killed = 0
     for raylet in raylets:
         for process in raylet.children(recursive=True):
-            if (process.cmdline() or [""])[0].startswith("ray::RayTrainWorker"):
-                process.kill()
-                killed += 1
+            try:
+                if (process.cmdline() or [""])[0].startswith("ray::RayTrainWorker"):
+                    process.kill()
+                    killed += 1
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):  # an earlier test's worker, dead or reaped
+                continue
     return killed
 
 
