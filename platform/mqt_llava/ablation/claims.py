@@ -290,10 +290,11 @@ def claims_markdown(claims: list[Claim]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def per_seed_markdown(trials: list[Trial], margin: float = 0.02) -> str | None:
+def per_seed_markdown(trials: list[Trial], margin: float = 0.02, overall: list[Claim] | None = None) -> str | None:
     """Each claim seed by seed (question noise only) beside its verdict over all seeds. A claim that
     one seed reproduces and another does not is not robust to the training seed; a t-interval over
-    two or three seeds is too wide to show that on its own. None with fewer than two seeds."""
+    two or three seeds is too wide to show that on its own. None with fewer than two seeds.
+    `overall`: check_claims over all trials when the caller has it already (not computed again)."""
     seeds = sorted({seed_of(t) for t in trials})
     if len(seeds) < 2:
         return None
@@ -305,7 +306,7 @@ def per_seed_markdown(trials: list[Trial], margin: float = 0.02) -> str | None:
              "how many of the seeds that could test a claim reproduce it.", "",
              f"| # | claim | {' | '.join(f'seed {s}' for s in seeds)} | seeds reproducing | all seeds |",
              "|---:|---|" + "---|" * len(seeds) + "---:|---|"]  # fmt: skip
-    for claim in check_claims(trials, margin, check_nesting=False):
+    for claim in [c for c in overall or check_claims(trials, margin, check_nesting=False) if c.number != 1]:
         cells = [by_seed[s].get((claim.number, claim.statement)) for s in seeds]
         tested = [c for c in cells if c is not None and c.comparison is not None]
         reproducing = sum(c.verdict == "reproduced" for c in tested)

@@ -42,8 +42,9 @@ def concurrency(spec: AblationSpec) -> int:
 def experiment_report(spec: AblationSpec) -> tuple[Path, list[Trial]]:
     """The report and claims from the trials finished so far (all of them at the end of a run)."""
     trials = load_trials(spec.root)
-    claims = claims_markdown(check_claims(trials, spec.margin)) if trials else None
-    per_seed = per_seed_markdown(trials, spec.margin)
+    checked = check_claims(trials, spec.margin) if trials else []
+    claims = claims_markdown(checked) if trials else None
+    per_seed = per_seed_markdown(trials, spec.margin, checked)
     if per_seed:
         claims += "\n" + per_seed
     controls = controls_markdown(trials) if trials else None
