@@ -92,3 +92,64 @@ def test_settings_round_trip_through_a_saved_processor(tmp_path):
     settings = ImageSettings(shortest_edge=40, crop_height=36, crop_width=32, mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7))
     settings.to_processor().save_pretrained(tmp_path)
     assert ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(tmp_path)) == settings
+
+
+def test_square_of_an_extreme_panorama_equals_the_full_resize_and_crop():
+    # 40000 x 2 at shortest edge 32 is 640000 x 32 resized: past EXACT_SIDE^2, so only the crop's
+    # span is resampled; the pixels must still be those of the literal resize then centre crop.
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (2, 40000, 3), dtype=np.uint8))
+    full = image.resize((640000, 32), resample=SETTINGS.resample)
+    left = (640000 - 32) // 2
+    expected = np.asarray(full.crop((left, 0, left + 32, 32)), dtype=np.uint8).transpose(2, 0, 1)
+    np.testing.assert_array_equal(preprocess_image(image, SETTINGS, "square"), expected)
+
+
+def literal_pad(image, settings):
+    """LLaVA's expand2square followed by the processor's resize and crop, written out."""
+    side = max(image.size)
+    square = Image.new("RGB", (side, side), settings.background)
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    resized = square.resize((settings.shortest_edge,) * 2, resample=settings.resample)
+    return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def test_pad_of_a_long_image_is_exact_below_the_bound_and_shrunk_above_it():
+    rng = np.random.default_rng(2)
+    small = Image.fromarray(rng.integers(0, 256, (5, 3000, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(preprocess_image(small, SETTINGS, "pad"), literal_pad(small, SETTINGS))
+    out = preprocess_image(wide_image(20000, 1), SETTINGS, "pad")  # literally a 20000^2 square: 1.2 GB
+    assert out.shape == (3, 32, 32)
+    assert (out[:, 0, :] == np.array(SETTINGS.background, dtype=np.uint8)[:, None]).all()  # padding above
+
+
+BOUNDED = r"""
+import resource, sys
+from PIL import Image
+from mqt_llava.data.images import ImageSettings, preprocess_image
+
+def vm_bytes():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+
+shapes = [(16_000_000, 1), (1, 4_000_000)]
+images = [Image.new("RGB", shape, (200, 10, 10)) for shape in shapes]  # built before the limit
+limit = vm_bytes() + 512 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+settings = ImageSettings.square_of(336)
+for image in images:
+    for aspect in ("pad", "square"):
+        assert preprocess_image(image, settings, aspect).shape == (3, 336, 336)
+print("bounded")
+"""
+
+
+def test_extreme_shapes_preprocess_under_a_memory_limit():
+    import subprocess
+    import sys
+
+    # 16,000,000 x 1 is inside the default pixel limit; padded literally it is 2.56e14 pixels, resized
+    # literally (square) 5.4e9 x 336. Both modes must finish within 512 MiB more address space.
+    done = subprocess.run([sys.executable, "-c", BOUNDED], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "bounded" in done.stdout, done.stderr[-2000:]

@@ -4,6 +4,12 @@
 colour, then resize. `square` (LLaVA's default): resize the shortest edge and centre-crop. Both use
 the CLIP image processor's size, crop size, resampling and mean, so a vision tower's own processor
 config is the single source of truth.
+
+Cost is bounded by the output, whatever the aspect ratio. Up to `EXACT_SIDE` pixels on a side (every
+LLaVA image), the pixels are exactly LLaVA's. Past it, neither mode allocates what a literal reading
+would (a 16,000,000 x 1 image padded is 2.56e14 pixels; resized to a 336 shortest edge it is 5.4e9):
+`pad` first shrinks the long side to `EXACT_SIDE`, `square` resamples only the span the crop keeps,
+which is the same resampling (the same filter centres and support) as the full resize then crop.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from mqt_llava.model.modeling import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 Aspect = Literal["pad", "square"]
 ASPECTS: tuple[str, ...] = ("pad", "square")
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024  # far above any LLaVA image; stops decompression bombs
+EXACT_SIDE = 4096  # past this side (pad) or this side squared (square's resize), the bounded path runs
 
 
 class ImageError(ValueError):
@@ -112,9 +119,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """LLaVA's expand2square; an image longer than EXACT_SIDE is first shrunk to that long side (the
+    square would otherwise be max(w, h)^2 pixels, 1.9 GB for a 143-byte 20000 x 1 PNG)."""
     width, height = image.size
     if width == height:
         return image
+    if max(width, height) > EXACT_SIDE:
+        scale = EXACT_SIDE / max(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        image = image.resize((width, height), resample=Image.Resampling.BOX)
     side = max(width, height)
     square = Image.new(image.mode, (side, side), background)
     square.paste(image, ((side - width) // 2, (side - height) // 2))
@@ -128,10 +141,16 @@ def resize_and_crop(image: Image.Image, settings: ImageSettings) -> Image.Image:
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = settings.shortest_edge, int(settings.shortest_edge * long / short)
     size = (new_short, new_long) if width <= height else (new_long, new_short)
+    left = (size[0] - settings.crop_width) // 2
+    top = (size[1] - settings.crop_height) // 2
+    if size[0] * size[1] > EXACT_SIDE * EXACT_SIDE:
+        # Resample only the crop's span of the source: output pixel i of the full resize is centred at
+        # (i + 0.5) * scale, so the box from left * scale keeps every centre and filter support.
+        sx, sy = width / size[0], height / size[1]
+        box = (left * sx, top * sy, (left + settings.crop_width) * sx, (top + settings.crop_height) * sy)
+        return image.resize((settings.crop_width, settings.crop_height), resample=settings.resample, box=box)
     if size != image.size:
         image = image.resize(size, resample=settings.resample)
-    left = (image.width - settings.crop_width) // 2
-    top = (image.height - settings.crop_height) // 2
     return image.crop((left, top, left + settings.crop_width, top + settings.crop_height))
 
 
