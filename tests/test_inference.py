@@ -77,3 +77,53 @@ def test_sampling_follows_the_seed_and_differs_from_greedy_somewhere(built):
     torch.manual_seed(3)
     assert [c.text for c in engine.complete(EIGHT, 4, 8, temperature=1.5)] == first
     assert first != engine.generate(EIGHT, 4, 8)
+
+
+def test_a_stop_string_stops_decoding_where_it_appears(built):
+    import re
+
+    engine = InferenceEngine.from_built(built)
+    full = engine.complete([EIGHT[2]], 4, 16)[0]
+    stop = re.search(r"[A-Za-z0-9]{2}", full.text[1:])  # two characters the answer goes on past
+    assert stop and full.finish_reason == "length", f"the answer {full.text!r} does not suit this check"
+    cut = engine.complete([EIGHT[2]], 4, 16, stop=[stop[0]])[0]
+    assert cut.text == full.text.split(stop[0])[0] and cut.finish_reason == "stop"
+    assert cut.completion_tokens < full.completion_tokens  # decoding stopped, not only the text cut
+
+
+@pytest.mark.parametrize("stop", [(), ("Eb",), ("zz", "7r")])
+def test_streamed_deltas_add_up_to_the_completion(built, stop):
+    from mqt_llava.inference import Completion, Sampling
+
+    engine = InferenceEngine.from_built(built)
+    for request in EIGHT[:4]:
+        sampling = Sampling(10, stop=stop)
+        *deltas, completion = list(engine.stream(request, 4, sampling))
+        assert isinstance(completion, Completion) and all(isinstance(d, str) and d for d in deltas)
+        assert "".join(deltas) == completion.text
+        assert completion == engine.complete([request], 4, **sampling.kwargs())[0]
+
+
+def test_a_seed_gives_the_same_answer_alone_or_grouped_and_leaves_the_global_rng(built):
+    from mqt_llava.inference import Sampling, complete_grouped
+
+    engine = InferenceEngine.from_built(built)
+    seeded = Sampling(8, temperature=1.5, top_p=0.9, seed=7)
+    alone = engine.complete([EIGHT[0]], 4, **seeded.kwargs())[0]
+    state = torch.random.get_rng_state()
+    grouped = complete_grouped(engine, [(r, 4, seeded) for r in EIGHT[:3]])
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert grouped[0] == alone
+    others = {engine.complete([EIGHT[0]], 4, **Sampling(8, 1.5, (), 0.9, s).kwargs())[0].text for s in range(6)}
+    assert len(others) > 1  # the seed matters: the check has teeth
+
+
+def test_earlier_turns_and_a_system_prompt_reach_the_model(built):
+    engine = InferenceEngine.from_built(built)
+    plain = REQUESTS[0]
+    turns = Request(plain.question, plain.image, history=(("Hello there", "Hi."),))
+    system = Request(plain.question, plain.image, system="Be brief.")
+    assert engine.prompt_tokens(turns, 5) > engine.prompt_tokens(plain, 5)
+    assert engine.prompt_tokens(plain, 5) == engine.complete([plain], 5, 2)[0].prompt_tokens
+    logits = [engine.forward([r], 5)[0, -1] for r in (plain, turns, system)]
+    assert not torch.allclose(logits[0], logits[1]) and not torch.allclose(logits[0], logits[2])

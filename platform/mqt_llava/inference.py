@@ -11,8 +11,10 @@ Every engine renders the same prompt (vicuna_v1) and preprocesses images the sam
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +32,8 @@ from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
 class Request:
     question: str
     image: Image.Image | None = None
+    history: tuple[tuple[str, str], ...] = ()  # earlier (user, assistant) turns; the image is in the first
+    system: str | None = None  # replaces the template's system prompt
 
 
 @dataclass
@@ -47,6 +51,13 @@ class Sampling:
     max_new_tokens: int = 32
     temperature: float = 0.0  # 0: greedy
     stop: tuple[str, ...] = ()
+    top_p: float = 1.0
+    seed: int | None = None  # a seeded answer is generated alone: batch mates would change its draws
+
+    def kwargs(self) -> dict:
+        """The arguments of `Engine.complete` these settings stand for."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "stop": list(self.stop),
+                "top_p": self.top_p, "seed": self.seed}  # fmt: skip
 
 
 class Engine(Protocol):
@@ -64,6 +75,9 @@ class Engine(Protocol):
     def max_context(self) -> int:
         """The LLM's context length, visual tokens included."""
 
+    def prompt_tokens(self, request: Request, num_visual_tokens: int) -> int:
+        """The request's prompt length in the LLM, its visual tokens included."""
+
     def complete(
         self,
         requests: list[Request],
@@ -71,21 +85,26 @@ class Engine(Protocol):
         max_new_tokens: int = 32,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        top_p: float = 1.0,
+        seed: int | None = None,
     ) -> list[Completion]:
         """One completion per request, in order, all at budget `num_visual_tokens`."""
+
+    def stream(self, request: Request, num_visual_tokens: int, sampling: Sampling) -> Iterator[str | Completion]:
+        """One request's answer as text deltas while it is generated, then its Completion (whose
+        text the deltas add up to)."""
 
 
 def complete_grouped(engine: Engine, jobs: list[tuple[Request, int, Sampling]]) -> list[Completion]:
     """Completions for (request, budget, sampling) jobs of mixed settings: one engine call per group
-    that can share a batch (same budget, same sampling), answers back in the jobs' order."""
-    groups: dict[tuple[int, Sampling], list[int]] = defaultdict(list)
+    that can share a batch (same budget, same sampling; a seeded job alone), answers back in the jobs'
+    order."""
+    groups: dict[tuple[int, Sampling, int], list[int]] = defaultdict(list)
     for i, (_, m, sampling) in enumerate(jobs):
-        groups[(m, sampling)].append(i)
+        groups[(m, sampling, i if sampling.seed is not None else -1)].append(i)
     results: list[Completion | None] = [None] * len(jobs)
-    for (m, sampling), indices in groups.items():
-        completions = engine.complete(
-            [jobs[i][0] for i in indices], m, sampling.max_new_tokens, sampling.temperature, list(sampling.stop)
-        )
+    for (m, sampling, _), indices in groups.items():
+        completions = engine.complete([jobs[i][0] for i in indices], m, **sampling.kwargs())
         for i, completion in zip(indices, completions, strict=True):
             results[i] = completion
     return results  # type: ignore[return-value]
@@ -162,12 +181,18 @@ class InferenceEngine:
     def max_context(self) -> int:
         return int(self.model.config.text_config.max_position_embeddings)
 
+    def prompt_ids(self, request: Request) -> list[int]:
+        prompt = generation_prompt(request.question, self.template, request.image is not None, request.history,
+                                   request.system)  # fmt: skip
+        return tokenize_prompt(prompt, self.tokenizer)
+
+    def prompt_tokens(self, request: Request, num_visual_tokens: int) -> int:
+        # The image placeholder is one token of the prompt; the LLM sees m visual tokens instead.
+        return len(self.prompt_ids(request)) + (num_visual_tokens - 1 if request.image is not None else 0)
+
     def prepare(self, requests: list[Request]) -> PreparedBatch:
         """Tokenize and left-pad (decoder-only generation) a batch; one image per image request."""
-        ids = [
-            tokenize_prompt(generation_prompt(r.question, self.template, r.image is not None), self.tokenizer)
-            for r in requests
-        ]
+        ids = [self.prompt_ids(r) for r in requests]
         length = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros(len(ids), length, dtype=torch.long)
@@ -186,37 +211,102 @@ class InferenceEngine:
         max_new_tokens: int = 32,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        streamer=None,
     ) -> list[Completion]:
         """Answers with their token counts: greedy at temperature 0, else sampled at that temperature
-        over the whole vocabulary. An answer ends at EOS, at `max_new_tokens`, or before the first
-        of the `stop` strings."""
+        with nucleus `top_p` over the whole vocabulary (top-k off), from `seed` when given (the global
+        RNG is left as it was). An answer ends at EOS, at `max_new_tokens`, or as soon as one of the
+        `stop` strings appears (decoding stops there; the text ends before it)."""
         batch = self.prepare(requests)
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        stop = [s for s in stop or [] if s]
+        settings = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p}
         if temperature <= 0:
-            sampling = {"do_sample": False}
-        output = self.model.generate(
-            batch.input_ids,
-            attention_mask=batch.attention_mask,
-            pixel_values=batch.pixel_values,
-            num_visual_tokens=num_visual_tokens,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            **sampling,
-        )
+            settings = {"do_sample": False}
+        if stop:
+            settings |= {"stop_strings": stop, "tokenizer": self.tokenizer}
+        device = self.model.device
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type,
+                                   enabled=seed is not None):  # fmt: skip
+            if seed is not None:
+                torch.manual_seed(seed)
+            output = self.model.generate(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                pixel_values=batch.pixel_values,
+                num_visual_tokens=num_visual_tokens,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                streamer=streamer,
+                **settings,
+            )
         completions = []
         for i, (request, tokens) in enumerate(zip(requests, output.tolist(), strict=True)):
-            ended = self.tokenizer.eos_token_id in tokens
-            generated = tokens[: tokens.index(self.tokenizer.eos_token_id) + 1] if ended else tokens
-            text = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
-            finish = "stop" if ended else "length"
-            for s in stop or []:
-                if s and s in text:
-                    text, finish = text.split(s)[0], "stop"
-            # The image placeholder is one token of the prompt; the LLM sees m visual tokens instead.
+            generated = self.answer_tokens(tokens)
+            text, stopped = self.answer_text(generated, stop, finished=True)
+            finish = "stop" if stopped or generated[-1:] == [self.tokenizer.eos_token_id] else "length"
             prompt = int(batch.attention_mask[i].sum()) + (num_visual_tokens - 1 if request.image is not None else 0)
             completions.append(Completion(text, prompt, len(generated), finish))
         return completions
+
+    def answer_tokens(self, tokens: list[int]) -> list[int]:
+        """A row of generate's output up to its end: EOS included, the padding after a row that
+        stopped early (a stop string) left out."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        if eos in tokens:
+            return tokens[: tokens.index(eos) + 1]
+        while tokens and tokens[-1] == pad:
+            tokens = tokens[:-1]
+        return tokens
+
+    def answer_text(self, tokens: list[int], stop: list[str], finished: bool) -> tuple[str, bool]:
+        """The answer's text so far and whether a stop string ended it. Until `finished`, what may
+        still change is held back (trailing whitespace, which the final strip removes; a partial UTF-8
+        character; the start of a stop string), so that streamed text only ever grows."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
+        cuts = [text.index(s) for s in stop if s in text]
+        if cuts:
+            return text[: min(cuts)], True
+        if finished:
+            return text.rstrip(), False
+        text = text.rstrip().rstrip("\ufffd")
+        held = max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        return text[: len(text) - held], False
+
+    def stream(self, request: Request, num_visual_tokens: int, sampling: Sampling) -> Iterator[str | Completion]:
+        """Text deltas as tokens are generated (generate runs in a thread), then the Completion;
+        the deltas add up to its text."""
+        tokens = TokenQueue()
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["completion"] = self.complete([request], num_visual_tokens, **sampling.kwargs(),
+                                                     streamer=tokens)[0]  # fmt: skip
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["error"] = exc
+                tokens.end()
+
+        worker = threading.Thread(target=run, name="mqt-stream", daemon=True)
+        worker.start()
+        generated: list[int] = []
+        sent = ""
+        stop = [s for s in sampling.stop if s]
+        for token in tokens:
+            generated.append(token)
+            text, _ = self.answer_text(self.answer_tokens(generated), stop, finished=False)
+            if len(text) > len(sent) and text.startswith(sent):
+                yield text[len(sent) :]
+                sent = text
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        completion = result["completion"]
+        if completion.text.startswith(sent) and len(completion.text) > len(sent):
+            yield completion.text[len(sent) :]
+        yield completion
 
     def generate(self, requests: list[Request], num_visual_tokens: int, max_new_tokens: int = 32) -> list[str]:
         """Greedy answers, one per request."""
@@ -235,6 +325,29 @@ class InferenceEngine:
             pixel_values=batch.pixel_values,
             num_visual_tokens=num_visual_tokens,
         ).logits
+
+
+class TokenQueue:
+    """A transformers streamer (the `put`/`end` interface of BaseStreamer) handing one sequence's new
+    token ids to another thread; iterating it yields them until generation ends."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[int | None] = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first put is the prompt
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.queue.put(int(token))
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self) -> Iterator[int]:
+        while (token := self.queue.get()) is not None:
+            yield token
 
 
 register_engine("hf", InferenceEngine.from_export)

@@ -7,6 +7,7 @@ from mqt_llava.data.conversation import (
     MalformedConversation,
     SequenceTooLong,
     build_sample,
+    generation_prompt,
     render,
     tokenize,
     truncate,
@@ -187,3 +188,22 @@ def test_build_sample_renders_tokenizes_and_truncates():
     tokenizer = byte_level_tokenizer()
     sample = build_sample(MULTI_TURN, "vicuna_v1", tokenizer, True, max_length=10_000, visual_tokens=64)
     assert sample == tokenize(render(MULTI_TURN, VICUNA_V1, True), tokenizer)
+
+
+def test_a_multi_turn_prompt_is_the_training_rendering_up_to_the_reply():
+    conversation = [
+        {"from": "human", "value": "What colour is the circle?\n<image>"},
+        {"from": "gpt", "value": "Red."},
+        {"from": "human", "value": "And the square?"},
+        {"from": "gpt", "value": "Blue."},
+    ]
+    rendered = render(conversation, "vicuna_v1", has_image=True)
+    reply_starts = rendered.supervised[-1][0]
+    prompt = generation_prompt("And the square?", "vicuna_v1", True, history=[("What colour is the circle?", "Red.")])
+    assert prompt == rendered.text[: reply_starts - 1]  # "... ASSISTANT:" without the space before the reply
+    assert prompt.count("<image>") == 1 and prompt.index("<image>") < prompt.index("What colour")
+
+
+def test_a_system_message_replaces_the_template_system_prompt():
+    prompt = generation_prompt("Hi", "vicuna_v1", False, system="Answer in French.")
+    assert prompt == "Answer in French. USER: Hi ASSISTANT:"

@@ -15,6 +15,7 @@ depending on per-tokenizer length arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,16 +147,28 @@ def render(conversations: list[dict[str, Any]], template: str | Template, has_im
     return RenderedConversation(text, tuple(supervised), has_image)
 
 
-def generation_prompt(question: str, template: str | Template, has_image: bool) -> str:
-    """A one-question prompt ending where the assistant's reply starts, as LLaVA's get_prompt renders
-    a conversation whose last message is empty ("... ASSISTANT:")."""
+def generation_prompt(
+    question: str,
+    template: str | Template,
+    has_image: bool,
+    history: Sequence[tuple[str, str]] = (),
+    system: str | None = None,
+) -> str:
+    """A prompt ending where the assistant's reply starts, as LLaVA's get_prompt renders a conversation
+    whose last message is empty ("... ASSISTANT:"). `history` holds earlier (user, assistant) turns;
+    the image goes at the start of the first user turn, where training puts it (normalize_turns).
+    `system` replaces the template's system prompt."""
     template = get_template(template) if isinstance(template, str) else template
     if template is PLAIN:
         raise ValueError("the plain template has no prompt to answer; use vicuna_v1")
-    text = question.replace(IMAGE_PLACEHOLDER, "").strip()
+    users = [user.replace(IMAGE_PLACEHOLDER, "").strip() for user, _ in history]
+    users.append(question.replace(IMAGE_PLACEHOLDER, "").strip())
     if has_image:
-        text = f"{IMAGE_PLACEHOLDER}\n{text}".strip()
-    return f"{template.system}{template.sep}{template.user}: {text}{template.sep}{template.assistant}:"
+        users[0] = f"{IMAGE_PLACEHOLDER}\n{users[0]}".strip()
+    text = (template.system if system is None else system) + template.sep
+    for user, (_, assistant) in zip(users, history, strict=False):
+        text += f"{template.user}: {user}{template.sep}{template.assistant}: {assistant.strip()}{template.sep2}"
+    return f"{text}{template.user}: {users[-1]}{template.sep}{template.assistant}:"
 
 
 def _render_plain(conversations: list[dict[str, Any]], has_image: bool) -> RenderedConversation:
