@@ -127,3 +127,18 @@ def test_earlier_turns_and_a_system_prompt_reach_the_model(built):
     assert engine.prompt_tokens(plain, 5) == engine.complete([plain], 5, 2)[0].prompt_tokens
     logits = [engine.forward([r], 5)[0, -1] for r in (plain, turns, system)]
     assert not torch.allclose(logits[0], logits[1]) and not torch.allclose(logits[0], logits[2])
+
+
+def test_a_cancelled_stream_stops_generating(built):
+    import threading
+
+    from mqt_llava.inference import Sampling
+
+    engine = InferenceEngine.from_built(built)
+    cancel = threading.Event()
+    items = engine.stream(EIGHT[2], 4, Sampling(200), cancel)
+    next(items)  # the first delta: generation is under way
+    cancel.set()  # what the tier does when its client goes away
+    completion = list(items)[-1]
+    assert completion.completion_tokens < 200 and completion.finish_reason == "length"
+    assert engine.complete([EIGHT[2]], 4, 200, cancel=cancel)[0].completion_tokens == 1

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from mqt_llava.data.conversation import generation_prompt, tokenize_prompt
 from mqt_llava.data.images import Aspect, ImageSettings, preprocess_image
@@ -90,9 +91,11 @@ class Engine(Protocol):
     ) -> list[Completion]:
         """One completion per request, in order, all at budget `num_visual_tokens`."""
 
-    def stream(self, request: Request, num_visual_tokens: int, sampling: Sampling) -> Iterator[str | Completion]:
+    def stream(
+        self, request: Request, num_visual_tokens: int, sampling: Sampling, cancel: threading.Event | None = None
+    ) -> Iterator[str | Completion]:
         """One request's answer as text deltas while it is generated, then its Completion (whose
-        text the deltas add up to)."""
+        text the deltas add up to). Setting `cancel` stops the generation at its next token."""
 
 
 def complete_grouped(engine: Engine, jobs: list[tuple[Request, int, Sampling]]) -> list[Completion]:
@@ -214,6 +217,7 @@ class InferenceEngine:
         top_p: float = 1.0,
         seed: int | None = None,
         streamer=None,
+        cancel: threading.Event | None = None,
     ) -> list[Completion]:
         """Answers with their token counts: greedy at temperature 0, else sampled at that temperature
         with nucleus `top_p` over the whole vocabulary (top-k off), from `seed` when given (the global
@@ -226,6 +230,8 @@ class InferenceEngine:
             settings = {"do_sample": False}
         if stop:
             settings |= {"stop_strings": stop, "tokenizer": self.tokenizer}
+        if cancel is not None:
+            settings["stopping_criteria"] = StoppingCriteriaList([Cancelled(cancel)])
         device = self.model.device
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type,
                                    enabled=seed is not None):  # fmt: skip
@@ -275,16 +281,19 @@ class InferenceEngine:
         held = max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
         return text[: len(text) - held], False
 
-    def stream(self, request: Request, num_visual_tokens: int, sampling: Sampling) -> Iterator[str | Completion]:
+    def stream(
+        self, request: Request, num_visual_tokens: int, sampling: Sampling, cancel: threading.Event | None = None
+    ) -> Iterator[str | Completion]:
         """Text deltas as tokens are generated (generate runs in a thread), then the Completion;
-        the deltas add up to its text."""
+        the deltas add up to its text. Closing the iterator or setting `cancel` stops generate."""
+        cancel = cancel or threading.Event()
         tokens = TokenQueue()
         result: dict = {}
 
         def run() -> None:
             try:
                 result["completion"] = self.complete([request], num_visual_tokens, **sampling.kwargs(),
-                                                     streamer=tokens)[0]  # fmt: skip
+                                                     streamer=tokens, cancel=cancel)[0]  # fmt: skip
             except BaseException as exc:  # re-raised in the caller's thread
                 result["error"] = exc
                 tokens.end()
@@ -294,12 +303,15 @@ class InferenceEngine:
         generated: list[int] = []
         sent = ""
         stop = [s for s in sampling.stop if s]
-        for token in tokens:
-            generated.append(token)
-            text, _ = self.answer_text(self.answer_tokens(generated), stop, finished=False)
-            if len(text) > len(sent) and text.startswith(sent):
-                yield text[len(sent) :]
-                sent = text
+        try:
+            for token in tokens:
+                generated.append(token)
+                text, _ = self.answer_text(self.answer_tokens(generated), stop, finished=False)
+                if len(text) > len(sent) and text.startswith(sent):
+                    yield text[len(sent) :]
+                    sent = text
+        finally:
+            cancel.set()  # a no-op once generate has returned; else (the caller went away) it stops it
         worker.join()
         if "error" in result:
             raise result["error"]
@@ -325,6 +337,16 @@ class InferenceEngine:
             pixel_values=batch.pixel_values,
             num_visual_tokens=num_visual_tokens,
         ).logits
+
+
+class Cancelled(StoppingCriteria):
+    """Stops every sequence once `event` is set (a streaming client went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class TokenQueue:

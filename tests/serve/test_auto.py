@@ -13,7 +13,8 @@ class Clock:
 
 def router(**kw):
     clock = Clock()
-    return AutoRouter(BUDGETS, AutoSpec(target_latency_s=1.0, cooldown_s=2.0, **kw), clock=clock), clock
+    spec = AutoSpec(**({"target_latency_s": 1.0, "cooldown_s": 2.0, "window_s": 1.0, "min_samples": 5} | kw))
+    return AutoRouter(BUDGETS, spec, clock=clock), clock
 
 
 def feed(r, clock, latency_of, seconds, every=0.1):
@@ -50,3 +51,30 @@ def test_cooldown_spaces_the_steps():
     assert r.choose() == "balanced"
     feed(r, clock, lambda tier: 5.0, 2.5)
     assert r.choose() == "fast"
+
+
+def test_a_slow_tail_with_a_good_mean_steps_down_and_the_decision_is_recorded():
+    r, clock = router()
+    calls = iter(range(10**6))
+    # mean 0.33 s (a smoothed mean never passes 0.6 s), p95 1.5 s
+    tail = lambda tier: 1.5 if next(calls) % 10 == 0 else 0.2  # noqa: E731
+    feed(r, clock, tail, 3)
+    assert r.choose() != "full"
+    decision = r.state()["decisions"][0]
+    assert decision["from"] == "full" and decision["p95_s"] == 1.5
+
+
+def test_the_router_waits_for_enough_samples_and_forgets_old_ones():
+    r, clock = router(min_samples=20)
+    feed(r, clock, lambda tier: 5.0, 1.9)  # 19 answers in the window: not enough to act on
+    assert r.choose() == "full" and r.state()["latency_s"] is None
+    clock.now += 5.0  # the window slides past them
+    feed(r, clock, lambda tier: 0.1, 1.0)
+    assert r.choose() == "full" and r.state()["samples"] == 10
+
+
+def test_percentile_is_the_nearest_rank():
+    from mqt_llava.serve.auto import percentile
+
+    values = list(range(1, 101))
+    assert percentile(values, 0.95) == 95 and percentile(values, 0.99) == 99 and percentile([7.0], 0.95) == 7.0

@@ -10,23 +10,35 @@ is a `ServeSpec`. The tiers talk to the model only through the `Engine` interfac
 """
 
 import asyncio
-import json
 import os
+import threading
 import time
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mqt_llava.devices import Placement, load_placed_engine
-from mqt_llava.inference import Request as EngineRequest
-from mqt_llava.inference import Sampling, complete_grouped
+from mqt_llava.inference import Completion, complete_grouped
 from mqt_llava.model.budgets import check_budget
 from mqt_llava.model.export import visual_token_range
-from mqt_llava.serve.api import ApiError, ChatRequest, Job, build_job, completion_body
+from mqt_llava.serve.api import (
+    ApiError,
+    ChunkWriter,
+    Job,
+    api_key_from_env,
+    build_job,
+    check_access,
+    check_content_type,
+    completion_body,
+    context_error,
+    parse_body,
+    read_body,
+)
 from mqt_llava.serve.auto import AutoRouter
+from mqt_llava.serve.metrics import ServeMetrics
 from mqt_llava.serve.routing import Router
 from mqt_llava.serve.settings import ServeSpec
 
@@ -38,10 +50,23 @@ async def api_error(_: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+def answer_fields(completion: Completion, visual_tokens: int) -> dict:
+    return {"text": completion.text, "finish_reason": completion.finish_reason, "visual_tokens": visual_tokens,
+            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}  # fmt: skip
+
+
+def raise_if_error(result: dict) -> dict:
+    """A replica's answer, or the ApiError it handed back for this request."""
+    if "error" in result:
+        raise ApiError(**result["error"])
+    return result
+
+
 @serve.deployment
 class Tier:
-    """Replicas of one budget tier. `user_config` ({visual_tokens, max_batch_size,
-    batch_wait_timeout_s}) is applied by `reconfigure`, without reloading the model."""
+    """Replicas of one budget tier, or (`shared`) of every tier: each job carries its budget then.
+    `user_config` ({visual_tokens, max_batch_size, batch_wait_timeout_s}) is applied by `reconfigure`,
+    without reloading the model."""
 
     def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None, use_gpu: bool = False) -> None:
         import torch
@@ -59,19 +84,64 @@ class Tier:
         self.generate.set_max_batch_size(int(config.get("max_batch_size", 8)))
         self.generate.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.02)))
 
+    def admit(self, job: Job) -> tuple:
+        """(engine request, budget, sampling), or the request's context-length ApiError."""
+        m = job.visual_tokens or self.visual_tokens
+        request = job.request()
+        error = context_error(self.engine.prompt_tokens(request, m), job.max_tokens, self.engine.max_context)
+        return error or (request, m, job.sampling())
+
+    def answer(self, jobs: list[Job]) -> list[dict]:
+        """Answers for a batch: a request over the context is refused alone, and if the engine fails on
+        the batch each request is retried alone, so one bad request never fails its batch mates."""
+        admitted = [self.admit(j) for j in jobs]
+        work = [a for a in admitted if not isinstance(a, ApiError)]
+        try:
+            completions = iter(complete_grouped(self.engine, work))
+        except Exception:
+            completions = iter([self.alone(w) for w in work])
+        results = []
+        for a in admitted:
+            if isinstance(a, ApiError):
+                results.append({"error": a.fields()})
+            elif isinstance(c := next(completions), ApiError):
+                results.append({"error": c.fields()})
+            else:
+                results.append(answer_fields(c, a[1]))
+        return results
+
+    def alone(self, work: tuple) -> Completion | ApiError:
+        try:
+            return complete_grouped(self.engine, [work])[0]
+        except Exception as exc:
+            return ApiError(500, f"the engine failed on this request: {type(exc).__name__}: {exc}",
+                            type_="server_error")  # fmt: skip
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate(self, jobs: list[Job]) -> list[dict]:
         """The requests Serve gathered into one batch, answered by the engine (one call per group that
         can share a batch); a worker thread keeps the replica's loop responsive meanwhile."""
-        work = [(EngineRequest(j.question, j.image), j.visual_tokens or self.visual_tokens,
-                 Sampling(j.max_tokens, j.temperature, tuple(j.stop))) for j in jobs]  # fmt: skip
-        completions = await asyncio.get_running_loop().run_in_executor(None, complete_grouped, self.engine, work)
-        return [{"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
-                 "completion_tokens": c.completion_tokens, "visual_tokens": m}
-                for c, (_, m, _) in zip(completions, work, strict=True)]  # fmt: skip
+        return await asyncio.get_running_loop().run_in_executor(None, self.answer, jobs)
 
     async def __call__(self, job: Job) -> dict:
         return await self.generate(job)
+
+    async def stream(self, job: Job) -> AsyncIterator[dict]:
+        """One request generated alone: {"delta": text} items, then its answer's fields; or one
+        {"error": ...}. When the caller goes away (Serve cancels this generator), generation stops."""
+        admitted = self.admit(job)
+        if isinstance(admitted, ApiError):
+            yield {"error": admitted.fields()}
+            return
+        request, m, sampling = admitted
+        cancel = threading.Event()
+        items = self.engine.stream(request, m, sampling, cancel)
+        loop = asyncio.get_running_loop()
+        try:
+            while (item := await loop.run_in_executor(None, next, items, None)) is not None:
+                yield {"delta": item} if isinstance(item, str) else answer_fields(item, m)
+        finally:
+            cancel.set()
 
     def identity(self) -> dict:
         """Which loaded model this replica holds, and its budget (tests check a reconfigure keeps the model)."""
@@ -82,18 +152,27 @@ class Tier:
 @serve.ingress(app)
 class Ingress:
     def __init__(
-        self, spec: dict, token_range: tuple[int, int], budgets: dict[str, int], tiers: dict[str, DeploymentHandle]
+        self,
+        spec: dict,
+        token_range: tuple[int, int],
+        budgets: dict[str, int],
+        tiers: dict[str, DeploymentHandle],
+        shared: bool = False,
     ) -> None:
         self.spec = ServeSpec(**spec)
         self.minimum, self.maximum = token_range
         self.router = Router(budgets)
         self.auto = AutoRouter(budgets, self.spec.auto) if self.spec.auto.enabled else None
         self.tiers = tiers
-        self.api_key = os.environ.get(self.spec.api_key_env) if self.spec.api_key_env else None
+        self.shared = shared  # one deployment answers every tier: the job names its tier's budget
+        self.api_key = api_key_from_env(self.spec)
+        self.metrics = ServeMetrics()
+        if self.auto is not None:
+            self.metrics.auto_budget.set(self.router.budgets[self.auto.choose()])
 
     def authorise(self, request: Request) -> None:
-        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            raise ApiError(401, "invalid or missing API key", type_="authentication_error", code="invalid_api_key")
+        client = request.client.host if request.client else None
+        check_access(request.headers.get("authorization"), client, self.api_key, self.spec.allow_remote_without_key)
 
     @app.get("/health")
     async def health(self) -> dict:
@@ -108,60 +187,113 @@ class Ingress:
             data.append({"id": "auto", "object": "model", "owned_by": "mqt-llava", "visual_tokens": None})
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions")
-    async def chat(self, request: Request) -> JSONResponse:
+    @app.get("/v1/auto")
+    async def auto_state(self, request: Request) -> dict:
+        """What `auto` routes to now, the latency percentile it acts on, and its last decisions (this
+        ingress replica's)."""
         self.authorise(request)
+        if self.auto is None:
+            raise ApiError(404, "auto routing is not enabled on this server", code="model_not_found")
+        return self.auto.state()
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, request: Request):
+        started, tier = time.monotonic(), None
         try:
-            payload = json.loads(await request.body())
-            chat = ChatRequest.model_validate(payload)
-        except json.JSONDecodeError as exc:
-            raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise ApiError(400, f"{where}: {first['msg']}", param=where) from None
-        if chat.stream:
-            raise ApiError(400, "streaming is not supported yet", param="stream")
-        started = time.monotonic()
-        auto = self.auto is not None and chat.model == "auto" and chat.visual_tokens is None
-        tier = self.auto.choose() if auto else self.router.route(chat.model, chat.visual_tokens)
-        job = build_job(chat, self.spec, self.maximum, self.minimum)
-        result = await self.tiers[tier].remote(job)
-        if auto:
-            self.auto.observe(tier, time.monotonic() - started)
+            self.authorise(request)
+            check_content_type(request.headers.get("content-type"))
+            chat = parse_body(await read_body(request, self.spec), self.spec)
+            auto = self.auto is not None and chat.model == "auto" and chat.visual_tokens is None
+            tier = self.auto.choose() if auto else self.router.route(chat.model, chat.visual_tokens)
+            job = build_job(chat, self.spec, self.maximum, self.minimum)
+            if self.shared and job.visual_tokens is None:
+                job.visual_tokens = self.router.budgets[tier]
+            if chat.stream:
+                include_usage = chat.stream_options is not None and chat.stream_options.include_usage
+                return await self.stream(job, tier, auto, include_usage, started)
+            result = raise_if_error(await self.tiers[tier].remote(job))
+        except ApiError as exc:
+            self.metrics.refused(tier, exc.status)
+            raise
+        elapsed = time.monotonic() - started
+        self.answered(tier, auto, False, result, elapsed, elapsed)
         body = completion_body(tier, result["text"], result["finish_reason"], result["prompt_tokens"],
                                result["completion_tokens"], result["visual_tokens"])  # fmt: skip
         return JSONResponse(body)
 
+    async def stream(self, job: Job, tier: str, auto: bool, include_usage: bool, started: float):
+        """Server-sent events from the tier's stream. Its first item is awaited before the response
+        starts, so a refusal (context length) is still an HTTP error, not an event."""
+        items = self.tiers[tier].options(stream=True, method_name="stream").remote(job)
+        first = raise_if_error(await items.__anext__())
+        first_token_s = time.monotonic() - started
+        writer = ChunkWriter(tier, include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            yield writer.role()
+            item, ended = first, False
+            try:
+                while "delta" in item:
+                    yield writer.content(item["delta"])
+                    item = await items.__anext__()
+                ended = True
+            except Exception as exc:  # the replica failed mid-stream: the headers are sent, so an event says so
+                ended = True
+                yield writer.error(ApiError(500, f"generation failed: {type(exc).__name__}", type_="server_error"))
+                return
+            finally:
+                if not ended:
+                    items.cancel()  # the client went away: the tier stops generating
+            self.answered(tier, auto, True, item, first_token_s, time.monotonic() - started)
+            yield writer.end(item["finish_reason"], item["prompt_tokens"], item["completion_tokens"],
+                             item["visual_tokens"])  # fmt: skip
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    def answered(self, tier: str, auto: bool, stream: bool, result: dict, first_token_s: float,
+                 latency_s: float) -> None:  # fmt: skip
+        self.metrics.answered(tier, stream, result["visual_tokens"], result["prompt_tokens"],
+                              result["completion_tokens"], first_token_s, latency_s)  # fmt: skip
+        if auto:
+            self.auto.observe(tier, latency_s)
+            self.metrics.auto_budget.set(self.router.budgets[self.auto.choose()])
+
 
 def build(args: dict) -> serve.Application:
-    """The application for `args` (a ServeSpec as a dict): tiers first, then the ingress."""
+    """The application for `args` (a ServeSpec as a dict): tiers (or the one shared deployment), then
+    the ingress."""
     spec = ServeSpec(**args)
     minimum, maximum = visual_token_range(spec.model)
     budgets = {t.name: t.budget(maximum, minimum) for t in spec.tiers}
     placement = Placement.for_cluster(spec.use_gpu)
-    tiers = {}
-    for t in spec.tiers:
+
+    def deployment(name: str, replica, budget: int):
         autoscaling = None
-        if t.max_replicas > t.min_replicas:
-            autoscaling = {"min_replicas": t.min_replicas, "max_replicas": t.max_replicas,
-                           "target_ongoing_requests": t.target_ongoing_requests}  # fmt: skip
+        if replica.max_replicas > replica.min_replicas:
+            autoscaling = {"min_replicas": replica.min_replicas, "max_replicas": replica.max_replicas,
+                           "target_ongoing_requests": replica.target_ongoing_requests}  # fmt: skip
         options = dict(
-            name=f"tier-{t.name}",
+            name=name,
             user_config={
-                "visual_tokens": budgets[t.name],
-                "max_batch_size": t.max_batch_size,
-                "batch_wait_timeout_s": t.batch_wait_timeout_s,
+                "visual_tokens": budget,
+                "max_batch_size": replica.max_batch_size,
+                "batch_wait_timeout_s": replica.batch_wait_timeout_s,
             },  # fmt: skip
-            ray_actor_options={"num_cpus": t.replica_cpus, "num_gpus": placement.num_gpus},
-            max_ongoing_requests=max(2 * t.max_batch_size, 16),
+            ray_actor_options={"num_cpus": replica.replica_cpus, "num_gpus": placement.num_gpus},
+            # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
+            max_ongoing_requests=max(2 * replica.max_batch_size, 16),
         )
-        options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": t.min_replicas}
-        tiers[t.name] = Tier.options(**options).bind(spec.model, spec.engine, t.torch_threads, placement.use_gpu)
-    # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
+        options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replica.min_replicas}
+        return Tier.options(**options).bind(spec.model, spec.engine, replica.torch_threads, placement.use_gpu)
+
+    if spec.shared is not None:  # one set of weights: every tier's requests, each at its own budget
+        one = deployment("shared-tiers", spec.shared, maximum)
+        tiers = {t.name: one for t in spec.tiers}
+    else:
+        tiers = {t.name: deployment(f"tier-{t.name}", t, budgets[t.name]) for t in spec.tiers}
     ingress = {"num_cpus": spec.ingress_cpus}
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
-        spec.model_dump(), (minimum, maximum), budgets, tiers
+        spec.model_dump(), (minimum, maximum), budgets, tiers, spec.shared is not None
     )
 
 

@@ -12,11 +12,9 @@ from mqt_llava.model.budgets import parse_budget
 from mqt_llava.serve.auto import AutoSpec
 
 
-class TierSpec(Spec):
-    """One budget tier: a deployment whose replicas answer at `visual_tokens` (an int, or "M")."""
+class ReplicaSpec(Spec):
+    """A deployment's replicas: how many, how they batch, what each gets."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    visual_tokens: int | Literal["M"]
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(4.0, gt=0)
@@ -28,8 +26,16 @@ class TierSpec(Spec):
     @model_validator(mode="after")
     def _replicas(self):
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"tier {self.name}: min_replicas > max_replicas")
+            raise ValueError(f"{getattr(self, 'name', 'shared')}: min_replicas > max_replicas")
         return self
+
+
+class TierSpec(ReplicaSpec):
+    """One budget tier: a model id whose requests are answered at `visual_tokens` (an int, or "M"); by
+    a deployment of its own, or by the shared one when the spec has `shared`."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    visual_tokens: int | Literal["M"]
 
     def budget(self, maximum: int, minimum: int = 1) -> int:
         return parse_budget(self.visual_tokens, maximum, f"tier {self.name}: visual_tokens", minimum)
@@ -40,7 +46,13 @@ class ServeSpec(Spec):
     engine: str = "hf"  # the inference backend (mqt_llava.inference.ENGINES)
     use_gpu: bool | None = None  # one GPU per replica, bf16; None: if the cluster has GPUs (mqt_llava.devices)
     tiers: list[TierSpec] = Field(min_length=1)
-    api_key_env: str | None = None  # when set and that variable is non-empty, requests need the key
+    # One deployment answering every tier, each request at its tier's budget (one copy of the weights
+    # for all budgets); the tiers' own replica settings are then unused. None: a deployment per tier.
+    shared: ReplicaSpec | None = None
+    api_key_env: str | None = None  # the variable holding the API key; named but unset: the app refuses to start
+    allow_remote_without_key: bool = False  # without a key only loopback clients are served, unless this is on
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)  # a base64 image of max_image_bytes fits
+    max_json_depth: int = Field(32, ge=2)
     allow_remote_images: bool = False  # http(s) image URLs are fetched only when this is on
     max_images: int = Field(1, ge=1)  # the model takes one image per request
     max_image_pixels: int = Field(16 * 1024 * 1024, ge=1)
