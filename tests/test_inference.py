@@ -142,3 +142,19 @@ def test_a_cancelled_stream_stops_generating(built):
     completion = list(items)[-1]
     assert completion.completion_tokens < 200 and completion.finish_reason == "length"
     assert engine.complete([EIGHT[2]], 4, 200, cancel=cancel)[0].completion_tokens == 1
+
+
+@pytest.mark.parametrize("m", [1, 8])
+def test_the_engine_decode_loop_gives_the_tokens_of_transformers_generate(built, m):
+    engine = InferenceEngine.from_built(built)
+    batch = engine.prepare(EIGHT)
+    common = dict(num_visual_tokens=m, max_new_tokens=10, pad_token_id=engine.tokenizer.pad_token_id,
+                  eos_token_id=engine.tokenizer.eos_token_id)  # fmt: skip
+    inputs = (batch.input_ids, batch.attention_mask, batch.pixel_values)
+    with torch.inference_mode():
+        greedy = engine.model.generate(*inputs, do_sample=False, **common)
+        assert torch.equal(engine.decode(batch, m, 10), greedy)
+        torch.manual_seed(5)
+        sampled = engine.model.generate(*inputs, do_sample=True, temperature=1.5, top_k=0, top_p=0.9, **common)
+        torch.manual_seed(5)
+        assert torch.equal(engine.decode(batch, m, 10, temperature=1.5, top_p=0.9), sampled)

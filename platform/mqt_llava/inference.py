@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StopStringCriteria, TemperatureLogitsWarper, TopPLogitsWarper
 
 from mqt_llava.data.conversation import generation_prompt, tokenize_prompt
 from mqt_llava.data.images import Aspect, ImageSettings, preprocess_image
@@ -225,29 +225,12 @@ class InferenceEngine:
         `stop` strings appears (decoding stops there; the text ends before it)."""
         batch = self.prepare(requests)
         stop = [s for s in stop or [] if s]
-        settings = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p}
-        if temperature <= 0:
-            settings = {"do_sample": False}
-        if stop:
-            settings |= {"stop_strings": stop, "tokenizer": self.tokenizer}
-        if cancel is not None:
-            settings["stopping_criteria"] = StoppingCriteriaList([Cancelled(cancel)])
         device = self.model.device
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type,
                                    enabled=seed is not None):  # fmt: skip
             if seed is not None:
                 torch.manual_seed(seed)
-            output = self.model.generate(
-                batch.input_ids,
-                attention_mask=batch.attention_mask,
-                pixel_values=batch.pixel_values,
-                num_visual_tokens=num_visual_tokens,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                streamer=streamer,
-                **settings,
-            )
+            output = self.decode(batch, num_visual_tokens, max_new_tokens, temperature, top_p, stop, streamer, cancel)
         completions = []
         for i, (request, tokens) in enumerate(zip(requests, output.tolist(), strict=True)):
             generated = self.answer_tokens(tokens)
@@ -256,6 +239,64 @@ class InferenceEngine:
             prompt = int(batch.attention_mask[i].sum()) + (num_visual_tokens - 1 if request.image is not None else 0)
             completions.append(Completion(text, prompt, len(generated), finish))
         return completions
+
+    def decode(
+        self,
+        batch: PreparedBatch,
+        num_visual_tokens: int,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        streamer=None,
+        cancel: threading.Event | None = None,
+        min_new_tokens: int = 0,
+    ) -> torch.Tensor:
+        """The new tokens, (batch, steps): one prefill, then one cached forward per token, with
+        transformers' own sampling warpers (temperature, then top-p) and stop-string criterion.
+        `generate` does the same with per-step bookkeeping this engine does not use (8-16 % of a call
+        at the toy scale: benchmarks/generation_throughput.py); greedy, the two give the same tokens
+        (tested). A row that ends (EOS, a stop string) is padded until every row has ended. EOS is
+        suppressed for the first `min_new_tokens` (benchmarks use it for a fixed amount of work)."""
+        llm, eos, pad = self.model.language_model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        merged = self.model.merge_visual_tokens(batch.input_ids, batch.attention_mask, batch.pixel_values, None,
+                                                num_visual_tokens, "left")  # fmt: skip
+        mask = merged.attention_mask
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = llm(inputs_embeds=merged.inputs_embeds, attention_mask=mask, position_ids=position, use_cache=True,
+                  logits_to_keep=1)  # fmt: skip
+        warpers = LogitsProcessorList()
+        if temperature > 0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+            if top_p < 1.0:
+                warpers.append(TopPLogitsWarper(top_p))
+        stops = StopStringCriteria(self.tokenizer, stop) if stop else None
+        done = torch.zeros(len(mask), dtype=torch.bool, device=mask.device)
+        tokens: list[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            if step < min_new_tokens:
+                logits[:, eos] = -torch.inf
+            if temperature > 0:
+                probs = torch.softmax(warpers(torch.cat(tokens, 1) if tokens else mask[:, :0], logits), dim=-1)
+                token = torch.multinomial(probs, 1)
+            else:
+                token = logits.argmax(-1, keepdim=True)
+            token = token.masked_fill(done[:, None], pad)
+            tokens.append(token)
+            if streamer is not None:
+                streamer.put(token.cpu())
+            done |= token[:, 0] == eos
+            if stops is not None:
+                done |= stops(torch.cat(tokens, 1), logits)
+            if bool(done.all()) or step == max_new_tokens - 1 or (cancel is not None and cancel.is_set()):
+                break
+            mask, position = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1), position[:, -1:] + 1
+            out = llm(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=out.past_key_values,
+                      use_cache=True, logits_to_keep=1)  # fmt: skip
+        if streamer is not None:
+            streamer.end()
+        return torch.cat(tokens, 1)
 
     def answer_tokens(self, tokens: list[int]) -> list[int]:
         """A row of generate's output up to its end: EOS included, the padding after a row that
@@ -339,28 +380,14 @@ class InferenceEngine:
         ).logits
 
 
-class Cancelled(StoppingCriteria):
-    """Stops every sequence once `event` is set (a streaming client went away)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 class TokenQueue:
-    """A transformers streamer (the `put`/`end` interface of BaseStreamer) handing one sequence's new
-    token ids to another thread; iterating it yields them until generation ends."""
+    """Hands one sequence's new token ids (what `decode` puts, step by step) to another thread;
+    iterating it yields them until generation ends."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue[int | None] = queue.Queue()
-        self.prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate's first put is the prompt
-            self.prompt_seen = True
-            return
         for token in value.reshape(-1).tolist():
             self.queue.put(int(token))
 
