@@ -3,6 +3,8 @@
     python benchmarks/serve_load.py batching --seconds 30   # dynamic batching vs one request at a time
     python benchmarks/serve_load.py load --seconds 60       # C = 8 and 32 clients per tier
     python benchmarks/serve_load.py auto                    # `auto` routing under a load step
+    python benchmarks/serve_load.py stream --seconds 60     # 32 clients, mixed budgets, stream on and off
+    python benchmarks/serve_load.py shared --seconds 20     # one shared deployment vs a deployment per tier
 
 batching: the same tier deployed twice, `max_batch_size` 8 and 1, each driven by 8 concurrent
 clients; the throughput ratio (goal >= 3x) is printed beside the engine's own ratio for batch 8 over
@@ -10,7 +12,11 @@ batch 1 on the same requests (measured in this process before Serve starts: the 
 give on this machine). load: every tier at C concurrent clients: throughput, p50/p99 latency, errors
 (goal 0). auto: a load step (--step clients, --phase-seconds each) sent once to the `full` tier and
 once to `auto`; per phase the latency against --target and the budget mix, and a plot of both over
-time (runs/benchmarks/serve_auto.png).
+time (runs/benchmarks/serve_auto.png). stream: 32 clients for --seconds over three tiers, every other
+request streamed: errors, p50/p99 latency and time to the first token per tier and mode. shared: the
+same three budgets served by a deployment per tier and by one shared deployment, both deployed at once
+and driven in alternating rounds (mixed budgets, 8 clients): throughput and latency (medians over
+rounds, with their spread) and the replicas' memory (USS).
 
 The model is the quickstart's export, or with --random-init a random-weight variant of the tiny
 preset (its trained tokenizer kept) with the given overrides: serving speed does not depend on the
@@ -40,8 +46,9 @@ from mqt_llava.config import ModelSpec, load_config, preset_path
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.world import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 
-EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
-OUTPUT = Path("runs/benchmarks")
+REPO = Path(__file__).resolve().parents[1]
+EXPORT = REPO / "runs/quickstart/train/tiny-stage2/export"  # what `python jobs/quickstart.py` writes from the repo root
+OUTPUT = REPO / "runs/benchmarks"
 AUTO_MODEL = ["connector.num_queries=256", "vision_tower.architecture.image_size=128"]  # M = 256 over a 16 x 16 grid
 
 
@@ -52,6 +59,37 @@ class Sample:
     ok: bool
     tier: str | None = None
     visual_tokens: int | None = None
+    stream: bool = False
+    first_token: float | None = None  # streamed: to the first content; otherwise the latency
+
+
+def send(session: requests.Session, url: str, body: dict, sample: Sample, started: float) -> None:
+    """One request; a streamed one is read to its `[DONE]`, noting when the first content arrived."""
+    if not body.get("stream"):
+        response = session.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+        if response.status_code == 200:
+            answer = response.json()
+            sample.ok, sample.tier, sample.visual_tokens = True, answer["model"], answer["visual_tokens"]
+            sample.first_token = time.monotonic() - started
+        return
+    with session.post(f"{url}/v1/chat/completions", json=body, timeout=120, stream=True) as response:
+        if response.status_code != 200:
+            return
+        for line in response.iter_lines():
+            if not line.startswith(b"data: "):
+                continue
+            if line == b"data: [DONE]":
+                sample.ok = sample.tier is not None
+                return
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                return
+            choice = chunk["choices"][0] if chunk["choices"] else {}
+            if sample.first_token is None and choice.get("delta", {}).get("content"):
+                sample.first_token = time.monotonic() - started
+            if choice.get("finish_reason"):
+                sample.tier, sample.visual_tokens = chunk["model"], chunk["visual_tokens"]
+                sample.first_token = sample.first_token or time.monotonic() - started  # an empty answer
 
 
 def bodies(n: int) -> list[dict]:
@@ -68,9 +106,12 @@ def bodies(n: int) -> list[dict]:
     return out
 
 
-def drive(url: str, model: str, phases: list[tuple[int, float]], payloads: list[dict]) -> list[Sample]:
+def drive(url: str, model: str | list[str], phases: list[tuple[int, float]], payloads: list[dict],
+          stream_every: int = 0) -> list[Sample]:  # fmt: skip
     """Closed-loop clients: during each (clients, seconds) phase, that many threads each send one
-    request after another (the threads beyond a phase's count wait for a later phase)."""
+    request after another (the threads beyond a phase's count wait for a later phase). A list of
+    models is cycled through request by request; with stream_every = k, every k-th request streams."""
+    models = [model] if isinstance(model, str) else model
     bounds, elapsed = [], 0.0
     for clients, seconds in phases:
         elapsed += seconds
@@ -94,14 +135,12 @@ def drive(url: str, model: str, phases: list[tuple[int, float]], payloads: list[
                 time.sleep(0.05)
                 continue
             start = time.monotonic()
-            sample = Sample(start - t0, 0.0, False)
+            streamed = stream_every > 0 and i % stream_every == 0
+            sample = Sample(start - t0, 0.0, False, stream=streamed)
             try:
-                body = payloads[i % len(payloads)] | {"model": model}
-                response = session.post(f"{url}/v1/chat/completions", json=body, timeout=120)
-                if response.status_code == 200:
-                    answer = response.json()
-                    sample.ok, sample.tier, sample.visual_tokens = True, answer["model"], answer["visual_tokens"]
-            except requests.RequestException:
+                body = payloads[i % len(payloads)] | {"model": models[i % len(models)], "stream": streamed}
+                send(session, url, body, sample, start)
+            except (requests.RequestException, ValueError):
                 pass
             sample.latency = time.monotonic() - start
             with lock:
@@ -116,17 +155,17 @@ def drive(url: str, model: str, phases: list[tuple[int, float]], payloads: list[
     return sorted(samples, key=lambda s: s.start)
 
 
+def quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 def summarise(samples: list[Sample], seconds: float) -> dict:
     done = sorted(s.latency for s in samples if s.ok)
     mix = Counter(s.tier for s in samples if s.ok)
-
-    def quantile(q: float) -> float:
-        return done[min(len(done) - 1, int(q * len(done)))] if done else float("nan")
-
     return {
         "requests": len(done), "errors": sum(not s.ok for s in samples), "throughput": len(done) / seconds,
-        "p50": statistics.median(done) if done else float("nan"), "p90": quantile(0.9), "p99": quantile(0.99),
-        "mix": {tier: n / len(done) for tier, n in mix.most_common()} if done else {},
+        "p50": statistics.median(done) if done else float("nan"), "p90": quantile(done, 0.9),
+        "p99": quantile(done, 0.99), "mix": {tier: n / len(done) for tier, n in mix.most_common()} if done else {},
     }  # fmt: skip
 
 
@@ -135,12 +174,17 @@ def report(label: str, clients: int, row: dict) -> None:
           f"p99 {row['p99']:6.2f}s  requests {row['requests']:5d}  errors {row['errors']}", flush=True)  # fmt: skip
 
 
-def model_export(overrides: list[str] | None) -> Path:
-    """The quickstart's export, or a random-weight variant of the tiny preset written once per overrides."""
+def model_export(model: Path | None, overrides: list[str] | None) -> Path:
+    """The export asked for (the quickstart's by default), or a random-weight variant of the tiny
+    preset written once per overrides (its tokenizer is the quickstart's trained one)."""
+    if model is not None and not overrides:
+        if not (model / "config.json").exists():
+            raise SystemExit(f"{model} is not an export (no config.json)")
+        return model.resolve()
     if not EXPORT.exists():
-        raise SystemExit(f"{EXPORT} not found: run python jobs/quickstart.py first")
+        raise SystemExit(f"{EXPORT} not found: run python jobs/quickstart.py first, or pass --model")
     if not overrides:
-        return EXPORT.resolve()
+        return EXPORT
     import torch
 
     from mqt_llava.model.builder import build_model
@@ -183,6 +227,22 @@ def start(export: Path, tiers: list[dict], auto: dict | None = None, access_log:
     init_ray()
     args = {"model": str(export), "tiers": tiers} | ({"auto": auto} if auto else {})
     return run_on_loopback(args, "bench", {"enable_access_log": access_log})
+
+
+def replica_pids(app: str) -> list[int]:
+    """The processes of an application's tier replicas (one replica per deployment here)."""
+    pids = set()
+    for name in serve.status().applications[app].deployments:
+        if name != "Ingress":
+            identity = serve.get_deployment_handle(name, app_name=app).options(method_name="identity").remote()
+            pids.add(int(identity.result()["engine"].split(":")[0]))
+    return sorted(pids)
+
+
+def uss_gib(pids: list[int]) -> float:
+    import psutil
+
+    return sum(psutil.Process(p).memory_full_info().uss for p in pids) / 2**30
 
 
 def batching(args, export: Path, payloads: list[dict]) -> None:
@@ -239,6 +299,79 @@ def auto(args, export: Path, payloads: list[dict]) -> None:
     print(f"plot: {path}")
 
 
+MIXED = (("fast", 4), ("balanced", 16), ("full", "M"))
+
+
+def stream(args, export: Path, payloads: list[dict]) -> None:
+    tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
+             for n, m in MIXED]  # fmt: skip
+    url = start(export, tiers, access_log=args.access_log)
+    names = [n for n, _ in MIXED]
+    drive(url, names, [(8, args.warmup)], payloads, stream_every=2)
+    samples = drive(url, names, [(32, args.seconds)], payloads, stream_every=2)
+    print(f"32 clients, {args.seconds:.0f} s, tiers cycled per request, every other request streamed "
+          f"(max_tokens {payloads[0]['max_tokens']}):")  # fmt: skip
+    print(f"{'tier':>9} {'stream':>6} {'answers':>7} {'p50':>6} {'p99':>6} {'ttft p50':>8} {'ttft p99':>8}")
+    for tier in names:
+        for streamed in (False, True):
+            ok = [s for s in samples if s.ok and s.stream == streamed and s.tier == tier]
+            lat, ttft = sorted(s.latency for s in ok), sorted(s.first_token for s in ok)
+            print(f"{tier:>9} {str(streamed).lower():>6} {len(ok):>7} {quantile(lat, 0.5):5.2f}s "
+                  f"{quantile(lat, 0.99):5.2f}s {quantile(ttft, 0.5):7.2f}s {quantile(ttft, 0.99):7.2f}s")  # fmt: skip
+    errors = {mode: sum(not s.ok for s in samples if s.stream == mode) for mode in (False, True)}
+    rate = sum(s.ok for s in samples) / args.seconds
+    print(f"errors (goal 0): {errors[False]} not streamed, {errors[True]} streamed, of {len(samples)} requests; "
+          f"{rate:.1f} answers/s")  # fmt: skip
+
+
+def shared(args, export: Path, payloads: list[dict]) -> None:
+    from mqt_llava.serve.app import build
+
+    # Both applications are up at once on 2 logical CPUs: 3 x 0.25 + 0.25 (ingress), and 0.5 + 0.25.
+    replica = {"replica_cpus": 0.25, "torch_threads": 1, "max_batch_size": 8}
+    tiers = [{"name": n, "visual_tokens": m} | replica for n, m in MIXED]
+    one = replica | {"replica_cpus": 0.5, "torch_threads": 2}  # the cores the three tiers' threads would share
+    apps = {"per-tier": {"model": str(export), "tiers": tiers}, "shared": {"model": str(export), "tiers": tiers,
+                                                                           "shared": one}}  # fmt: skip
+    init_ray()
+    url = start_apps(apps, build, args.access_log)
+    names = [n for n, _ in MIXED]
+    for app in apps:
+        drive(f"{url}/{app}", names, [(8, args.warmup)], payloads)
+    rows: dict[str, list[dict]] = {app: [] for app in apps}
+    for r in range(args.rounds):
+        for app in apps if r % 2 == 0 else reversed(apps):
+            rows[app].append(summarise(drive(f"{url}/{app}", names, [(8, args.seconds)], payloads), args.seconds))
+            row = rows[app][-1]
+            print(f"round {r + 1}: {app:>8} {row['throughput']:6.1f} req/s  p50 {row['p50']:.3f} s  "
+                  f"errors {row['errors']}", flush=True)  # fmt: skip
+    memory = {app: uss_gib(replica_pids(app)) for app in apps}
+    print(f"\n{'deployment':>10} {'replicas':>8} {'USS':>9} {'req/s (median, range)':>24} {'p50':>7} {'p99':>7}")
+    for app in apps:
+        rates = [row["throughput"] for row in rows[app]]
+        print(f"{app:>10} {len(replica_pids(app)):>8} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
+              f"[{min(rates):.1f}, {max(rates):.1f}] {statistics.median(r['p50'] for r in rows[app]):6.3f}s "
+              f"{statistics.median(r['p99'] for r in rows[app]):6.3f}s")  # fmt: skip
+    ratio = statistics.median(r["throughput"] for r in rows["shared"]) / statistics.median(
+        r["throughput"] for r in rows["per-tier"]
+    )
+    print(f"shared / per-tier: memory {memory['shared'] / memory['per-tier']:.2f}x, throughput {ratio:.2f}x")
+
+
+def start_apps(apps: dict[str, dict], build, access_log: bool) -> str:
+    """Several applications on one loopback Serve, each at /<name>."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    logging = {"enable_access_log": access_log}
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging)
+    for name, app_args in apps.items():
+        serve.run(build(app_args), name=name, route_prefix=f"/{name}", logging_config=logging)
+    return f"http://127.0.0.1:{port}"
+
+
 def plot_auto(runs: dict[str, list[Sample]], phases, target: float, budgets: dict) -> Path:
     import matplotlib
 
@@ -290,9 +423,11 @@ def plot_auto(runs: dict[str, list[Sample]], phases, target: float, budgets: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["batching", "load", "auto"])
+    parser.add_argument("which", choices=["batching", "load", "auto", "stream", "shared"])
     parser.add_argument("--seconds", type=float, default=30, help="batching and load: seconds per measurement")
+    parser.add_argument("--model", type=Path, help=f"an export to serve (default {EXPORT})")
     parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=4, help="shared: alternating rounds per deployment")
     parser.add_argument("--random-init", nargs="*", metavar="OVERRIDE",
                         help="serve a random-weight tiny-preset variant with these overrides (auto's default: "
                              f"{' '.join(AUTO_MODEL)}); no value: the quickstart's export")  # fmt: skip
@@ -308,10 +443,12 @@ def main() -> None:
     parser.add_argument("--cooldown", type=float, default=3.0, help="auto: seconds between level steps")
     args = parser.parse_args()
     overrides = args.random_init if args.random_init is not None else (AUTO_MODEL if args.which == "auto" else None)
-    export = model_export(overrides)
+    export = model_export(args.model, overrides)
     print(f"model: {export}" + (f" (random weights; {' '.join(overrides)})" if overrides else ""))
     payloads = bodies(64)
-    {"batching": batching, "load": load, "auto": auto}[args.which](args, export, payloads)
+    {"batching": batching, "load": load, "auto": auto, "stream": stream, "shared": shared}[args.which](
+        args, export, payloads
+    )
     serve.shutdown()
 
 
