@@ -254,7 +254,7 @@ class InferenceEngine:
     ) -> torch.Tensor:
         """The new tokens, (batch, steps): one prefill, then one cached forward per token, with
         transformers' own sampling warpers (temperature, then top-p) and stop-string criterion.
-        `generate` does the same with per-step bookkeeping this engine does not use (8-16 % of a call
+        `generate` does the same with per-step bookkeeping this engine does not use (5-8 % of a call
         at the toy scale: benchmarks/generation_throughput.py); greedy, the two give the same tokens
         (tested). A row that ends (EOS, a stop string) is padded until every row has ended. EOS is
         suppressed for the first `min_new_tokens` (benchmarks use it for a fixed amount of work)."""
@@ -326,7 +326,7 @@ class InferenceEngine:
         self, request: Request, num_visual_tokens: int, sampling: Sampling, cancel: threading.Event | None = None
     ) -> Iterator[str | Completion]:
         """Text deltas as tokens are generated (generate runs in a thread), then the Completion;
-        the deltas add up to its text. Closing the iterator or setting `cancel` stops generate."""
+        the deltas add up to its text. Closing the iterator or setting `cancel` stops the decode loop."""
         cancel = cancel or threading.Event()
         tokens = TokenQueue()
         result: dict = {}
