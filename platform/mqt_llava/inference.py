@@ -325,7 +325,7 @@ class InferenceEngine:
     def stream(
         self, request: Request, num_visual_tokens: int, sampling: Sampling, cancel: threading.Event | None = None
     ) -> Iterator[str | Completion]:
-        """Text deltas as tokens are generated (generate runs in a thread), then the Completion;
+        """Text deltas as tokens are generated (the decode loop runs in a thread), then the Completion;
         the deltas add up to its text. Closing the iterator or setting `cancel` stops the decode loop."""
         cancel = cancel or threading.Event()
         tokens = TokenQueue()
