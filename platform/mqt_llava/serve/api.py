@@ -197,7 +197,8 @@ def json_depth(raw: bytes) -> int:
 def parse_body(raw: bytes, spec: ServeSpec) -> ChatRequest:
     """The request body, checked against the limits, as a ChatRequest; or a 4xx ApiError."""
     check_body_size(len(raw), spec)
-    if (depth := json_depth(raw)) > spec.max_json_depth:
+    brackets = raw.count(b"[") + raw.count(b"{")  # a bound on the depth, counted at memory speed
+    if brackets > spec.max_json_depth and (depth := json_depth(raw)) > spec.max_json_depth:
         raise ApiError(400, f"the request body nests {depth} deep; the limit is {spec.max_json_depth}")
     try:
         payload = json.loads(raw)
@@ -264,8 +265,11 @@ def split_content(content: str | list[ContentPart] | None) -> tuple[str, list[st
 def read_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[tuple[str, str]], str, list[str]]:
     """(system prompt, earlier (user, assistant) turns, the last user text, image URLs): leading system
     messages, then user and assistant turns alternating, ending with the user's."""
-    system = [split_content(m.content)[0] for m in messages[: next(
-        (i for i, m in enumerate(messages) if m.role != "system"), len(messages))]]  # fmt: skip
+    system: list[str] = []
+    for m in messages:
+        if m.role != "system":
+            break
+        system.append(split_content(m.content)[0])
     turns = messages[len(system) :]
     if not turns or any(m.role != ("user", "assistant")[i % 2] for i, m in enumerate(turns)) or len(turns) % 2 == 0:
         raise ApiError(400, "messages: system messages first, then user and assistant turns alternating, ending "
@@ -352,8 +356,11 @@ class ChunkWriter:
         self.include_usage = include_usage
 
     def chunk(self, delta: dict, finish: str | None = None, **extra) -> bytes:
+        return self.event([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
+
+    def event(self, choices: list[dict], **extra) -> bytes:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}  # fmt: skip
+                "choices": choices, **extra}  # fmt: skip
         if self.include_usage:
             body.setdefault("usage", None)
         return f"data: {json.dumps(body)}\n\n".encode()
@@ -369,9 +376,7 @@ class ChunkWriter:
         if self.include_usage:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                      "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
-            body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "choices": [], "usage": usage}  # fmt: skip
-            out += f"data: {json.dumps(body)}\n\n".encode()
+            out += self.event([], usage=usage)
         return out + b"data: [DONE]\n\n"
 
     @staticmethod
