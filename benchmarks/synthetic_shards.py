@@ -21,6 +21,11 @@ def synthetic_shards(spec: ModelSpec, root: Path, records: int) -> str:
     """`records` instruction records (seeded) written under root/corpus, prepared into root/shards."""
     corpus = root / "corpus"
     write_corpus(corpus, CorpusSpec(seed=3, num_pretrain=1, num_instruct=records, num_eval=1))
+    return prepared_shards(spec, corpus / INSTRUCT_JSON, corpus, root / "shards")
+
+
+def prepared_shards(spec: ModelSpec, source: Path, images: Path, out: Path) -> str:
+    """A LLaVA instruction JSON (images under `images`) prepared into Parquet shards at `out`."""
     rules = RecordRules("vicuna_v1", spec.max_length, max_visual_tokens(spec))
-    prepare(PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(root / "shards"), spec.tokenizer, rules))
-    return str(root / "shards")
+    prepare(PrepareJob(str(source), str(images), str(out), spec.tokenizer, rules))
+    return str(out)

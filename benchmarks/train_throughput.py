@@ -1,113 +1,271 @@
-"""Training throughput: Ray Train + DeepSpeed against a plain PyTorch loop, measured side by side in
-one run with the same model, data, batch size and budgets.
+"""Training throughput against the physical limit, measured side by side in one run: the platform's
+path and a bare loop doing the same arithmetic on the same batches, alternated in rounds.
 
-    python benchmarks/train_throughput.py                  # tiny architecture (random init), stage 2
-    python benchmarks/train_throughput.py --steps 60 --batch 16
+    python benchmarks/train_throughput.py --quickstart runs/quickstart   # the quickstart's stage-2 workload
+    python benchmarks/train_throughput.py                                # synthetic corpus, byte-level tokenizer
+    python benchmarks/train_throughput.py --quickstart runs/quickstart --steps 30 --rounds 3 --set zero_stage=0
 
-1. plain:  one process, the loop a researcher would write: the same Ray Data pipeline iterated in
-           the driver -> model -> loss.backward() -> clip -> torch AdamW step (2 torch threads)
-2. ray_1:  the platform's path (jobs/stage2.py): Ray Train V2, 1 worker, DeepSpeed ZeRO-2 (2 threads)
-3. ray_2:  2 workers, ZeRO-2, 1 thread each (this machine has 2 cores), the same global batch
+The workload is the tiny preset's stage 2 as the quickstart runs it (global batch 32 = 2 micro-batches
+of 16, modality-grouped, m drawn each step, 2 torch threads), for --steps optimizer steps:
+- with --quickstart: the quickstart's instruction JSON and images, tokenized by its trained
+  tokenizer (read from its stage-2 export); the vision tower, connector and LLM are the preset's
+  architecture with seeded random weights (the same arithmetic as the trained ones);
+- without: the toy world's synthetic corpus and the untrained byte-level tokenizer (about 3x the
+  tokens per sample), everything random-init.
 
-Samples/s is the median over optimizer steps after the first `--warmup` (start-up, JIT and the data
-pipeline's ramp-up excluded), from the per-step figures the loop logs to MLflow; the plain loop is
-timed the same way. Peak memory is the worker's RSS (max over workers), and the plain process's.
+Variants, each from the same seeded initial weights, over the same micro-batches in the same order
+(the pipeline keeps its order: launch.ingest_options):
+1. bare:      the physical limit: the micro-batches the platform consumes, collated in memory before
+              the clock starts; forward, backward, clip, torch AdamW, cosine schedule. Nothing else.
+2. deepspeed: the platform's strategy (DeepSpeed ZeRO as configured) in this process over the same
+              in-memory batches: the training calls the platform's loop makes, without Ray.
+3. streamed:  the bare loop fed by the same Ray Data pipeline, iterated in this process: the cost of
+              decoding and tokenizing on the same two cores as the arithmetic.
+4. platform:  jobs/stage2.py's path: Ray Train V2, 1 worker, DeepSpeed ZeRO as configured, the
+              pipeline as the worker's shard, MLflow logging, a checkpoint and the export at the end.
+
+Rounds alternate the order of the variants. Samples/s is per optimizer step after the first
+--warmup steps (start-up excluded), median over steps; the figure per variant is its median round,
+with the range over rounds of its ratio to the bare loop of the same round. Every variant's
+per-step losses are compared with the bare loop's: they must agree (same batches, same updates).
+Every process's CPU time is sampled every 2 s, and each variant's steps after the warm-up are split
+into the cores its arithmetic's process used and those the rest of the machine used.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
-import resource
+import os
 import statistics
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import psutil
 import torch
 from ray.data import DataContext
-from synthetic_shards import RANDOM_INIT, synthetic_shards
+from synthetic_shards import RANDOM_INIT, prepared_shards, synthetic_shards
+from transformers import get_cosine_schedule_with_warmup
 
 from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.samples import LlavaCollate
-from mqt_llava.model.builder import build_model, image_settings_for
-from mqt_llava.model.stages import configure_trainable
+from mqt_llava.model.builder import image_settings_for, load_tokenizer
 from mqt_llava.ray_runtime import init_ray
+from mqt_llava.toy.corpus import INSTRUCT_JSON
 from mqt_llava.tracking import RUN_NAME_TAG
-from mqt_llava.train.launch import run_stage
+from mqt_llava.train.checkpoint import DataPosition
+from mqt_llava.train.launch import ingest_options, run_stage
+from mqt_llava.train.loop import micro_batches, stage_model
 from mqt_llava.train.plan import StageRun, resolve_run
+from mqt_llava.train.strategy import DeepSpeedStrategy
+
+LOSS_TOLERANCE = 1e-3  # per-step loss, absolute: float32 sums in another order drift this little
+DRIVER, WORKER = "this process", "ray::RayTrainWorker"  # in the CPU account
 
 
-def stage_run(shards: str, root: Path, name: str, steps: int, batch: int, workers: int) -> StageRun:
+def arithmetic(variant: str) -> str:
+    """The process that does a variant's arithmetic: the Train worker for the platform, else this one."""
+    return WORKER if variant == "platform" else DRIVER
+
+
+@dataclass
+class Trace:
+    """One variant's run: seconds, loss and end time (time.time()) of every optimizer step."""
+
+    seconds: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float, loss: float) -> None:
+        self.seconds.append(seconds)
+        self.losses.append(loss)
+        self.ends.append(time.time())
+
+
+class CpuSampler:
+    """Every process's CPU seconds, sampled every `every` s in a thread, so that a variant's steady
+    state (its steps after the warm-up) can be split by process: the one doing the arithmetic
+    against everything else the machine runs (Ray's processes, the pipeline)."""
+
+    def __init__(self, every: float = 2.0) -> None:
+        self.every, self.samples = every, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def sample(self) -> None:
+        while not self.stop.is_set():
+            seen = {}
+            for process in psutil.process_iter(["pid", "cmdline", "name", "cpu_times"]):
+                info = process.info
+                if info["cpu_times"] is not None:
+                    seen[info["pid"]] = (process_kind(info), info["cpu_times"].user + info["cpu_times"].system)
+            self.samples.append((time.time(), seen))
+            self.stop.wait(self.every)
+
+    def cores(self, start: float, end: float) -> tuple[float, dict[str, float]]:
+        """(seconds covered, cores used per process kind) between the first and last samples inside
+        [start, end]."""
+        inside = [(t, seen) for t, seen in self.samples if start <= t <= end]
+        if len(inside) < 2:
+            return 0.0, {}
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        used: dict[str, float] = defaultdict(float)
+        for pid, (kind, cpu) in last.items():
+            if pid in first:
+                used[kind] += (cpu - first[pid][1]) / (t1 - t0)
+        return t1 - t0, dict(used)
+
+
+def process_kind(info: dict) -> str:
+    """A process's name in the CPU account: Ray's process titles (ray::RayTrainWorker, ray::IDLE), the
+    executable or script otherwise."""
+    if info["pid"] == os.getpid():
+        return DRIVER
+    words = info["cmdline"] or [info["name"] or "?"]
+    if words[0].startswith("ray::"):
+        return words[0].split(".")[0]
+    script = next((w for w in words[1:] if w.endswith(".py")), words[0])
+    return Path(script).name
+
+
+def workload(quickstart: Path | None, root: Path) -> tuple[str, list[str], str]:
+    """(shards, model overrides, description) of the workload asked for."""
+    if quickstart is None:
+        spec = load_config(ModelSpec, preset_path("tiny"), RANDOM_INIT)
+        return synthetic_shards(spec, root, 1200), RANDOM_INIT, "synthetic corpus (1,200 records), byte-level tokenizer"
+    export, data = quickstart / "train" / "tiny-stage2" / "export", quickstart / "data"
+    if not (export / "tokenizer.json").exists() or not (data / INSTRUCT_JSON).exists():
+        raise SystemExit(f"no quickstart run at {quickstart}: run python jobs/quickstart.py first")
+    model = [f"tokenizer.pretrained={export.resolve()}", *RANDOM_INIT[1:]]
+    spec = load_config(ModelSpec, preset_path("tiny"), model)
+    what = f"the quickstart's instruction data and tokenizer ({quickstart}), random-init weights"
+    return prepared_shards(spec, data / INSTRUCT_JSON, data, root / "shards"), model, what
+
+
+def stage_run(shards: str, model: list[str], root: Path, name: str, args) -> StageRun:
     overrides = [
-        f"data={shards}", "init_from=null", "zero_stage=2", f"max_steps={steps}", f"checkpoint_every={10 * steps}",
-        f"global_batch_size={batch}", f"micro_batch_size={batch // workers}", f"num_workers={workers}",
-        f"resources.worker_cpus={0.5 if workers == 1 else 0.25}", f"resources.torch_threads={2 // workers}",
-        "tracking.log_export=false", f"log_every={steps}",
+        f"data={shards}", "init_from=null", f"max_steps={args.steps}", f"checkpoint_every={10 * args.steps}",
+        f"log_every={args.steps}", "tracking.log_export=false", *args.set,
     ]  # fmt: skip
-    return resolve_run(preset_path("tiny", "stage2"), overrides + prefixed("model", RANDOM_INIT), name=name,
+    return resolve_run(preset_path("tiny", "stage2"), overrides + prefixed("model", model), name=name,
                        storage=str(root / "runs"))  # fmt: skip
 
 
-def plain_loop(run: StageRun, warmup: int) -> dict:
-    """The same pipeline, model, optimizer and budgets, without Ray Train or DeepSpeed."""
-    torch.set_num_threads(2)
-    stage = run.stage
-    torch.manual_seed(stage.seed)
-    built = build_model(run.model)
-    configure_trainable(built.model, stage.stage)
-    params = [p for p in built.model.parameters() if p.requires_grad]
+def pipeline(run: StageRun):
+    """The dataset the platform hands its worker (launch.trainer_for), with the same ingest options."""
+    DataContext.get_current().execution_options = ingest_options()
+    resources = run.stage.resources
+    return training_dataset(
+        read_shards(run.stage.data, seed=run.stage.seed), run.model, run.stage.template,
+        image_settings_for(run.model), decode_actors=resources.decode_actors, decode_cpus=resources.decode_cpus,
+        tokenize_cpus=resources.tokenize_cpus, max_length=run.stage.max_length,
+    )  # fmt: skip
+
+
+def platform_batches(run: StageRun, pad_id: int, materialized: bool = False):
+    """The worker's micro-batches (loop.micro_batches over the pipeline), in its order; from the
+    pipeline run to its end first if `materialized` (then nothing of it runs on afterwards)."""
+    dataset = pipeline(run)
+    return micro_batches(dataset.materialize() if materialized else dataset, run, DataPosition(), LlavaCollate(pad_id))
+
+
+def bare_loop(run: StageRun, batches) -> Trace:
+    """(seconds, loss) per optimizer step: the training arithmetic and nothing else. `batches(pad_id)`
+    is a generator of micro-batches, closed at the end (which stops a pipeline behind it)."""
+    stage, plan = run.stage, run.plan
+    torch.set_num_threads(stage.resources.torch_threads)
+    built = stage_model(run)
+    model = built.model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    dataset = training_dataset(
-        read_shards(stage.data, seed=stage.seed), run.model, stage.template, image_settings_for(run.model),
-        decode_actors=1, decode_cpus=0.5,
-    )  # fmt: skip
-    batches = dataset.iter_torch_batches(
-        batch_size=stage.global_batch_size, collate_fn=LlavaCollate(built.tokenizer.pad_token_id), drop_last=True,
-        local_shuffle_buffer_size=stage.shuffle_buffer, local_shuffle_seed=stage.seed,
-    )  # fmt: skip
-    built.model.train()
-    rates, step, last = [], 0, time.perf_counter()
-    for batch in batches:
-        loss = built.model(**batch, num_visual_tokens=run.budget(step)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+    scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+    accumulate = stage.gradient_accumulation_steps
+    trace = Trace()
+    with contextlib.closing(batches(built.tokenizer.pad_token_id)) as stream:
+        last = time.perf_counter()
+        for step in range(plan.total_steps):
+            total = 0.0
+            for _ in range(accumulate):
+                loss = model(**next(stream), num_visual_tokens=run.budget(step)).loss
+                (loss / accumulate).backward()
+                total += loss.item()
+            torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            now = time.perf_counter()
+            trace.add(now - last, total / accumulate)
+            last = now
+    return trace
+
+
+def deepspeed_loop(run: StageRun, batches: list[dict]) -> Trace:
+    """The platform's strategy (DeepSpeed, as configured) in this process over the in-memory batches:
+    the training calls the platform's loop makes, without Ray Train, the pipeline or MLflow."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    stage = run.stage
+    torch.set_num_threads(stage.resources.torch_threads)
+    strategy = DeepSpeedStrategy(stage, use_gpu=False)
+    strategy.init_distributed()
+    built = stage_model(run)
+    strategy.setup(built.model, run.plan)
+    stream = iter(batches)
+    trace = Trace()
+    last = time.perf_counter()
+    for step in range(run.plan.total_steps):
+        total = sum(strategy.train_micro_batch(next(stream), run.budget(step))
+                    for _ in range(stage.gradient_accumulation_steps))  # fmt: skip
         now = time.perf_counter()
-        rates.append(len(batch["input_ids"]) / (now - last))
+        trace.add(now - last, total / stage.gradient_accumulation_steps)
         last = now
-        if step == run.plan.total_steps:
-            break
-    return dict(
-        samples_per_s=statistics.median(rates[warmup:]),
-        steps=step,
-        peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    )
+    return trace
 
 
-def ray_train(run: StageRun, warmup: int) -> dict:
-    result = run_stage(run)
+def platform(run: StageRun) -> Trace:
+    """The platform's run, its per-step rates and losses read back from MLflow as it logged them."""
+    run_stage(run)
     client = mlflow.MlflowClient(f"sqlite:///{run.storage}/mlflow.db")
     experiment = client.get_experiment_by_name(run.stage.tracking.experiment)
-    (mlflow_run,) = client.search_runs([experiment.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{run.name}'")
-    rates = sorted(client.get_metric_history(mlflow_run.info.run_id, "samples_per_s"), key=lambda m: m.step)
-    return dict(
-        samples_per_s=statistics.median([m.value for m in rates[warmup:]]),
-        steps=int(result.metrics["step"]),
-        peak_memory_mb=result.metrics["peak_memory_mb"],
-    )
+    (found,) = client.search_runs([experiment.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{run.name}'")
+
+    def history(key: str) -> list:
+        return sorted(client.get_metric_history(found.info.run_id, key), key=lambda m: m.step)
+
+    rates, losses = history("samples_per_s"), history("loss")
+    return Trace([run.stage.global_batch_size / m.value for m in rates], [m.value for m in losses],
+                 [m.timestamp / 1000 for m in rates])  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=1200)
+    parser.add_argument("--quickstart", type=Path, help="a jobs/quickstart.py run directory (its data and tokenizer)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["bare", "deepspeed", "streamed", "platform"],
+        choices=["bare", "deepspeed", "streamed", "platform"],
+        help="bare is always run",
+    )
+    parser.add_argument("--set", nargs="*", default=[], help="stage overrides for every variant, e.g. zero_stage=3")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/train_throughput.json"))
     args = parser.parse_args()
 
@@ -115,26 +273,81 @@ def main() -> None:
     DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         root = Path(tmp)
-        shards = synthetic_shards(load_config(ModelSpec, preset_path("tiny"), RANDOM_INIT), root, args.records)
-        results = {}
-        for name, workers in (("plain", 1), ("ray_1", 1), ("ray_2", 2)):
-            run = stage_run(shards, root, name, args.steps, args.batch, workers)
-            print(
-                f"\n--- {name}: {workers} worker(s), global batch {args.batch}, {run.plan.total_steps} steps",
-                flush=True,
-            )
-            results[name] = plain_loop(run, args.warmup) if name == "plain" else ray_train(run, args.warmup)
-            print(f"{name}: {results[name]}", flush=True)
+        shards, model, what = workload(args.quickstart, root)
+        base = stage_run(shards, model, root, "bare", args)
+        stage = base.stage
+        print(f"workload: {what}; {args.steps} steps of {stage.global_batch_size} samples ("
+              f"{stage.gradient_accumulation_steps} x {stage.micro_batch_size}), grouped by modality: "
+              f"{stage.group_by_modality}, ZeRO-{stage.zero_stage}, {stage.resources.torch_threads} threads",
+              flush=True)  # fmt: skip
+        needed = args.steps * stage.gradient_accumulation_steps
+        start = time.perf_counter()
+        with contextlib.closing(platform_batches(base, pad_id(base), materialized=True)) as stream:
+            in_memory = list(itertools.islice(stream, needed))
+        tokens = sum(int(b["attention_mask"].sum()) for b in in_memory)
+        padded = sum(b["attention_mask"].numel() for b in in_memory)
+        print(f"batches: {needed} micro-batches collated in memory in {time.perf_counter() - start:.1f} s; "
+              f"{tokens / (needed * stage.micro_batch_size):.0f} text tokens per sample, "
+              f"{1 - tokens / padded:.1%} padding", flush=True)  # fmt: skip
+        everything = {
+            "bare": lambda run: bare_loop(run, lambda pad: (batch for batch in in_memory)),
+            "deepspeed": lambda run: deepspeed_loop(run, in_memory),
+            "streamed": lambda run: bare_loop(run, lambda pad: platform_batches(run, pad)),
+            "platform": platform,
+        }
+        variants = {name: run for name, run in everything.items() if name == "bare" or name in args.variants}
+        seconds: dict[str, list[float]] = {name: [] for name in variants}  # median step per round
+        losses: dict[str, list[float]] = {}
+        cpu: dict[str, dict[str, float]] = {name: defaultdict(float) for name in variants}  # CPU seconds
+        covered: dict[str, float] = defaultdict(float)
+        with CpuSampler() as sampler:
+            for r in range(args.rounds):
+                for name in variants if r % 2 == 0 else reversed(variants):
+                    run = stage_run(shards, model, root, f"{name}-{r}", args)
+                    trace = variants[name](run)
+                    seconds[name].append(statistics.median(trace.seconds[args.warmup :]))
+                    losses.setdefault(name, trace.losses)
+                    span, cores = sampler.cores(trace.ends[args.warmup], trace.ends[-1])
+                    covered[name] += span
+                    for kind, used in cores.items():
+                        cpu[name][kind] += used * span
+                    print(f"round {r + 1}/{args.rounds} {name}: {stage.global_batch_size / seconds[name][-1]:.2f} "
+                          f"samples/s (median step {seconds[name][-1]:.3f} s), final loss {trace.losses[-1]:.4f}; "
+                          f"{cores.get(arithmetic(name), 0):.2f} cores to the arithmetic, "
+                          f"{sum(cores.values()):.2f} in all",
+                          flush=True)  # fmt: skip
 
-    base = results["plain"]["samples_per_s"]
-    print(f"\n{'':8}{'samples/s':>12}{'vs plain':>10}{'peak MB':>10}")
-    for name, r in results.items():
-        print(f"{name:8}{r['samples_per_s']:>12.1f}{r['samples_per_s'] / base:>9.2f}x{r['peak_memory_mb']:>10.0f}")
-    ratio = results["ray_1"]["samples_per_s"] / base
-    print(f"\nRay Train + DeepSpeed (1 worker, ZeRO-2) / plain PyTorch: {ratio:.2f}x (goal >= 0.9x)")
+    gaps = {name: max(abs(a - b) for a, b in zip(loss, losses["bare"], strict=True)) for name, loss in losses.items()}
+    print(f"\nlosses: per-step difference from the bare loop at most {json.dumps(gaps)} (tolerance {LOSS_TOLERANCE})")
+    print(f"{'':10}{'samples/s':>10}{'of bare (median, range over rounds)':>38}")
+    results = {}
+    for name, times in seconds.items():
+        ratios = [b / t for t, b in zip(times, seconds["bare"], strict=True)]
+        results[name] = dict(samples_per_s=stage.global_batch_size / statistics.median(times),
+                             of_bare=statistics.median(ratios), range=[min(ratios), max(ratios)])  # fmt: skip
+        print(f"{name:10}{results[name]['samples_per_s']:>10.2f}{results[name]['of_bare']:>19.2f} "
+              f"[{min(ratios):.2f}, {max(ratios):.2f}]")  # fmt: skip
+    print("goal: platform >= 0.95 of bare")
+    print("\nCPU after the warm-up: the arithmetic's process (cores, CPU seconds per step) | the rest of the machine "
+          "(cores, largest first)")  # fmt: skip
+    for name, used in cpu.items():
+        if covered[name]:
+            own = used.get(arithmetic(name), 0) / covered[name]
+            rest = sorted(((v / covered[name], k) for k, v in used.items() if k != arithmetic(name)), reverse=True)
+            results[name]["cores"] = {k: v / covered[name] for k, v in used.items()}
+            listed = ", ".join(f"{k} {v:.3f}" for v, k in rest[:4])
+            print(f"{name:10}{own:>6.2f} {own * statistics.median(seconds[name]):>6.2f} s | "
+                  f"{sum(v for v, _ in rest):.2f}: {listed}, {len(rest) - 4} more")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(args).items()}, results=results), indent=2))
+    record = dict(args={k: str(v) for k, v in vars(args).items()}, workload=what, results=results, loss_gaps=gaps)
+    args.out.write_text(json.dumps(record, indent=2))
     print(f"results: {args.out}")
+    if max(gaps.values()) > LOSS_TOLERANCE:
+        raise SystemExit("the variants' losses differ: they did not train on the same batches")
+
+
+def pad_id(run: StageRun) -> int:
+    return load_tokenizer(run.model.tokenizer).pad_token_id
 
 
 if __name__ == "__main__":
