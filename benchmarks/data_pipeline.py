@@ -1,27 +1,40 @@
-"""Data pipeline throughput, measured side by side in one run on the same images.
+"""Data pipeline throughput against the physical limit, measured side by side in one run: the same
+records through Ray Data, a LLaVA-style DataLoader and a bare loop doing the same work, alternated in
+rounds.
 
-    python benchmarks/data_pipeline.py                      # 3000 records, 336 px (llava-7b's input)
-    python benchmarks/data_pipeline.py --records 600 --crop 128
+    python benchmarks/data_pipeline.py                           # 3000 records, 336 px (llava-7b's input)
+    python benchmarks/data_pipeline.py --prefetch 4              # both pipelines prefetch 4 batches
+    python benchmarks/data_pipeline.py --records 1500 --rounds 5 --crop 128
 
-1. ray_data:   shards -> training_dataset (tokenize, decode actor pool) -> iter_torch_batches + collate
+The work per record is the same in every variant: tokenize the conversation with the template,
+read and decode the image, pad it to a square and resize it (text-only records: tokenize only), on
+--workers processes:
+1. ray_data:   shards -> training_dataset (tokenize tasks, decode actor pool) -> iter_batches,
+               prefetch --prefetch batches, collated by LlavaCollate (what a training worker consumes)
 2. dataloader: LLaVA-style torch DataLoader: map-style dataset over the JSON list, lazy per-item
-               image decode from the image folder, 2 workers, the same collate
-3. bare:       decode + pad + resize only, a plain loop over 2 processes (the limit for this work)
+               image decode from the image folder, --workers workers prefetching --prefetch batches
+               in all, the same collate
+3. bare:       the physical limit: the same per-record work in a plain process pool over the
+               records, chunked, nothing else (no batches, no pipeline)
 
-1 and 2 produce identical tensors (checked on the first batch's sample ids). Throughput is samples/s
-over a full epoch after the first batch (start-up reported apart).
+Every variant counts samples (records) per second, the pipelines after their first batch (start-up
+reported apart), the bare loop once its processes are up. Each sample of every timed pass is
+fingerprinted (CRC-32 of its token ids, labels and pixels), and the variants must produce the same
+fingerprints for the same record ids. The figure per variant is its median round, with the range
+over rounds of its ratio to the bare loop of the same round.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import statistics
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mqt_llava.config import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
@@ -36,21 +49,22 @@ from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 
 
-class LlavaStyleDataset(Dataset):
-    """What LLaVA's LazySupervisedDataset does: the record list in memory, the image opened and
-    preprocessed when the item is asked for."""
+def fingerprint(input_ids, labels, pixels) -> int:
+    """A sample's CRC-32 over what the model is fed (pixels None for a text-only sample)."""
+    crc = zlib.crc32(np.asarray(input_ids, np.int32).tobytes())
+    crc = zlib.crc32(np.asarray(labels, np.int32).tobytes(), crc)
+    return crc if pixels is None else zlib.crc32(np.ascontiguousarray(pixels).tobytes(), crc)
 
-    def __init__(self, json_path: str, image_root: str, settings: ImageSettings, rules: RecordRules) -> None:
-        self.records = list(iter_json_records(json_path))
+
+class RecordWork:
+    """The per-record work every variant does: tokenize, and decode + pad + resize the image."""
+
+    def __init__(self, image_root: str, settings: ImageSettings, rules: RecordRules) -> None:
         self.image_root, self.settings, self.rules = Path(image_root), settings, rules
         self.tokenizer = byte_level_tokenizer()
         self.blank = np.zeros((3, settings.crop_height, settings.crop_width), np.uint8)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict:
-        record = self.records[i]
+    def __call__(self, record: dict) -> dict:
         has_image = "image" in record
         sample = build_sample(
             record["conversations"], self.rules.template, self.tokenizer, has_image,
@@ -66,64 +80,98 @@ class LlavaStyleDataset(Dataset):
         )  # fmt: skip
 
 
-def collate_items(items: list[dict], collate: LlavaCollate) -> dict:
-    batch = {
-        "input_ids": ragged([x["input_ids"] for x in items]),
-        "labels": ragged([x["labels"] for x in items]),
-        "has_image": np.array([x["has_image"] for x in items]),
-        "pixel_values": np.stack([x["pixel_values"] for x in items]),
+class LlavaStyleDataset(Dataset):
+    """What LLaVA's LazySupervisedDataset does: the record list in memory, the item's work done when
+    it is asked for."""
+
+    def __init__(self, records: list[dict], work: RecordWork) -> None:
+        self.records, self.work = records, work
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.work(self.records[i])
+
+
+def batch_fingerprints(batch: dict) -> dict[str, int]:
+    """{id: fingerprint} of a numpy batch (rows of MODEL_COLUMNS and id)."""
+    return {
+        str(i): fingerprint(ids, labels, pixels if has_image else None)
+        for i, ids, labels, pixels, has_image in zip(
+            batch["id"], batch["input_ids"], batch["labels"], batch["pixel_values"], batch["has_image"], strict=True
+        )
     }
-    return dict(collate(batch), ids=[x["id"] for x in items])
 
 
-class CollateItems:
+class FingerprintedCollate:
+    """LlavaCollate, with the batch's fingerprints beside the tensors."""
+
     def __init__(self, pad_token_id: int) -> None:
         self.collate = LlavaCollate(pad_token_id)
 
-    def __call__(self, items):
-        return collate_items(items, self.collate)
+    def __call__(self, batch: dict) -> dict:
+        if isinstance(batch, list):  # the DataLoader's list of items
+            batch = {key: ragged([x[key] for x in batch]) if key in ("input_ids", "labels") else
+                     np.array([x[key] for x in batch]) for key in batch[0]}  # fmt: skip
+        return dict(self.collate(batch), fingerprints=batch_fingerprints(batch))
 
 
-def timed(batches) -> tuple[float, float, int, dict]:
-    """(seconds to the first batch, samples/s after it, samples, first batch)."""
+def timed(batches) -> tuple[float, float, dict[str, int]]:
+    """(seconds to the first batch, samples/s after it, every sample's fingerprint)."""
     start = time.perf_counter()
     iterator = iter(batches)
     first = next(iterator)
     ready = time.perf_counter()
-    samples = first["input_ids"].shape[0]
-    rest = 0
+    prints, rest = dict(first["fingerprints"]), 0
     for batch in iterator:
-        rest += batch["input_ids"].shape[0]
-    end = time.perf_counter()
-    return ready - start, rest / (end - ready), samples + rest, first
+        rest += len(batch["fingerprints"])
+        prints |= batch["fingerprints"]
+    return ready - start, rest / (time.perf_counter() - ready), prints
 
 
-def bare_worker(args) -> int:
-    path, settings = args
-    preprocess_image(decode_image(Path(path).read_bytes()), settings, "pad")
-    return 1
+WORK: RecordWork | None = None
+
+
+def bare_start(image_root: str, settings: ImageSettings, rules: RecordRules) -> None:
+    global WORK
+    WORK = RecordWork(image_root, settings, rules)
+
+
+def bare_chunk(records: list[dict]) -> dict[str, int]:
+    out = {}
+    for record in records:
+        item = WORK(record)
+        out[item["id"]] = fingerprint(item["input_ids"], item["labels"],
+                                      item["pixel_values"] if item["has_image"] else None)  # fmt: skip
+    return out
+
+
+def bare(pool, records: list[dict], chunk: int) -> tuple[float, float, dict[str, int]]:
+    start = time.perf_counter()
+    prints: dict[str, int] = {}
+    for part in pool.imap_unordered(bare_chunk, [records[i : i + chunk] for i in range(0, len(records), chunk)]):
+        prints |= part
+    return 0.0, len(records) / (time.perf_counter() - start), prints
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--crop", type=int, default=336, help="model input size (llava-7b: 336)")
-    parser.add_argument(
-        "--image-long-side",
-        type=int,
-        nargs="+",
-        default=(400, 480, 560, 640),
-        help="source images' long sides (px, each a multiple of 4), drawn evenly",
-    )
+    parser.add_argument("--image-long-side", type=int, nargs="+", default=(400, 480, 560, 640),
+                        help="source images' long sides (px, each a multiple of 4), drawn evenly")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes doing the work in every variant")
+    parser.add_argument("--prefetch", type=int, default=2, help="batches both pipelines prefetch")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="mqt-bench-"))
+    work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="mqt-bench-"))
     corpus_spec = CorpusSpec(seed=0, num_pretrain=0, num_instruct=args.records, num_eval=0,
                              long_sides=tuple(args.image_long_side), png_fraction=0.0)  # fmt: skip
-    corpus = work / "corpus"
+    corpus = work_dir / "corpus"
     if not (corpus / INSTRUCT_JSON).exists():
         write_corpus(corpus, corpus_spec, workers=args.workers, log=lambda _: None)
     settings = ImageSettings.square_of(args.crop)
@@ -136,50 +184,54 @@ def main() -> None:
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
-    shards = work / "shards"
+    shards = work_dir / "shards"
     prepare(PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(shards), TokenizerSpec(), rules,
                        shard_mb=32), log=lambda _: None)  # fmt: skip
-    pad = byte_level_tokenizer().pad_token_id
-    image_files = [str(corpus / r["image"]) for r in iter_json_records(str(corpus / INSTRUCT_JSON)) if "image" in r]
-    print(f"{args.records} records ({len(image_files)} images, {args.image_long_side} px long side) -> {args.crop} px")
+    records = list(iter_json_records(str(corpus / INSTRUCT_JSON)))
+    images = sum("image" in r for r in records)
+    collate = FingerprintedCollate(byte_level_tokenizer().pad_token_id)
+    print(f"{len(records)} records ({images} with an image, {args.image_long_side} px long side) -> {args.crop} px;"
+          f" {args.workers} processes, batches of {args.batch_size}, prefetch {args.prefetch}, {args.rounds} rounds",
+          flush=True)  # fmt: skip
 
-    results = {}
-    # 3. the bare limit
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        pool.map(bare_worker, [(image_files[0], settings)] * args.workers)  # start the processes
-        start = time.perf_counter()
-        pool.map(bare_worker, [(p, settings) for p in image_files], chunksize=16)
-        results["bare"] = len(image_files) / (time.perf_counter() - start)
+    def ray_data():
+        dataset = training_dataset(read_shards(str(shards)), spec, "vicuna_v1", settings, decode_actors=args.workers,
+                                   decode_cpus=0.75, batch_size=args.batch_size)  # fmt: skip
+        return timed(dataset.iter_torch_batches(batch_size=args.batch_size, collate_fn=collate,
+                                                prefetch_batches=args.prefetch))  # fmt: skip
 
-    # 1. Ray Data
-    ds = training_dataset(read_shards(str(shards)), spec, "vicuna_v1", settings,
-                          decode_actors=args.workers, decode_cpus=0.75, batch_size=args.batch_size)  # fmt: skip
-    batches = ds.iter_torch_batches(batch_size=args.batch_size, collate_fn=LlavaCollate(pad), prefetch_batches=4)
-    startup, rate, n, _ = timed(batches)
-    results["ray_data"] = rate
-    print(f"ray_data:   {rate:7.1f} samples/s  ({n} samples, first batch after {startup:.1f}s)")
+    def dataloader():
+        loader = DataLoader(LlavaStyleDataset(records, RecordWork(str(corpus), settings, rules)),
+                            batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
+                            prefetch_factor=max(1, -(-args.prefetch // args.workers)))  # fmt: skip
+        return timed(loader)
 
-    # 2. LLaVA-style DataLoader
-    dataset = LlavaStyleDataset(str(corpus / INSTRUCT_JSON), str(corpus), settings, rules)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                        collate_fn=CollateItems(pad), persistent_workers=False)  # fmt: skip
-    startup, rate, n, first = timed(loader)
-    results["dataloader"] = rate
-    print(f"dataloader: {rate:7.1f} samples/s  ({n} samples, first batch after {startup:.1f}s)")
-    print(f"bare:       {results['bare']:7.1f} images/s  (decode + pad + resize, {args.workers} processes)")
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.workers, initializer=bare_start, initargs=(str(corpus), settings, rules)) as pool:
+        pool.map(bare_chunk, [records[:1]] * args.workers)  # the processes up before the clock starts
+        variants = {"ray_data": ray_data, "dataloader": dataloader,
+                    "bare": lambda: bare(pool, records, args.batch_size)}  # fmt: skip
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        reference: dict[str, int] | None = None
+        for r in range(args.rounds):
+            for name in variants if r % 2 == 0 else reversed(variants):
+                startup, rate, prints = variants[name]()
+                rates[name].append(rate)
+                reference = reference or prints
+                if prints != reference:
+                    differ = sum(prints.get(k) != v for k, v in reference.items()) + len(prints.keys() - reference)
+                    raise SystemExit(f"{name} produced {differ} samples unlike the other variants'")
+                print(f"round {r + 1}/{args.rounds} {name:10}: {rate:7.1f} samples/s"
+                      + (f" (first batch after {startup:.1f} s)" if startup else ""), flush=True)  # fmt: skip
 
-    # Same tensors: the DataLoader's first batch, rebuilt from the Ray pipeline's rows.
-    rows = {r["id"]: r for r in ds.filter(lambda r, ids=set(first["ids"]): r["id"] in ids).take_all()}
-    batch = {
-        "input_ids": ragged([rows[i]["input_ids"] for i in first["ids"]]),
-        "labels": ragged([rows[i]["labels"] for i in first["ids"]]),
-        "has_image": np.array([rows[i]["has_image"] for i in first["ids"]]),
-        "pixel_values": np.stack([rows[i]["pixel_values"] for i in first["ids"]]),
-    }
-    same = all(torch.equal(v, first[k]) for k, v in LlavaCollate(pad)(batch).items())
-    print(f"identical tensors on the first batch: {same}")
-    print(f"ratio ray_data / dataloader: {results['ray_data'] / results['dataloader']:.2f}x (goal >= 1.5)")
-    print(f"ratio ray_data / bare:       {results['ray_data'] / results['bare']:.2f} (goal >= 0.8)")
+    print(f"samples: every variant produced the same {len(reference)} fingerprints (token ids, labels, pixels)")
+    print(f"{'':12}{'samples/s':>10}{'of bare (median, range)':>26}{'of dataloader':>15}")
+    for name, values in rates.items():
+        of_bare = [v / b for v, b in zip(values, rates["bare"], strict=True)]
+        of_loader = [v / d for v, d in zip(values, rates["dataloader"], strict=True)]
+        print(f"{name:12}{statistics.median(values):>10.1f}{statistics.median(of_bare):>13.2f} "
+              f"[{min(of_bare):.2f}, {max(of_bare):.2f}]{statistics.median(of_loader):>13.2f}x")  # fmt: skip
+    print("goal: ray_data >= 0.9 of bare")
 
 
 if __name__ == "__main__":
