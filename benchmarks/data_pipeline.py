@@ -130,7 +130,7 @@ def timed(batches) -> tuple[float, float, dict[str, int]]:
     return ready - start, rest / (time.perf_counter() - ready), prints
 
 
-WORK: RecordWork | None = None
+WORK: RecordWork | None = None  # a bare-loop pool process's own, made by bare_start
 
 
 def bare_start(image_root: str, settings: ImageSettings, rules: RecordRules) -> None:
@@ -139,6 +139,7 @@ def bare_start(image_root: str, settings: ImageSettings, rules: RecordRules) -> 
 
 
 def bare_chunk(records: list[dict]) -> dict[str, int]:
+    """The bare loop's work on a chunk of records, in a pool process: {id: fingerprint}."""
     out = {}
     for record in records:
         item = WORK(record)
@@ -148,6 +149,7 @@ def bare_chunk(records: list[dict]) -> dict[str, int]:
 
 
 def bare(pool, records: list[dict], chunk: int) -> tuple[float, float, dict[str, int]]:
+    """(0 s of start-up: the pool is up, samples/s, every sample's fingerprint) of one pass."""
     start = time.perf_counter()
     prints: dict[str, int] = {}
     for part in pool.imap_unordered(bare_chunk, [records[i : i + chunk] for i in range(0, len(records), chunk)]):

@@ -186,8 +186,8 @@ def platform_batches(run: StageRun, pad_id: int, materialized: bool = False):
 
 
 def bare_loop(run: StageRun, batches) -> Trace:
-    """(seconds, loss) per optimizer step: the training arithmetic and nothing else. `batches(pad_id)`
-    is a generator of micro-batches, closed at the end (which stops a pipeline behind it)."""
+    """The training arithmetic and nothing else, timed step by step. `batches(pad_id)` is a generator
+    of micro-batches, closed at the end."""
     stage, plan = run.stage, run.plan
     torch.set_num_threads(stage.resources.torch_threads)
     built = stage_model(run)
@@ -252,6 +252,10 @@ def platform(run: StageRun) -> Trace:
                  [m.timestamp / 1000 for m in rates])  # fmt: skip
 
 
+def pad_id(run: StageRun) -> int:
+    return load_tokenizer(run.model.tokenizer).pad_token_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quickstart", type=Path, help="a jobs/quickstart.py run directory (its data and tokenizer)")
@@ -295,7 +299,7 @@ def main() -> None:
             "streamed": lambda run: bare_loop(run, lambda pad: platform_batches(run, pad)),
             "platform": platform,
         }
-        variants = {name: run for name, run in everything.items() if name == "bare" or name in args.variants}
+        variants = {name: measure for name, measure in everything.items() if name == "bare" or name in args.variants}
         seconds: dict[str, list[float]] = {name: [] for name in variants}  # median step per round
         losses: dict[str, list[float]] = {}
         cpu: dict[str, dict[str, float]] = {name: defaultdict(float) for name in variants}  # CPU seconds
@@ -344,10 +348,6 @@ def main() -> None:
     print(f"results: {args.out}")
     if max(gaps.values()) > LOSS_TOLERANCE:
         raise SystemExit("the variants' losses differ: they did not train on the same batches")
-
-
-def pad_id(run: StageRun) -> int:
-    return load_tokenizer(run.model.tokenizer).pad_token_id
 
 
 if __name__ == "__main__":
