@@ -23,7 +23,10 @@ SMALL = [
 ]  # fmt: skip
 
 
-def quickstart(run_dir, *overrides, timeout=900, env=None):
+def quickstart(run_dir, *overrides, timeout=1800, env=None):
+    """The job as a user runs it. `timeout` only guards against a hang: the small run below takes 10-15
+    minutes on 2 cores (most of it Ray Train, Ray Data and Tune starting up, five times), and speed is
+    the benchmarks' business, not a test's."""
     sets = [a for o in (f"run_dir={run_dir}", *overrides) for a in ("--set", o)]
     return subprocess.run([sys.executable, "jobs/quickstart.py", *sets], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
