@@ -140,12 +140,8 @@ def bare_start(image_root: str, settings: ImageSettings, rules: RecordRules) -> 
 
 def bare_chunk(records: list[dict]) -> dict[str, int]:
     """The bare loop's work on a chunk of records, in a pool process: {id: fingerprint}."""
-    out = {}
-    for record in records:
-        item = WORK(record)
-        out[item["id"]] = fingerprint(item["input_ids"], item["labels"],
-                                      item["pixel_values"] if item["has_image"] else None)  # fmt: skip
-    return out
+    items = [WORK(record) for record in records]
+    return batch_fingerprints({key: [item[key] for item in items] for key in items[0]})
 
 
 def bare(pool, records: list[dict], chunk: int) -> tuple[float, float, dict[str, int]]:

@@ -41,34 +41,32 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
-import psutil
 import torch
+from cpu_account import DRIVER, CpuSampler
 from ray.data import DataContext
 from synthetic_shards import RANDOM_INIT, prepared_shards, synthetic_shards
 from transformers import get_cosine_schedule_with_warmup
 
 from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
-from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.samples import LlavaCollate
-from mqt_llava.model.builder import image_settings_for, load_tokenizer
+from mqt_llava.model.builder import load_tokenizer
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.corpus import INSTRUCT_JSON
 from mqt_llava.tracking import RUN_NAME_TAG
 from mqt_llava.train.checkpoint import DataPosition
-from mqt_llava.train.launch import ingest_options, run_stage
+from mqt_llava.train.launch import ingest_options, run_stage, stage_dataset
 from mqt_llava.train.loop import micro_batches, stage_model
 from mqt_llava.train.plan import StageRun, resolve_run
 from mqt_llava.train.strategy import DeepSpeedStrategy
 
 LOSS_TOLERANCE = 1e-3  # per-step loss, absolute: float32 sums in another order drift this little
-DRIVER, WORKER = "this process", "ray::RayTrainWorker"  # in the CPU account
+WORKER = "ray::RayTrainWorker"  # in the CPU account
 
 
 def arithmetic(variant: str) -> str:
@@ -88,60 +86,6 @@ class Trace:
         self.seconds.append(seconds)
         self.losses.append(loss)
         self.ends.append(time.time())
-
-
-class CpuSampler:
-    """Every process's CPU seconds, sampled every `every` s in a thread, so that a variant's steady
-    state (its steps after the warm-up) can be split by process: the one doing the arithmetic
-    against everything else the machine runs (Ray's processes, the pipeline)."""
-
-    def __init__(self, every: float = 2.0) -> None:
-        self.every, self.samples = every, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-
-    def __enter__(self) -> CpuSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def sample(self) -> None:
-        while not self.stop.is_set():
-            seen = {}
-            for process in psutil.process_iter(["pid", "cmdline", "name", "cpu_times"]):
-                info = process.info
-                if info["cpu_times"] is not None:
-                    seen[info["pid"]] = (process_kind(info), info["cpu_times"].user + info["cpu_times"].system)
-            self.samples.append((time.time(), seen))
-            self.stop.wait(self.every)
-
-    def cores(self, start: float, end: float) -> tuple[float, dict[str, float]]:
-        """(seconds covered, cores used per process kind) between the first and last samples inside
-        [start, end]."""
-        inside = [(t, seen) for t, seen in self.samples if start <= t <= end]
-        if len(inside) < 2:
-            return 0.0, {}
-        (t0, first), (t1, last) = inside[0], inside[-1]
-        used: dict[str, float] = defaultdict(float)
-        for pid, (kind, cpu) in last.items():
-            if pid in first:
-                used[kind] += (cpu - first[pid][1]) / (t1 - t0)
-        return t1 - t0, dict(used)
-
-
-def process_kind(info: dict) -> str:
-    """A process's name in the CPU account: Ray's process titles (ray::RayTrainWorker, ray::IDLE), the
-    executable or script otherwise."""
-    if info["pid"] == os.getpid():
-        return DRIVER
-    words = info["cmdline"] or [info["name"] or "?"]
-    if words[0].startswith("ray::"):
-        return words[0].split(".")[0]
-    script = next((w for w in words[1:] if w.endswith(".py")), words[0])
-    return Path(script).name
 
 
 def workload(quickstart: Path | None, root: Path) -> tuple[str, list[str], str]:
@@ -168,14 +112,11 @@ def stage_run(shards: str, model: list[str], root: Path, name: str, args) -> Sta
 
 
 def pipeline(run: StageRun):
-    """The dataset the platform hands its worker (launch.trainer_for), with the same ingest options."""
-    DataContext.get_current().execution_options = ingest_options()
-    resources = run.stage.resources
-    return training_dataset(
-        read_shards(run.stage.data, seed=run.stage.seed), run.model, run.stage.template,
-        image_settings_for(run.model), decode_actors=resources.decode_actors, decode_cpus=resources.decode_cpus,
-        tokenize_cpus=resources.tokenize_cpus, max_length=run.stage.max_length,
-    )  # fmt: skip
+    """The dataset the platform hands its worker (launch.trainer_for), with the same ingest options
+    (set on this dataset's own context, not the process's)."""
+    dataset = stage_dataset(run)
+    dataset.context.execution_options = ingest_options()
+    return dataset
 
 
 def platform_batches(run: StageRun, pad_id: int, materialized: bool = False):
@@ -183,6 +124,18 @@ def platform_batches(run: StageRun, pad_id: int, materialized: bool = False):
     pipeline run to its end first if `materialized` (then nothing of it runs on afterwards)."""
     dataset = pipeline(run)
     return micro_batches(dataset.materialize() if materialized else dataset, run, DataPosition(), LlavaCollate(pad_id))
+
+
+def timed_steps(run: StageRun, train_step) -> Trace:
+    """Every optimizer step of the run's plan, timed: `train_step(step)` takes it and returns its loss."""
+    trace = Trace()
+    last = time.perf_counter()
+    for step in range(run.plan.total_steps):
+        loss = train_step(step)
+        now = time.perf_counter()
+        trace.add(now - last, loss)
+        last = now
+    return trace
 
 
 def bare_loop(run: StageRun, batches) -> Trace:
@@ -196,10 +149,9 @@ def bare_loop(run: StageRun, batches) -> Trace:
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
     accumulate = stage.gradient_accumulation_steps
-    trace = Trace()
     with contextlib.closing(batches(built.tokenizer.pad_token_id)) as stream:
-        last = time.perf_counter()
-        for step in range(plan.total_steps):
+
+        def train_step(step: int) -> float:
             total = 0.0
             for _ in range(accumulate):
                 loss = model(**next(stream), num_visual_tokens=run.budget(step)).loss
@@ -209,10 +161,9 @@ def bare_loop(run: StageRun, batches) -> Trace:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            now = time.perf_counter()
-            trace.add(now - last, total / accumulate)
-            last = now
-    return trace
+            return total / accumulate
+
+        return timed_steps(run, train_step)
 
 
 def deepspeed_loop(run: StageRun, batches: list[dict]) -> Trace:
@@ -226,15 +177,12 @@ def deepspeed_loop(run: StageRun, batches: list[dict]) -> Trace:
     built = stage_model(run)
     strategy.setup(built.model, run.plan)
     stream = iter(batches)
-    trace = Trace()
-    last = time.perf_counter()
-    for step in range(run.plan.total_steps):
-        total = sum(strategy.train_micro_batch(next(stream), run.budget(step))
-                    for _ in range(stage.gradient_accumulation_steps))  # fmt: skip
-        now = time.perf_counter()
-        trace.add(now - last, total / stage.gradient_accumulation_steps)
-        last = now
-    return trace
+    accumulate = stage.gradient_accumulation_steps
+
+    def train_step(step: int) -> float:
+        return sum(strategy.train_micro_batch(next(stream), run.budget(step)) for _ in range(accumulate)) / accumulate
+
+    return timed_steps(run, train_step)
 
 
 def platform(run: StageRun) -> Trace:

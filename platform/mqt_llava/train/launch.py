@@ -67,9 +67,11 @@ def with_devices(run: StageRun) -> StageRun:
     return dataclasses.replace(run, use_gpu=use_gpu)
 
 
-def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
+def stage_dataset(run: StageRun):
+    """The stage's training dataset, as the platform hands it to its workers: its shards read in the
+    seeded order, decoded, tokenized and templated."""
     stage, resources = run.stage, run.stage.resources
-    dataset = training_dataset(
+    return training_dataset(
         read_shards(stage.data, seed=stage.seed),
         run.model,
         stage.template,
@@ -79,6 +81,11 @@ def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
         tokenize_cpus=resources.tokenize_cpus,
         max_length=stage.max_length,
     )
+
+
+def trainer_for(run: StageRun, callbacks: list | None = None) -> TorchTrainer:
+    stage, resources = run.stage, run.stage.resources
+    dataset = stage_dataset(run)
     per_worker = {"CPU": resources.worker_cpus} | ({"GPU": 1} if run.use_gpu else {})
     # Train V2 patches print() into its logger and tees it to a wrapped stdout: every line twice.
     env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"} | ({} if run.use_gpu else {"DS_ACCELERATOR": "cpu"})
