@@ -1,22 +1,26 @@
 """Serving under load, measured on a real Ray Serve on loopback.
 
-    python benchmarks/serve_load.py batching --seconds 30   # dynamic batching vs one request at a time
-    python benchmarks/serve_load.py load --seconds 60       # C = 8 and 32 clients per tier
-    python benchmarks/serve_load.py auto                    # `auto` routing under a load step
-    python benchmarks/serve_load.py stream --seconds 60     # 32 clients, mixed budgets, stream on and off
-    python benchmarks/serve_load.py shared --seconds 20     # one shared deployment vs a deployment per tier
+    python benchmarks/serve_load.py batching --seconds 15 --rounds 6  # layouts against the engine in-process
+    python benchmarks/serve_load.py load --seconds 60                  # C = 8 and 32 clients per tier
+    python benchmarks/serve_load.py auto                               # `auto` routing under a load step
+    python benchmarks/serve_load.py stream --seconds 60                # mixed budgets, stream on and off
+    python benchmarks/serve_load.py shared --seconds 20                # one shared model vs one per tier
 
-batching: the same tier deployed twice, `max_batch_size` 8 and 1, each driven by 8 concurrent
-clients; the throughput ratio (goal >= 3x) is printed beside the engine's own ratio for batch 8 over
-batch 1 on the same requests (measured in this process before Serve starts: the most batching can
-give on this machine). load: every tier at C concurrent clients: throughput, p50/p99 latency, errors
-(goal 0). auto: a load step (--step clients, --phase-seconds each) sent once to the `full` tier and
-once to `auto`; per phase the latency against --target and the budget mix, and a plot of both over
-time (runs/benchmarks/serve_auto.png). stream: 32 clients for --seconds over three tiers, every other
-request streamed: errors, p50/p99 latency and time to the first token per tier and mode. shared: the
-same three budgets served by a deployment per tier and by one shared deployment, both deployed at once
-and driven in alternating rounds (mixed budgets, 8 clients): throughput and latency (medians over
-rounds, with their spread) and the replicas' memory (USS).
+batching: --clients (16) concurrent clients against each server layout (the shared model in the
+ingress: proxy -> ingress; a tier deployment: proxy -> ingress -> tier; the same tier at
+max_batch_size 1), beside the engine in this process at batch 8 on the same requests (the physical
+limit), in alternating rounds: throughput as a fraction of the engine's, CPU milliseconds per
+request in each process, and every answer checked against the in-process engine's.
+load: every tier at C concurrent clients: throughput, p50/p99 latency, errors (goal 0).
+auto: a load step (--step clients, --phase-seconds each) sent once to the `full` tier and once to
+`auto`; per phase the latency against --target and the budget mix, and a plot of both over time
+(runs/benchmarks/serve_auto.png).
+stream: 32 clients for --seconds over three tiers, every other request streamed: errors, p50/p99
+latency and time to the first token per tier and mode.
+shared: the same three budgets served by a deployment per tier and by one shared model, both
+deployed at once and driven in alternating rounds (mixed budgets, 8 clients): throughput and latency
+(medians over rounds, with their spread) and the memory (USS) of each application's processes,
+ingress included.
 
 The model is the quickstart's export, or with --random-init a random-weight variant of the tiny
 preset (its trained tokenizer kept) with the given overrides: serving speed does not depend on the
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from cpu_account import DRIVER, CpuSampler
 from ray import serve
 
 from mqt_llava.config import ModelSpec, load_config, preset_path
@@ -61,6 +66,8 @@ class Sample:
     visual_tokens: int | None = None
     stream: bool = False
     first_token: float | None = None  # streamed: to the first content; otherwise the latency
+    body: int = -1  # which of the payloads was sent
+    text: str | None = None  # the answer (not streamed)
 
 
 def send(session: requests.Session, url: str, body: dict, sample: Sample, started: float) -> None:
@@ -70,6 +77,7 @@ def send(session: requests.Session, url: str, body: dict, sample: Sample, starte
         if response.status_code == 200:
             answer = response.json()
             sample.ok, sample.tier, sample.visual_tokens = True, answer["model"], answer["visual_tokens"]
+            sample.text = answer["choices"][0]["message"]["content"]
             sample.first_token = time.monotonic() - started
         return
     with session.post(f"{url}/v1/chat/completions", json=body, timeout=120, stream=True) as response:
@@ -136,7 +144,7 @@ def drive(url: str, model: str | list[str], phases: list[tuple[int, float]], pay
                 continue
             start = time.monotonic()
             streamed = stream_every > 0 and i % stream_every == 0
-            sample = Sample(start - t0, 0.0, False, stream=streamed)
+            sample = Sample(start - t0, 0.0, False, stream=streamed, body=i % len(payloads))
             try:
                 body = payloads[i % len(payloads)] | {"model": models[i % len(models)], "stream": streamed}
                 send(session, url, body, sample, start)
@@ -198,27 +206,47 @@ def model_export(model: Path | None, overrides: list[str] | None) -> Path:
     return path.resolve()
 
 
-def engine_ceiling(export: Path, payloads: list[dict], threads: int, seconds: float) -> dict[int, float]:
-    """Requests/s of the engine itself at batch 1 and 8 on the benchmark's requests (no Serve, no HTTP)."""
-    import torch
-
+def engine_requests(payloads: list[dict]) -> list:
+    """The payloads as the server reads them: the question and the decoded image (engine Requests)."""
     from mqt_llava.data.images import decode_image
-    from mqt_llava.inference import InferenceEngine, Request
+    from mqt_llava.inference import Request
 
-    torch.set_num_threads(threads)
-    engine = InferenceEngine.from_export(export)
-    reqs = []
-    for body in payloads[:8]:
+    out = []
+    for body in payloads:
         text, image = body["messages"][0]["content"]
-        reqs.append(Request(text["text"], decode_image(base64.b64decode(image["image_url"]["url"].split(",", 1)[1]))))
-    rates = {}
-    for batch in (1, 8):
-        engine.complete(reqs[:batch], engine.max_visual_tokens, 8, 0.0, [])
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            done += len(engine.complete(reqs[:batch], engine.max_visual_tokens, 8, 0.0, []))
-        rates[batch] = done / (time.perf_counter() - start)
-    return rates
+        out.append(Request(text["text"], decode_image(base64.b64decode(image["image_url"]["url"].split(",", 1)[1]))))
+    return out
+
+
+class InProcess:
+    """The engine in this process, no Serve and no HTTP: the physical limit of serving these requests.
+    `rate(batch, seconds)` cycles through the requests in batches of `batch`; `answers` are each
+    request's answer at batch 8 (what every server variant must answer too)."""
+
+    def __init__(self, export: Path, payloads: list[dict], threads: int) -> None:
+        import torch
+
+        from mqt_llava.inference import InferenceEngine
+
+        torch.set_num_threads(threads)
+        self.engine = InferenceEngine.from_export(export)
+        self.requests = engine_requests(payloads)
+        self.max_tokens = payloads[0]["max_tokens"]
+        self.answers = [
+            c.text for i in range(0, len(self.requests), 8) for c in self.complete(self.requests[i : i + 8])
+        ]
+
+    def complete(self, requests: list) -> list:
+        return self.engine.complete(requests, self.engine.max_visual_tokens, self.max_tokens, 0.0, [])
+
+    def rate(self, batch: int, seconds: float) -> tuple[float, float, float]:
+        """(requests/s, start, end) of `seconds` of batches of `batch` requests."""
+        done, i, start = 0, 0, time.time()
+        while time.time() - start < seconds:
+            done += len(self.complete([self.requests[(i + j) % len(self.requests)] for j in range(batch)]))
+            i += batch
+        end = time.time()
+        return done / (end - start), start, end
 
 
 def start(export: Path, tiers: list[dict], auto: dict | None = None, access_log: bool = True) -> str:
@@ -229,14 +257,10 @@ def start(export: Path, tiers: list[dict], auto: dict | None = None, access_log:
     return run_on_loopback(args, "bench", {"enable_access_log": access_log})
 
 
-def replica_pids(app: str) -> list[int]:
-    """The processes of an application's tier replicas (one replica per deployment here)."""
-    pids = set()
-    for name in serve.status().applications[app].deployments:
-        if name != "Ingress":
-            identity = serve.get_deployment_handle(name, app_name=app).options(method_name="identity").remote()
-            pids.add(int(identity.result()["engine"].split(":")[0]))
-    return sorted(pids)
+def app_pids(app: str) -> list[int]:
+    """The processes of an application's replicas, its ingress included (one replica per deployment here)."""
+    handles = [serve.get_deployment_handle(name, app_name=app) for name in serve.status().applications[app].deployments]
+    return sorted({h.options(method_name="identity").remote().result()["pid"] for h in handles})
 
 
 def uss_gib(pids: list[int]) -> float:
@@ -245,21 +269,89 @@ def uss_gib(pids: list[int]) -> float:
     return sum(psutil.Process(p).memory_full_info().uss for p in pids) / 2**30
 
 
+# The batching variants, all deployed at once on the 2 logical CPUs: 0.25 + 0.5 + 0.5, and 0.25 + 0.5.
+BATCHED = {"replica_cpus": 0.5, "torch_threads": 2, "batch_wait_timeout_s": 0.05}
+BATCHING_APPS = {
+    "per-tier": {"tiers": [{"name": "batched", "visual_tokens": "M", "max_batch_size": 8} | BATCHED,
+                           {"name": "single", "visual_tokens": "M", "max_batch_size": 1} | BATCHED]},
+    "in-ingress": {"tiers": [{"name": "batched", "visual_tokens": "M"}], "shared": {"max_batch_size": 8} | BATCHED},
+}  # fmt: skip
+BATCHING_VARIANTS = {  # variant: (application, model id); "engine" is the engine in this process
+    "engine": (None, None),
+    "in-ingress": ("in-ingress", "batched"),  # proxy -> ingress holding the model
+    "per-tier": ("per-tier", "batched"),  # proxy -> ingress -> tier replica (three processes)
+    "single": ("per-tier", "single"),  # the same tier at max_batch_size 1
+}
+
+
+def cpu_rows(cores: dict[str, float], rate: float) -> dict[str, float]:
+    """CPU milliseconds per request by process kind (Serve's replicas by deployment), largest first."""
+    named: dict[str, float] = {}
+    for kind, used in cores.items():
+        key = kind.split(":")[-1] if kind.startswith("ray::ServeReplica") else kind
+        key = key if key in (DRIVER, "Ingress", "ray::ProxyActor") or key.startswith("tier-") else "other"
+        named[key] = named.get(key, 0.0) + 1000 * used / rate
+    return dict(sorted(named.items(), key=lambda kv: -kv[1]))
+
+
 def batching(args, export: Path, payloads: list[dict]) -> None:
-    ceiling = engine_ceiling(export, payloads, threads=2, seconds=args.seconds / 3)
-    common = {"visual_tokens": "M", "replica_cpus": 0.5, "torch_threads": 2, "batch_wait_timeout_s": 0.05}
-    tiers = [{"name": "batched", "max_batch_size": 8} | common, {"name": "single", "max_batch_size": 1} | common]
-    url = start(export, tiers, access_log=args.access_log)
-    rows = {}
-    for model in ("batched", "single"):
-        drive(url, model, [(8, args.warmup)], payloads)
-        rows[model] = summarise(drive(url, model, [(8, args.seconds)], payloads), args.seconds)
-        report(model, 8, rows[model])
-    ratio = rows["batched"]["throughput"] / rows["single"]["throughput"]
-    engine = ceiling[8] / ceiling[1]
-    print(f"engine alone, same requests: batch 8 {ceiling[8]:.1f} req/s, batch 1 {ceiling[1]:.1f} req/s: {engine:.2f}x")
-    print(f"dynamic batching / one at a time, 8 clients: {ratio:.2f}x (goal >= 3x); "
-          f"{ratio / engine:.0%} of the engine's own batch-8 gain")  # fmt: skip
+    """Every variant at --clients concurrent clients (the engine in-process at batch 8), in alternating
+    rounds; each server's answers checked against the in-process engine's; CPU per request per process.
+    16 clients (the default) keep a batch of 8 gathering while the one before it computes; with 8, the
+    engine waits for each batch's requests to come back round the loop."""
+    from mqt_llava.serve.app import build
+
+    payloads = payloads[:32]
+    local = InProcess(export, payloads, threads=2)
+    # The replicas' logs (the access log included) stay in their files, as under `serve deploy`:
+    # echoed to this process they would take the clients' and log_monitor's CPU from the server.
+    init_ray(log_to_driver=False)
+    url = start_apps(
+        {name: {"model": str(export)} | app for name, app in BATCHING_APPS.items()}, build, args.access_log
+    )
+    for app, model in BATCHING_VARIANTS.values():
+        if app is not None:
+            drive(f"{url}/{app}", model, [(args.clients, args.warmup)], payloads)
+    rates: dict[str, list[float]] = {name: [] for name in BATCHING_VARIANTS}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in BATCHING_VARIANTS}
+    wrong: Counter[str] = Counter()
+    one_at_a_time = []
+    with CpuSampler(every=1.0) as sampler:
+        for r in range(args.rounds):
+            for name in BATCHING_VARIANTS if r % 2 == 0 else reversed(BATCHING_VARIANTS):
+                app, model = BATCHING_VARIANTS[name]
+                if app is None:
+                    rate, t0, t1 = local.rate(8, args.seconds)
+                else:
+                    t0 = time.time()
+                    samples = drive(f"{url}/{app}", model, [(args.clients, args.seconds)], payloads)
+                    t1 = time.time()
+                    rate = summarise(samples, args.seconds)["throughput"]
+                    wrong[name] += sum(s.ok and s.text != local.answers[s.body] for s in samples)
+                    wrong[name] += sum(not s.ok for s in samples)
+                rates[name].append(rate)
+                cpu[name].append(cpu_rows(sampler.cores(t0, t1)[1], rate))
+                print(f"round {r + 1}/{args.rounds} {name:>10}: {rate:6.1f} req/s", flush=True)
+            one_at_a_time.append(local.rate(1, args.seconds / 4)[0])
+    engine = statistics.median(rates["engine"])
+    print(f"\n{'variant':>10} {'req/s':>7} {'of engine (median, range)':>27}  CPU ms per request by process (medians)")
+    for name, values in rates.items():
+        ratios = [v / e for v, e in zip(values, rates["engine"], strict=True)]
+        kinds = {k for row in cpu[name] for k in row}
+        per = {k: statistics.median(row.get(k, 0.0) for row in cpu[name]) for k in kinds}
+        listed = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+        print(f"{name:>10} {statistics.median(values):7.1f} {statistics.median(ratios):>12.2f} "
+              f"[{min(ratios):.2f}, {max(ratios):.2f}]  total {sum(per.values()):.1f}: {listed}")  # fmt: skip
+    gain = engine / statistics.median(one_at_a_time)
+    served = statistics.median(b / s for b, s in zip(rates["per-tier"], rates["single"], strict=True))
+    print(
+        f"engine alone at batch 1: {statistics.median(one_at_a_time):.1f} req/s: batch 8 gains {gain:.2f}x; "
+        f"dynamic batching over one at a time through Serve {served:.2f}x ({served / gain:.0%} of that gain)"
+    )
+    print(f"answers that differ from the in-process engine's (or failed): {dict(wrong)}")
+    print("goal: a server variant >= 0.6 of the engine at batch 8")
+    if sum(wrong.values()):
+        raise SystemExit("a server answered differently from the same engine in-process")
 
 
 def load(args, export: Path, payloads: list[dict]) -> None:
@@ -327,7 +419,8 @@ def stream(args, export: Path, payloads: list[dict]) -> None:
 def shared(args, export: Path, payloads: list[dict]) -> None:
     from mqt_llava.serve.app import build
 
-    # Both applications are up at once on 2 logical CPUs: 3 x 0.25 + 0.25 (ingress), and 0.5 + 0.25.
+    # Both applications are up at once on 2 logical CPUs: 3 x 0.25 + 0.25 (ingress), and the ingress
+    # holding the shared model, 0.25 + 0.5.
     replica = {"replica_cpus": 0.25, "torch_threads": 1, "max_batch_size": 8}
     tiers = [{"name": n, "visual_tokens": m} | replica for n, m in MIXED]
     one = replica | {"replica_cpus": 0.5, "torch_threads": 2}  # the cores the three tiers' threads would share
@@ -345,11 +438,11 @@ def shared(args, export: Path, payloads: list[dict]) -> None:
             row = rows[app][-1]
             print(f"round {r + 1}: {app:>8} {row['throughput']:6.1f} req/s  p50 {row['p50']:.3f} s  "
                   f"errors {row['errors']}", flush=True)  # fmt: skip
-    memory = {app: uss_gib(replica_pids(app)) for app in apps}
-    print(f"\n{'deployment':>10} {'replicas':>8} {'USS':>9} {'req/s (median, range)':>24} {'p50':>7} {'p99':>7}")
+    memory = {app: uss_gib(app_pids(app)) for app in apps}
+    print(f"\n{'deployment':>10} {'processes':>9} {'USS':>9} {'req/s (median, range)':>24} {'p50':>7} {'p99':>7}")
     for app in apps:
         rates = [row["throughput"] for row in rows[app]]
-        print(f"{app:>10} {len(replica_pids(app)):>8} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
+        print(f"{app:>10} {len(app_pids(app)):>9} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
               f"[{min(rates):.1f}, {max(rates):.1f}] {statistics.median(r['p50'] for r in rows[app]):6.3f}s "
               f"{statistics.median(r['p99'] for r in rows[app]):6.3f}s")  # fmt: skip
     ratio = statistics.median(r["throughput"] for r in rows["shared"]) / statistics.median(
@@ -424,10 +517,11 @@ def plot_auto(runs: dict[str, list[Sample]], phases, target: float, budgets: dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["batching", "load", "auto", "stream", "shared"])
-    parser.add_argument("--seconds", type=float, default=30, help="batching and load: seconds per measurement")
+    parser.add_argument("--seconds", type=float, default=20, help="seconds per measurement (a round's, with rounds)")
     parser.add_argument("--model", type=Path, help=f"an export to serve (default {EXPORT})")
     parser.add_argument("--warmup", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=4, help="shared: alternating rounds per deployment")
+    parser.add_argument("--clients", type=int, default=16, help="batching: concurrent clients")
+    parser.add_argument("--rounds", type=int, default=4, help="batching, shared: alternating rounds per variant")
     parser.add_argument("--random-init", nargs="*", metavar="OVERRIDE",
                         help="serve a random-weight tiny-preset variant with these overrides (auto's default: "
                              f"{' '.join(AUTO_MODEL)}); no value: the quickstart's export")  # fmt: skip

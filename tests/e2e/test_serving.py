@@ -32,7 +32,7 @@ def data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-KEYED = "mqt-llava-keyed"  # a second application: an API key, and every tier on one shared deployment
+KEYED = "mqt-llava-keyed"  # a second application: an API key, and every tier on one model in the ingress
 KEY = "s3cret-test-key"
 
 
@@ -242,7 +242,9 @@ def test_the_key_is_required_and_one_deployment_serves_every_budget(server):
                for model in ("fast", "full")}  # fmt: skip
     assert budgets == {"fast": 2, "full": 8}
     deployments = serve.status().applications[KEYED].deployments
-    assert set(deployments) == {"shared-tiers", "Ingress"}  # one set of weights for both budgets
+    assert set(deployments) == {"Ingress"}  # one set of weights for both budgets, held by the ingress
+    held = serve.get_deployment_handle("Ingress", app_name=KEYED).options(method_name="identity").remote().result()
+    assert held["budget"] == 8  # M: each request carries its tier's budget
     streamed = list(ask(client, "Hi", max_tokens=4, stream=True))
     assert streamed[-1].choices[0].finish_reason in ("stop", "length")
 

@@ -1,15 +1,23 @@
-"""A tier replica's batch handling, without Ray: one bad request never fails its batch mates."""
+"""A tier's model without Ray: one bad request never fails its batch mates, and a stream stops
+generating when its caller goes away."""
+
+import asyncio
+import threading
 
 from mqt_llava.inference import InferenceEngine
 from mqt_llava.serve.api import ApiError, Job
-from mqt_llava.serve.app import Tier
+from mqt_llava.serve.app import LocalTier, Tier, TierModel
 from mqt_llava.toy.world import random_scene, render_scene
 
 
-def replica(engine) -> Tier:
-    tier = object.__new__(Tier.func_or_class)  # the replica class, its engine given instead of loaded
+def replica(engine) -> TierModel:
+    tier = object.__new__(TierModel)  # the replica's model, its engine given instead of loaded
     tier.engine, tier.visual_tokens = engine, 4
     return tier
+
+
+def test_the_tier_deployment_runs_the_tier_model():
+    assert Tier.func_or_class is TierModel
 
 
 def job(question: str, image=None, **kw) -> Job:
@@ -49,3 +57,37 @@ def test_a_batch_the_engine_fails_on_is_retried_one_request_at_a_time(built):
     assert results[1]["error"]["status"] == 500 and "injected fault" in results[1]["error"]["message"]
     assert [results[0]["text"], results[2]["text"]] == [engine.complete([j.request()], 4, 6)[0].text
                                                         for j in (jobs[0], jobs[2])]  # fmt: skip
+
+
+class Endless:
+    """An engine whose stream yields until its cancel event is set."""
+
+    max_context = 512
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+
+    def prompt_tokens(self, request, m):
+        return 1
+
+    def stream(self, request, m, sampling, cancel):
+        self.cancelled = cancel
+        while not cancel.is_set():
+            yield "a"
+
+
+def test_a_stream_from_the_model_in_the_ingress_stops_when_cancelled():
+    engine = Endless()
+
+    async def scenario():
+        items = LocalTier(replica(engine)).stream(job("Hi"))
+        first = await items.__anext__()
+        items.cancel()  # what the ingress does when the client goes away
+        for _ in range(100):
+            if engine.cancelled.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return first
+
+    assert asyncio.run(scenario()) == {"delta": "a"}
+    assert engine.cancelled.is_set()

@@ -1,5 +1,6 @@
 """The MQT-LLaVA Ray Serve application: one deployment per budget tier, behind an OpenAI-compatible
-FastAPI ingress.
+FastAPI ingress; or (`shared`) one set of weights for every tier, held by the ingress replicas
+themselves unless `shared.in_ingress` is off.
 
     serve run serve_apps/config.yaml                 # development, on this machine
     serve deploy serve_apps/config.yaml              # a running cluster (RAY_ADDRESS / --address)
@@ -40,7 +41,7 @@ from mqt_llava.serve.api import (
 from mqt_llava.serve.auto import AutoRouter
 from mqt_llava.serve.metrics import ServeMetrics
 from mqt_llava.serve.routing import Router
-from mqt_llava.serve.settings import ServeSpec
+from mqt_llava.serve.settings import ReplicaSpec, ServeSpec
 
 app = FastAPI(title="MQT-LLaVA", docs_url=None, redoc_url=None)
 
@@ -62,11 +63,17 @@ def raise_if_error(result: dict) -> dict:
     return result
 
 
-@serve.deployment
-class Tier:
-    """Replicas of one budget tier, or (`shared`) of every tier: each job carries its budget then.
-    `user_config` ({visual_tokens, max_batch_size, batch_wait_timeout_s}) is applied by `reconfigure`,
-    without reloading the model."""
+def user_config(replica: ReplicaSpec, budget: int) -> dict:
+    """What TierModel.reconfigure applies: the budget and how requests are batched."""
+    return {"visual_tokens": budget, "max_batch_size": replica.max_batch_size,
+            "batch_wait_timeout_s": replica.batch_wait_timeout_s}  # fmt: skip
+
+
+class TierModel:
+    """The model answering one budget tier, or (`shared`) every tier: each job carries its budget then.
+    The `Tier` deployment's replicas are one each; an ingress holding the model has one too.
+    `reconfigure` ({visual_tokens, max_batch_size, batch_wait_timeout_s}, a deployment's user_config)
+    applies without reloading the model."""
 
     def __init__(self, model: str, engine: str = "hf", torch_threads: int | None = None, use_gpu: bool = False) -> None:
         import torch
@@ -145,26 +152,81 @@ class Tier:
 
     def identity(self) -> dict:
         """Which loaded model this replica holds, and its budget (tests check a reconfigure keeps the model)."""
-        return {"engine": f"{os.getpid()}:{id(self.engine)}", "budget": self.visual_tokens}
+        return {"pid": os.getpid(), "engine": f"{os.getpid()}:{id(self.engine)}", "budget": self.visual_tokens}
+
+
+Tier = serve.deployment(TierModel, name="Tier")
+
+
+class TierHandle:
+    """A tier answered by its own deployment: the ingress's calls go through its handle."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def answer(self, job: Job) -> dict:
+        return await self.handle.remote(job)
+
+    def stream(self, job: Job):
+        """The tier's stream items; `cancel()` stops the replica generating."""
+        return self.handle.options(stream=True, method_name="stream").remote(job)
+
+
+class LocalTier:
+    """A tier answered by the model in this replica (`shared.in_ingress`): no hop, no pickled image."""
+
+    def __init__(self, model: TierModel) -> None:
+        self.model = model
+
+    async def answer(self, job: Job) -> dict:
+        return await self.model(job)
+
+    def stream(self, job: Job):
+        return LocalStream(self.model.stream(job))
+
+
+class LocalStream:
+    """TierModel.stream's items, with the `cancel()` of a deployment's stream: closing the generator
+    sets its cancel event, so generation stops."""
+
+    def __init__(self, items: AsyncIterator[dict]) -> None:
+        self.items = items
+
+    def __anext__(self):
+        return self.items.__anext__()
+
+    def cancel(self) -> None:
+        asyncio.ensure_future(self.items.aclose())
 
 
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
+    """The OpenAI-compatible HTTP front: checks and parses each request, routes it to its tier, and
+    answers it from the tier's deployment (`tiers`), or, with `tiers` None, from the shared model
+    this replica holds (`shared.in_ingress`)."""
+
     def __init__(
         self,
         spec: dict,
         token_range: tuple[int, int],
         budgets: dict[str, int],
-        tiers: dict[str, DeploymentHandle],
-        shared: bool = False,
+        tiers: dict[str, DeploymentHandle] | None,
+        use_gpu: bool = False,
     ) -> None:
         self.spec = ServeSpec(**spec)
         self.minimum, self.maximum = token_range
         self.router = Router(budgets)
         self.auto = AutoRouter(budgets, self.spec.auto) if self.spec.auto.enabled else None
-        self.tiers = tiers
-        self.shared = shared  # one deployment answers every tier: the job names its tier's budget
+        self.model = None
+        if tiers is None:
+            shared = self.spec.shared
+            self.model = TierModel(self.spec.model, self.spec.engine, shared.torch_threads, use_gpu)
+            self.model.reconfigure(user_config(shared, self.maximum))
+            self.tiers = {name: LocalTier(self.model) for name in budgets}
+        else:
+            self.tiers = {name: TierHandle(handle) for name, handle in tiers.items()}
+        self.shared = self.spec.shared is not None  # one model answers every tier: the job names its tier's budget
         self.api_key = api_key_from_env(self.spec)
         self.metrics = ServeMetrics()
         if self.auto is not None:
@@ -211,7 +273,7 @@ class Ingress:
             if chat.stream:
                 include_usage = chat.stream_options is not None and chat.stream_options.include_usage
                 return await self.stream(job, tier, auto, include_usage, started)
-            result = raise_if_error(await self.tiers[tier].remote(job))
+            result = raise_if_error(await self.tiers[tier].answer(job))
         except ApiError as exc:
             self.metrics.refused(tier, exc.status)
             raise
@@ -224,7 +286,7 @@ class Ingress:
     async def stream(self, job: Job, tier: str, auto: bool, include_usage: bool, started: float):
         """Server-sent events from the tier's stream. Its first item is awaited before the response
         starts, so a refusal (context length) is still an HTTP error, not an event."""
-        items = self.tiers[tier].options(stream=True, method_name="stream").remote(job)
+        items = self.tiers[tier].stream(job)
         first = raise_if_error(await items.__anext__())
         first_token_s = time.monotonic() - started
         writer = ChunkWriter(tier, include_usage)
@@ -250,6 +312,10 @@ class Ingress:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    def identity(self) -> dict:
+        """This replica's process, and the model it holds (`shared.in_ingress`) as TierModel.identity."""
+        return self.model.identity() if self.model is not None else {"pid": os.getpid()}
+
     def answered(self, tier: str, auto: bool, stream: bool, result: dict, first_token_s: float,
                  latency_s: float) -> None:  # fmt: skip
         self.metrics.answered(tier, stream, result["visual_tokens"], result["prompt_tokens"],
@@ -259,41 +325,47 @@ class Ingress:
             self.metrics.auto_budget.set(self.router.budgets[self.auto.choose()])
 
 
+def replica_options(replica: ReplicaSpec) -> dict:
+    """A deployment's replica count, or its autoscaling when max_replicas > min_replicas."""
+    if replica.max_replicas > replica.min_replicas:
+        return {"autoscaling_config": {"min_replicas": replica.min_replicas, "max_replicas": replica.max_replicas,
+                                       "target_ongoing_requests": replica.target_ongoing_requests}}  # fmt: skip
+    return {"num_replicas": replica.min_replicas}
+
+
 def build(args: dict) -> serve.Application:
     """The application for `args` (a ServeSpec as a dict): tiers (or the one shared deployment), then
-    the ingress."""
+    the ingress; or the ingress alone, holding the shared model (`shared.in_ingress`)."""
     spec = ServeSpec(**args)
     minimum, maximum = visual_token_range(spec.model)
     budgets = {t.name: t.budget(maximum, minimum) for t in spec.tiers}
     placement = Placement.for_cluster(spec.use_gpu)
+    ingress = {"num_cpus": spec.ingress_cpus}
+    front = (spec.model_dump(), (minimum, maximum), budgets)
 
-    def deployment(name: str, replica, budget: int):
-        autoscaling = None
-        if replica.max_replicas > replica.min_replicas:
-            autoscaling = {"min_replicas": replica.min_replicas, "max_replicas": replica.max_replicas,
-                           "target_ongoing_requests": replica.target_ongoing_requests}  # fmt: skip
-        options = dict(
+    if spec.shared is not None and spec.shared.in_ingress:  # proxy -> ingress with the model: one hop
+        shared = spec.shared
+        options = {"num_cpus": spec.ingress_cpus + shared.replica_cpus, "num_gpus": placement.num_gpus}
+        return Ingress.options(ray_actor_options=options, max_ongoing_requests=spec.ingress_max_ongoing_requests,
+                               **replica_options(shared)).bind(*front, None, placement.use_gpu)  # fmt: skip
+
+    def deployment(name: str, replica: ReplicaSpec, budget: int):
+        return Tier.options(
             name=name,
-            user_config={
-                "visual_tokens": budget,
-                "max_batch_size": replica.max_batch_size,
-                "batch_wait_timeout_s": replica.batch_wait_timeout_s,
-            },  # fmt: skip
+            user_config=user_config(replica, budget),
             ray_actor_options={"num_cpus": replica.replica_cpus, "num_gpus": placement.num_gpus},
             # Serve's default of 5 requests in flight per replica would cap every tier's batches at 5.
             max_ongoing_requests=max(2 * replica.max_batch_size, 16),
-        )
-        options |= {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replica.min_replicas}
-        return Tier.options(**options).bind(spec.model, spec.engine, replica.torch_threads, placement.use_gpu)
+            **replica_options(replica),
+        ).bind(spec.model, spec.engine, replica.torch_threads, placement.use_gpu)
 
     if spec.shared is not None:  # one set of weights: every tier's requests, each at its own budget
         one = deployment("shared-tiers", spec.shared, maximum)
         tiers = {t.name: one for t in spec.tiers}
     else:
         tiers = {t.name: deployment(f"tier-{t.name}", t, budgets[t.name]) for t in spec.tiers}
-    ingress = {"num_cpus": spec.ingress_cpus}
     return Ingress.options(ray_actor_options=ingress, max_ongoing_requests=spec.ingress_max_ongoing_requests).bind(
-        spec.model_dump(), (minimum, maximum), budgets, tiers, spec.shared is not None
+        *front, tiers
     )
 
 

@@ -30,6 +30,15 @@ class ReplicaSpec(Spec):
         return self
 
 
+class SharedSpec(ReplicaSpec):
+    """The one deployment answering every tier. `in_ingress`: the HTTP ingress replicas hold the model
+    themselves, so a request crosses one process less and its decoded image is not pickled (the
+    ingress then scales with the model: `replica_cpus` is added to `ingress_cpus`); off: a deployment of
+    its own behind the ingress."""
+
+    in_ingress: bool = True
+
+
 class TierSpec(ReplicaSpec):
     """One budget tier: a model id whose requests are answered at `visual_tokens` (an int, or "M"); by
     a deployment of its own, or by the shared one when the spec has `shared`."""
@@ -48,7 +57,7 @@ class ServeSpec(Spec):
     tiers: list[TierSpec] = Field(min_length=1)
     # One deployment answering every tier, each request at its tier's budget (one copy of the weights
     # for all budgets); the tiers' own replica settings are then unused. None: a deployment per tier.
-    shared: ReplicaSpec | None = None
+    shared: SharedSpec | None = None
     api_key_env: str | None = None  # the variable holding the API key; named but unset: the app refuses to start
     allow_remote_without_key: bool = False  # without a key only loopback clients are served, unless this is on
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)  # a base64 image of max_image_bytes fits
