@@ -327,8 +327,7 @@ def batching(args, export: Path, payloads: list[dict]) -> None:
                     samples = drive(f"{url}/{app}", model, [(args.clients, args.seconds)], payloads)
                     t1 = time.time()
                     rate = summarise(samples, args.seconds)["throughput"]
-                    wrong[name] += sum(s.ok and s.text != local.answers[s.body] for s in samples)
-                    wrong[name] += sum(not s.ok for s in samples)
+                    wrong[name] += sum(not s.ok or s.text != local.answers[s.body] for s in samples)
                 rates[name].append(rate)
                 cpu[name].append(cpu_rows(sampler.cores(t0, t1)[1], rate))
                 print(f"round {r + 1}/{args.rounds} {name:>10}: {rate:6.1f} req/s", flush=True)
@@ -438,11 +437,12 @@ def shared(args, export: Path, payloads: list[dict]) -> None:
             row = rows[app][-1]
             print(f"round {r + 1}: {app:>8} {row['throughput']:6.1f} req/s  p50 {row['p50']:.3f} s  "
                   f"errors {row['errors']}", flush=True)  # fmt: skip
-    memory = {app: uss_gib(app_pids(app)) for app in apps}
+    pids = {app: app_pids(app) for app in apps}
+    memory = {app: uss_gib(pids[app]) for app in apps}
     print(f"\n{'deployment':>10} {'processes':>9} {'USS':>9} {'req/s (median, range)':>24} {'p50':>7} {'p99':>7}")
     for app in apps:
         rates = [row["throughput"] for row in rows[app]]
-        print(f"{app:>10} {len(app_pids(app)):>9} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
+        print(f"{app:>10} {len(pids[app]):>9} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
               f"[{min(rates):.1f}, {max(rates):.1f}] {statistics.median(r['p50'] for r in rows[app]):6.3f}s "
               f"{statistics.median(r['p99'] for r in rows[app]):6.3f}s")  # fmt: skip
     ratio = statistics.median(r["throughput"] for r in rows["shared"]) / statistics.median(
