@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import ray.train
 import torch
+from ray.data import DataContext
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -69,6 +70,31 @@ def test_small_json_path_gives_the_same_rows_as_shards(ray_local, odd_shards):
     for rid in from_json:
         assert list(from_json[rid]["input_ids"]) == list(from_shards[rid]["input_ids"])
         assert np.array_equal(from_json[rid]["pixel_values"], from_shards[rid]["pixel_values"])
+
+
+def test_one_shard_is_decoded_in_blocks_of_block_rows(ray_local, odd_shards):
+    """The decode actors share a shard's work: a shard reaches them in blocks of at most `block_rows`
+    rows (one block, so one actor, before), and the rows, in order, are those of whole-shard blocks."""
+    odd, shards, job = odd_shards
+    prepare(job, log=lambda _: None)
+    assert len(list(shards.glob("*.parquet"))) == 1
+    options = DataContext.get_current().execution_options
+    options.preserve_order, before = True, options.preserve_order  # as the training workers read
+    try:
+        small = training_dataset(
+            read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5, batch_size=2, block_rows=3
+        )
+        blocks = small.materialize()
+        small_rows = blocks.take_all()
+        whole_rows = training_dataset(read_shards(str(shards)), SPEC, "vicuna_v1", SETTINGS, decode_cpus=0.5).take_all()
+    finally:
+        options.preserve_order = before
+    assert blocks.num_blocks() >= -(-len(odd.accepted) // 3) > 1
+    assert [r["id"] for r in small_rows] == [r["id"] for r in whole_rows]
+    assert {r["id"] for r in small_rows} == set(odd.accepted)
+    for small_row, whole_row in zip(small_rows, whole_rows, strict=True):
+        assert list(small_row["input_ids"]) == list(whole_row["input_ids"])
+        assert np.array_equal(small_row["pixel_values"], whole_row["pixel_values"])
 
 
 def worker_loop(config):
