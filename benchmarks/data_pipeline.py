@@ -4,6 +4,7 @@ rounds.
 
     python benchmarks/data_pipeline.py                           # 3000 records, 336 px (llava-7b's input)
     python benchmarks/data_pipeline.py --prefetch 4              # both pipelines prefetch 4 batches
+    python benchmarks/data_pipeline.py --block-rows 256 100000   # and Ray Data with each shard one block
     python benchmarks/data_pipeline.py --records 1500 --rounds 5 --crop 128
 
 The work per record is the same in every variant: tokenize the conversation with the template,
@@ -17,8 +18,12 @@ read and decode the image, pad it to a square and resize it (text-only records: 
 3. bare:       the physical limit: the same per-record work in a plain process pool over the
                records, chunked, nothing else (no batches, no pipeline)
 
-Every variant counts samples (records) per second, the pipelines after their first batch (start-up
-reported apart), the bare loop once its processes are up. Each sample of every timed pass is
+Every variant counts samples (records) per second over its whole pass, start-up included (the bare
+loop's processes are up before its clock starts), and after its first batch. Neither isolates a
+pipeline's steady state: Ray Data starts processes for every pass (13-25 s on 2 cores), and what it
+decodes meanwhile goes to its credit after the first batch. The CPU every process used over the
+pass (cpu_account.py, processes started during it counted whole) is reported per sample, split by
+process kind: that is the account of where a pipeline's time goes. Each sample of every timed pass is
 fingerprinted (CRC-32 of its token ids, labels and pixels), and the variants must produce the same
 fingerprints for the same record ids. The figure per variant is its median round, with the range
 over rounds of its ratio to the bare loop of the same round.
@@ -27,14 +32,18 @@ over rounds of its ratio to the bare loop of the same round.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import statistics
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from cpu_account import CpuSampler
 from torch.utils.data import DataLoader, Dataset
 
 from mqt_llava.config import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
@@ -117,17 +126,32 @@ class FingerprintedCollate:
         return dict(self.collate(batch), fingerprints=batch_fingerprints(batch))
 
 
-def timed(batches) -> tuple[float, float, dict[str, int]]:
-    """(seconds to the first batch, samples/s after it, every sample's fingerprint)."""
+class Pass(NamedTuple):
+    startup: float  # seconds to the first batch
+    seconds: float  # to the last sample
+    prints: dict[str, int]  # every sample's fingerprint
+
+    def rates(self, total: int, first: int) -> tuple[float, float]:
+        """(samples/s over the whole pass, samples/s after the first batch of `first` samples)."""
+        return total / self.seconds, (total - first) / (self.seconds - self.startup)
+
+
+def timed(batches, total: int, at_end: Callable[[], object]) -> Pass:
+    """One pass over `total` samples (batches of {"fingerprints": {id: fingerprint}}); `at_end` is
+    called once the last sample is in, before the iterator is asked for more (a DataLoader's workers,
+    for one, exit then, and the CPU account must see them)."""
     start = time.perf_counter()
+    prints: dict[str, int] = {}
+    startup = None
     iterator = iter(batches)
-    first = next(iterator)
-    ready = time.perf_counter()
-    prints, rest = dict(first["fingerprints"]), 0
-    for batch in iterator:
-        rest += len(batch["fingerprints"])
-        prints |= batch["fingerprints"]
-    return ready - start, rest / (time.perf_counter() - ready), prints
+    while len(prints) < total:
+        prints |= next(iterator)["fingerprints"]
+        startup = startup or time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    at_end()
+    if next(iterator, None) is not None:
+        raise SystemExit(f"a pass gave more than the {total} samples")
+    return Pass(startup, seconds, prints)
 
 
 WORK: RecordWork | None = None  # a bare-loop pool process's own, made by bare_start
@@ -144,13 +168,11 @@ def bare_chunk(records: list[dict]) -> dict[str, int]:
     return batch_fingerprints({key: [item[key] for item in items] for key in items[0]})
 
 
-def bare(pool, records: list[dict], chunk: int) -> tuple[float, float, dict[str, int]]:
-    """(0 s of start-up: the pool is up, samples/s, every sample's fingerprint) of one pass."""
-    start = time.perf_counter()
-    prints: dict[str, int] = {}
-    for part in pool.imap_unordered(bare_chunk, [records[i : i + chunk] for i in range(0, len(records), chunk)]):
-        prints |= part
-    return 0.0, len(records) / (time.perf_counter() - start), prints
+def bare(pool, records: list[dict], chunk: int, at_end: Callable[[], object]) -> Pass:
+    """One pass of the bare loop over a pool whose processes are up."""
+    chunks = [records[i : i + chunk] for i in range(0, len(records), chunk)]
+    parts = ({"fingerprints": part} for part in pool.imap_unordered(bare_chunk, chunks))
+    return timed(parts, len(records), at_end)
 
 
 def main() -> None:
@@ -162,6 +184,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="processes doing the work in every variant")
     parser.add_argument("--prefetch", type=int, default=2, help="batches both pipelines prefetch")
+    parser.add_argument("--block-rows", type=int, nargs="+", default=[256],
+                        help="rows per block into Ray Data's decode stage; each value after the first adds "
+                             "a ray_data variant (a number over --records: a shard's rows in one block)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
@@ -192,43 +217,65 @@ def main() -> None:
           f" {args.workers} processes, batches of {args.batch_size}, prefetch {args.prefetch}, {args.rounds} rounds",
           flush=True)  # fmt: skip
 
-    def ray_data():
-        dataset = training_dataset(read_shards(str(shards)), spec, "vicuna_v1", settings, decode_actors=args.workers,
-                                   decode_cpus=0.75, batch_size=args.batch_size)  # fmt: skip
+    def ray_data(block_rows: int, at_end):
+        dataset = training_dataset(read_shards(str(shards)), spec, "vicuna_v1", settings, decode_cpus=0.75,
+                                   decode_actors=args.workers, batch_size=args.batch_size,
+                                   block_rows=block_rows)  # fmt: skip
         return timed(dataset.iter_torch_batches(batch_size=args.batch_size, collate_fn=collate,
-                                                prefetch_batches=args.prefetch))  # fmt: skip
+                                                prefetch_batches=args.prefetch), len(records), at_end)  # fmt: skip
 
-    def dataloader():
+    def dataloader(at_end):
         loader = DataLoader(LlavaStyleDataset(records, RecordWork(str(corpus), settings, rules)),
                             batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
                             prefetch_factor=max(1, -(-args.prefetch // args.workers)))  # fmt: skip
-        return timed(loader)
+        return timed(loader, len(records), at_end)
 
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers, initializer=bare_start, initargs=(str(corpus), settings, rules)) as pool:
         pool.map(bare_chunk, [records[:1]] * args.workers)  # the processes up before the clock starts
-        variants = {"ray_data": ray_data, "dataloader": dataloader,
-                    "bare": lambda: bare(pool, records, args.batch_size)}  # fmt: skip
-        rates: dict[str, list[float]] = {name: [] for name in variants}
-        reference: dict[str, int] | None = None
-        for r in range(args.rounds):
-            for name in variants if r % 2 == 0 else reversed(variants):
-                startup, rate, prints = variants[name]()
-                rates[name].append(rate)
-                reference = reference or prints
-                if prints != reference:
-                    differ = sum(prints.get(k) != v for k, v in reference.items()) + len(prints.keys() - reference)
-                    raise SystemExit(f"{name} produced {differ} samples unlike the other variants'")
-                print(f"round {r + 1}/{args.rounds} {name:10}: {rate:7.1f} samples/s"
-                      + (f" (first batch after {startup:.1f} s)" if startup else ""), flush=True)  # fmt: skip
+        variants = {"ray_data": functools.partial(ray_data, args.block_rows[0])}
+        variants |= {f"ray_data/{rows}": functools.partial(ray_data, rows) for rows in args.block_rows[1:]}
+        variants |= {"dataloader": dataloader, "bare": lambda at_end: bare(pool, records, args.batch_size, at_end)}
+        passes: dict[str, list[Pass]] = {name: [] for name in variants}
+        cpu: dict[str, list[dict[str, float]]] = {name: [] for name in variants}  # CPU seconds by process kind
+        started: dict[str, list[int]] = {name: [] for name in variants}  # processes started during each pass
+        reference: dict[str, int] = {}  # every sample's fingerprint, from the first pass
+        with CpuSampler(every=1.0) as sampler:
+            for r in range(args.rounds):
+                for name in variants if r % 2 == 0 else reversed(variants):
+                    t0, ends = sampler.snapshot(), []
+                    result = variants[name](functools.partial(lambda out: out.append(sampler.snapshot()), ends))
+                    span, cores = sampler.cores(t0, ends[0])
+                    started[name].append(sum(sampler.started(t0, ends[0]).values()))
+                    passes[name].append(result._replace(prints={}))
+                    cpu[name].append({k: v * span for k, v in cores.items()})
+                    reference = reference or result.prints
+                    if result.prints != reference:
+                        differ = sum(result.prints.get(k) != v for k, v in reference.items())
+                        raise SystemExit(f"{name} produced {differ + len(result.prints.keys() - reference)} samples "
+                                         "unlike the other variants'")  # fmt: skip
+                    whole, after = result.rates(len(records), args.batch_size)
+                    print(f"round {r + 1}/{args.rounds} {name:15}: {whole:7.1f} samples/s over the pass, "
+                          f"{after:7.1f} after its first batch ({result.startup:.1f} s)", flush=True)  # fmt: skip
 
     print(f"samples: every variant produced the same {len(reference)} fingerprints (token ids, labels, pixels)")
-    print(f"{'':12}{'samples/s':>10}{'of bare (median, range)':>26}{'of dataloader':>15}")
-    for name, values in rates.items():
-        of_bare = [v / b for v, b in zip(values, rates["bare"], strict=True)]
-        of_loader = [v / d for v, d in zip(values, rates["dataloader"], strict=True)]
-        print(f"{name:12}{statistics.median(values):>10.1f}{statistics.median(of_bare):>13.2f} "
-              f"[{min(of_bare):.2f}, {max(of_bare):.2f}]{statistics.median(of_loader):>13.2f}x")  # fmt: skip
+    for i, title in enumerate(("whole pass, start-up included", "after the first batch")):
+        rates = {n: [p.rates(len(records), args.batch_size)[i] for p in ps] for n, ps in passes.items()}
+        print(f"\n{title:32}{'samples/s':>10}{'of bare (median, range)':>26}{'of dataloader':>15}")
+        for name, values in rates.items():
+            of_bare = [v / b for v, b in zip(values, rates["bare"], strict=True)]
+            of_loader = [v / d for v, d in zip(values, rates["dataloader"], strict=True)]
+            print(f"{name:32}{statistics.median(values):>10.1f}{statistics.median(of_bare):>13.2f} "
+                  f"[{min(of_bare):.2f}, {max(of_bare):.2f}]{statistics.median(of_loader):>13.2f}x")  # fmt: skip
+    print("\nCPU over the whole pass by process (medians over rounds): ms per sample, in all | each process kind "
+          "above 0.05 ms, largest first")  # fmt: skip
+    for name, rows in cpu.items():
+        per = {k: statistics.median(1000 * row.get(k, 0.0) / len(records) for row in rows)
+               for k in {k for row in rows for k in row}}  # fmt: skip
+        listed = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        print(f"{name:16}{sum(per.values()):6.2f} ms | {listed}; first batch after "
+              f"{statistics.median(p.startup for p in passes[name]):.1f} s; processes started during the pass "
+              f"{statistics.median(started[name]):g} (range {min(started[name])}-{max(started[name])})")  # fmt: skip
     print("goal: ray_data >= 0.9 of bare")
 
 
