@@ -57,10 +57,14 @@ class CpuSampler:
         self.samples.append((now, seen))
         return now
 
+    def inside(self, start: float, end: float) -> list[tuple[float, dict]]:
+        """The samples taken in [start, end], in time order (the thread's and snapshots' interleave)."""
+        return sorted(((t, seen) for t, seen in self.samples if start <= t <= end), key=lambda sample: sample[0])
+
     def cores(self, start: float, end: float) -> tuple[float, dict[str, float]]:
         """(seconds covered, cores used per process kind) between the first and last samples inside
         [start, end]. A process that ended in between counts up to the last sample that saw it."""
-        inside = sorted(((t, seen) for t, seen in self.samples if start <= t <= end), key=lambda sample: sample[0])
+        inside = self.inside(start, end)
         if len(inside) < 2:
             return 0.0, {}
         (t0, first), (t1, _) = inside[0], inside[-1]
@@ -72,7 +76,7 @@ class CpuSampler:
 
     def started(self, start: float, end: float) -> dict[str, int]:
         """{process kind: processes} that appeared between the first and last samples inside [start, end]."""
-        inside = sorted(((t, seen) for t, seen in self.samples if start <= t <= end), key=lambda sample: sample[0])
+        inside = self.inside(start, end)
         if len(inside) < 2:
             return {}
         first = inside[0][1]
