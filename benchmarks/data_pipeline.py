@@ -130,13 +130,14 @@ class Pass(NamedTuple):
     startup: float  # seconds to the first batch
     seconds: float  # to the last sample
     prints: dict[str, int]  # every sample's fingerprint
+    ended: float  # what `at_end` returned: the CPU sampler's snapshot at the last sample
 
     def rates(self, total: int, first: int) -> tuple[float, float]:
         """(samples/s over the whole pass, samples/s after the first batch of `first` samples)."""
         return total / self.seconds, (total - first) / (self.seconds - self.startup)
 
 
-def timed(batches, total: int, at_end: Callable[[], object]) -> Pass:
+def timed(batches, total: int, at_end: Callable[[], float]) -> Pass:
     """One pass over `total` samples (batches of {"fingerprints": {id: fingerprint}}); `at_end` is
     called once the last sample is in, before the iterator is asked for more (a DataLoader's workers,
     for one, exit then, and the CPU account must see them)."""
@@ -148,10 +149,10 @@ def timed(batches, total: int, at_end: Callable[[], object]) -> Pass:
         prints |= next(iterator)["fingerprints"]
         startup = startup or time.perf_counter() - start
     seconds = time.perf_counter() - start
-    at_end()
+    ended = at_end()
     if next(iterator, None) is not None:
         raise SystemExit(f"a pass gave more than the {total} samples")
-    return Pass(startup, seconds, prints)
+    return Pass(startup, seconds, prints, ended)
 
 
 WORK: RecordWork | None = None  # a bare-loop pool process's own, made by bare_start
@@ -168,7 +169,7 @@ def bare_chunk(records: list[dict]) -> dict[str, int]:
     return batch_fingerprints({key: [item[key] for item in items] for key in items[0]})
 
 
-def bare(pool, records: list[dict], chunk: int, at_end: Callable[[], object]) -> Pass:
+def bare(pool, records: list[dict], chunk: int, at_end: Callable[[], float]) -> Pass:
     """One pass of the bare loop over a pool whose processes are up."""
     chunks = [records[i : i + chunk] for i in range(0, len(records), chunk)]
     parts = ({"fingerprints": part} for part in pool.imap_unordered(bare_chunk, chunks))
@@ -243,10 +244,10 @@ def main() -> None:
         with CpuSampler(every=1.0) as sampler:
             for r in range(args.rounds):
                 for name in variants if r % 2 == 0 else reversed(variants):
-                    t0, ends = sampler.snapshot(), []
-                    result = variants[name](functools.partial(lambda out: out.append(sampler.snapshot()), ends))
-                    span, cores = sampler.cores(t0, ends[0])
-                    started[name].append(sum(sampler.started(t0, ends[0]).values()))
+                    t0 = sampler.snapshot()
+                    result = variants[name](sampler.snapshot)
+                    span, cores = sampler.cores(t0, result.ended)
+                    started[name].append(sum(sampler.started(t0, result.ended).values()))
                     passes[name].append(result._replace(prints={}))
                     cpu[name].append({k: v * span for k, v in cores.items()})
                     reference = reference or result.prints
