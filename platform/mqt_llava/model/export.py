@@ -12,6 +12,7 @@ export, reading M without loading weights, reading one part's weights, and the t
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 TRAINING_RECORD = "mqt_llava_training.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
 
 
 class NotAnExport(ValueError):
@@ -37,7 +40,16 @@ def check_export(path: str | Path, what: str = "model") -> Path:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    return json.loads((check_export(path) / CONFIG_FILE).read_text())
+    """config.json of an export at a local path or a URI (s3://, gs://, file://)."""
+    if "://" not in str(path):
+        return json.loads((check_export(path) / CONFIG_FILE).read_text())
+    from mqt_llava.data.llava_format import resolve_location
+
+    filesystem, root = resolve_location(str(path))
+    if not filesystem.get_file_info(f"{root}/{CONFIG_FILE}").is_file:
+        raise NotAnExport(f"model {path}: not an export directory (no {CONFIG_FILE})")
+    with filesystem.open_input_stream(f"{root}/{CONFIG_FILE}") as stream:
+        return json.loads(stream.read())
 
 
 def max_visual_tokens(path: str | Path) -> int:
@@ -74,26 +86,78 @@ def read_training_record(path: str | Path) -> dict[str, Any]:
     return json.loads(record.read_text())
 
 
-def load_part_state(path: str | Path, part: str) -> dict[str, torch.Tensor]:
-    """One part's weights (e.g. "connector") from an export's safetensors, without loading the rest: a
-    7B stage-1 export holds 14 GB, stage 2 needs only its connector. Keys come without the part prefix."""
-    from safetensors import safe_open
+def load_part_state(location: str | Path, part: str) -> dict[str, torch.Tensor]:
+    """One part's weights (e.g. "connector") from an export at a local path or a URI (s3://, gs://,
+    file://), reading only that part's bytes: the shard index, the header of each shard that holds
+    the part, then the part's tensors by byte range. A 7B stage-1 export holds 14 GB and stage 2
+    needs only its connector (9M parameters), on every worker. Keys come without the part prefix.
 
-    path = Path(path)
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise FileNotFoundError(f"{path} is not an export: no model.safetensors (or its index)")
+    Ranged reads of the files `save_pretrained` already writes, rather than a separate connector
+    file written at export time: every export reads the same way, the released checkpoint's import
+    and exports written before included, and there is no second copy of the weights to keep equal."""
+    from mqt_llava.data.llava_format import resolve_location
+
+    filesystem, root = resolve_location(str(location))
     prefix = f"{part}."
-    state = {}
-    for name in files:
-        with safe_open(str(path / name), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
-                if key.startswith(prefix):
-                    state[key.removeprefix(prefix)] = f.get_tensor(key)
+    state: dict[str, torch.Tensor] = {}
+    for name in weight_files(filesystem, root, location, prefix):
+        with filesystem.open_input_file(f"{root}/{name}") as file:
+            state |= read_tensors(file, prefix, f"{location}/{name}")
     if not state:
-        raise KeyError(f"{path} holds no weights for part {part!r}")
-    return state
+        raise KeyError(f"{location} holds no weights for part {part!r}")
+    return {key.removeprefix(prefix): value for key, value in state.items()}
+
+
+def weight_files(filesystem, root: str, location: str | Path, prefix: str) -> list[str]:
+    """The safetensors files that may hold keys starting with `prefix`: those the index maps them to
+    (a sharded export), else the one model.safetensors."""
+    index = f"{root}/{WEIGHTS_INDEX}"
+    if filesystem.get_file_info(index).is_file:
+        with filesystem.open_input_stream(index) as stream:
+            weight_map = json.loads(stream.read())["weight_map"]
+        return sorted({file for key, file in weight_map.items() if key.startswith(prefix)})
+    if filesystem.get_file_info(f"{root}/{WEIGHTS_FILE}").is_file:
+        return [WEIGHTS_FILE]
+    raise FileNotFoundError(f"{location} is not an export: no {WEIGHTS_FILE} (or its index)")
+
+
+def read_tensors(file, prefix: str, where: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with `prefix`, from an open safetensors file (a pyarrow random
+    access file), by byte range. The format: an 8-byte little-endian header length, a JSON header
+    giving each tensor's dtype, shape and [begin, end) offsets into the data that follows. The bytes
+    read are re-framed as a safetensors buffer of those tensors alone, which safetensors decodes."""
+    from safetensors.torch import load
+
+    def read(size: int, offset: int) -> bytes:
+        data = file.read_at(size, offset)
+        if len(data) != size:
+            raise ValueError(f"{where}: truncated safetensors file")
+        return data
+
+    (header_size,) = struct.unpack("<Q", read(8, 0))
+    header = json.loads(read(header_size, 8))
+    wanted = sorted(
+        ((key, entry) for key, entry in header.items() if key.startswith(prefix)),
+        key=lambda item: item[1]["data_offsets"][0],
+    )
+    # Tensors stored back to back are read in one request (one ranged GET on object storage).
+    runs: list[list] = []  # [begin, end, names]
+    for key, entry in wanted:
+        begin, end = entry["data_offsets"]
+        if runs and runs[-1][1] == begin:
+            runs[-1][1] = end
+            runs[-1][2].append(key)
+        else:
+            runs.append([begin, end, [key]])
+    chunks, framed, offset = [], {}, 0
+    for begin, end, names in runs:
+        chunks.append(read(end - begin, 8 + header_size + begin))
+        for key in names:
+            start, stop = (position - begin + offset for position in header[key]["data_offsets"])
+            framed[key] = {"dtype": header[key]["dtype"], "shape": header[key]["shape"], "data_offsets": [start, stop]}
+        offset += end - begin
+    if not framed:
+        return {}
+    head = json.dumps(framed).encode()
+    head += b" " * (-len(head) % 8)  # the format pads its header to 8 bytes with spaces
+    return load(struct.pack("<Q", len(head)) + head + b"".join(chunks))

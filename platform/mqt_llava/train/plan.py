@@ -115,12 +115,14 @@ def check_model_sources(model: ModelSpec) -> None:
 
 
 def check_init_from(stage: StageSpec, model: ModelSpec) -> None:
-    if not stage.init_from or "://" in stage.init_from:
-        return  # remote exports are checked where they are downloaded, on the worker
+    """The export stage 2 starts from holds a connector like the model's, local or at a URI: checked
+    in the driver (reading its config and the connector's bytes only), before any worker starts."""
+    if not stage.init_from:
+        return
     try:
         load_part_state(stage.init_from, CONNECTOR)
         theirs = read_config(stage.init_from)["connector"]
-    except (FileNotFoundError, KeyError, NotAnExport) as exc:
+    except (OSError, KeyError, NotAnExport) as exc:  # OSError: a missing file, or storage unreachable
         raise ConfigError(f"init_from: {exc}") from None
     ours = model.connector.model_dump()
     if theirs != ours:
