@@ -4,14 +4,23 @@ and progress bars are off. `--verbose` (or MQT_LLAVA_VERBOSE=1) leaves the libra
 
 The switches are environment variables set before Ray starts, so every process of an embedded
 cluster inherits them: Train workers, Data actors, Tune trials and Serve replicas alike.
+
+This module is the one place where library code changes process-wide state: `configure_output`
+(called once at a job's start; the output switches and library logger levels) and `scoped_environ`
+(a variable set for one call and restored after it). Anything else that set an environment
+variable, the default dtype or a logger level for the rest of the process would be right where it
+was written and silently wrong elsewhere: `DS_ACCELERATOR=cpu` set by a CPU-safe memory check once
+made every GPU worker's DeepSpeed keep the model on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 from colorama.ansitowin32 import AnsiToWin32, StreamWrapper
 
@@ -27,6 +36,18 @@ QUIET_ENV = {
 
 
 QUIET_LOGGERS = ("ray.data", "ray.serve", "mlflow")  # the driver's own: execution plans, "Deleting app ..."
+# Single lines dropped from a logger that otherwise says things worth seeing. DeepSpeed warns at every
+# import on a machine without a GPU that it fell back to the CPU (which is right there).
+QUIET_MESSAGES = {"DeepSpeed": ("Setting accelerator to CPU.",)}
+
+
+class DropMessages(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
 
 
 def configure_output(verbose: bool = False) -> None:
@@ -44,10 +65,30 @@ def configure_output(verbose: bool = False) -> None:
     # This process imported them before the variables above were set: tell them directly.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name, starts in QUIET_MESSAGES.items():  # before the library creates its logger: filters persist
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropMessages) for f in logger.filters):
+            logger.addFilter(DropMessages(starts))
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Writing model shards" on every save_pretrained
+
+
+@contextlib.contextmanager
+def scoped_environ(**values: str) -> Iterator[None]:
+    """Environment variables set for the block and restored after it, for a library that reads its
+    settings only from the environment (Ray Tune copies some into the trial processes it starts)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def strip_colour_off_terminals() -> None:

@@ -10,7 +10,6 @@ finished trials are kept, unfinished and errored ones run again and resume what 
 from __future__ import annotations
 
 import math
-import os
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from mqt_llava.ablation.claims import check_claims, claims_markdown, controls_ma
 from mqt_llava.ablation.report import Trial, load_trials, write_report
 from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.ablation.trial import Stage1Registry, registry_name, run_trial, tracking_for, trial_slug
+from mqt_llava.output import scoped_environ
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RunTracker
 
@@ -73,9 +73,6 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     # Held for the whole fit: an actor whose last handle goes out of scope is killed.
     registry = Stage1Registry.options(name=registry_name(spec), get_if_exists=True).remote()
 
-    # Trials keep the job's working directory (Tune would chdir each into its own trial directory), so
-    # relative paths in the config (stage YAMLs, data, pretrained parts) mean what they mean to the job.
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     variants = spec.variants()
     trainable = tune.with_resources(
         tune.with_parameters(trainable, spec_json=spec.model_dump_json(), parent_run_id=parent.run_id),
@@ -101,7 +98,11 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
         )
     log(f"[ablation] {spec.name}: {len(variants)} trials ({spec.design}), up to {concurrency(spec)} at once; "
         f"MLflow {parent.uri} experiment {spec.experiment!r} run {parent.run_id}")  # fmt: skip
-    grid = tuner.fit()
+    # Trials keep the job's working directory (Tune would chdir each into its own trial directory), so
+    # relative paths in the config (stage YAMLs, data, pretrained parts) mean what they mean to the job.
+    # Tune reads that from the variable, copied into each trial's process when the trial starts.
+    with scoped_environ(RAY_CHDIR_TO_TRIAL_DIR="0"):
+        grid = tuner.fit()
     del registry
     errors = [str(r.error) for r in grid if r.error is not None]
     report, trials = experiment_report(spec)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ def read_run_config(checkpoint: Path) -> dict:
 def trained_weights(checkpoint: Path) -> dict:
     """The checkpoint's trainable weights in fp32, by parameter name (DeepSpeed's reassembly; its
     progress lines are kept out of the output)."""
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # Reassembly reads onto the CPU whichever accelerator DeepSpeed picked for this process.
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     with contextlib.redirect_stdout(io.StringIO()):

@@ -36,15 +36,22 @@ from mqt_llava.train.plan import StageRun, resolved_config
 from mqt_llava.train.strategy import DeepSpeedStrategy
 
 
+def worker_setup(run: StageRun, context: WorkerContext) -> DeepSpeedStrategy:
+    """A worker's set-up before it joins the process group: its threads, the memory check on its own
+    GPU (before anything is allocated on it), and the strategy with DeepSpeed on the worker's device."""
+    stage = run.stage
+    if stage.resources.torch_threads:
+        torch.set_num_threads(stage.resources.torch_threads)
+    if run.use_gpu:
+        total = torch.cuda.get_device_properties(context.device).total_memory / 2**30
+        check_fits(stage, run.model, total, f"{torch.cuda.get_device_name(context.device)}, {total:.1f} GiB")
+    return DeepSpeedStrategy(stage, run.use_gpu)
+
+
 def train_loop(run: StageRun, context: WorkerContext) -> None:
     stage, plan = run.stage, run.plan
     rank = context.rank
-    if stage.resources.torch_threads:
-        torch.set_num_threads(stage.resources.torch_threads)
-    if run.use_gpu:  # this worker's own GPU, before anything is allocated on it
-        total = torch.cuda.get_device_properties(context.device).total_memory / 2**30
-        check_fits(stage, run.model, total, f"{torch.cuda.get_device_name(context.device)}, {total:.1f} GiB")
-    strategy = DeepSpeedStrategy(stage, run.use_gpu)
+    strategy = worker_setup(run, context)
     strategy.init_distributed()
 
     built = stage_model(run)

@@ -5,7 +5,6 @@ API nor which launcher started the process (OpenRLHF's strategy/actor split).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -16,8 +15,37 @@ from transformers import get_cosine_schedule_with_warmup
 from mqt_llava.config import StageSpec
 from mqt_llava.train import checkpoint
 from mqt_llava.train.checkpoint import DataPosition, TrainState
-from mqt_llava.train.deepspeed_config import deepspeed_config
+from mqt_llava.train.deepspeed_config import deepspeed_config, llm_hidden_size
 from mqt_llava.train.plan import StagePlan
+
+
+def deepspeed_on(use_gpu: bool):
+    """DeepSpeed, with its accelerator the one this process trains on (CUDA or the CPU).
+
+    DeepSpeed picks its accelerator once per process, at its first import: `DS_ACCELERATOR` if the
+    environment has it, else CUDA when torch sees a GPU, else the CPU. The training process's own
+    placement is what must count: a GPU worker whose DeepSpeed took the CPU keeps the model on the CPU
+    and then fails in NCCL on CPU tensors. So no code of this project sets `DS_ACCELERATOR` (CPU Ray
+    workers get it in their runtime env from the launcher, mqt_llava.train.launch), and when
+    DeepSpeed's choice still differs from `use_gpu` (an inherited variable, a CPU run on a GPU node),
+    it is corrected here, through DeepSpeed's own `set_accelerator`, before any engine exists.
+    """
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator, set_accelerator
+
+    if use_gpu and not torch.cuda.is_available():
+        raise RuntimeError(
+            "use_gpu is set but this process sees no GPU (torch.cuda.is_available() is False): a CPU-only "
+            "torch build, no GPU on this node, or the worker was started without a GPU"
+        )
+    wanted = "cuda" if use_gpu else "cpu"
+    if get_accelerator().device_name() != wanted:
+        if use_gpu:
+            from deepspeed.accelerator.cuda_accelerator import CUDA_Accelerator as Accelerator
+        else:
+            from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator as Accelerator
+        set_accelerator(Accelerator())
+    return deepspeed
 
 
 class DeepSpeedStrategy:
@@ -25,25 +53,34 @@ class DeepSpeedStrategy:
         self.stage, self.use_gpu = stage, use_gpu
         self.engine = None
         self.optimizer = None
-        if not use_gpu:
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator once
-
+        self.deepspeed = deepspeed_on(use_gpu)
         # DeepSpeed 0.19 calls collectives torch 2.13 deprecated, once per step each.
         warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-        self.deepspeed = deepspeed
+
+    @property
+    def accelerator(self) -> str:
+        """The device type DeepSpeed puts the model and its collectives' tensors on."""
+        from deepspeed.accelerator import get_accelerator
+
+        return get_accelerator().device_name()
+
+    @property
+    def backend(self) -> str:
+        """The collective backend the process group is joined with: NCCL on GPUs, gloo on the CPU."""
+        return "nccl" if self.use_gpu else "gloo"
 
     def init_distributed(self) -> None:
         """Join the process group: Ray Train's (already set up, reused) or torchrun's (from its env)."""
-        self.deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
+        self.deepspeed.init_distributed(dist_backend=self.backend)
 
     def setup(self, model: nn.Module, plan: StagePlan) -> None:
         """AdamW over the trainable parameters, cosine schedule with warmup, ZeRO as configured."""
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=self.stage.weight_decay)
         scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+        config = deepspeed_config(self.stage, self.use_gpu, hidden_size=llm_hidden_size(model))
         self.engine, self.optimizer, _, _ = self.deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(self.stage, self.use_gpu)
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
         self.engine.train()
 
