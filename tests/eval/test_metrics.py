@@ -119,6 +119,8 @@ def test_mme_parsing(text, parsed):
         ("The answer is D.", 3, None),  # beyond the choices
         ("I think A", 3, None),
         ("E", 5, "E"),
+        ("", 3, None),  # unanswered: not "A" (a substring test of "ABC..." would say so)
+        ("AB", 3, None),
     ],
 )
 def test_scienceqa_letter(text, choices, letter):

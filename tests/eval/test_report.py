@@ -54,6 +54,7 @@ def test_advisor_picks_the_smallest_budget_within_the_tolerance():
         "advised_budget": 8,
         "advised_score": 79.5,
         "points": 1.0,
+        "title": "POPE",
     }
     assert advise(results(), points=0.1)["pope"]["advised_budget"] == 32
     assert advise(results(), points=15)["mme"]["advised_budget"] == 8  # best 700 at m=8; 500 is 200 below

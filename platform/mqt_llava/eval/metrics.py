@@ -165,15 +165,18 @@ def binary_scores(predictions: Sequence[str], labels: Sequence[str], positive: s
 # --- multiple choice -------------------------------------------------------------------------
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SCIENCEQA_LETTERS = ("A", "B", "C", "D", "E")  # eval_science_qa.py's --options
 
 
 def scienceqa_letter(text: str, num_choices: int) -> str | None:
     """LLaVA-1.5's ScienceQA parsing: the bare letter, or "X. ..." , or one "The answer is X.";
-    a letter beyond the choices, or anything else, is a failed parse (scored wrong)."""
-    options = LETTERS[:num_choices]
-    if text in LETTERS:
+    a letter beyond the choices, or anything else (an empty answer too), is a failed parse.
+    (`eval_science_qa.py` tests membership in a list of letters: a substring test of "ABC..." would
+    take "" or "AB" for a letter.)"""
+    options = list(LETTERS[:num_choices])
+    if text in SCIENCEQA_LETTERS:
         letter = text
-    elif len(text) >= 3 and text[0] in LETTERS and text[1:3] == ". ":
+    elif len(text) >= 3 and text[0] in SCIENCEQA_LETTERS and text[1:3] == ". ":
         letter = text[0]
     else:
         found = re.findall(r"The answer is ([A-Z]).", text)

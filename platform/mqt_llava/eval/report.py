@@ -81,8 +81,28 @@ def normalised_average(row: list[PairResult]) -> float | None:
 
 def cell(result: PairResult, value: float | None, bounds: tuple[float, float] | None) -> str:
     if value is None:
-        return {"submission": "server", "skipped": "skipped"}.get(result.status, "–")
+        return {"upload": "to upload", "skipped": "skipped"}.get(result.status, "–")
     return f"{value:.1f}" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
+
+
+def heading(column_title: str, result: PairResult) -> str:
+    """A column's heading: the paper's, or the sweep's own where its split or scorer is not the
+    paper's ("MMB" -> "MMB (local, no GPT matching)"; MME's two columns keep their suffixes)."""
+    if not result.title:
+        return column_title
+    base = BENCHMARKS[result.benchmark].title
+    return result.title + column_title[len(base) :] if column_title.startswith(base) else result.title
+
+
+def upload_notes(results: list[PairResult]) -> list[str]:
+    """Where each server-scored column's upload files are, one line per benchmark."""
+    lines = []
+    for name in dict.fromkeys(r.benchmark for r in results if r.status == "upload"):
+        rows = sorted((r for r in results if r.benchmark == name and r.status == "upload"), key=lambda r: r.budget)
+        files = "; ".join(f"m = {r.budget}: {', '.join(r.uploads) or '(none written)'}" for r in rows)
+        lines.append(f"- {BENCHMARKS[name].title}: to upload to its evaluation server, which gives the paper's "
+                     f"number (none is computed here): {files}")  # fmt: skip
+    return lines
 
 
 def table(results: list[PairResult]) -> str:
@@ -94,8 +114,11 @@ def table(results: list[PairResult]) -> str:
     budgets = sorted({r.budget for r in results})
     by = {(r.benchmark, r.budget): r for r in results}
     scored = {c for c in columns for m in budgets if c.value(by[(c.benchmark, m)]) is not None}
-    average = "Avg" if len(scored) == len(PAPER_COLUMNS) else "Avg of the scored columns (not the paper's 11)"
-    lines = ["| # tokens | " + " | ".join(c.title for c in columns) + f" | {average} |",
+    # The paper's "Avg" needs its 11 columns, each scored as the paper scored it (no local stand-in).
+    papers = {c for c in scored if not by[(c.benchmark, budgets[0])].title}
+    average = "Avg" if len(papers) == len(PAPER_COLUMNS) else "Avg of the scored columns (not the paper's 11)"
+    titles = [heading(c.title, by[(c.benchmark, budgets[0])]) for c in columns]
+    lines = ["| # tokens | " + " | ".join(titles) + f" | {average} |",
              "|---:|" + "---:|" * (len(columns) + 1)]  # fmt: skip
     for m in budgets:
         cells = []
@@ -107,7 +130,8 @@ def table(results: list[PairResult]) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {'' if mean is None else f'{mean:.1f}'} |")
     if others:
         lines += ["", "Beyond the paper's Table 1:", "",
-                  "| # tokens | " + " | ".join(BENCHMARKS[n].title for n in others) + " |",
+                  "| # tokens | " + " | ".join(heading(BENCHMARKS[n].title, by[(n, budgets[0])]) for n in others)
+                  + " |",
                   "|---:|" + "---:|" * len(others)]  # fmt: skip
         for m in budgets:
             row = [by[(n, m)] for n in others]
@@ -115,8 +139,7 @@ def table(results: list[PairResult]) -> str:
     notes = sorted(
         {f"- {BENCHMARKS[r.benchmark].title}: skipped ({r.reason})" for r in results if r.status == "skipped"}
     )
-    notes += sorted({f"- {BENCHMARKS[r.benchmark].title}: scored by its evaluation server (submission files written)"
-                     for r in results if r.status == "submission"})  # fmt: skip
+    notes += upload_notes(results)
     names = [n for n in BENCHMARKS if n in present]
     counts = ", ".join(f"{BENCHMARKS[n].title} {by[(n, budgets[0])].samples}" for n in names)
     return ("\n".join(lines) + f"\n\n{average}: the mean of the columns, each out of 100 (MME-P of 2000, MME-C of "
@@ -138,7 +161,8 @@ def advise(results: list[PairResult], points: float) -> dict[str, dict]:
         lowest = {r.budget: (interval(r) or (headline(r), headline(r)))[0] for r in rows}
         smallest = min([m for m, _ in scored if lowest[m] >= best - points] or [best_m])
         advice[name] = {"best": best, "best_budget": best_m, "advised_budget": smallest,
-                        "advised_score": dict(scored)[smallest], "points": points}  # fmt: skip
+                        "advised_score": dict(scored)[smallest], "points": points,
+                        "title": heading(BENCHMARKS[name].title, rows[0])}  # fmt: skip
     return advice
 
 
@@ -149,8 +173,8 @@ def advisor_markdown(advice: dict[str, dict], points: float) -> str:
     ]
     for name, a in advice.items():
         lines.append(
-            f"| {BENCHMARKS[name].title} | {a['best']:.1f} | {a['best_budget']} | {a['advised_budget']} | "
-            f"{a['advised_score']:.1f} |"
+            f"| {a.get('title', BENCHMARKS[name].title)} | {a['best']:.1f} | {a['best_budget']} | "
+            f"{a['advised_budget']} | {a['advised_score']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -8,7 +8,8 @@ directory skips the pairs already written, so an interrupted sweep loses at most
 Layout of the output directory:
     predictions/<benchmark>/m<budget>.jsonl   one line per sample: key, prediction, error
     scores/<benchmark>/m<budget>.json         the benchmark's official metrics
-    submissions/<benchmark>/m<budget>/...     files for evaluation servers (VQAv2 test-dev, VizWiz test)
+    submissions/<benchmark>/m<budget>/...     the files to upload to evaluation servers (VQAv2 test-dev,
+                                              VizWiz test, MMBench), as LLaVA-1.5's converters write them
     results.csv, table.md, advisor.md, plots/ the report (see report.py); mlflow.db, mlartifacts/
 """
 
@@ -61,11 +62,13 @@ class SweepConfig:
 class PairResult:
     benchmark: str
     budget: int
-    status: str  # "scored", "submission" (scored by a server), "skipped", "failed" (the judge failed)
+    status: str  # "scored", "upload" (only its evaluation server scores it), "skipped", "failed" (the judge failed)
     scores: dict[str, float] = field(default_factory=dict)
     samples: int = 0
     rejected: int = 0  # samples whose image could not be used (answered as unanswered)
     reason: str = ""
+    title: str = ""  # the column's heading where it is not the paper's protocol ("VQAv2 (val, local)")
+    uploads: list[str] = field(default_factory=list)  # the files to upload to the evaluation server
 
 
 class EngineActor:
@@ -163,10 +166,13 @@ def sample_rows(benchmark: Benchmark, samples: list[Sample]) -> list[dict]:
     ]
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -275,14 +281,20 @@ class Sweep:
 
     def score(self, name: str, m: int) -> PairResult:
         benchmark, samples = self.benchmarks[name], self.samples[name]
+        title = "" if benchmark.column_title == benchmark.title else benchmark.column_title
         if not self.runnable(name):
-            return PairResult(name, m, "skipped", samples=len(samples), reason=NO_JUDGE)
+            return PairResult(name, m, "skipped", samples=len(samples), reason=NO_JUDGE, title=title)
         path = self.scores_path(name, m)
         rows = [json.loads(line) for line in self.predictions_path(name, m).read_text().splitlines()]
         predictions = {r["key"]: r["prediction"] for r in rows if not r["error"]}
         rejected = sum(bool(r["error"]) for r in rows)
+        uploads = []
         for filename, content in benchmark.submission(samples, predictions).items():
-            write_atomic(self.out / "submissions" / name / f"m{m}" / filename, json.dumps(content))
+            uploads.append(self.out / "submissions" / name / f"m{m}" / filename)
+            write_atomic(uploads[-1], content if isinstance(content, bytes) else json.dumps(content))
+        if benchmark.server_scored:  # the paper's number is the server's: no local one stands in for it
+            return PairResult(name, m, "upload", {}, len(samples), rejected, reason="to upload: "
+                              + ", ".join(map(str, uploads)), title=title, uploads=list(map(str, uploads)))  # fmt: skip
         if path.exists():  # judged scores cost calls to the judge: kept, like the predictions
             scores = json.loads(path.read_text())
         else:
@@ -294,11 +306,11 @@ class Sweep:
                 self.log(f"[sweep m={m}] {name}: not scored: {failed}")
                 return PairResult(name, m, "failed", samples=len(samples), rejected=rejected, reason=str(failed))
             write_atomic(path, json.dumps(scores, indent=1))
-        status = "scored" if benchmark.metric in scores else "submission"
-        if status == "scored" and not benchmark.needs_judge and f"{benchmark.metric}_low" not in scores:
+        if not benchmark.needs_judge and f"{benchmark.metric}_low" not in scores:
             scores |= headline_interval(benchmark, samples, predictions, seed=m)
             write_atomic(path, json.dumps(scores, indent=1))
-        return PairResult(name, m, status, scores, len(samples), rejected)
+        return PairResult(name, m, "scored", scores, len(samples), rejected, title=title,
+                          uploads=list(map(str, uploads)))  # fmt: skip
 
 
 def image_groups(samples: list[Sample]) -> list[list[Sample]]:

@@ -91,8 +91,23 @@ class Benchmark:
         raise NotImplementedError
 
     def submission(self, samples: list[Sample], predictions: dict[str, str]) -> dict[str, Any]:
-        """Files for an evaluation server (file name -> JSON content); empty when scored locally."""
+        """The files an evaluation server takes, exactly as LLaVA-1.5's converters write them (file
+        name -> JSON-serialisable content, or bytes written as they are); empty where none is."""
         return {}
+
+    @property
+    def server_scored(self) -> bool:
+        """True when, as configured, only the benchmark's evaluation server can give the paper's
+        number (a test split without public answers): the sweep writes the upload file and reports
+        no local number."""
+        return False
+
+    @property
+    def column_title(self) -> str:
+        """The heading of this benchmark's column. A split or scorer other than the paper's (a
+        locally scored val split) gets a heading of its own, so its number is never read as the
+        paper's."""
+        return self.title
 
 
 def accuracy_by_group(samples: list[Sample], hit: dict[str, float]) -> dict[str, float]:

@@ -1,6 +1,10 @@
 """MME: yes/no questions, two per image (one true, one false) over 14 subtasks; the official
 parsing and scores: per subtask acc + acc+ (the share of images with both questions right), each
-out of 100, so 200 per subtask; perception = the sum of 10 subtasks, cognition = the sum of 4."""
+out of 100, so 200 per subtask; perception = the sum of 10 subtasks, cognition = the sum of 4.
+
+The prompt is LLaVA-1.5's (its `llava_mme.jsonl`): the release's question with its "Please answer
+yes or no." taken out, then the short-answer suffix on a line of its own. (LLaVA's
+`convert_answer_to_mme.py` puts the phrase back to find each answer's question.)"""
 
 from __future__ import annotations
 
@@ -13,6 +17,12 @@ from mqt_llava.eval.metrics import mme_yes_no
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
+YES_NO = "Please answer yes or no."
+
+
+def mme_prompt(question: str) -> str:
+    """LLaVA-1.5's MME prompt for a question line of the release."""
+    return f"{question.replace(YES_NO, '').strip()}\n{SHORT_ANSWER}"
 
 
 def subtask_files(directory: Path) -> list[tuple[Path, Path]]:
@@ -54,8 +64,8 @@ class MME(Benchmark):
                     question, answer = line.rsplit("\t", 1)
                     target = {"answer": answer.strip().lower(), "image": image.name}
                     key = f"{subtask}/{image.name}/{i}"
-                    prompt = f"{question}\n{SHORT_ANSWER}"
-                    out.append(Sample(key, prompt, str(image), target, subtask, unit=f"{subtask}/{image.name}"))
+                    unit = f"{subtask}/{image.name}"
+                    out.append(Sample(key, mme_prompt(question), str(image), target, subtask, unit=unit))
         return out
 
     def score(self, samples, predictions, judge=None) -> dict[str, float]:
