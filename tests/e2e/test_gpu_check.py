@@ -1,5 +1,6 @@
-"""benchmarks/gpu_check.py gets one short run on a lent GPU: its smoke mode runs every line of it on
-this CPU first (the shallow model in place of the 7B, gloo in place of NCCL)."""
+"""benchmarks/gpu_check.py gets one short run on a lent GPU: its dry run (--tiny) runs every part on
+this CPU first (the shallow model in place of the 7B, gloo in place of NCCL), and its results file is
+checked part by part."""
 
 import json
 import os
@@ -12,18 +13,57 @@ from checkout import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
+SCRIPT = [sys.executable, "benchmarks/gpu_check.py"]
 
-def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"OMP_NUM_THREADS": "1"}
-    script = [sys.executable, "benchmarks/gpu_check.py"]
-    prepared = subprocess.run([*script, "prepare", "--no-wheels", "--out", str(tmp_path / "prepared")], cwd=REPO_ROOT,
-                              env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+def environment():
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"OMP_NUM_THREADS": "1"}
+
+
+def gpu_check(*args, timeout=900):
+    return subprocess.run([*SCRIPT, *args], cwd=REPO_ROOT, env=environment(), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_the_dry_run_runs_every_part_and_records_each(tmp_path):
+    prepared = gpu_check("prepare", "--no-wheels", "--out", str(tmp_path / "prepared"), timeout=600)
     assert prepared.returncode == 0, prepared.stderr[-3000:]
-    command = [*script, "run", "--smoke", "--from", str(tmp_path / "prepared"), "--out", str(tmp_path / "out")]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-    assert [row["micro_batch"] for row in results["memory"]] == [1, 8]
-    assert {(r["connector"], r["batch"]) for r in results["prefill"]} >= {("MLP", 1), ("MQT", 8)}
-    loop = results["torchrun"]
+    done = gpu_check("run", "--tiny", "--from", str(tmp_path / "prepared"), "--out", str(tmp_path / "out"))
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert done.returncode == 0, done.stdout[-2000:] + log[-6000:]
+    parts = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["parts"]
+    assert list(parts) == ["env", "torchrun", "inference", "memory", "import"]
+    assert all(p["status"] == "ok" and p["error"] is None for p in parts.values()), parts
+
+    assert parts["env"]["deepspeed_accelerator"] == "cpu" and parts["env"]["cuda_available"] is False
+
+    # Read inside the rank after DeepSpeed's set-up, not from the configuration.
+    rank, loop = parts["torchrun"]["rank"], parts["torchrun"]["loop"]
+    assert rank["deepspeed_accelerator"] == "cpu" and rank["engine_device"] == "cpu"
+    assert rank["dist_backend"] == "gloo" and rank["parameter_devices"] == ["cpu"] and rank["on_gpu"] is False
     assert loop["returncode"] == 0 and loop["finite"] and loop["falling"] and len(loop["losses"]) >= 20
+
+    inference = parts["inference"]
+    assert inference["model"]["parameter_dtypes"] == ["bfloat16"]
+    generated = {(r["connector"], r["visual_tokens"], r["batch"]) for r in inference["generate"]}
+    assert generated == {("MQT", 16, 1), ("MQT", 16, 8), ("MLP", 64, 1), ("MLP", 64, 8)}  # 64: the toy tower's grid
+    assert all(r["tokens_per_s"] > 0 and r["new_tokens"] == 4 for r in inference["generate"])
+    assert {(r["connector"], r["batch"]) for r in inference["prefill"]} >= {("MLP", 1), ("MQT", 8)}
+
+    steps = parts["memory"]["steps"]
+    assert [s["micro_batch"] for s in steps] == [1, 8] and all(s["loss"] > 0 for s in steps)
+
+    imported = parts["import"]
+    keys = imported["keys"]
+    assert not (keys["llama_missing"] or keys["llama_wrong_shape"] or keys["llama_unequal"])
+    assert keys["connector_consumed"] and keys["connector_values"][0] == keys["connector_values"][1]
+    assert imported["forward"]["finite"] and imported["checkpoint"]["keys"] == 3 + 2 * 9 + 13  # 2 Llama layers
+
+
+def test_a_part_out_of_time_is_recorded_and_the_next_still_runs(tmp_path):
+    done = gpu_check("run", "--tiny", "--parts", "memory,env", "--limit", "memory=2", "--out", str(tmp_path),
+                     timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    parts = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]
+    assert parts["memory"]["status"] == "timeout" and "2 s" in parts["memory"]["error"]
+    assert parts["env"]["status"] == "ok" and parts["env"]["deepspeed_accelerator"] == "cpu"
