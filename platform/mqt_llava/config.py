@@ -174,15 +174,35 @@ class StageSpec(Spec):
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(
+        1.0,
+        ge=0,
+        description="DeepSpeed's gradient_clipping; 0: no clipping (what the official scripts ran: their "
+        "ZeRO configs have no gradient_clipping, and DeepSpeed 0.12 defaulted to none)",
+    )
     zero_stage: Literal[0, 1, 2, 3] = 2
     bf16: bool = Field(True, description="on GPU; CPU always trains in fp32")
     gradient_checkpointing: bool = False
+    tf32: bool = Field(
+        False,
+        description="TF32 for float32 matmuls and convolutions on GPU (the official --tf32 True), set "
+        "for the training loop only and restored after it (mqt_llava.train.loop.tf32_matmuls)",
+    )
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = Field(
+        "sdpa",
+        description="the LLM's attention kernel; flash_attention_2 needs the flash-attn package",
+    )
+    image_aspect: Literal["pad", "square"] | None = Field(
+        None,
+        description="this stage's image preprocessing; None: the model's image.aspect. LLaVA-1.5's "
+        "stage 1 ran LLaVA's default, square (resize and centre-crop), and its stage 2 pad",
+    )
     max_length: int | None = Field(
         None,
         ge=8,
-        description="the longest sample this stage trains on (text + M visual tokens; longer "
-        "ones are rejected and counted); None: the model's max_length. Bounds activation memory.",
+        description="the longest sample this stage trains on (text + M visual tokens): a longer one is "
+        "cut at its end, labels with it (a row with no supervised token left is rejected and counted); "
+        "None: the model's max_length. Bounds activation memory.",
     )
     schedule: ScheduleSpec = ScheduleSpec()
     stage1_elastic: bool = Field(False, description="stage 1 draws m too (the paper's ablation); else m = M")

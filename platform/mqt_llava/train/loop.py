@@ -11,6 +11,7 @@ every `checkpoint_every` steps save a checkpoint on every rank. At the end rank 
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import tempfile
 import time
@@ -48,6 +49,39 @@ def worker_setup(run: StageRun, context: WorkerContext) -> DeepSpeedStrategy:
     return DeepSpeedStrategy(stage, run.use_gpu)
 
 
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """TF32 for float32 matmuls and convolutions while the block runs, then the flags as they were.
+
+    The official runs set it with `--tf32 True` (Hugging Face's TrainingArguments, for the whole
+    process). The flags are process-wide, so here they change only around a training loop, in the
+    worker process that runs it, and come back even when the loop raises: nothing that imports this
+    library, and nothing after the loop in the same process, sees a changed default. False leaves
+    torch's own defaults. They act on CUDA only; on the CPU they change nothing."""
+    if not enabled:
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def with_stage_precision(loop):
+    """Runs a training loop inside `tf32_matmuls(run.stage.tf32)`: the one place the loop's process-wide
+    numerics are set (see tf32_matmuls)."""
+
+    @functools.wraps(loop)
+    def wrapped(run: StageRun, context: WorkerContext) -> None:
+        with tf32_matmuls(run.stage.tf32):
+            return loop(run, context)
+
+    return wrapped
+
+
+@with_stage_precision
 def train_loop(run: StageRun, context: WorkerContext) -> None:
     stage, plan = run.stage, run.plan
     rank = context.rank
@@ -147,6 +181,8 @@ def stage_model(run: StageRun) -> BuiltModel:
         # Only the connector's bytes, straight from where the export lives (a local path or a URI):
         # a 7B stage-1 export is 14 GB, its connector under 40 MB (9M parameters), read by every worker.
         built.model.connector.load_state_dict(load_part_state(stage.init_from, CONNECTOR))
+    # The LLM's attention kernel (the official: flash_attention_2; SDPA computes the same attention).
+    built.model.set_attn_implementation({"text_config": stage.attn_implementation})
     configure_trainable(built.model, stage.stage)
     if stage.gradient_checkpointing:
         built.model.language_model.activation_checkpointing_enable()

@@ -50,7 +50,8 @@ def plan_steps(stage: StageSpec, rows: int) -> StagePlan:
     total = math.ceil(stage.epochs * steps_per_epoch)
     if stage.max_steps is not None:
         total = min(total, stage.max_steps)
-    warmup = max(1, round(stage.warmup_ratio * total))
+    # Hugging Face's Trainer (the official runs): ceil(warmup_ratio x total steps).
+    warmup = max(1, math.ceil(stage.warmup_ratio * total))
     return StagePlan(rows, micro, steps_per_epoch, total, warmup)
 
 
@@ -103,6 +104,15 @@ def resolved_config(run: StageRun) -> dict:
         stage=run.stage.model_dump(),
         model=run.model.model_dump(),
     )
+
+
+def stage_model_spec(stage: StageSpec, model: ModelSpec) -> ModelSpec:
+    """The model as this stage trains it: its image preprocessing is the stage's `image_aspect` when
+    set (LLaVA-1.5 pretrained with square images and fine-tuned with padded ones), so the data
+    pipeline, the export's config and its training record all say what the stage did."""
+    if stage.image_aspect is None:
+        return model
+    return model.model_copy(update={"image": model.image.model_copy(update={"aspect": stage.image_aspect})})
 
 
 def check_model_sources(model: ModelSpec) -> None:
@@ -162,6 +172,7 @@ def resolve_run(
     if expect_stage and stage.stage != expect_stage:
         raise ConfigError(f"{stage_config}: stage is {stage.stage!r}, but this job runs {expect_stage}")
     model = load_config(ModelSpec, model_config_path(stage.model), model_overrides)
+    model = stage_model_spec(stage, model)
     stage, model = with_absolute_paths(stage, model)
     check_model_sources(model)
     if stage.max_length and stage.max_length > model.max_length:
