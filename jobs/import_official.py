@@ -1,5 +1,6 @@
 """Import the official MQT-LLaVA checkpoint (LLaVA's format, e.g. gordonhu608/MQT-LLaVA-7b downloaded
-to a directory) as this platform's export, with the official behaviour (position-only keys).
+to a directory) as this platform's export, with the official behaviour (position-only keys, the
+checkpoint's trained position table as it is).
 
     huggingface-cli download gordonhu608/MQT-LLaVA-7b --local-dir /models/MQT-LLaVA-7b
     python jobs/import_official.py --checkpoint /models/MQT-LLaVA-7b --out /models/mqt-llava-7b-export

@@ -1,7 +1,8 @@
 """The official checkpoint's importer, on a tiny model written in the official (LLaVA) layout: module
 names, shapes and the order of operations as the official code has them (read for facts; the
-reference below is written here). After import, the platform's model gives the logits the official
-arithmetic gives on the same weights."""
+reference below is written here). The official stage 1 trains the position table, so the reference's
+table is a trained-like one (sin-cos plus noise), not the sin-cos table it starts from. After import,
+the platform's model gives the logits the official arithmetic gives on the same weights."""
 
 import json
 
@@ -13,9 +14,10 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
+from mqt_llava.model.connectors.mqt import MatryoshkaQueryTransformer
 from mqt_llava.model.export import read_config
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.official import NotAnOfficialCheckpoint, import_official
+from mqt_llava.model.official import NotAnOfficialCheckpoint, connector_state, import_official
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 
 WIDTH, LLM_WIDTH, HEADS, SIDE, GRID_SIDE = 64, 48, 4, 4, 6  # 16 queries; a 48-px image in 8-px patches: 6 x 6
@@ -34,15 +36,20 @@ def official_table(side: int, dim: int) -> np.ndarray:
     return np.concatenate([axis(columns, dim // 2), axis(rows, dim // 2)], axis=1)
 
 
+def trained_like_table(side: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """The official table after stage 1 trained it: sin-cos plus noise of std 0.05."""
+    noise = torch.randn(side * side, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (torch.tensor(official_table(side, dim)) + 0.05 * noise).float()
+
+
 class OfficialAbstractor(nn.Module):
     """The official query abstractor's arithmetic: ln_q(query + table), keys ln_k(table resized to the
-    feature grid), values ln_v(features), torch's MultiheadAttention, then `@ proj`."""
+    feature grid), values ln_v(features), torch's MultiheadAttention, then `@ proj`. The table is a
+    parameter, as stage 1 trains it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.pos_embed = nn.Parameter(
-            torch.tensor(official_table(SIDE, WIDTH), dtype=torch.float32), requires_grad=False
-        )
+        self.pos_embed = nn.Parameter(trained_like_table(SIDE, WIDTH))
         self.query = nn.Parameter(torch.randn(SIDE * SIDE, WIDTH))
         self.attn = nn.MultiheadAttention(WIDTH, HEADS)
         self.ln_q, self.ln_k, self.ln_v = (nn.LayerNorm(WIDTH, eps=1e-6) for _ in range(3))
@@ -102,8 +109,10 @@ def official(tmp_path_factory):
 def test_the_imported_model_gives_the_official_logits(official, tmp_path, fmt, m):
     root, tower, llama, abstractor = official
     export = import_official(root / fmt, tmp_path / "export", num_heads=HEADS)  # the official 7B has 16
-    assert read_config(export)["connector"]["keys"] == "position_only"
+    connector = read_config(export)["connector"]
+    assert (connector["keys"], connector["position_table"]) == ("position_only", "trained_in_stage1")
     ours = MQTLlavaForConditionalGeneration.from_pretrained(export).eval()
+    assert torch.equal(ours.connector.pos_embed.detach(), abstractor.pos_embed.detach())  # imported as it is
     torch.manual_seed(1)
     pixels = torch.randn(2, 3, 48, 48)  # already normalised: both sides take them as they are
     ids = torch.randint(3, 200, (2, 9))
@@ -117,19 +126,63 @@ def test_the_imported_model_gives_the_official_logits(official, tmp_path, fmt, m
     torch.testing.assert_close(imported, native, rtol=1e-4, atol=1e-4)
 
 
-def test_a_table_of_another_convention_is_refused(official, tmp_path):
+def our_connector(num_queries: int = SIDE * SIDE) -> MatryoshkaQueryTransformer:
+    return MatryoshkaQueryTransformer(num_queries, WIDTH, LLM_WIDTH, HEADS, keys="position_only",
+                                      position_table="trained_in_stage1")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "trained-like",  # sin-cos + noise, as stage 1 leaves it
+        "rows-first",  # another channel convention: channels meet the table per channel, so it imports too
+        "random",  # nothing like sin-cos at all
+    ],
+)
+def test_any_table_of_the_right_shape_is_imported_and_computes_the_official_forward(table):
+    torch.manual_seed(2)
+    abstractor = OfficialAbstractor().eval()
+    with torch.no_grad():
+        if table == "rows-first":
+            half = WIDTH // 2
+            abstractor.pos_embed.copy_(torch.cat([abstractor.pos_embed[:, half:], abstractor.pos_embed[:, :half]], 1))
+        elif table == "random":
+            abstractor.pos_embed.normal_(0, 1)
+    connector = our_connector().eval()
+    connector.load_state_dict(connector_state(abstractor.state_dict(), connector), strict=True)
+    features = torch.randn(3, GRID_SIDE * GRID_SIDE, WIDTH) * 2
+    with torch.no_grad():
+        for m in (16, 7, 1):
+            torch.testing.assert_close(connector(features, m), abstractor(features, m), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("key", "shape"),
+    [("pos_embed", (9, WIDTH)), ("pos_embed", (16, WIDTH + 8)), ("query", (16, WIDTH + 8)), ("proj", (WIDTH, 7))],
+)
+def test_a_tensor_of_the_wrong_shape_is_refused_naming_it_and_both_shapes(key, shape):
+    state = dict(OfficialAbstractor().state_dict())
+    state[key] = torch.zeros(shape)
+    connector = our_connector()
+    expected = {"pos_embed": (16, WIDTH), "query": (16, WIDTH), "proj": (WIDTH, LLM_WIDTH)}[key]
+    found, needed = (", ".join(map(str, s)) for s in (shape, expected))
+    with pytest.raises(
+        NotAnOfficialCheckpoint, match=rf"query_abstractor\.{key} has shape \({found}\).*needs \({needed}\)"
+    ):
+        connector_state(state, connector)
+
+
+def test_a_checkpoint_with_a_wrong_size_table_is_refused_by_the_job(official, tmp_path):
     root, _, llama, abstractor = official
-    folder = tmp_path / "rows-first"
+    folder = tmp_path / "wrong-table"
     folder.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if (root / "safetensors" / name).exists():
             (folder / name).write_bytes((root / "safetensors" / name).read_bytes())
     state = llama.state_dict() | {f"model.query_abstractor.{k}": v for k, v in abstractor.state_dict().items()}
-    half = WIDTH // 2
-    table = state["model.query_abstractor.pos_embed"]
-    state["model.query_abstractor.pos_embed"] = torch.cat([table[:, half:], table[:, :half]], dim=1)  # rows first
+    state["model.query_abstractor.pos_embed"] = torch.zeros(25, WIDTH)  # a 5 x 5 grid for 16 queries
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
-    with pytest.raises(NotAnOfficialCheckpoint, match="not the official 2D sin-cos table"):
+    with pytest.raises(NotAnOfficialCheckpoint, match=r"pos_embed has shape \(25, 64\).*needs \(16, 64\)"):
         import_official(folder, tmp_path / "export")
 
 

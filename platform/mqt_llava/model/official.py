@@ -1,5 +1,6 @@
 """The official MQT-LLaVA checkpoint (`gordonhu608/MQT-LLaVA-7b`, LLaVA's format) imported as this
-platform's export, with the official behaviour (keys from position only).
+platform's export, with the official behaviour (keys from position only, the checkpoint's own
+position table).
 
     python jobs/import_official.py --checkpoint /models/MQT-LLaVA-7b --out /models/mqt-llava-7b-export
 
@@ -9,7 +10,10 @@ What the LLaVA format holds (facts read from the official code, none of it copie
                                   `mm_vision_select_layer`, `image_aspect_ratio`
     model.embed_tokens, model.layers.*, model.norm, lm_head      the Llama weights
     model.query_abstractor.query            (M, 1024) latent queries
-    model.query_abstractor.pos_embed        (M, 1024) 2D sin-cos table of the 16 x 16 query grid
+    model.query_abstractor.pos_embed        (M, 1024) the position table of the 16 x 16 query grid:
+                                            built as MAE's 2D sin-cos table (column half first), a
+                                            parameter that the official stage 1 trains with the rest
+                                            of the abstractor, so the released one is not sin-cos
     model.query_abstractor.attn.*           torch's MultiheadAttention(1024, 16 heads): the stacked
                                             in_proj (q, k, v) and out_proj
     model.query_abstractor.ln_q/ln_k/ln_v   LayerNorms (eps 1e-6)
@@ -17,13 +21,13 @@ What the LLaVA format holds (facts read from the official code, none of it copie
     tokenizer files               the Vicuna tokenizer
     (the CLIP tower's weights are usually absent: LLaVA loads it by name, so does the importer)
 
-The one convention that differs: the official 2D sin-cos table puts the column encoding in its first
-half and the row encoding in its second (its meshgrid is x first); this platform's table is rows
-first. Both sides feed the table through a LayerNorm and a projection, so the import permutes the
-channels that meet the table (the queries, ln_q and ln_k, and the input columns of the q and k
-projections) by the same half swap, and the imported model computes what the official one does.
-The checkpoint's own table is checked against this platform's after the swap (to fp16 precision, as
-the official code stores it), so a checkpoint of another convention is refused, not mis-imported.
+The official forward: queries ln_q(query[:m] + pos_embed[:m]); keys ln_k(pos_embed resized bicubic
+to the feature grid), the same for every image; values ln_v(features); one MultiheadAttention; then
+`@ proj`. This platform's MQT with `keys: position_only` computes exactly that, so every tensor is
+copied as it is (the stacked in_proj split into the q, k and v projections, `proj` transposed into
+a bias-free linear layer), the table included: whatever a checkpoint's table holds, it is imported
+unchanged. Only shapes are checked, each against the connector's, and a mismatch is refused naming
+the tensor and both shapes.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from mqt_llava.model.connectors.mqt import MatryoshkaQueryTransformer, sincos_2d
+from mqt_llava.model.connectors.mqt import MatryoshkaQueryTransformer
 
 PREFIX = "model.query_abstractor."
 TOWER_PREFIX = "model.vision_tower.vision_tower."  # LLaVA's CLIPVisionTower wraps the HF model as .vision_tower
@@ -45,13 +49,6 @@ LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_la
 
 class NotAnOfficialCheckpoint(ValueError):
     pass
-
-
-def half_swap(width: int) -> torch.Tensor:
-    """The channel order taking the official table's (columns, rows) halves to this platform's (rows,
-    columns): ours[:, c] = official[:, perm[c]]. It is its own inverse."""
-    half = width // 2
-    return torch.cat([torch.arange(half, width), torch.arange(half)])
 
 
 def read_weights(checkpoint: Path, keep) -> dict[str, torch.Tensor]:
@@ -77,40 +74,45 @@ def read_weights(checkpoint: Path, keep) -> dict[str, torch.Tensor]:
 def connector_state(
     official: dict[str, torch.Tensor], connector: MatryoshkaQueryTransformer
 ) -> dict[str, torch.Tensor]:
-    """The official query abstractor's tensors (without the prefix) as this connector's state dict."""
+    """The official query abstractor's tensors (names without the prefix) as this connector's state
+    dict, in fp32. A tensor missing, or of a shape other than the connector's, is refused naming it."""
+    expected = {name: tuple(t.shape) for name, t in connector.state_dict().items()}
     width = connector.width
-    perm = half_swap(width)
-    w_in, b_in = official["attn.in_proj_weight"], official["attn.in_proj_bias"]
-    (w_q, w_k, w_v), (b_q, b_k, b_v) = w_in.split(width), b_in.split(width)
+
+    def take(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if name not in official:
+            raise NotAnOfficialCheckpoint(f"{PREFIX}{name} is missing")
+        if tuple(official[name].shape) != shape:
+            raise NotAnOfficialCheckpoint(
+                f"{PREFIX}{name} has shape {tuple(official[name].shape)}; this connector (M = "
+                f"{connector.num_queries}, width {width}, a {connector.query_side} x {connector.query_side} "
+                f"query grid) needs {shape}"
+            )
+        return official[name]
+
+    w_q, w_k, w_v = take("attn.in_proj_weight", (3 * width, width)).split(width)
+    b_q, b_k, b_v = take("attn.in_proj_bias", (3 * width,)).split(width)
     state = {
-        "queries": official["query"][:, perm],
-        "ln_q.weight": official["ln_q.weight"][perm], "ln_q.bias": official["ln_q.bias"][perm],
-        "ln_k.weight": official["ln_k.weight"][perm], "ln_k.bias": official["ln_k.bias"][perm],
-        "ln_v.weight": official["ln_v.weight"], "ln_v.bias": official["ln_v.bias"],
-        "q_proj.weight": w_q[:, perm], "q_proj.bias": b_q,
-        "k_proj.weight": w_k[:, perm], "k_proj.bias": b_k,
+        "pos_embed": take("pos_embed", expected["pos_embed"]),
+        "queries": take("query", expected["queries"]),
+        "ln_q.weight": take("ln_q.weight", (width,)), "ln_q.bias": take("ln_q.bias", (width,)),
+        "ln_k.weight": take("ln_k.weight", (width,)), "ln_k.bias": take("ln_k.bias", (width,)),
+        "ln_v.weight": take("ln_v.weight", (width,)), "ln_v.bias": take("ln_v.bias", (width,)),
+        "q_proj.weight": w_q, "q_proj.bias": b_q,
+        "k_proj.weight": w_k, "k_proj.bias": b_k,
         "v_proj.weight": w_v, "v_proj.bias": b_v,
-        "out_proj.weight": official["attn.out_proj.weight"], "out_proj.bias": official["attn.out_proj.bias"],
-        "output_proj.weight": official["proj"].t(),
+        "out_proj.weight": take("attn.out_proj.weight", expected["out_proj.weight"]),
+        "out_proj.bias": take("attn.out_proj.bias", expected["out_proj.bias"]),
+        "output_proj.weight": take("proj", expected["output_proj.weight"][::-1]).t(),
     }  # fmt: skip
     return {k: v.to(torch.float32).contiguous() for k, v in state.items()}
-
-
-def check_position_table(official: dict[str, torch.Tensor], connector: MatryoshkaQueryTransformer) -> None:
-    table = official["pos_embed"].float()
-    ours = sincos_2d(connector.query_side, connector.width)[: table.shape[0]]
-    if table.shape != ours.shape or not torch.allclose(table[:, half_swap(connector.width)], ours, atol=2e-3):
-        raise NotAnOfficialCheckpoint(
-            "query_abstractor.pos_embed is not the official 2D sin-cos table (columns first) of a "
-            f"{connector.query_side} x {connector.query_side} grid: this importer would mis-read it"
-        )
 
 
 def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str | None = None,
                     num_heads: int = OFFICIAL_HEADS) -> Path:  # fmt: skip
     """Write `checkpoint` (a LLaVA-format MQT-LLaVA directory) as an export at `out`. `vision_tower`:
     a local copy of the CLIP tower the checkpoint names (default: its `mm_vision_tower`)."""
-    from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from transformers import CLIPImageProcessorPil, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     from mqt_llava.config import ModelSpec
@@ -118,6 +120,7 @@ def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str |
     from mqt_llava.model.builder import BuiltModel
     from mqt_llava.model.export import save_export
     from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+    from mqt_llava.model.tokenizer import load_pretrained_tokenizer
 
     checkpoint, out = Path(checkpoint), Path(out)
     try:
@@ -146,13 +149,13 @@ def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str |
         tower.load_state_dict({k.removeprefix(TOWER_PREFIX): v for k, v in in_checkpoint.items()}, strict=True)
     settings = ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(tower_source))
     options = {"kind": "mqt", "num_queries": official["query"].shape[0], "num_heads": num_heads,
-               "order": "attention_then_projection", "keys": "position_only"}  # fmt: skip
+               "order": "attention_then_projection", "keys": "position_only",
+               "position_table": "trained_in_stage1"}  # fmt: skip
     layer = int(config.get("mm_vision_select_layer", -2))
     model = MQTLlavaForConditionalGeneration.from_parts(
         tower, language_model, connector=options, vision_feature_layer=layer, image_mean=list(settings.mean),
         image_std=list(settings.std), image_aspect_ratio=config.get("image_aspect_ratio", "pad"),
     )  # fmt: skip
-    check_position_table(official, model.connector)
     model.connector.load_state_dict(connector_state(official, model.connector), strict=True)
     spec = ModelSpec(
         name="mqt-llava-7b-official" if llama.hidden_size == 4096 else "mqt-llava-official",
@@ -162,7 +165,7 @@ def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str |
         connector=options,
         max_length=int(config.get("tokenizer_model_max_length", 2048)),
     )  # fmt: skip
-    built = BuiltModel(model=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint), image_settings=settings,
+    built = BuiltModel(model=model, tokenizer=load_pretrained_tokenizer(str(checkpoint)), image_settings=settings,
                        spec=spec)  # fmt: skip
     save_export(built, out, record={"imported_from": str(checkpoint.resolve()), "model": spec.model_dump()})
     return out

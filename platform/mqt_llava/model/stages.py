@@ -1,4 +1,5 @@
-"""Which parts train in which stage. The vision tower is frozen in every stage."""
+"""Which parts train in which stage. The vision tower is frozen in every stage; within a trained
+connector, the connector itself names what a stage keeps fixed (`Connector.fixed_parameters`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def configure_trainable(model: nn.Module, stage: str) -> None:
         raise ValueError(f"stage must be one of {sorted(TRAINABLE_PARTS)}, got {stage!r}")
     for part in PARTS:
         getattr(model, part).requires_grad_(part in TRAINABLE_PARTS[stage])
+    if CONNECTOR in TRAINABLE_PARTS[stage]:
+        for parameter in getattr(model, CONNECTOR).fixed_parameters(stage):
+            parameter.requires_grad_(False)
 
 
 def parameter_report(model: nn.Module) -> dict[str, PartCount]:

@@ -60,6 +60,11 @@ class Connector(nn.Module):
         """Fresh weights and buffers (transformers calls it for parts it did not load)."""
         raise NotImplementedError
 
+    def fixed_parameters(self, stage: str) -> list[nn.Parameter]:
+        """Its parameters that `stage` keeps fixed although the stage trains the connector (the MQT's
+        position table, where its options say so); `configure_trainable` freezes them."""
+        return []
+
 
 CONNECTORS: dict[str, type[Connector]] = {}
 

@@ -23,8 +23,10 @@ from mqt_llava.model.connectors import Connector, ConnectorOptions, register_con
 
 Order = Literal["attention_then_projection", "projection_then_attention"]
 Keys = Literal["content_and_position", "normalised_content_and_position", "position_only"]
+PositionTable = Literal["fixed", "trained_in_stage1", "trained"]
 ORDERS: tuple[str, ...] = get_args(Order)
 KEY_MODES: tuple[str, ...] = get_args(Keys)
+POSITION_TABLES: tuple[str, ...] = get_args(PositionTable)
 
 
 class MQTOptions(ConnectorOptions):
@@ -39,6 +41,11 @@ class MQTOptions(ConnectorOptions):
         "content_and_position",
         description="content_and_position: LN(features + position); normalised_content_and_position: "
         "LN(features) + position, each term at unit scale; position_only: the official code's keys",
+    )
+    position_table: PositionTable = Field(
+        "fixed",
+        description="fixed: the 2D sin-cos table, never trained; trained_in_stage1: a parameter stage 1 trains "
+        "and stage 2 keeps (the official code); trained: trained in every stage that trains the connector",
     )
 
     def max_tokens(self, grid_positions: int) -> int:
@@ -84,6 +91,12 @@ class MatryoshkaQueryTransformer(Connector):
     + position, as Qwen-VL's resampler does), so both terms keep unit scale; `"position_only"`
     reproduces the official code, whose keys are LN(position) only (attention weights then do not
     depend on the image; only the values do).
+
+    The position table (`pos_embed`, the official code's name) is a parameter initialised to the 2D
+    sin-cos table, saved with the other weights. `position_table` says which stages train it:
+    `"fixed"` never, `"trained_in_stage1"` stage 1 only (the official code: its stage 1 trains the
+    whole abstractor, table included, and its stage 2 builds the table frozen and loads stage 1's),
+    `"trained"` every stage that trains the connector.
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class MatryoshkaQueryTransformer(Connector):
         num_heads: int = 8,
         order: Order = "attention_then_projection",
         keys: Keys = "content_and_position",
+        position_table: PositionTable = "fixed",
     ) -> None:
         super().__init__()
         if num_queries < 1:
@@ -102,19 +116,22 @@ class MatryoshkaQueryTransformer(Connector):
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         if keys not in KEY_MODES:
             raise ValueError(f"keys must be one of {KEY_MODES}, got {keys!r}")
+        if position_table not in POSITION_TABLES:
+            raise ValueError(f"position_table must be one of {POSITION_TABLES}, got {position_table!r}")
         width = vision_width if order == "attention_then_projection" else llm_width
         if width % num_heads:
             raise ValueError(f"attention width {width} is not divisible by num_heads={num_heads}")
         self.num_queries = num_queries
         self.order = order
         self.keys = keys
+        self.position_table = position_table
         self.num_heads = num_heads
         self.width = width
 
         # Queries sit on a ceil(sqrt(M))^2 grid; the same table, resized, positions the keys, so a
         # query and the image region at the same relative place share a positional frame.
         self.query_side = math.isqrt(num_queries - 1) + 1
-        self.register_buffer("query_grid_pos", sincos_2d(self.query_side, width), persistent=False)
+        self.pos_embed = nn.Parameter(sincos_2d(self.query_side, width), requires_grad=position_table != "fixed")
         self.queries = nn.Parameter(torch.empty(num_queries, width))
 
         self.input_proj = nn.Linear(vision_width, llm_width) if order == "projection_then_attention" else None
@@ -140,17 +157,35 @@ class MatryoshkaQueryTransformer(Connector):
     def from_options(
         cls, options: MQTOptions, vision_width: int, llm_width: int, grid_positions: int
     ) -> MatryoshkaQueryTransformer:
-        return cls(options.num_queries, vision_width, llm_width, options.num_heads, options.order, options.keys)
+        return cls(options.num_queries, vision_width, llm_width, options.num_heads, options.order, options.keys,
+                   options.position_table)  # fmt: skip
 
     @property
     def max_tokens(self) -> int:
         return self.num_queries
 
+    def fixed_parameters(self, stage: str) -> list[nn.Parameter]:
+        if self.position_table == "fixed" or (self.position_table == "trained_in_stage1" and stage != "stage1"):
+            return [self.pos_embed]
+        return []
+
     def init_weights(self) -> None:
         # transformers' guarded init functions: inside from_pretrained they leave loaded tensors
-        # alone and refill the non-persistent position table, which it re-creates empty.
+        # alone, so a loaded (possibly trained) table is kept and one missing from the export (written
+        # before the table was saved) gets the sin-cos table, the one those exports computed with.
         self.reset_parameters()
-        init.copy_(self.query_grid_pos, sincos_2d(self.query_side, self.width))
+        init.copy_(self.pos_embed, sincos_2d(self.query_side, self.width))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args) -> None:
+        # A state dict without the table leaves the module's table as it is, and is not refused for
+        # lacking it: exports written while the table was a fixed, unsaved buffer hold none (init_from
+        # reads a stage-1 export's connector this way), and a freshly built connector already holds
+        # the sin-cos table they computed with. A partial load of trained weights (the table frozen
+        # in that stage) keeps the table loaded before it. torch passes strict=True here whatever the
+        # caller asked, so the missing key is dropped rather than a strict load told apart.
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args)
+        if prefix + "pos_embed" in missing_keys:
+            missing_keys.remove(prefix + "pos_embed")
 
     def reset_parameters(self) -> None:
         """The official code's initialisation: queries and other linear layers truncated normal with
@@ -177,14 +212,15 @@ class MatryoshkaQueryTransformer(Connector):
         return check_budget(num_tokens, self.num_queries, "num_tokens")
 
     def key_positions(self, num_positions: int) -> torch.Tensor:
-        """The query grid's position table resized (bicubic) to the feature grid, (N, width)."""
+        """The query grid's position table resized (bicubic) to the feature grid, (N, width). The
+        resize runs in fp32 whatever the table's dtype, as the official code does it."""
         side = grid_side(num_positions, "grid features")
-        table = self.query_grid_pos
+        table = self.pos_embed
         if side == self.query_side:
             return table
-        square = table.reshape(1, self.query_side, self.query_side, -1).permute(0, 3, 1, 2)
+        square = table.float().reshape(1, self.query_side, self.query_side, -1).permute(0, 3, 1, 2)
         resized = F.interpolate(square, size=(side, side), mode="bicubic", align_corners=False)
-        return resized.permute(0, 2, 3, 1).reshape(num_positions, -1)
+        return resized.permute(0, 2, 3, 1).reshape(num_positions, -1).to(table.dtype)
 
     def forward(self, grid_features: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
         """(batch, N, vision_width) grid features -> (batch, m, llm_width) visual tokens."""
@@ -193,7 +229,7 @@ class MatryoshkaQueryTransformer(Connector):
         x = self.input_proj(grid_features) if self.input_proj is not None else grid_features
         pos = self.key_positions(num_positions).to(x.dtype)
 
-        q = self.ln_q(self.queries[:m] + self.query_grid_pos[:m].to(x.dtype))
+        q = self.ln_q(self.queries[:m] + self.pos_embed[:m].to(x.dtype))
         if self.keys == "position_only":
             k = self.ln_k(pos.expand(batch, -1, -1))
         elif self.keys == "normalised_content_and_position":
