@@ -166,11 +166,13 @@ class InferenceEngine:
     @classmethod
     def from_export(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> InferenceEngine:
         """An export directory: the model, its tokenizer and image processor saved side by side."""
-        from transformers import AutoTokenizer, CLIPImageProcessorPil
+        from transformers import CLIPImageProcessorPil
+
+        from mqt_llava.model.tokenizer import load_pretrained_tokenizer
 
         model = MQTLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         settings = ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(path))
-        return cls(model, AutoTokenizer.from_pretrained(path), settings, model.config.image_aspect_ratio)
+        return cls(model, load_pretrained_tokenizer(str(path)), settings, model.config.image_aspect_ratio)
 
     @property
     def max_visual_tokens(self) -> int:

@@ -6,7 +6,8 @@ Records are LLaVA's: `conversations` = [{"from": "human" | "gpt", "value": str},
 - `plain` (stage 1): the human turn is replaced by the image alone; the text is
   "<image>" + caption + "\\n" and the caption with its "\\n" is supervised.
 - `vicuna_v1` (stage 2): "{system} USER: {q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>";
-  every assistant reply with its "</s>" is supervised, everything else is ignored (-100).
+  every assistant reply with its "</s>" (and the space before it) is supervised, everything else
+  is ignored (-100).
 
 Rendering produces text plus the character spans to supervise; tokenization maps those spans onto
 tokens through the fast tokenizer's offsets, so masks are exact for any tokenizer instead of
@@ -140,9 +141,13 @@ def render(conversations: list[dict[str, Any]], template: str | Template, has_im
         if role == "human":
             text += f"{template.user}: {value}{template.sep}"
         else:
-            text += f"{template.assistant}: "
+            # The span starts at the space after "ASSISTANT:", as LLaVA's masking does: where that
+            # space is a token of its own (Llama before a digit, or a word outside the vocabulary:
+            # "▁" "3"), LLaVA trains it, and a model that never learned to say it could not start
+            # such an answer; where it merges with the answer's first token, nothing changes.
+            text += f"{template.assistant}:"
             start = len(text)
-            text += value + template.sep2
+            text += f" {value}{template.sep2}"
             supervised.append((start, len(text)))
     return RenderedConversation(text, tuple(supervised), has_image)
 
@@ -192,7 +197,8 @@ def tokenize_prompt(prompt: str, tokenizer, add_bos: bool = True) -> list[int]:
 
 def tokenize(rendered: RenderedConversation, tokenizer, add_bos: bool = True) -> TokenizedSample:
     """Token ids with one IMAGE_TOKEN_INDEX where `<image>` was, and labels: the token id where the
-    token's last character lies in a supervised span, else -100.
+    token's last character lies in a supervised span, else -100. A token of no characters (Llama's
+    prefix "▁" at the start of a chunk) is trained when the character it precedes is.
 
     Like LLaVA's tokenizer_image_token, text before and after the placeholder is tokenized apart.
     """
@@ -213,9 +219,10 @@ def tokenize(rendered: RenderedConversation, tokenizer, add_bos: bool = True) ->
             offset += len(IMAGE_PLACEHOLDER)
         if chunk:
             enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
-            for token_id, (_, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+            for token_id, (begin, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
                 input_ids.append(token_id)
-                trained = end > 0 and trained_chars[offset + end - 1]  # empty tokens are never trained
+                last = offset + end - 1 if end > begin else offset + begin
+                trained = last < offset + len(chunk) and trained_chars[last]
                 labels.append(token_id if trained else IGNORE_INDEX)
         offset += len(chunk)
     return TokenizedSample(input_ids, labels)

@@ -15,7 +15,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoTokenizer,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
     CLIPVisionModel,
@@ -26,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from mqt_llava.config import ModelSpec, TokenizerSpec
 from mqt_llava.data.images import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.tokenizer import byte_level_tokenizer
+from mqt_llava.model.tokenizer import byte_level_tokenizer, load_pretrained_tokenizer
 
 
 @dataclass
@@ -59,7 +58,7 @@ def pretrained_location(name: str) -> str:
 def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
     if spec.pretrained is None:
         return byte_level_tokenizer()
-    return AutoTokenizer.from_pretrained(pretrained_location(spec.pretrained))
+    return load_pretrained_tokenizer(pretrained_location(spec.pretrained))
 
 
 @functools.lru_cache(maxsize=4)

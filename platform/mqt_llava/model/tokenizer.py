@@ -1,11 +1,13 @@
-"""Tokenizers the platform can make itself (no hub access needed)."""
+"""Tokenizers: the one way every part of the platform loads a pretrained one, and those the platform
+can make itself (no hub access needed)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # </s> is deliberately not id 2: CLIP's text tower treats eos_token_id == 2 as a legacy config and
 # pools at the highest token id instead of at </s>.
@@ -32,3 +34,35 @@ def byte_level_bpe(texts: Iterable[str] = (), vocab_size: int = 0) -> PreTrained
 def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     """The untrained byte-level tokenizer (no merges)."""
     return byte_level_bpe()
+
+
+def load_pretrained_tokenizer(location: str) -> PreTrainedTokenizerBase:
+    """A pretrained tokenizer (a hub name or a directory), as training data, workers, the importer,
+    evaluation and serving all load it.
+
+    - Vicuna's hub repository ships a SentencePiece `tokenizer.model` and no `tokenizer.json`;
+      transformers converts it to a fast tokenizer, which needs the `sentencepiece` package (a
+      dependency of this project). Without it transformers' error talks of tiktoken; this one says
+      what is missing.
+    - Labels are masked through the fast tokenizer's character offsets
+      (mqt_llava.data.conversation.tokenize), so a tokenizer without offsets is refused.
+    - Llama's tokenizers have no pad token. LLaVA's training pads with `<unk>` (its v1 templates set
+      `pad_token = unk_token`), and so does this one: padded positions are outside the attention mask
+      and the loss, so the id that fills them never reaches the model. Exports save the choice.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (ValueError, ImportError) as exc:
+        if importlib.util.find_spec("sentencepiece") is None:
+            raise ImportError(
+                f"{location}: loading this tokenizer needs the sentencepiece package (a SentencePiece "
+                f"tokenizer.model, as Llama and Vicuna ship, is converted with it): pip install sentencepiece ({exc})"
+            ) from exc
+        raise
+    if not tokenizer.is_fast:
+        raise ValueError(f"{location}: {type(tokenizer).__name__} is not a fast tokenizer (character offsets needed)")
+    if tokenizer.pad_token is None:
+        if tokenizer.unk_token is None:
+            raise ValueError(f"{location}: the tokenizer has neither a pad nor an unk token to pad with")
+        tokenizer.pad_token = tokenizer.unk_token
+    return tokenizer
