@@ -55,8 +55,8 @@ def compare_sweeps(sweep: Sweep, other_out: str | Path, resamples: int = 1000) -
     """`sweep`'s predictions (A) against those kept under `other_out` (B) for the same samples."""
     out = []
     for name, benchmark in sweep.benchmarks.items():
-        if benchmark.needs_judge:
-            continue  # every resample would cost judge calls
+        if benchmark.needs_judge or benchmark.server_scored:
+            continue  # every resample would cost judge calls; a server-scored split has no local number
         for m in sweep.config.budgets:
             a = predictions(sweep.predictions_path(name, m))
             b = predictions(Path(other_out) / "predictions" / name / f"m{m}.jsonl")
@@ -70,7 +70,7 @@ def blank_control(sweep: Sweep, m: int, resamples: int = 1000) -> list[Differenc
     """Each benchmark at m with its images (A) against the same model with them blanked (B)."""
     out = []
     for name, benchmark in sweep.benchmarks.items():
-        if benchmark.needs_judge:
+        if benchmark.needs_judge or benchmark.server_scored:
             continue
         a, b = predictions(sweep.predictions_path(name, m)), predictions(sweep.predictions_path(name, m, True))
         if a is not None and b is not None:
