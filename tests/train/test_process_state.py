@@ -115,7 +115,7 @@ def test_a_cpu_run_on_a_gpu_node_puts_deepspeed_on_the_cpu(tmp_path):
     assert done.stdout.split() == ["cpu", "gloo"]
 
 
-def test_memory_check_model_building_and_job_setup_leave_the_environment_as_they_found_it(tmp_path):
+def test_memory_check_model_building_and_job_setup_leave_the_process_as_they_found_it(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
     import yaml
@@ -129,14 +129,17 @@ def test_memory_check_model_building_and_job_setup_leave_the_environment_as_they
     stage = dict(model=str(model_file), stage="stage2", template="vicuna_v1", data=str(shards),
                  global_batch_size=8, micro_batch_size=4, lr=1e-3)  # fmt: skip
     config.write_text(yaml.safe_dump(stage))
-    environment = dict(os.environ)
+    environment, rng = dict(os.environ), torch.random.get_rng_state()
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
 
     seven_b = load_config(ModelSpec, model_config_path("llava-7b"))
     check_fits(load_config(StageSpec, "llava-7b/stage2"), seven_b, 80, "an 80-GiB GPU")
-    build_model(small_spec())
+    first = build_model(small_spec(), seed=3)  # a stage's model, seeded as every rank seeds it
     run = resolve_run(config, [], name=None, storage=str(tmp_path / "runs"))
     DeepSpeedStrategy(run.stage, use_gpu=False)
 
     assert dict(os.environ) == environment
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the seed was drawn from in a fork
     assert (torch.get_default_dtype(), torch.get_num_threads()) == (dtype, threads)
+    again = build_model(small_spec(), seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), again.model.parameters(), strict=True))

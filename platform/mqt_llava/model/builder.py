@@ -141,10 +141,18 @@ def build_language_model(spec: ModelSpec, weights: bool, tokenizer: PreTrainedTo
     return AutoModelForCausalLM.from_config(config)
 
 
-def build_model(spec: ModelSpec, device: str = "cpu", random_weights: bool = False) -> BuiltModel:
+def build_model(
+    spec: ModelSpec, device: str = "cpu", random_weights: bool = False, seed: int | None = None
+) -> BuiltModel:
     """`device="meta"` builds the full architecture without allocating or loading weights;
     `random_weights` builds it on `device` from the parts' `architecture` with random weights and no
-    tokenizer (a 7B-shaped model on a GPU with nothing downloaded: benchmarks/gpu_check.py)."""
+    tokenizer (a 7B-shaped model on a GPU with nothing downloaded: benchmarks/gpu_check.py).
+    `seed` draws the random-init parts from that seed (every rank of a run the same, and an export of
+    its checkpoint again), in a fork of the global RNG that leaves the caller's as it was."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[] if device in ("cpu", "meta") else None):
+            torch.manual_seed(seed)
+            return build_model(spec, device, random_weights)
     weights = device != "meta" and not random_weights
     tokenizer = load_tokenizer(spec.tokenizer) if weights else None
     settings = image_settings_for(spec) if weights else ImageSettings.square_of(vision_architecture(spec).image_size)

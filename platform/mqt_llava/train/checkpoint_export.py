@@ -17,8 +17,6 @@ import io
 import json
 from pathlib import Path
 
-import torch
-
 from mqt_llava.config import ModelSpec
 from mqt_llava.train.checkpoint import DEEPSPEED_TAG, RUN_CONFIG, TRAIN_STATE
 
@@ -57,8 +55,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
     checkpoint, out = Path(checkpoint), Path(out)
     config = read_run_config(checkpoint)
-    torch.manual_seed(config["stage"]["seed"])  # parts without a pretrained source: as the run built them
-    built = build_model(ModelSpec.model_validate(config["model"]))
+    built = build_model(ModelSpec.model_validate(config["model"]), seed=config["stage"]["seed"])  # as the run did
     configure_trainable(built.model, config["stage"]["stage"])
     trainable = {name for name, p in built.model.named_parameters() if p.requires_grad}
     weights = trained_weights(checkpoint)

@@ -175,8 +175,7 @@ def stage_model(run: StageRun) -> BuiltModel:
     """The model a stage starts from: the preset's parts (pretrained where configured), the connector of
     `init_from` if given, only the stage's parts trainable, gradient checkpointing if asked."""
     stage = run.stage
-    torch.manual_seed(stage.seed)  # the same random-init parts on every rank
-    built = build_model(run.model)
+    built = build_model(run.model, seed=stage.seed)  # the same random-init parts on every rank
     if stage.init_from:
         # Only the connector's bytes, straight from where the export lives (a local path or a URI):
         # a 7B stage-1 export is 14 GB, its connector under 40 MB (9M parameters), read by every worker.
