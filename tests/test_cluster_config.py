@@ -41,3 +41,13 @@ def test_setup_installs_this_project_with_the_pinned_torch():
     setup = "\n".join(CLUSTER["setup_commands"])
     assert "torch==2.13.0" in setup and "PIP_CONSTRAINT=constraints.txt" in setup and "pip install -e ." in setup
     assert all("RAY_AUTH_MODE=token" in c for c in CLUSTER["head_start_ray_commands"] if "ray start" in c)
+
+
+def test_every_node_gets_the_cluster_s_token_where_ray_reads_it_and_no_command_holds_one():
+    from ray._private.authentication.authentication_token_setup import _get_default_token_path
+
+    token = [remote for remote, local in CLUSTER["file_mounts"].items() if local == "~/.ray/auth_token"]
+    assert token and Path(token[0]).expanduser() == _get_default_token_path()  # where Ray 2.60 looks
+    commands = CLUSTER["head_start_ray_commands"] + CLUSTER["worker_start_ray_commands"]
+    assert not any("RAY_AUTH_TOKEN" in c for c in commands)
+    assert all("RAY_AUTH_MODE=token" in c for c in commands if "ray start" in c)
