@@ -112,6 +112,21 @@ def _is_terminal(stream) -> bool:
         return False
 
 
+def quiet_ray_train_worker() -> None:
+    """Ray Train's worker logs every report at INFO, past the LoggingConfig level the driver sets:
+    `Reporting training result N: TrainingReport(...)`, a long dump per checkpoint. That line comes
+    from a logger named after its module's file path (`logging.getLogger(__file__)`), outside the
+    `ray.train` hierarchy, so it is quieted through the module's own `logger` as well."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # an internal module: a Ray release that moves it costs the quiet line, never the training
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:
+        return
+    module_logger = getattr(train_context, "logger", None)
+    if isinstance(module_logger, logging.Logger):
+        module_logger.setLevel(logging.WARNING)
+
+
 def is_verbose() -> bool:
     return os.environ.get(VERBOSE_ENV) == "1"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from mqt_llava.output import is_verbose
+from mqt_llava.output import is_verbose, quiet_ray_train_worker
 
 COMPLETE = "complete.json"  # written last into a torchrun checkpoint
 
@@ -46,21 +45,6 @@ class WorkerContext(Protocol):
 
     def checkpoint(self, step: int, metrics: dict) -> contextlib.AbstractContextManager[Path]:
         """A directory for this rank to save into; on exit the checkpoint is reported (and kept)."""
-
-
-def quiet_ray_train_worker() -> None:
-    """Ray Train's worker logs every report at INFO, past the LoggingConfig level the driver sets:
-    `Reporting training result N: TrainingReport(...)`, a long dump per checkpoint. That line comes
-    from a logger named after its module's file path (`logging.getLogger(__file__)`), outside the
-    `ray.train` hierarchy, so it is quieted through the module's own `logger` as well."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    try:  # an internal module: a Ray release that moves it costs the quiet line, never the training
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:
-        return
-    module_logger = getattr(train_context, "logger", None)
-    if isinstance(module_logger, logging.Logger):
-        module_logger.setLevel(logging.WARNING)
 
 
 class RayTrainContext:
