@@ -20,7 +20,9 @@ STAGE_FIELDS = dict(
 
 def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict[str, Path]:
     """Writes <root>/model.yaml, <root>/corpus, shards <root>/558k and 665k, and stage1/2.yaml."""
-    spec = small_spec()
+    # The official recipe's connector: stage 1 trains the position table, stage 2 keeps it frozen (so a
+    # stage-2 export must take it from stage 1's export, not from the checkpoint's trained weights).
+    spec = small_spec(position_table="trained_in_stage1")
     model = root / "model.yaml"
     model.write_text(yaml.safe_dump(spec.model_dump()))
     corpus = root / "corpus"

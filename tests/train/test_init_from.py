@@ -99,3 +99,20 @@ def test_an_init_from_at_a_uri_is_checked_in_the_driver(exported, tmp_path):
         check_init_from(stage, wide_llm_spec(num_queries=4))
     with pytest.raises(ConfigError, match="is not an export"):
         check_init_from(stage.model_copy(update={"init_from": tmp_path.as_uri()}), wide_llm_spec())
+
+
+def test_a_stage1_export_from_before_the_position_table_option_is_accepted(exported, tmp_path):
+    """Exports written before `position_table` existed name no such option (their table was the fixed
+    sin-cos one, the option's default): the driver reads them as that default, not as a difference."""
+    import json
+    import shutil
+
+    path, _ = exported
+    old = tmp_path / "old-export"
+    shutil.copytree(path, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["connector"]["position_table"]
+    (old / "config.json").write_text(json.dumps(config))
+    check_init_from(run_from(str(old)).stage, wide_llm_spec())
+    with pytest.raises(ConfigError, match="position_table"):
+        check_init_from(run_from(str(old)).stage, wide_llm_spec(position_table="trained_in_stage1"))

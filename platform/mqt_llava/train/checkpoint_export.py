@@ -50,12 +50,16 @@ def trained_weights(checkpoint: Path) -> dict:
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the export of `checkpoint` to `out`; returns `out`."""
     from mqt_llava.model.builder import build_model
-    from mqt_llava.model.export import save_export
-    from mqt_llava.model.stages import configure_trainable
+    from mqt_llava.model.export import load_part_state, save_export
+    from mqt_llava.model.stages import CONNECTOR, configure_trainable
 
     checkpoint, out = Path(checkpoint), Path(out)
     config = read_run_config(checkpoint)
     built = build_model(ModelSpec.model_validate(config["model"]), seed=config["stage"]["seed"])  # as the run did
+    if init_from := config["stage"].get("init_from"):
+        # The connector as the run started it: parts it kept frozen (stage 1's trained position table,
+        # under the official recipe) are not in the checkpoint and come from there.
+        built.model.connector.load_state_dict(load_part_state(init_from, CONNECTOR))
     configure_trainable(built.model, config["stage"]["stage"])
     trainable = {name for name, p in built.model.named_parameters() if p.requires_grad}
     weights = trained_weights(checkpoint)

@@ -23,6 +23,7 @@ from pathlib import Path
 from mqt_llava.config import ConfigError, ModelSpec, StageSpec, load_config, model_config_path, split_overrides
 from mqt_llava.data.samples import count_rows
 from mqt_llava.model.builder import is_local_path, max_visual_tokens, pretrained_location, visual_token_range
+from mqt_llava.model.connectors import connector_options
 from mqt_llava.model.export import NotAnExport, load_part_state, read_config
 from mqt_llava.model.schedules import TokenSchedule
 from mqt_llava.model.stages import CONNECTOR
@@ -132,7 +133,10 @@ def check_init_from(stage: StageSpec, model: ModelSpec) -> None:
     try:
         load_part_state(stage.init_from, CONNECTOR)
         theirs = read_config(stage.init_from)["connector"]
-    except (OSError, KeyError, NotAnExport) as exc:  # OSError: a missing file, or storage unreachable
+        # Its options as this version reads them: an export written before an option existed has the
+        # option's default (the position table, once not saved, was the fixed sin-cos one).
+        theirs = connector_options(theirs).model_dump()
+    except (OSError, KeyError, ValueError, NotAnExport) as exc:  # OSError: a missing file, or storage unreachable
         raise ConfigError(f"init_from: {exc}") from None
     ours = model.connector.model_dump()
     if theirs != ours:
