@@ -385,6 +385,7 @@ def rank_main(probe: Path, argv: list[str]) -> None:
         engine = self.engine
         seen = {"deepspeed_accelerator": deepspeed_accelerator(), "engine_device": str(engine.device),
                 "dist_backend": dist.get_backend() if dist.is_initialized() else None,
+                "strategy_accelerator": getattr(self, "accelerator", None),  # what the strategy reports
                 "ds_accelerator_env": os.environ.get("DS_ACCELERATOR"), "packages": loaded_packages()}  # fmt: skip
         # Under ZeRO-3 a parameter is a partition, held where DeepSpeed put it: that is the device read.
         seen |= where(engine.module)

@@ -39,7 +39,7 @@ def test_the_dry_run_runs_every_part_and_records_each(tmp_path):
 
     # Read inside the rank after DeepSpeed's set-up, not from the configuration.
     rank, loop = parts["torchrun"]["rank"], parts["torchrun"]["loop"]
-    assert rank["deepspeed_accelerator"] == "cpu" and rank["engine_device"] == "cpu"
+    assert rank["deepspeed_accelerator"] == rank["strategy_accelerator"] == "cpu" and rank["engine_device"] == "cpu"
     assert rank["dist_backend"] == "gloo" and rank["parameter_devices"] == ["cpu"] and rank["on_gpu"] is False
     assert loop["returncode"] == 0 and loop["finite"] and loop["falling"] and len(loop["losses"]) >= 20
 
