@@ -55,7 +55,8 @@ SCRIPT = Path(__file__).resolve()
 # What the device image lacks, for its Python 3.12 (its packages: the device entry's KINDS.md).
 BUNDLE = {
     "download": ["transformers==5.23.0", "pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types==0.8.0",
-                 "typing-inspection==0.4.5", "hjson==3.1.0", "ijson==3.6.0"],
+                 "typing-inspection==0.4.5", "hjson==3.1.0", "ijson==3.6.0",
+                 "sentencepiece==0.2.3"],  # Vicuna's tokenizer.model is converted with it
     "build": ["deepspeed==0.19.8"],  # an sdist: built here into a pure-Python wheel (ops compile on first use)
 }  # fmt: skip
 # What the check takes from the device image instead of carrying it (each listed there, versions as
@@ -73,6 +74,7 @@ GPU_PATH_MODULES = [
     "mqt_llava.model.stages", "mqt_llava.model.tokenizer", "mqt_llava.eval.flops", "deepspeed",
     "deepspeed.runtime.zero.stage3", "deepspeed.runtime.zero.stage_1_and_2", "deepspeed.runtime.engine",
     "deepspeed.ops.adam", "pyarrow.parquet", "huggingface_hub", "safetensors.torch", "transformers", "PIL.Image",
+    "sentencepiece",
 ]  # fmt: skip
 SHALLOW = {  # the torchrun part's model (and every part's under --tiny): shallow, so steps take seconds
     "name": "gpu-check",
