@@ -34,7 +34,6 @@ from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from mqt_llava.model.tokenizer import load_pretrained_tokenizer
 from small_model import small_spec
 
-
 CORPUS = [
     VICUNA_V1.system,
     "USER: What color is the cube? ASSISTANT: The cube is red.",

@@ -106,13 +106,22 @@ def test_an_export_without_a_table_loads_with_the_sin_cos_table_it_computed_with
     part = load_part_state(tmp_path, "connector")
     assert "pos_embed" not in part
     torch.manual_seed(5)
-    fresh = build_model(small_spec(position_table="trained", keys=keys))  # other random weights
+    fresh = build_model(small_spec(keys=keys))  # other random weights; a fixed table, as old exports had
     fresh.model.eval()
     fresh.model.connector.load_state_dict(part)  # strict, as init_from loads a stage-1 export
     assert torch.equal(fresh.model.connector.pos_embed.detach(), loaded.connector.pos_embed.detach())
     features = torch.randn(2, 16, 32)
     with torch.no_grad():
         assert torch.equal(fresh.model.connector(features, 5), loaded.connector(features, 5))
+
+
+@pytest.mark.parametrize("position_table", ["trained_in_stage1", "trained"])
+def test_a_strict_load_without_a_trained_table_is_refused(position_table):
+    """A trained table is weights: a state without it must not load as the sin-cos table in its place."""
+    built = built_with(position_table)
+    others = {k: v for k, v in built.model.connector.state_dict().items() if k != "pos_embed"}
+    with pytest.raises(RuntimeError, match="pos_embed"):
+        built.model.connector.load_state_dict(others)
 
 
 def test_a_partial_load_keeps_the_table_the_connector_holds():

@@ -177,14 +177,14 @@ class MatryoshkaQueryTransformer(Connector):
         init.copy_(self.pos_embed, sincos_2d(self.query_side, self.width))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args) -> None:
-        # A state dict without the table leaves the module's table as it is, and is not refused for
-        # lacking it: exports written while the table was a fixed, unsaved buffer hold none (init_from
-        # reads a stage-1 export's connector this way), and a freshly built connector already holds
-        # the sin-cos table they computed with. A partial load of trained weights (the table frozen
-        # in that stage) keeps the table loaded before it. torch passes strict=True here whatever the
-        # caller asked, so the missing key is dropped rather than a strict load told apart.
+        # A fixed table may be missing from a state dict: exports written while it was an unsaved
+        # buffer hold none (init_from reads a stage-1 export's connector this way), and the module
+        # already holds the sin-cos table they computed with, so it is kept and not reported missing.
+        # A trained table is weights like any other: a strict load without it fails, as it must (the
+        # sin-cos table in its place would silently be another model). A non-strict load (a checkpoint
+        # holding only a stage's trained weights) keeps the table the module holds.
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args)
-        if prefix + "pos_embed" in missing_keys:
+        if self.position_table == "fixed" and prefix + "pos_embed" in missing_keys:
             missing_keys.remove(prefix + "pos_embed")
 
     def reset_parameters(self) -> None:
