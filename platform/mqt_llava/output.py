@@ -5,12 +5,15 @@ and progress bars are off. `--verbose` (or MQT_LLAVA_VERBOSE=1) leaves the libra
 The switches are environment variables set before Ray starts, so every process of an embedded
 cluster inherits them: Train workers, Data actors, Tune trials and Serve replicas alike.
 
-This module is the one place where library code changes process-wide state: `configure_output`
-(called once at a job's start; the output switches and library logger levels) and `scoped_environ`
-(a variable set for one call and restored after it). Anything else that set an environment
-variable, the default dtype or a logger level for the rest of the process would be right where it
-was written and silently wrong elsewhere: `DS_ACCELERATOR=cpu` set by a CPU-safe memory check once
-made every GPU worker's DeepSpeed keep the model on the CPU.
+Library code changes process-wide state for the rest of a process only here: `configure_output`
+(called once at a job's start: the output switches and library logger levels) and
+`quiet_ray_train_worker` (in a Ray Train worker). Anywhere else a change is scoped to the call that
+needs it and restored after it: `scoped_environ` for a variable a library reads only from the
+environment, transformers' verbosity around loads that expect unused keys (mqt_llava.model), TF32
+around the training loop (mqt_llava.train.loop), warning filters around DeepSpeed's calls
+(mqt_llava.train.strategy), a fork of the RNG for seeded builds. A lasting change made elsewhere
+would be right where it was written and silently wrong elsewhere: `DS_ACCELERATOR=cpu` set by a
+CPU-safe memory check once made every GPU worker's DeepSpeed keep the model on the CPU.
 """
 
 from __future__ import annotations

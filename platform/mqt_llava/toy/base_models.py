@@ -18,6 +18,8 @@ free, so each part is trained for it and checked by a gate kept in the job's rep
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import time
@@ -206,6 +208,23 @@ def patches_per_side(vision: dict) -> int:
     return vision["image_size"] // vision["patch_size"]
 
 
+def seeded(function):
+    """Runs `function` with the global RNG seeded by its `seed` argument, in a fork of the RNG that is
+    restored after: the same seed gives the same model, and the caller's RNG is left as it was."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with torch.random.fork_rng(devices=[]):  # the toy models train on the CPU
+            torch.manual_seed(bound.arguments["seed"])
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+@seeded
 def train_clip(
     images: torch.Tensor,
     captions: Sequence[str],
@@ -225,7 +244,6 @@ def train_clip(
     """Contrastive image-caption training on uint8 images (n, 3, H, W), normalised per batch; with
     `cell_labels` (cell_label_tensors) also an auxiliary per-cell head on `feature_layer`, discarded
     after, so that the features the model will use carry every cell's contents."""
-    torch.manual_seed(seed)
     config = CLIPConfig(
         vision_config=vision,
         text_config={**text, "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
@@ -270,6 +288,7 @@ def tower_features(
     return torch.cat(parts)
 
 
+@seeded
 def probe_cells(
     train: tuple[torch.Tensor, dict[str, torch.Tensor]],
     test: tuple[torch.Tensor, dict[str, torch.Tensor]],
@@ -280,7 +299,6 @@ def probe_cells(
 ) -> dict[str, float]:
     """A fresh linear probe (CellHead) fitted on frozen features, scored on held-out scenes: whether
     each layout cell is empty (padding left out), and the colour, shape and size of occupied ones."""
-    torch.manual_seed(seed)
     features, labels = train
     head = CellHead(features.shape[-1], math.isqrt(features.shape[1]), cells)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
@@ -354,6 +372,7 @@ def drill_samples(drills: Iterable[tuple[Scene, list[QA]]], tokenizer) -> list[S
     return out
 
 
+@seeded
 def train_lm(
     samples: Sequence[Sample],
     tokenizer: PreTrainedTokenizerFast,
@@ -368,7 +387,6 @@ def train_lm(
 ) -> tuple[LlamaForCausalLM, TrainLog]:
     """Next-token training on (ids, labels) samples, cut at `max_tokens`; padding ignored. `check` =
     (n, f): f(model, step) every n steps, e.g. the scene-reading gate on a few scenes."""
-    torch.manual_seed(seed)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
     config = LlamaConfig(**{**architecture, "vocab_size": len(tokenizer), **special})

@@ -5,6 +5,7 @@ API nor which launcher started the process (OpenRLHF's strategy/actor split).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -48,14 +49,28 @@ def deepspeed_on(use_gpu: bool):
     return deepspeed
 
 
+DEPRECATED_COLLECTIVE = r"`torch\.distributed\.\w+` is deprecated"
+
+
+def quiet_collectives(method):
+    """DeepSpeed 0.19 calls collectives that torch 2.13 deprecated, a FutureWarning each, once per step:
+    ignored while a strategy method runs, and the caller's warning filters restored after it."""
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=DEPRECATED_COLLECTIVE, category=FutureWarning)
+            return method(*args, **kwargs)
+
+    return wrapped
+
+
 class DeepSpeedStrategy:
     def __init__(self, stage: StageSpec, use_gpu: bool) -> None:
         self.stage, self.use_gpu = stage, use_gpu
         self.engine = None
         self.optimizer = None
         self.deepspeed = deepspeed_on(use_gpu)
-        # DeepSpeed 0.19 calls collectives torch 2.13 deprecated, once per step each.
-        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 
     @property
     def accelerator(self) -> str:
@@ -69,10 +84,12 @@ class DeepSpeedStrategy:
         """The collective backend the process group is joined with: NCCL on GPUs, gloo on the CPU."""
         return "nccl" if self.use_gpu else "gloo"
 
+    @quiet_collectives
     def init_distributed(self) -> None:
         """Join the process group: Ray Train's (already set up, reused) or torchrun's (from its env)."""
         self.deepspeed.init_distributed(dist_backend=self.backend)
 
+    @quiet_collectives
     def setup(self, model: nn.Module, plan: StagePlan) -> None:
         """AdamW over the trainable parameters, cosine schedule with warmup, ZeRO as configured."""
         params = [p for p in model.parameters() if p.requires_grad]
@@ -88,6 +105,7 @@ class DeepSpeedStrategy:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    @quiet_collectives
     def train_micro_batch(self, batch: dict[str, torch.Tensor], num_visual_tokens: int) -> float:
         """Forward, backward and DeepSpeed's step (which applies the optimizer on the last micro-batch
         of each accumulation); returns the loss."""
@@ -100,13 +118,16 @@ class DeepSpeedStrategy:
         norm = self.engine.get_global_grad_norm()
         return None if norm is None else float(norm)
 
+    @quiet_collectives
     def save(self, directory: Path, rank: int, state: TrainState, position: DataPosition, config: dict) -> None:
         """Every rank calls this (DeepSpeed's save is collective); `config` is the run's, kept beside."""
         checkpoint.save(self.engine, directory, rank, state, position, config)
 
+    @quiet_collectives
     def load(self, directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
         return checkpoint.restore(self.engine, directory, rank)
 
+    @quiet_collectives
     def export_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The full weights for save_pretrained. Every rank must call it: under ZeRO-3 they gather the
         partitioned weights together (the call HF's Trainer uses); otherwise None (the module's own)."""
