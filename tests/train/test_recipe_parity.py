@@ -66,6 +66,35 @@ def named(setting: str, official: Any, source: str, ours: Callable[[Preset], Any
     return Row(setting, official, source, ours, why, value)
 
 
+def schedule_shape(stage: StageSpec) -> str:
+    """What the strategy's LR schedule is, read from its values at every step of a short plan: a
+    linear warmup to the peak, then 0.5 (1 + cos(pi t)) of it over the rest."""
+    plan = plan_steps(stage, stage.global_batch_size * 50)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = strategy.lr_schedule(optimizer, plan)
+    seen = []
+    for _ in range(plan.total_steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    warmup, total = plan.warmup_steps, plan.total_steps
+    cosine = [
+        step / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        for step in range(total)
+    ]
+    return "cosine" if seen == pytest.approx(cosine, abs=1e-9) else f"other: {seen[:3]}...{seen[-3:]}"
+
+
+def steps_per_epoch(rows: int) -> Callable[[Preset], int]:
+    return lambda p: plan_steps(p.stage, rows).steps_per_epoch
+
+
+LAST_BATCH = (
+    "every rank takes the same whole optimizer steps (a rank short of a step would hang its collective): "
+    "the last rows short of a global batch wait for the next epoch instead of making a smaller step"
+)
+ROWS_558K, ROWS_665K = 558_128, 665_298  # LLaVA-Pretrain's blip_laion_cc_sbu_558k.json, llava_v1_5_mix665k.json
+
 MEMORY = "the memory plan's worst case on cluster.yaml's 40-GiB A100s (docs/training.md)"
 ATTENTION = (
     "SDPA computes the same exact attention; flash-attn is not a dependency (not on the GPU image either). "
@@ -83,7 +112,7 @@ def common(script: str, zero_file: str) -> list[Row]:
             "LR schedule after warmup",
             "cosine",
             f"{script}: --lr_scheduler_type cosine",
-            lambda p: "cosine" if strategy.get_cosine_schedule_with_warmup else None,
+            lambda p: schedule_shape(p.stage),
         ),
         same("bf16", True, f"{script}: --bf16 True", lambda p: p.ds["bf16"]["enabled"]),
         same("tf32", True, f"{script}: --tf32 True", lambda p: p.stage.tf32),
@@ -150,6 +179,14 @@ STAGE1 = [
     same("learning rate", 1e-3, f"{PRETRAIN}: --learning_rate 1e-3", lambda p: p.stage.lr),
     same("epochs", 1, f"{PRETRAIN}: --num_train_epochs 1", lambda p: p.stage.epochs),
     named(
+        "optimizer steps per epoch (558K)",
+        math.ceil(ROWS_558K / 256),
+        "Trainer: len(dataloader) // accumulation, the last batch partial",
+        steps_per_epoch(ROWS_558K),
+        ROWS_558K // 256,
+        LAST_BATCH,
+    ),
+    named(
         "longest sequence (model_max_length)",
         2048,
         f"{PRETRAIN}: --model_max_length 2048",
@@ -199,6 +236,14 @@ STAGE2 = [
     same("global batch", 128, f"{FINETUNE}: 8 x 16 x 1", lambda p: p.ds["train_batch_size"]),
     same("learning rate", 2e-5, f"{FINETUNE}: --learning_rate 2e-5", lambda p: p.stage.lr),
     same("epochs", 2, f"{FINETUNE}: --num_train_epochs 2", lambda p: p.stage.epochs),
+    named(
+        "optimizer steps per epoch (665K)",
+        math.ceil(ROWS_665K / 128),
+        "Trainer: len(dataloader) // accumulation, the last batch partial",
+        steps_per_epoch(ROWS_665K),
+        ROWS_665K // 128,
+        LAST_BATCH,
+    ),
     same(
         "longest sequence (model_max_length)",
         2048,

@@ -49,6 +49,12 @@ def deepspeed_on(use_gpu: bool):
     return deepspeed
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, plan: StagePlan):
+    """Linear warmup over the plan's warmup steps, then cosine to zero at its last step (LLaVA's
+    `--lr_scheduler_type cosine`, Hugging Face's own function)."""
+    return get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+
+
 DEPRECATED_COLLECTIVE = r"`torch\.distributed\.\w+` is deprecated"
 
 
@@ -94,7 +100,7 @@ class DeepSpeedStrategy:
         """AdamW over the trainable parameters, cosine schedule with warmup, ZeRO as configured."""
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=self.stage.weight_decay)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.total_steps)
+        scheduler = lr_schedule(optimizer, plan)
         config = deepspeed_config(self.stage, self.use_gpu, hidden_size=llm_hidden_size(model))
         self.engine, self.optimizer, _, _ = self.deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
