@@ -208,3 +208,15 @@ def test_non_legacy_llama_is_llavas_tokenization_mismatch_case(sentencepiece_mod
     ours = build_sample(conversations, "vicuna_v1", tokenizer, has_image, max_length=4096, visual_tokens=1)
     assert ours.labels == llava_preprocess_v1(prompt, tokenizer, legacy_fix=True)[1]
     assert torch.tensor([t != IGNORE_INDEX for t in ours.labels]).sum() > 0
+
+
+def test_sentencepiece_is_a_declared_dependency():
+    """Installed here is not enough: a fresh install (CI, the Dockerfile, a GPU node) takes what the
+    project declares, and without it the hub's tokenizer.model does not load."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
+    assert "sentencepiece" in names
