@@ -220,3 +220,43 @@ def test_sentencepiece_is_a_declared_dependency():
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     names = {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower() for requirement in project["dependencies"]}
     assert "sentencepiece" in names
+
+
+def test_the_importer_takes_a_checkpoint_with_vicunas_tokenizer_files(vicuna, tmp_path):
+    """The released MQT-LLaVA-7B carries Vicuna's tokenizer files beside its weights: a checkpoint in
+    LLaVA's layout (random weights at toy size) with those files imports, and its export serves."""
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from mqt_llava.model.official import import_official
+
+    width, llm_width, queries = 32, 48, 16
+    tower = CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=width, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=2))  # fmt: skip
+    tower.save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path / "clip"
+    )
+    tokenizer = load_pretrained_tokenizer(str(vicuna))
+    llm = dict(hidden_size=llm_width, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=2, **llm))
+    shapes = {"query": (queries, width), "pos_embed": (queries, width), "attn.in_proj_weight": (3 * width, width),
+              "attn.in_proj_bias": (3 * width,), "attn.out_proj.weight": (width, width),
+              "attn.out_proj.bias": (width,), "proj": (width, llm_width)}  # fmt: skip
+    shapes |= {f"ln_{x}.{p}": (width,) for x in "qkv" for p in ("weight", "bias")}
+    abstractor = {f"model.query_abstractor.{k}": torch.randn(shape) for k, shape in shapes.items()}
+    checkpoint = tmp_path / "mqt-llava-7b"
+    checkpoint.mkdir()
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        (checkpoint / name).write_bytes((vicuna / name).read_bytes())
+    config = llama.config.to_dict() | {"model_type": "llava_llama", "mm_vision_tower": str(tmp_path / "clip"),
+                                       "mm_vision_select_layer": -2, "image_aspect_ratio": "pad"}  # fmt: skip
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    state = {k: v.contiguous() for k, v in (llama.state_dict() | abstractor).items()}
+    save_file(state, str(checkpoint / "model.safetensors"))
+
+    export = import_official(checkpoint, tmp_path / "export", num_heads=2)
+    engine = InferenceEngine.from_export(export)
+    assert engine.tokenizer.is_fast and engine.tokenizer.pad_token == "<unk>"
+    answers = engine.complete([Request("Is there a cube?"), Request("What color is the small cube?")], 4, 2)
+    assert [a.completion_tokens >= 1 for a in answers] == [True, True]
