@@ -23,16 +23,28 @@ VIZWIZ_INSTRUCTION = "When the provided information is insufficient, respond wit
 OCR_PREFIX = "Reference OCR token: "
 
 
-def checked_split(benchmark: Benchmark, allowed: tuple[str, ...]) -> str:
-    split = benchmark.options["split"]
-    if split not in allowed:
-        raise ValueError(f"{benchmark.name}.split must be one of {', '.join(allowed)}, not {split!r}")
-    return split
+class ServerOrValSplit(Benchmark):
+    """A benchmark whose `split` is either `val`, scored here under its own column heading, or
+    `server_split`, scored only by its evaluation server (the job writes the upload file)."""
+
+    server_split: str
+
+    @property
+    def server_scored(self) -> bool:
+        split, allowed = self.options["split"], ("val", self.server_split)
+        if split not in allowed:
+            raise ValueError(f"{self.name}.split must be one of {', '.join(allowed)}, not {split!r}")
+        return split == self.server_split
+
+    @property
+    def column_title(self) -> str:
+        return self.title if self.server_scored else f"{self.title} (val, local)"
 
 
-class VQAv2(Benchmark):
+class VQAv2(ServerOrValSplit):
     name = "vqav2"
     title = "VQAv2"
+    server_split = "test-dev"
     metric = "accuracy"
     defaults = {
         "split": "val",  # the llava-7b preset: test-dev, the paper's
@@ -44,14 +56,6 @@ class VQAv2(Benchmark):
         "test_all_questions": "llava_vqav2_mscoco_test2015.jsonl",  # every test2015 question: the upload lists all
         "test_images": "test2015",
     }
-
-    @property
-    def server_scored(self) -> bool:
-        return checked_split(self, ("val", "test-dev")) == "test-dev"
-
-    @property
-    def column_title(self) -> str:
-        return self.title if self.server_scored else f"{self.title} (val, local)"
 
     def samples(self) -> list[Sample]:
         if self.server_scored:
@@ -96,9 +100,10 @@ class VQAv2(Benchmark):
         return {"vqav2_test-dev2015_upload.json": rows}
 
 
-class VizWiz(Benchmark):
+class VizWiz(ServerOrValSplit):
     name = "vizwiz"
     title = "VizWiz"
+    server_split = "test"
     metric = "accuracy"
     defaults = {
         "split": "val",  # the llava-7b preset: test, the paper's
@@ -107,14 +112,6 @@ class VizWiz(Benchmark):
         "test_questions": "llava_test.jsonl",  # LLaVA-1.5's test question file
         "test_images": "test",
     }
-
-    @property
-    def server_scored(self) -> bool:
-        return checked_split(self, ("val", "test")) == "test"
-
-    @property
-    def column_title(self) -> str:
-        return self.title if self.server_scored else f"{self.title} (val, local)"
 
     def samples(self) -> list[Sample]:
         if self.server_scored:
