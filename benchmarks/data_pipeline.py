@@ -46,13 +46,13 @@ import numpy as np
 from cpu_account import CpuSampler
 from torch.utils.data import DataLoader, Dataset
 
-from mqt_llava.config import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import RecordRules, iter_json_records
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.samples import LlavaCollate, ragged
+from mqt_llava.model.spec import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
@@ -76,17 +76,24 @@ class RecordWork:
     def __call__(self, record: dict) -> dict:
         has_image = "image" in record
         sample = build_sample(
-            record["conversations"], self.rules.template, self.tokenizer, has_image,
-            self.rules.max_length, self.rules.visual_tokens,
-        )  # fmt: skip
+            record["conversations"],
+            self.rules.template,
+            self.tokenizer,
+            has_image,
+            self.rules.max_length,
+            self.rules.visual_tokens,
+        )
         pixels = self.blank
         if has_image:
             data = (self.image_root / record["image"]).read_bytes()
             pixels = preprocess_image(decode_image(data), self.settings, "pad")
         return dict(
-            id=str(record["id"]), input_ids=np.asarray(sample.input_ids, np.int32),
-            labels=np.asarray(sample.labels, np.int32), has_image=has_image, pixel_values=pixels,
-        )  # fmt: skip
+            id=str(record["id"]),
+            input_ids=np.asarray(sample.input_ids, np.int32),
+            labels=np.asarray(sample.labels, np.int32),
+            has_image=has_image,
+            pixel_values=pixels,
+        )
 
 
 class LlavaStyleDataset(Dataset):
@@ -121,8 +128,12 @@ class FingerprintedCollate:
 
     def __call__(self, batch: dict) -> dict:
         if isinstance(batch, list):  # the DataLoader's list of items
-            batch = {key: ragged([x[key] for x in batch]) if key in ("input_ids", "labels") else
-                     np.array([x[key] for x in batch]) for key in batch[0]}  # fmt: skip
+            batch = {
+                key: ragged([x[key] for x in batch])
+                if key in ("input_ids", "labels")
+                else np.array([x[key] for x in batch])
+                for key in batch[0]
+            }
         return dict(self.collate(batch), fingerprints=batch_fingerprints(batch))
 
 
@@ -180,55 +191,92 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--crop", type=int, default=336, help="model input size (llava-7b: 336)")
-    parser.add_argument("--image-long-side", type=int, nargs="+", default=(400, 480, 560, 640),
-                        help="source images' long sides (px, each a multiple of 4), drawn evenly")  # fmt: skip
+    parser.add_argument(
+        "--image-long-side",
+        type=int,
+        nargs="+",
+        default=(400, 480, 560, 640),
+        help="source images' long sides (px, each a multiple of 4), drawn evenly",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="processes doing the work in every variant")
     parser.add_argument("--prefetch", type=int, default=2, help="batches both pipelines prefetch")
-    parser.add_argument("--block-rows", type=int, nargs="+", default=[256],
-                        help="rows per block into Ray Data's decode stage; each value after the first adds "
-                             "a ray_data variant (a number over --records: a shard's rows in one block)")  # fmt: skip
+    parser.add_argument(
+        "--block-rows",
+        type=int,
+        nargs="+",
+        default=[256],
+        help="rows per block into Ray Data's decode stage; each value after the first adds "
+        "a ray_data variant (a number over --records: a shard's rows in one block)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
 
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="mqt-bench-"))
-    corpus_spec = CorpusSpec(seed=0, num_pretrain=0, num_instruct=args.records, num_eval=0,
-                             long_sides=tuple(args.image_long_side), png_fraction=0.0)  # fmt: skip
+    corpus_spec = CorpusSpec(
+        seed=0,
+        num_pretrain=0,
+        num_instruct=args.records,
+        num_eval=0,
+        long_sides=tuple(args.image_long_side),
+        png_fraction=0.0,
+    )
     corpus = work_dir / "corpus"
     if not (corpus / INSTRUCT_JSON).exists():
         write_corpus(corpus, corpus_spec, workers=args.workers, log=lambda _: None)
     settings = ImageSettings.square_of(args.crop)
     rules = RecordRules("vicuna_v1", max_length=2048, visual_tokens=64)
     spec = ModelSpec(
-        name="bench", vision_tower=VisionTowerSpec(architecture={"image_size": args.crop}),
-        llm=LLMSpec(architecture={"model_type": "llama"}), connector={"num_queries": 64}, max_length=2048,
-    )  # fmt: skip
+        name="bench",
+        vision_tower=VisionTowerSpec(architecture={"image_size": args.crop}),
+        llm=LLMSpec(architecture={"model_type": "llama"}),
+        connector={"num_queries": 64},
+        max_length=2048,
+    )
     init_ray(num_cpus=args.workers)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
     shards = work_dir / "shards"
-    prepare(PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(shards), TokenizerSpec(), rules,
-                       shard_mb=32), log=lambda _: None)  # fmt: skip
+    prepare(
+        PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(shards), TokenizerSpec(), rules, shard_mb=32),
+        log=lambda _: None,
+    )
     records = list(iter_json_records(str(corpus / INSTRUCT_JSON)))
     images = sum("image" in r for r in records)
     collate = FingerprintedCollate(byte_level_tokenizer().pad_token_id)
-    print(f"{len(records)} records ({images} with an image, {args.image_long_side} px long side) -> {args.crop} px;"
-          f" {args.workers} processes, batches of {args.batch_size}, prefetch {args.prefetch}, {args.rounds} rounds",
-          flush=True)  # fmt: skip
+    print(
+        f"{len(records)} records ({images} with an image, {args.image_long_side} px long side) -> {args.crop} px;"
+        f" {args.workers} processes, batches of {args.batch_size}, prefetch {args.prefetch}, {args.rounds} rounds",
+        flush=True,
+    )
 
     def ray_data(block_rows: int, at_end):
-        dataset = training_dataset(read_shards(str(shards)), spec, "vicuna_v1", settings, decode_cpus=0.75,
-                                   decode_actors=args.workers, batch_size=args.batch_size,
-                                   block_rows=block_rows)  # fmt: skip
-        return timed(dataset.iter_torch_batches(batch_size=args.batch_size, collate_fn=collate,
-                                                prefetch_batches=args.prefetch), len(records), at_end)  # fmt: skip
+        dataset = training_dataset(
+            read_shards(str(shards)),
+            spec,
+            "vicuna_v1",
+            settings,
+            decode_cpus=0.75,
+            decode_actors=args.workers,
+            batch_size=args.batch_size,
+            block_rows=block_rows,
+        )
+        return timed(
+            dataset.iter_torch_batches(batch_size=args.batch_size, collate_fn=collate, prefetch_batches=args.prefetch),
+            len(records),
+            at_end,
+        )
 
     def dataloader(at_end):
-        loader = DataLoader(LlavaStyleDataset(records, RecordWork(str(corpus), settings, rules)),
-                            batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
-                            prefetch_factor=max(1, -(-args.prefetch // args.workers)))  # fmt: skip
+        loader = DataLoader(
+            LlavaStyleDataset(records, RecordWork(str(corpus), settings, rules)),
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            collate_fn=collate,
+            prefetch_factor=max(1, -(-args.prefetch // args.workers)),
+        )
         return timed(loader, len(records), at_end)
 
     context = multiprocessing.get_context("spawn")
@@ -253,11 +301,16 @@ def main() -> None:
                     reference = reference or result.prints
                     if result.prints != reference:
                         differ = sum(result.prints.get(k) != v for k, v in reference.items())
-                        raise SystemExit(f"{name} produced {differ + len(result.prints.keys() - reference)} samples "
-                                         "unlike the other variants'")  # fmt: skip
+                        raise SystemExit(
+                            f"{name} produced {differ + len(result.prints.keys() - reference)} samples "
+                            "unlike the other variants'"
+                        )
                     whole, after = result.rates(len(records), args.batch_size)
-                    print(f"round {r + 1}/{args.rounds} {name:15}: {whole:7.1f} samples/s over the pass, "
-                          f"{after:7.1f} after its first batch ({result.startup:.1f} s)", flush=True)  # fmt: skip
+                    print(
+                        f"round {r + 1}/{args.rounds} {name:15}: {whole:7.1f} samples/s over the pass, "
+                        f"{after:7.1f} after its first batch ({result.startup:.1f} s)",
+                        flush=True,
+                    )
 
     print(f"samples: every variant produced the same {len(reference)} fingerprints (token ids, labels, pixels)")
     for i, title in enumerate(("whole pass, start-up included", "after the first batch")):
@@ -266,17 +319,25 @@ def main() -> None:
         for name, values in rates.items():
             of_bare = [v / b for v, b in zip(values, rates["bare"], strict=True)]
             of_loader = [v / d for v, d in zip(values, rates["dataloader"], strict=True)]
-            print(f"{name:32}{statistics.median(values):>10.1f}{statistics.median(of_bare):>13.2f} "
-                  f"[{min(of_bare):.2f}, {max(of_bare):.2f}]{statistics.median(of_loader):>13.2f}x")  # fmt: skip
-    print("\nCPU over the whole pass by process (medians over rounds): ms per sample, in all | each process kind "
-          "above 0.05 ms, largest first")  # fmt: skip
+            print(
+                f"{name:32}{statistics.median(values):>10.1f}{statistics.median(of_bare):>13.2f} "
+                f"[{min(of_bare):.2f}, {max(of_bare):.2f}]{statistics.median(of_loader):>13.2f}x"
+            )
+    print(
+        "\nCPU over the whole pass by process (medians over rounds): ms per sample, in all | each process kind "
+        "above 0.05 ms, largest first"
+    )
     for name, rows in cpu.items():
-        per = {k: statistics.median(1000 * row.get(k, 0.0) / len(records) for row in rows)
-               for k in {k for row in rows for k in row}}  # fmt: skip
+        per = {
+            k: statistics.median(1000 * row.get(k, 0.0) / len(records) for row in rows)
+            for k in {k for row in rows for k in row}
+        }
         listed = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05)
-        print(f"{name:16}{sum(per.values()):6.2f} ms | {listed}; first batch after "
-              f"{statistics.median(p.startup for p in passes[name]):.1f} s; processes started during the pass "
-              f"{statistics.median(started[name]):g} (range {min(started[name])}-{max(started[name])})")  # fmt: skip
+        print(
+            f"{name:16}{sum(per.values()):6.2f} ms | {listed}; first batch after "
+            f"{statistics.median(p.startup for p in passes[name]):.1f} s; processes started during the pass "
+            f"{statistics.median(started[name]):g} (range {min(started[name])}-{max(started[name])})"
+        )
     print("goal: ray_data >= 0.9 of bare")
 
 

@@ -27,10 +27,11 @@ import torch
 from ray.data import DataContext
 from synthetic_shards import RANDOM_INIT, synthetic_shards
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.config import load_config, preset_path
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.samples import LlavaCollate
 from mqt_llava.model.builder import build_model, image_settings_for
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.stages import configure_trainable
 from mqt_llava.ray_runtime import init_ray
 
@@ -39,8 +40,9 @@ TOY = ["vision_tower.architecture.image_size=96", "connector.num_queries=64"]
 
 def collect_batches(spec: ModelSpec, pad_id: int, root: Path, count: int, batch: int) -> list[dict[str, torch.Tensor]]:
     shards = synthetic_shards(spec, root, count * batch)
-    dataset = training_dataset(read_shards(shards), spec, "vicuna_v1", image_settings_for(spec),
-                               decode_actors=1, decode_cpus=0.5)  # fmt: skip
+    dataset = training_dataset(
+        read_shards(shards), spec, "vicuna_v1", image_settings_for(spec), decode_actors=1, decode_cpus=0.5
+    )
     batches = dataset.iter_torch_batches(batch_size=batch, collate_fn=LlavaCollate(pad_id), drop_last=True)
     return list(batches)[:count]
 
@@ -94,8 +96,15 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
 
     def generate(b, m):
-        model.generate(b["input_ids"], b["attention_mask"], b.get("pixel_values"), num_visual_tokens=m,
-                       max_new_tokens=4, do_sample=False, pad_token_id=pad_id)  # fmt: skip
+        model.generate(
+            b["input_ids"],
+            b["attention_mask"],
+            b.get("pixel_values"),
+            num_visual_tokens=m,
+            max_new_tokens=4,
+            do_sample=False,
+            pad_token_id=pad_id,
+        )
 
     M = model.max_visual_tokens
     cases = [("train step", train_step, m, True) for m in (M // 2,)]
@@ -112,11 +121,22 @@ def main() -> None:
                         seconds[variant].append(timed(fn, b, m))
         model.grid_features = pixels
         tower, cache = statistics.median(seconds["tower"]), statistics.median(seconds["cached"])
-        results.append(dict(case=label, m=m, tower_ms=1000 * tower, cached_ms=1000 * cache, speedup=tower / cache,
-                            tower_share=1 - cache / tower))  # fmt: skip
+        results.append(
+            dict(
+                case=label,
+                m=m,
+                tower_ms=1000 * tower,
+                cached_ms=1000 * cache,
+                speedup=tower / cache,
+                tower_share=1 - cache / tower,
+            )
+        )
         share = 100 * (1 - cache / tower)
-        print(f"{label:11} m={m:<3} tower {1000 * tower:7.1f} ms  cached {1000 * cache:7.1f} ms  "
-              f"-> {tower / cache:.2f}x ({share:.0f}% of the time is the tower)", flush=True)  # fmt: skip
+        print(
+            f"{label:11} m={m:<3} tower {1000 * tower:7.1f} ms  cached {1000 * cache:7.1f} ms  "
+            f"-> {tower / cache:.2f}x ({share:.0f}% of the time is the tower)",
+            flush=True,
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(args).items()}, results=results), indent=2))

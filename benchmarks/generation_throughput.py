@@ -27,9 +27,10 @@ import torch
 from synthetic_shards import RANDOM_INIT
 from torch.utils.flop_counter import FlopCounterMode
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.config import load_config, preset_path
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.toy.world import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 
 QUICKSTART_EXPORT = Path("runs/quickstart/train/tiny-stage2/export")
@@ -60,10 +61,16 @@ def requests(batch: int) -> list[Request]:
 
 def generate(engine: InferenceEngine, batch, m: int, new_tokens: int) -> torch.Tensor:
     return engine.model.generate(
-        batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values,
-        num_visual_tokens=m, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-        pad_token_id=engine.tokenizer.pad_token_id, eos_token_id=engine.tokenizer.eos_token_id,
-    )  # fmt: skip
+        batch.input_ids,
+        attention_mask=batch.attention_mask,
+        pixel_values=batch.pixel_values,
+        num_visual_tokens=m,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=engine.tokenizer.pad_token_id,
+        eos_token_id=engine.tokenizer.eos_token_id,
+    )
 
 
 def engine_decode(engine: InferenceEngine, batch, m: int, new_tokens: int) -> torch.Tensor:
@@ -75,13 +82,15 @@ def bare_loop(engine: InferenceEngine, batch, m: int, new_tokens: int) -> torch.
     """The same greedy decode with nothing but the arithmetic: merge the visual tokens, one prefill
     (logits of the last position only), then one cached forward per token; EOS suppressed, as
     min_new_tokens does in `generate`, so both decode the same tokens."""
-    merged = engine.model.merge_visual_tokens(batch.input_ids, batch.attention_mask, batch.pixel_values, None, m,
-                                              "left")  # fmt: skip
+    merged = engine.model.merge_visual_tokens(
+        batch.input_ids, batch.attention_mask, batch.pixel_values, None, m, "left"
+    )
     llm, eos = engine.model.language_model, engine.tokenizer.eos_token_id
     mask = merged.attention_mask
     position = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = llm(inputs_embeds=merged.inputs_embeds, attention_mask=mask, position_ids=position, use_cache=True,
-              logits_to_keep=1)  # fmt: skip
+    out = llm(
+        inputs_embeds=merged.inputs_embeds, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1
+    )
     tokens, last = [], position[:, -1:]
     for step in range(new_tokens):
         logits = out.logits[:, -1]
@@ -91,8 +100,14 @@ def bare_loop(engine: InferenceEngine, batch, m: int, new_tokens: int) -> torch.
         if step == new_tokens - 1:
             break
         mask, last = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1), last + 1
-        out = llm(input_ids=token, attention_mask=mask, position_ids=last, past_key_values=out.past_key_values,
-                  use_cache=True, logits_to_keep=1)  # fmt: skip
+        out = llm(
+            input_ids=token,
+            attention_mask=mask,
+            position_ids=last,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            logits_to_keep=1,
+        )
     return torch.cat(tokens, dim=1)
 
 
@@ -117,8 +132,10 @@ def main() -> None:
     variants = {"engine": engine_decode, "hf generate": generate, "bare": bare_loop}
     batch = engine.prepare(requests(args.batch))
     prompt_tokens = int(batch.attention_mask.sum(dim=1).float().mean())
-    print(f"model: {source}; batch {args.batch}, ~{prompt_tokens} text tokens per prompt (+ m visual), "
-          f"{args.new_tokens} new tokens each, {args.threads} threads, {args.rounds} rounds")  # fmt: skip
+    print(
+        f"model: {source}; batch {args.batch}, ~{prompt_tokens} text tokens per prompt (+ m visual), "
+        f"{args.new_tokens} new tokens each, {args.threads} threads, {args.rounds} rounds"
+    )
     seconds = {(m, v): [] for m in budgets for v in variants}
     with torch.inference_mode():
         for m in budgets:  # warm-up (allocator, kernels) and the check that all decode the same tokens
@@ -140,8 +157,10 @@ def main() -> None:
     for m in budgets:
         for name in variants:
             ratios = [b / t for t, b in zip(seconds[(m, name)], seconds[(m, "bare")], strict=True)]
-            print(f"{m:>4} {predicted_flops[m] / 1e9:>13.3f} {name:>12} {rate[(m, name)]:>10.1f} "
-                  f"{statistics.median(ratios):>17.2f} [{min(ratios):.2f}, {max(ratios):.2f}]")  # fmt: skip
+            print(
+                f"{m:>4} {predicted_flops[m] / 1e9:>13.3f} {name:>12} {rate[(m, name)]:>10.1f} "
+                f"{statistics.median(ratios):>17.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+            )
     print("goal: engine >= 0.95 of bare")
     low, high = budgets
     measured = rate[(low, "engine")] / rate[(high, "engine")]

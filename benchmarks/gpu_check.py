@@ -54,38 +54,98 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
 # What the device image lacks, for its Python 3.12 (its packages: the device entry's KINDS.md).
 BUNDLE = {
-    "download": ["transformers==5.23.0", "pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types==0.8.0",
-                 "typing-inspection==0.4.5", "hjson==3.1.0", "ijson==3.6.0",
-                 "sentencepiece==0.2.3"],  # Vicuna's tokenizer.model is converted with it
+    "download": [
+        "transformers==5.23.0",
+        "pydantic==2.14.4",
+        "pydantic-core==2.50.5",
+        "annotated-types==0.8.0",
+        "typing-inspection==0.4.5",
+        "hjson==3.1.0",
+        "ijson==3.6.0",
+        "sentencepiece==0.2.3",
+    ],  # Vicuna's tokenizer.model is converted with it
     "build": ["deepspeed==0.19.8"],  # an sdist: built here into a pure-Python wheel (ops compile on first use)
-}  # fmt: skip
+}
 # What the check takes from the device image instead of carrying it (each listed there, versions as
 # seen there where KINDS.md gives them): the stand-in environment of the bundle's test installs these.
-DEVICE_IMAGE = ["torch==2.11.0", "transformers==5.17.0", "accelerate==1.15.0", "safetensors==0.8.0",
-                "huggingface-hub==1.33.0", "tokenizers==0.23.2", "numpy==2.5.2", "regex", "typer", "pyyaml",
-                "pillow", "pyarrow", "colorama", "psutil", "py-cpuinfo", "ninja", "msgpack", "nvidia-ml-py",
-                "einops", "packaging", "tqdm", "typing-extensions"]  # fmt: skip
+DEVICE_IMAGE = [
+    "torch==2.11.0",
+    "transformers==5.17.0",
+    "accelerate==1.15.0",
+    "safetensors==0.8.0",
+    "huggingface-hub==1.33.0",
+    "tokenizers==0.23.2",
+    "numpy==2.5.2",
+    "regex",
+    "typer",
+    "pyyaml",
+    "pillow",
+    "pyarrow",
+    "colorama",
+    "psutil",
+    "py-cpuinfo",
+    "ninja",
+    "msgpack",
+    "nvidia-ml-py",
+    "einops",
+    "packaging",
+    "tqdm",
+    "typing-extensions",
+]
 BUNDLE_LIMIT = 64 * 2**20  # what one device call carries, the working tree included
 # The modules the parts import, imported together by `gpu_check.py imports` (the bundle's test runs it
 # in the stand-in for the device image; each part also records the packages it loaded).
 GPU_PATH_MODULES = [
-    "mqt_llava.train.cli", "mqt_llava.train.torchrun", "mqt_llava.train.loop", "mqt_llava.train.strategy",
-    "mqt_llava.train.memory", "mqt_llava.inference", "mqt_llava.model.official", "mqt_llava.model.builder",
-    "mqt_llava.model.stages", "mqt_llava.model.tokenizer", "mqt_llava.eval.flops", "deepspeed",
-    "deepspeed.runtime.zero.stage3", "deepspeed.runtime.zero.stage_1_and_2", "deepspeed.runtime.engine",
-    "deepspeed.ops.adam", "pyarrow.parquet", "huggingface_hub", "safetensors.torch", "transformers", "PIL.Image",
+    "mqt_llava.train.cli",
+    "mqt_llava.train.torchrun",
+    "mqt_llava.train.loop",
+    "mqt_llava.train.strategy",
+    "mqt_llava.train.memory",
+    "mqt_llava.inference",
+    "mqt_llava.model.official",
+    "mqt_llava.model.builder",
+    "mqt_llava.model.stages",
+    "mqt_llava.model.tokenizer",
+    "mqt_llava.eval.flops",
+    "deepspeed",
+    "deepspeed.runtime.zero.stage3",
+    "deepspeed.runtime.zero.stage_1_and_2",
+    "deepspeed.runtime.engine",
+    "deepspeed.ops.adam",
+    "pyarrow.parquet",
+    "huggingface_hub",
+    "safetensors.torch",
+    "transformers",
+    "PIL.Image",
     "sentencepiece",
-]  # fmt: skip
+]
 SHALLOW = {  # the torchrun part's model (and every part's under --tiny): shallow, so steps take seconds
     "name": "gpu-check",
-    "vision_tower": {"architecture": {"image_size": 64, "patch_size": 8, "hidden_size": 64, "intermediate_size": 128,
-                                      "num_hidden_layers": 2, "num_attention_heads": 2}},
-    "llm": {"architecture": {"model_type": "llama", "hidden_size": 128, "intermediate_size": 256,
-                             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-                             "vocab_size": 32000, "max_position_embeddings": 512}},
+    "vision_tower": {
+        "architecture": {
+            "image_size": 64,
+            "patch_size": 8,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+        }
+    },
+    "llm": {
+        "architecture": {
+            "model_type": "llama",
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "vocab_size": 32000,
+            "max_position_embeddings": 512,
+        }
+    },
     "connector": {"kind": "mqt", "num_queries": 16, "num_heads": 2},
     "max_length": 512,
-}  # fmt: skip
+}
 STEPS = 30
 # Seconds per part (run in this order); with --budget, a part gets at most what is left of it.
 PARTS = {"env": 40, "torchrun": 150, "inference": 120, "memory": 100, "import": 170}
@@ -105,8 +165,11 @@ def prepare_bundle(folder: Path, python_version: str) -> int:
     subprocess.run([*pip, "download", "--no-deps", "-d", str(folder), *target, *BUNDLE["download"]], check=True)
     # DeepSpeed's build imports torch, and so does this project's (setuptools only): no isolation (an
     # isolated build would pull an unpinned CUDA torch).
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(folder), *BUNDLE["build"],
-                    str(REPO)], check=True, env=os.environ | {"DS_BUILD_OPS": "0"})  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(folder), *BUNDLE["build"], str(REPO)],
+        check=True,
+        env=os.environ | {"DS_BUILD_OPS": "0"},
+    )
     return sum(p.stat().st_size for p in folder.glob("*.whl"))
 
 
@@ -126,25 +189,42 @@ def prepare_shards(out: Path) -> None:
 
     import yaml
 
-    from mqt_llava.config import ModelSpec
     from mqt_llava.data.llava_format import RecordRules
     from mqt_llava.data.prepare import PrepareJob
     from mqt_llava.data.prepare import prepare as prepare_records
     from mqt_llava.model.builder import max_visual_tokens
+    from mqt_llava.model.spec import ModelSpec
     from mqt_llava.ray_runtime import init_ray
     from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 
     model = ModelSpec.model_validate(SHALLOW)
     (out / "model.yaml").write_text(yaml.safe_dump(model.model_dump()))
-    corpus = write_corpus(out / "corpus", CorpusSpec(seed=3, num_pretrain=0, num_instruct=2000, num_eval=0),
-                          log=lambda _: None)  # fmt: skip
+    corpus = write_corpus(
+        out / "corpus", CorpusSpec(seed=3, num_pretrain=0, num_instruct=2000, num_eval=0), log=lambda _: None
+    )
     init_ray(num_cpus=2)
     rules = RecordRules("vicuna_v1", model.max_length, max_visual_tokens(model))
-    prepare_records(PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(out / "665k"), model.tokenizer, rules),
-                    log=lambda _: None)  # fmt: skip
-    stage = dict(model="./model.yaml", stage="stage2", template="vicuna_v1", data="./665k", num_workers=1,
-                 global_batch_size=16, micro_batch_size=16, lr=1e-3, zero_stage=3, bf16=True, max_steps=STEPS,
-                 log_every=1, checkpoint_every=STEPS, keep_checkpoints=1, shuffle_buffer=64)  # fmt: skip
+    prepare_records(
+        PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(out / "665k"), model.tokenizer, rules),
+        log=lambda _: None,
+    )
+    stage = dict(
+        model="./model.yaml",
+        stage="stage2",
+        template="vicuna_v1",
+        data="./665k",
+        num_workers=1,
+        global_batch_size=16,
+        micro_batch_size=16,
+        lr=1e-3,
+        zero_stage=3,
+        bf16=True,
+        max_steps=STEPS,
+        log_every=1,
+        checkpoint_every=STEPS,
+        keep_checkpoints=1,
+        shuffle_buffer=64,
+    )
     (out / "stage2.yaml").write_text(yaml.safe_dump(stage))
     shutil.rmtree(corpus)  # the shards hold the images: keep the carried folder small
 
@@ -184,8 +264,13 @@ def run_part(name: str, prepared: Path, work: Path, tiny: bool, limit: float, lo
     with log_file.open("a") as log:
         log.write(f"==== {name} (limit {limit:.0f} s)\n")
         log.flush()
-        child = subprocess.Popen(command + (["--tiny"] if tiny else []), stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})  # fmt: skip
+        child = subprocess.Popen(
+            command + (["--tiny"] if tiny else []),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
         try:
             returncode = child.wait(timeout=limit)
             status = "ok" if returncode == 0 else "failed"
@@ -258,8 +343,11 @@ def where(model) -> dict:
     """Where the model's parameters are (all of them: one stray part on the CPU would show)."""
     devices = sorted({str(p.device) for p in model.parameters()})
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
-    return {"parameter_devices": devices, "parameter_dtypes": dtypes,
-            "on_gpu": all(d.startswith("cuda") for d in devices)}  # fmt: skip
+    return {
+        "parameter_devices": devices,
+        "parameter_dtypes": dtypes,
+        "on_gpu": all(d.startswith("cuda") for d in devices),
+    }
 
 
 def loaded_packages() -> list[str]:
@@ -282,8 +370,9 @@ def seven_b(part: Part):
     """llava-7b (the shallow model under --tiny) with random weights in bf16 on the part's device."""
     import torch
 
-    from mqt_llava.config import ModelSpec, load_config, model_config_path
+    from mqt_llava.config import load_config, model_config_path
     from mqt_llava.model.builder import build_model
+    from mqt_llava.model.spec import ModelSpec
 
     spec = ModelSpec.model_validate(SHALLOW) if part.tiny else load_config(ModelSpec, model_config_path("llava-7b"))
     started = time.perf_counter()
@@ -313,8 +402,17 @@ def part_env(part: Part, prepared: Path) -> None:
     import torch
 
     versions = {}
-    for name in ("torch", "transformers", "deepspeed", "pydantic", "accelerate", "safetensors", "tokenizers",
-                 "pyarrow", "mqt-llava"):  # fmt: skip
+    for name in (
+        "torch",
+        "transformers",
+        "deepspeed",
+        "pydantic",
+        "accelerate",
+        "safetensors",
+        "tokenizers",
+        "pyarrow",
+        "mqt-llava",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     part.put("python", platform.python_version())
@@ -323,8 +421,15 @@ def part_env(part: Part, prepared: Path) -> None:
     part.put("cuda_available", cuda)
     if cuda:
         props = torch.cuda.get_device_properties(0)
-        part.put("gpu", {"name": props.name, "memory_gib": props.total_memory / GIB,
-                         "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda})  # fmt: skip
+        part.put(
+            "gpu",
+            {
+                "name": props.name,
+                "memory_gib": props.total_memory / GIB,
+                "capability": f"{props.major}.{props.minor}",
+                "cuda": torch.version.cuda,
+            },
+        )
     part.put("disk_free_gib", shutil.disk_usage(tempfile.gettempdir()).free / GIB)
     part.put("ds_accelerator_env", os.environ.get("DS_ACCELERATOR"))
     import deepspeed  # a clean process: what DeepSpeed selects on this machine left to itself
@@ -339,9 +444,24 @@ def part_torchrun(part: Part, prepared: Path) -> None:
     # Fresh (the same run name again would resume), in the run's work folder (removed after the run).
     runs = Path(tempfile.mkdtemp(prefix="runs-", dir=part.path.parent))
     probe = part.path.with_suffix(".probe.json")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", str(SCRIPT), "rank",
-               "--probe", str(probe), "--", "--config", "stage2.yaml", "--storage", str(runs), "--name",
-               "gpu-check"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "1",
+        str(SCRIPT),
+        "rank",
+        "--probe",
+        str(probe),
+        "--",
+        "--config",
+        "stage2.yaml",
+        "--storage",
+        str(runs),
+        "--name",
+        "gpu-check",
+    ]
     started = time.perf_counter()
     # The job runs in the prepared folder: the import path must not depend on the working directory.
     paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -354,8 +474,16 @@ def part_torchrun(part: Part, prepared: Path) -> None:
     rank = json.loads(probe.read_text()) if probe.exists() else {}
     part.put("rank", rank)
     finite = all(math.isfinite(x) for x in losses)
-    part.put("loop", {"returncode": done.returncode, "seconds": round(time.perf_counter() - started, 1),
-                      "losses": losses, "finite": finite, "falling": last < first})  # fmt: skip
+    part.put(
+        "loop",
+        {
+            "returncode": done.returncode,
+            "seconds": round(time.perf_counter() - started, 1),
+            "losses": losses,
+            "finite": finite,
+            "falling": last < first,
+        },
+    )
     problems = []
     if done.returncode:
         problems.append(f"torchrun exit status {done.returncode}")
@@ -363,8 +491,9 @@ def part_torchrun(part: Part, prepared: Path) -> None:
         problems.append(f"loss not finite and falling over {len(losses)} steps ({first:.3f} -> {last:.3f})")
     expected = "cpu" if part.tiny else "cuda"
     if rank.get("deepspeed_accelerator") != expected or not rank.get("engine_device", "").startswith(expected):
-        problems.append(f"DeepSpeed took {rank.get('deepspeed_accelerator')} / {rank.get('engine_device')}, "
-                        f"not {expected}")  # fmt: skip
+        problems.append(
+            f"DeepSpeed took {rank.get('deepspeed_accelerator')} / {rank.get('engine_device')}, not {expected}"
+        )
     if rank.get("on_gpu") != (not part.tiny):
         problems.append(f"parameters on {rank.get('parameter_devices')}")
     if problems:
@@ -385,10 +514,14 @@ def rank_main(probe: Path, argv: list[str]) -> None:
 
         setup(self, model, plan)
         engine = self.engine
-        seen = {"deepspeed_accelerator": deepspeed_accelerator(), "engine_device": str(engine.device),
-                "dist_backend": dist.get_backend() if dist.is_initialized() else None,
-                "strategy_accelerator": getattr(self, "accelerator", None),  # what the strategy reports
-                "ds_accelerator_env": os.environ.get("DS_ACCELERATOR"), "packages": loaded_packages()}  # fmt: skip
+        seen = {
+            "deepspeed_accelerator": deepspeed_accelerator(),
+            "engine_device": str(engine.device),
+            "dist_backend": dist.get_backend() if dist.is_initialized() else None,
+            "strategy_accelerator": getattr(self, "accelerator", None),  # what the strategy reports
+            "ds_accelerator_env": os.environ.get("DS_ACCELERATOR"),
+            "packages": loaded_packages(),
+        }
         # Under ZeRO-3 a parameter is a partition, held where DeepSpeed put it: that is the device read.
         seen |= where(engine.module)
         probe.write_text(json.dumps(seen, indent=2))
@@ -427,9 +560,16 @@ def part_inference(part: Part, prepared: Path) -> None:
             before = part.reset_peak()
             seconds = part.median_s(lambda: engine.decode(batch, m, new_tokens, min_new_tokens=new_tokens))  # noqa: B023
             peak = part.peak()
-            row = {"connector": name, "visual_tokens": m, "batch": batch_size, "new_tokens": new_tokens,
-                   "seconds": seconds, "tokens_per_s": batch_size * new_tokens / seconds,
-                   "peak_gib": peak / GIB, "peak_over_weights_gib": (peak - before) / GIB}  # fmt: skip
+            row = {
+                "connector": name,
+                "visual_tokens": m,
+                "batch": batch_size,
+                "new_tokens": new_tokens,
+                "seconds": seconds,
+                "tokens_per_s": batch_size * new_tokens / seconds,
+                "peak_gib": peak / GIB,
+                "peak_over_weights_gib": (peak - before) / GIB,
+            }
             part.append("generate", row)
             print(f"generate {row}", flush=True)
     model.connector = mqt
@@ -446,14 +586,23 @@ def part_inference(part: Part, prepared: Path) -> None:
         for name, connector, m in [("MLP", mlp, grid)] + [("MQT", mqt, m) for m in budgets]:
             model.connector = connector
             with torch.inference_mode():
-                timed[(name, m)] = part.median_s(functools.partial(
-                    model, input_ids=ids, pixel_values=pixels, num_visual_tokens=m, logits_to_keep=1
-                ))  # fmt: skip
+                timed[(name, m)] = part.median_s(
+                    functools.partial(model, input_ids=ids, pixel_values=pixels, num_visual_tokens=m, logits_to_keep=1)
+                )
         base = timed[("MLP", grid)]
         for (name, m), seconds in timed.items():
             predicted = baseline / (baseline if name == "MLP" else flops.at_budget(m, 64).total)
-            part.append("prefill", {"batch": batch_size, "connector": name, "visual_tokens": m, "ms": 1000 * seconds,
-                                    "speedup_measured": base / seconds, "speedup_flops": predicted})  # fmt: skip
+            part.append(
+                "prefill",
+                {
+                    "batch": batch_size,
+                    "connector": name,
+                    "visual_tokens": m,
+                    "ms": 1000 * seconds,
+                    "speedup_measured": base / seconds,
+                    "speedup_flops": predicted,
+                },
+            )
     model.connector = mqt
     if not part.tiny and not where(model)["on_gpu"]:
         part.put("error", "the model's parameters are not all on the GPU")
@@ -461,9 +610,10 @@ def part_inference(part: Part, prepared: Path) -> None:
 
 def part_memory(part: Part, prepared: Path) -> None:
     """One stage-2 forward and backward with gradient checkpointing at the stage's longest sequence."""
-    from mqt_llava.config import StageSpec, load_config
+    from mqt_llava.config import load_config
     from mqt_llava.model.stages import configure_trainable
     from mqt_llava.train.memory import ModelCounts, activation_lines
+    from mqt_llava.train.spec import StageSpec
 
     model, spec = seven_b(part)
     length = spec.max_length if part.tiny else (load_config(StageSpec, "llava-7b/stage2").max_length or spec.max_length)
@@ -485,10 +635,19 @@ def part_memory(part: Part, prepared: Path) -> None:
         peak = part.peak()
         planned = sum(line.bytes for line in activation_lines(counts, micro, length, True))
         measured = peak - before - trained  # what the step added beyond the weights, less the gradients it kept
-        part.append("steps", {"micro_batch": micro, "tokens": micro * length, "loss": loss, "peak_gib": peak / GIB,
-                              "weights_gib": params / GIB, "gradients_gib": trained / GIB,
-                              "activations_measured_gib": measured / GIB,
-                              "activations_planned_gib": planned / GIB})  # fmt: skip
+        part.append(
+            "steps",
+            {
+                "micro_batch": micro,
+                "tokens": micro * length,
+                "loss": loss,
+                "peak_gib": peak / GIB,
+                "weights_gib": params / GIB,
+                "gradients_gib": trained / GIB,
+                "activations_measured_gib": measured / GIB,
+                "activations_planned_gib": planned / GIB,
+            },
+        )
         if not math.isfinite(loss):
             part.put("error", f"loss {loss} at micro-batch {micro}")
             return
@@ -529,11 +688,24 @@ def synthetic_official(part: Part, spec, root: Path) -> dict:
     vision = CLIPVisionConfig(**dict(spec.vision_tower.architecture))
     width, M = vision.hidden_size, spec.connector.num_queries
     side = math.isqrt(M)
-    shapes |= {f"model.query_abstractor.{k}": s for k, s in {
-        "query": (M, width), "pos_embed": (M, width), "attn.in_proj_weight": (3 * width, width),
-        "attn.in_proj_bias": (3 * width,), "attn.out_proj.weight": (width, width), "attn.out_proj.bias": (width,),
-        "ln_q.weight": (width,), "ln_q.bias": (width,), "ln_k.weight": (width,), "ln_k.bias": (width,),
-        "ln_v.weight": (width,), "ln_v.bias": (width,), "proj": (width, llama.hidden_size)}.items()}  # fmt: skip
+    shapes |= {
+        f"model.query_abstractor.{k}": s
+        for k, s in {
+            "query": (M, width),
+            "pos_embed": (M, width),
+            "attn.in_proj_weight": (3 * width, width),
+            "attn.in_proj_bias": (3 * width,),
+            "attn.out_proj.weight": (width, width),
+            "attn.out_proj.bias": (width,),
+            "ln_q.weight": (width,),
+            "ln_q.bias": (width,),
+            "ln_k.weight": (width,),
+            "ln_k.bias": (width,),
+            "ln_v.weight": (width,),
+            "ln_v.bias": (width,),
+            "proj": (width, llama.hidden_size),
+        }.items()
+    }
     generator = torch.Generator(part.device).manual_seed(0)
     state = {}
     for key, shape in shapes.items():
@@ -547,10 +719,16 @@ def synthetic_official(part: Part, spec, root: Path) -> dict:
     checkpoint = root / "checkpoint"
     checkpoint.mkdir()
     huggingface_hub.save_torch_state_dict(state, checkpoint, max_shard_size="5GB")
-    config = llama.to_dict() | {"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama",
-                                "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_vision_select_layer": -2,
-                                "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad",
-                                "tokenizer_model_max_length": 2048, "torch_dtype": "float16"}  # fmt: skip
+    config = llama.to_dict() | {
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "model_type": "llava_llama",
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "image_aspect_ratio": "pad",
+        "tokenizer_model_max_length": 2048,
+        "torch_dtype": "float16",
+    }
     (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
     byte_level_tokenizer().save_pretrained(checkpoint)
     tower = root / "clip"
@@ -566,16 +744,23 @@ def part_import(part: Part, prepared: Path) -> None:
     """The importer's public entry on a synthetic official checkpoint; every key accounted for."""
     import torch
 
-    from mqt_llava.config import ModelSpec, load_config, model_config_path
+    from mqt_llava.config import load_config, model_config_path
     from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
     from mqt_llava.model.official import import_official
+    from mqt_llava.model.spec import ModelSpec
 
     spec = ModelSpec.model_validate(SHALLOW) if part.tiny else load_config(ModelSpec, model_config_path("llava-7b"))
     root = Path(tempfile.mkdtemp(prefix="import-", dir=part.path.parent))  # 30 GB at 7B: removed after the run
     started = time.perf_counter()
     state = synthetic_official(part, spec, root)
-    part.put("checkpoint", {"keys": len(state), "parameters": sum(v.numel() for v in state.values()),
-                            "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+    part.put(
+        "checkpoint",
+        {
+            "keys": len(state),
+            "parameters": sum(v.numel() for v in state.values()),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    )
     started = time.perf_counter()
     import_official(root / "checkpoint", root / "export", vision_tower=str(root / "clip"))
     part.put("import_seconds", round(time.perf_counter() - started, 1))
@@ -599,9 +784,16 @@ def part_import(part: Part, prepared: Path) -> None:
     ours = [p.detach().float().flatten() for p in model.connector.parameters()]
     official_values, our_values = torch.cat(official).sort().values, torch.cat(ours).sort().values
     consumed = official_values.shape == our_values.shape and bool(torch.equal(official_values, our_values))
-    part.put("keys", {"llama_missing": missing[:5], "llama_wrong_shape": wrong_shape[:5], "llama_unequal": unequal[:5],
-                      "connector_values": [official_values.numel(), our_values.numel()],
-                      "connector_consumed": consumed})  # fmt: skip
+    part.put(
+        "keys",
+        {
+            "llama_missing": missing[:5],
+            "llama_wrong_shape": wrong_shape[:5],
+            "llama_unequal": unequal[:5],
+            "connector_values": [official_values.numel(), our_values.numel()],
+            "connector_consumed": consumed,
+        },
+    )
     del llama, state
     model = model.to(part.device, torch.bfloat16).eval()
     ids, pixels = model_inputs(model, 1, 16, part.device)
@@ -609,8 +801,11 @@ def part_import(part: Part, prepared: Path) -> None:
         logits = model(input_ids=ids, pixel_values=pixels, num_visual_tokens=16).logits
     finite = bool(torch.isfinite(logits).all())
     part.put("forward", {"logits_shape": list(logits.shape), "finite": finite} | where(model))
-    problems = [f"{len(v)} Llama keys {what}" for what, v in (("missing", missing), ("of another shape", wrong_shape),
-                                                               ("unequal", unequal)) if v]  # fmt: skip
+    problems = [
+        f"{len(v)} Llama keys {what}"
+        for what, v in (("missing", missing), ("of another shape", wrong_shape), ("unequal", unequal))
+        if v
+    ]
     if not consumed:
         problems.append("the connector's parameters are not the official abstractor's values")
     if not finite:
@@ -621,8 +816,13 @@ def part_import(part: Part, prepared: Path) -> None:
         part.put("error", "; ".join(problems))
 
 
-PART_FUNCTIONS = {"env": part_env, "torchrun": part_torchrun, "inference": part_inference, "memory": part_memory,
-                  "import": part_import}  # fmt: skip
+PART_FUNCTIONS = {
+    "env": part_env,
+    "torchrun": part_torchrun,
+    "inference": part_inference,
+    "memory": part_memory,
+    "import": part_import,
+}
 
 
 def part_main(name: str, prepared: Path, record: Path, tiny: bool) -> int:

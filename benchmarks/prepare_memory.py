@@ -44,8 +44,20 @@ def tree_rss(process: psutil.Process) -> tuple[int, int]:
 
 def measure(json_path: Path, image_root: Path, output: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    command = [sys.executable, "pipelines/prepare_llava.py", "--json", str(json_path), "--image-root",
-               str(image_root), "--template", "vicuna_v1", "--output", str(output), "--shard-mb", "64"]  # fmt: skip
+    command = [
+        sys.executable,
+        "pipelines/prepare_llava.py",
+        "--json",
+        str(json_path),
+        "--image-root",
+        str(image_root),
+        "--template",
+        "vicuna_v1",
+        "--output",
+        str(output),
+        "--shard-mb",
+        "64",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -61,9 +73,13 @@ def measure(json_path: Path, image_root: Path, output: Path) -> dict:
         raise SystemExit(f"prepare_llava failed:\n{out[-3000:]}")
     summary = json.loads((output / "summary.json").read_text())
     return dict(
-        records=summary["read"], written=summary["written"], json_mb=json_path.stat().st_size / 2**20,
-        seconds=time.perf_counter() - start, driver_mb=peak_driver / 2**20, tree_mb=peak_tree / 2**20,
-    )  # fmt: skip
+        records=summary["read"],
+        written=summary["written"],
+        json_mb=json_path.stat().st_size / 2**20,
+        seconds=time.perf_counter() - start,
+        driver_mb=peak_driver / 2**20,
+        tree_mb=peak_tree / 2**20,
+    )
 
 
 def main() -> None:
@@ -91,8 +107,10 @@ def main() -> None:
             f"peak RSS driver {result['driver_mb']:6.0f} MB, whole tree {result['tree_mb']:6.0f} MB"
         )
     growth = rows[1]["records"] / rows[0]["records"]
-    print(f"input x{growth:.1f} -> driver peak x{rows[1]['driver_mb'] / rows[0]['driver_mb']:.2f}, "
-          f"tree peak x{rows[1]['tree_mb'] / rows[0]['tree_mb']:.2f}")  # fmt: skip
+    print(
+        f"input x{growth:.1f} -> driver peak x{rows[1]['driver_mb'] / rows[0]['driver_mb']:.2f}, "
+        f"tree peak x{rows[1]['tree_mb'] / rows[0]['tree_mb']:.2f}"
+    )
 
 
 if __name__ == "__main__":

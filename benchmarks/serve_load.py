@@ -47,7 +47,8 @@ import requests
 from cpu_account import DRIVER, CpuSampler
 from ray import serve
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.config import load_config, preset_path
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.world import SHORT_ANSWER, ask, random_scene, record_rng, render_scene
 
@@ -114,8 +115,9 @@ def bodies(n: int) -> list[dict]:
     return out
 
 
-def drive(url: str, model: str | list[str], phases: list[tuple[int, float]], payloads: list[dict],
-          stream_every: int = 0) -> list[Sample]:  # fmt: skip
+def drive(
+    url: str, model: str | list[str], phases: list[tuple[int, float]], payloads: list[dict], stream_every: int = 0
+) -> list[Sample]:
     """Closed-loop clients: during each (clients, seconds) phase, that many threads each send one
     request after another (the threads beyond a phase's count wait for a later phase). A list of
     models is cycled through request by request; with stream_every = k, every k-th request streams."""
@@ -171,15 +173,22 @@ def summarise(samples: list[Sample], seconds: float) -> dict:
     done = sorted(s.latency for s in samples if s.ok)
     mix = Counter(s.tier for s in samples if s.ok)
     return {
-        "requests": len(done), "errors": sum(not s.ok for s in samples), "throughput": len(done) / seconds,
-        "p50": statistics.median(done) if done else float("nan"), "p90": quantile(done, 0.9),
-        "p99": quantile(done, 0.99), "mix": {tier: n / len(done) for tier, n in mix.most_common()} if done else {},
-    }  # fmt: skip
+        "requests": len(done),
+        "errors": sum(not s.ok for s in samples),
+        "throughput": len(done) / seconds,
+        "p50": statistics.median(done) if done else float("nan"),
+        "p90": quantile(done, 0.9),
+        "p99": quantile(done, 0.99),
+        "mix": {tier: n / len(done) for tier, n in mix.most_common()} if done else {},
+    }
 
 
 def report(label: str, clients: int, row: dict) -> None:
-    print(f"{label:>10} C={clients:<3} {row['throughput']:7.2f} req/s  p50 {row['p50']:6.2f}s  "
-          f"p99 {row['p99']:6.2f}s  requests {row['requests']:5d}  errors {row['errors']}", flush=True)  # fmt: skip
+    print(
+        f"{label:>10} C={clients:<3} {row['throughput']:7.2f} req/s  p50 {row['p50']:6.2f}s  "
+        f"p99 {row['p99']:6.2f}s  requests {row['requests']:5d}  errors {row['errors']}",
+        flush=True,
+    )
 
 
 def model_export(model: Path | None, overrides: list[str] | None) -> Path:
@@ -272,10 +281,14 @@ def uss_gib(pids: list[int]) -> float:
 # The batching variants, all deployed at once on the 2 logical CPUs: 0.25 + 0.5 + 0.5, and 0.25 + 0.5.
 BATCHED = {"replica_cpus": 0.5, "torch_threads": 2, "batch_wait_timeout_s": 0.05}
 BATCHING_APPS = {
-    "per-tier": {"tiers": [{"name": "batched", "visual_tokens": "M", "max_batch_size": 8} | BATCHED,
-                           {"name": "single", "visual_tokens": "M", "max_batch_size": 1} | BATCHED]},
+    "per-tier": {
+        "tiers": [
+            {"name": "batched", "visual_tokens": "M", "max_batch_size": 8} | BATCHED,
+            {"name": "single", "visual_tokens": "M", "max_batch_size": 1} | BATCHED,
+        ]
+    },
     "in-ingress": {"tiers": [{"name": "batched", "visual_tokens": "M"}], "shared": {"max_batch_size": 8} | BATCHED},
-}  # fmt: skip
+}
 BATCHING_VARIANTS = {  # variant: (application, model id); "engine" is the engine in this process
     "engine": (None, None),
     "in-ingress": ("in-ingress", "batched"),  # proxy -> ingress holding the model
@@ -339,8 +352,10 @@ def batching(args, export: Path, payloads: list[dict]) -> None:
         kinds = {k for row in cpu[name] for k in row}
         per = {k: statistics.median(row.get(k, 0.0) for row in cpu[name]) for k in kinds}
         listed = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
-        print(f"{name:>10} {statistics.median(values):7.1f} {statistics.median(ratios):>12.2f} "
-              f"[{min(ratios):.2f}, {max(ratios):.2f}]  total {sum(per.values()):.1f}: {listed}")  # fmt: skip
+        print(
+            f"{name:>10} {statistics.median(values):7.1f} {statistics.median(ratios):>12.2f} "
+            f"[{min(ratios):.2f}, {max(ratios):.2f}]  total {sum(per.values()):.1f}: {listed}"
+        )
     gain = engine / statistics.median(one_at_a_time)
     served = statistics.median(b / s for b, s in zip(rates["per-tier"], rates["single"], strict=True))
     print(
@@ -354,8 +369,10 @@ def batching(args, export: Path, payloads: list[dict]) -> None:
 
 
 def load(args, export: Path, payloads: list[dict]) -> None:
-    tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
-             for n, m in (("fast", 4), ("balanced", 16), ("full", "M"))]  # fmt: skip
+    tiers = [
+        {"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
+        for n, m in (("fast", 4), ("balanced", 16), ("full", "M"))
+    ]
     url = start(export, tiers, access_log=args.access_log)
     for tier in ("fast", "balanced", "full"):
         drive(url, tier, [(8, args.warmup)], payloads)
@@ -364,15 +381,19 @@ def load(args, export: Path, payloads: list[dict]) -> None:
 
 
 def auto(args, export: Path, payloads: list[dict]) -> None:
-    tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
-             for n, m in (("fast", 16), ("balanced", 64), ("full", "M"))]  # fmt: skip
+    tiers = [
+        {"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
+        for n, m in (("fast", 16), ("balanced", 64), ("full", "M"))
+    ]
     policy = {"target_latency_s": args.target, "cooldown_s": args.cooldown}
     url = start(export, tiers, policy, args.access_log)
     for tier in ("fast", "balanced", "full"):
         drive(url, tier, [(4, args.warmup)], payloads)
     phases = [(c, args.phase_seconds) for c in args.step]
-    print(f"load step: {' -> '.join(str(c) for c in args.step)} clients, {args.phase_seconds:.0f} s each; "
-          f"target {args.target} s, cooldown {args.cooldown} s")  # fmt: skip
+    print(
+        f"load step: {' -> '.join(str(c) for c in args.step)} clients, {args.phase_seconds:.0f} s each; "
+        f"target {args.target} s, cooldown {args.cooldown} s"
+    )
     runs = {model: drive(url, model, phases, payloads) for model in ("full", "auto")}
     print(f"{'model':>6} {'phase':>5} {'clients':>7} {'req/s':>7} {'p50':>6} {'p90':>6} {'> target':>8}  budget mix")
     for model, samples in runs.items():
@@ -381,8 +402,10 @@ def auto(args, export: Path, payloads: list[dict]) -> None:
             row = summarise([s for s in samples if lo <= s.start < hi], seconds)
             over = [s.latency > args.target for s in samples if lo <= s.start < hi and s.ok]
             mix = ", ".join(f"{t} {share:.0%}" for t, share in row["mix"].items())
-            print(f"{model:>6} {p + 1:>5} {clients:>7} {row['throughput']:7.1f} {row['p50']:5.2f}s {row['p90']:5.2f}s "
-                  f"{sum(over) / max(len(over), 1):8.0%}  {mix}  (errors {row['errors']})")  # fmt: skip
+            print(
+                f"{model:>6} {p + 1:>5} {clients:>7} {row['throughput']:7.1f} {row['p50']:5.2f}s {row['p90']:5.2f}s "
+                f"{sum(over) / max(len(over), 1):8.0%}  {mix}  (errors {row['errors']})"
+            )
     from mqt_llava.model.export import max_visual_tokens
 
     budgets = {"fast": 16, "balanced": 64, "full": max_visual_tokens(export)}
@@ -394,25 +417,32 @@ MIXED = (("fast", 4), ("balanced", 16), ("full", "M"))
 
 
 def stream(args, export: Path, payloads: list[dict]) -> None:
-    tiers = [{"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8}
-             for n, m in MIXED]  # fmt: skip
+    tiers = [
+        {"name": n, "visual_tokens": m, "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 8} for n, m in MIXED
+    ]
     url = start(export, tiers, access_log=args.access_log)
     names = [n for n, _ in MIXED]
     drive(url, names, [(8, args.warmup)], payloads, stream_every=2)
     samples = drive(url, names, [(32, args.seconds)], payloads, stream_every=2)
-    print(f"32 clients, {args.seconds:.0f} s, tiers cycled per request, every other request streamed "
-          f"(max_tokens {payloads[0]['max_tokens']}):")  # fmt: skip
+    print(
+        f"32 clients, {args.seconds:.0f} s, tiers cycled per request, every other request streamed "
+        f"(max_tokens {payloads[0]['max_tokens']}):"
+    )
     print(f"{'tier':>9} {'stream':>6} {'answers':>7} {'p50':>6} {'p99':>6} {'ttft p50':>8} {'ttft p99':>8}")
     for tier in names:
         for streamed in (False, True):
             ok = [s for s in samples if s.ok and s.stream == streamed and s.tier == tier]
             lat, ttft = sorted(s.latency for s in ok), sorted(s.first_token for s in ok)
-            print(f"{tier:>9} {str(streamed).lower():>6} {len(ok):>7} {quantile(lat, 0.5):5.2f}s "
-                  f"{quantile(lat, 0.99):5.2f}s {quantile(ttft, 0.5):7.2f}s {quantile(ttft, 0.99):7.2f}s")  # fmt: skip
+            print(
+                f"{tier:>9} {str(streamed).lower():>6} {len(ok):>7} {quantile(lat, 0.5):5.2f}s "
+                f"{quantile(lat, 0.99):5.2f}s {quantile(ttft, 0.5):7.2f}s {quantile(ttft, 0.99):7.2f}s"
+            )
     errors = {mode: sum(not s.ok for s in samples if s.stream == mode) for mode in (False, True)}
     rate = sum(s.ok for s in samples) / args.seconds
-    print(f"errors (goal 0): {errors[False]} not streamed, {errors[True]} streamed, of {len(samples)} requests; "
-          f"{rate:.1f} answers/s")  # fmt: skip
+    print(
+        f"errors (goal 0): {errors[False]} not streamed, {errors[True]} streamed, of {len(samples)} requests; "
+        f"{rate:.1f} answers/s"
+    )
 
 
 def shared(args, export: Path, payloads: list[dict]) -> None:
@@ -423,8 +453,10 @@ def shared(args, export: Path, payloads: list[dict]) -> None:
     replica = {"replica_cpus": 0.25, "torch_threads": 1, "max_batch_size": 8}
     tiers = [{"name": n, "visual_tokens": m} | replica for n, m in MIXED]
     one = replica | {"replica_cpus": 0.5, "torch_threads": 2}  # the cores the three tiers' threads would share
-    apps = {"per-tier": {"model": str(export), "tiers": tiers}, "shared": {"model": str(export), "tiers": tiers,
-                                                                           "shared": one}}  # fmt: skip
+    apps = {
+        "per-tier": {"model": str(export), "tiers": tiers},
+        "shared": {"model": str(export), "tiers": tiers, "shared": one},
+    }
     init_ray()
     url = start_apps(apps, build, args.access_log)
     names = [n for n, _ in MIXED]
@@ -435,16 +467,21 @@ def shared(args, export: Path, payloads: list[dict]) -> None:
         for app in apps if r % 2 == 0 else reversed(apps):
             rows[app].append(summarise(drive(f"{url}/{app}", names, [(8, args.seconds)], payloads), args.seconds))
             row = rows[app][-1]
-            print(f"round {r + 1}: {app:>8} {row['throughput']:6.1f} req/s  p50 {row['p50']:.3f} s  "
-                  f"errors {row['errors']}", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1}: {app:>8} {row['throughput']:6.1f} req/s  p50 {row['p50']:.3f} s  "
+                f"errors {row['errors']}",
+                flush=True,
+            )
     pids = {app: app_pids(app) for app in apps}
     memory = {app: uss_gib(pids[app]) for app in apps}
     print(f"\n{'deployment':>10} {'processes':>9} {'USS':>9} {'req/s (median, range)':>24} {'p50':>7} {'p99':>7}")
     for app in apps:
         rates = [row["throughput"] for row in rows[app]]
-        print(f"{app:>10} {len(pids[app]):>9} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
-              f"[{min(rates):.1f}, {max(rates):.1f}] {statistics.median(r['p50'] for r in rows[app]):6.3f}s "
-              f"{statistics.median(r['p99'] for r in rows[app]):6.3f}s")  # fmt: skip
+        print(
+            f"{app:>10} {len(pids[app]):>9} {memory[app]:7.2f} GiB {statistics.median(rates):8.1f} "
+            f"[{min(rates):.1f}, {max(rates):.1f}] {statistics.median(r['p50'] for r in rows[app]):6.3f}s "
+            f"{statistics.median(r['p99'] for r in rows[app]):6.3f}s"
+        )
     ratio = statistics.median(r["throughput"] for r in rows["shared"]) / statistics.median(
         r["throughput"] for r in rows["per-tier"]
     )
@@ -486,8 +523,11 @@ def plot_auto(runs: dict[str, list[Sample]], phases, target: float, budgets: dic
     for (model, samples), colour in zip(runs.items(), ("tab:red", "tab:blue"), strict=True):
         ok = [s for s in samples if s.ok]
         top.scatter([s.start for s in ok], [s.latency for s in ok], s=3, alpha=0.25, color=colour)
-        medians = [(b + width / 2, statistics.median(x)) for b in bins
-                   if (x := [s.latency for s in ok if b <= s.start < b + width])]  # fmt: skip
+        medians = [
+            (b + width / 2, statistics.median(x))
+            for b in bins
+            if (x := [s.latency for s in ok if b <= s.start < b + width])
+        ]
         top.plot(*zip(*medians, strict=True), color=colour, label=f"model={model} (median per {width:.0f} s)")
     top.axhline(target, color="black", ls="--", lw=1, label=f"target {target} s")
     top.set_ylabel("latency (s)")
@@ -500,8 +540,12 @@ def plot_auto(runs: dict[str, list[Sample]], phases, target: float, budgets: dic
         window = [s.tier for s in ok if b <= s.start < b + width]
         for tier in budgets:
             shares[tier].append(window.count(tier) / len(window) if window else 0.0)
-    bottom.stackplot([b + width / 2 for b in bins], *shares.values(),
-                     labels=[f"{tier} (m={m})" for tier, m in budgets.items()], alpha=0.8)  # fmt: skip
+    bottom.stackplot(
+        [b + width / 2 for b in bins],
+        *shares.values(),
+        labels=[f"{tier} (m={m})" for tier, m in budgets.items()],
+        alpha=0.8,
+    )
     bottom.set_ylabel("auto: share of requests")
     bottom.set_xlabel("seconds")
     bottom.set_xlim(0, end)
@@ -522,9 +566,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--clients", type=int, default=16, help="batching: concurrent clients")
     parser.add_argument("--rounds", type=int, default=4, help="batching, shared: alternating rounds per variant")
-    parser.add_argument("--random-init", nargs="*", metavar="OVERRIDE",
-                        help="serve a random-weight tiny-preset variant with these overrides (auto's default: "
-                             f"{' '.join(AUTO_MODEL)}); no value: the quickstart's export")  # fmt: skip
+    parser.add_argument(
+        "--random-init",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="serve a random-weight tiny-preset variant with these overrides (auto's default: "
+        f"{' '.join(AUTO_MODEL)}); no value: the quickstart's export",
+    )
     parser.add_argument(
         "--no-access-log",
         dest="access_log",

@@ -53,9 +53,10 @@ from ray.data import DataContext
 from synthetic_shards import RANDOM_INIT, prepared_shards, synthetic_shards
 from transformers import get_cosine_schedule_with_warmup
 
-from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
+from mqt_llava.config import load_config, prefixed, preset_path
 from mqt_llava.data.samples import LlavaCollate
 from mqt_llava.model.builder import load_tokenizer
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.corpus import INSTRUCT_JSON
 from mqt_llava.tracking import RUN_NAME_TAG
@@ -104,11 +105,17 @@ def workload(quickstart: Path | None, root: Path) -> tuple[str, list[str], str]:
 
 def stage_run(shards: str, model: list[str], root: Path, name: str, args) -> StageRun:
     overrides = [
-        f"data={shards}", "init_from=null", f"max_steps={args.steps}", f"checkpoint_every={10 * args.steps}",
-        f"log_every={args.steps}", "tracking.log_export=false", *args.set,
-    ]  # fmt: skip
-    return resolve_run(preset_path("tiny", "stage2"), overrides + prefixed("model", model), name=name,
-                       storage=str(root / "runs"))  # fmt: skip
+        f"data={shards}",
+        "init_from=null",
+        f"max_steps={args.steps}",
+        f"checkpoint_every={10 * args.steps}",
+        f"log_every={args.steps}",
+        "tracking.log_export=false",
+        *args.set,
+    ]
+    return resolve_run(
+        preset_path("tiny", "stage2"), overrides + prefixed("model", model), name=name, storage=str(root / "runs")
+    )
 
 
 def pipeline(run: StageRun):
@@ -196,8 +203,11 @@ def platform(run: StageRun) -> Trace:
         return sorted(client.get_metric_history(found.info.run_id, key), key=lambda m: m.step)
 
     rates, losses = history("samples_per_s"), history("loss")
-    return Trace([run.stage.global_batch_size / m.value for m in rates], [m.value for m in losses],
-                 [m.timestamp / 1000 for m in rates])  # fmt: skip
+    return Trace(
+        [run.stage.global_batch_size / m.value for m in rates],
+        [m.value for m in losses],
+        [m.timestamp / 1000 for m in rates],
+    )
 
 
 def pad_id(run: StageRun) -> int:
@@ -228,19 +238,24 @@ def main() -> None:
         shards, model, what = workload(args.quickstart, root)
         base = stage_run(shards, model, root, "bare", args)
         stage = base.stage
-        print(f"workload: {what}; {args.steps} steps of {stage.global_batch_size} samples ("
-              f"{stage.gradient_accumulation_steps} x {stage.micro_batch_size}), grouped by modality: "
-              f"{stage.group_by_modality}, ZeRO-{stage.zero_stage}, {stage.resources.torch_threads} threads",
-              flush=True)  # fmt: skip
+        print(
+            f"workload: {what}; {args.steps} steps of {stage.global_batch_size} samples ("
+            f"{stage.gradient_accumulation_steps} x {stage.micro_batch_size}), grouped by modality: "
+            f"{stage.group_by_modality}, ZeRO-{stage.zero_stage}, {stage.resources.torch_threads} threads",
+            flush=True,
+        )
         needed = args.steps * stage.gradient_accumulation_steps
         start = time.perf_counter()
         with contextlib.closing(platform_batches(base, pad_id(base), materialized=True)) as stream:
             in_memory = list(itertools.islice(stream, needed))
         tokens = sum(int(b["attention_mask"].sum()) for b in in_memory)
         padded = sum(b["attention_mask"].numel() for b in in_memory)
-        print(f"batches: {needed} micro-batches collated in memory in {time.perf_counter() - start:.1f} s; "
-              f"{tokens / (needed * stage.micro_batch_size):.0f} text tokens per sample, "
-              f"{1 - tokens / padded:.1%} padding", flush=True)  # fmt: skip
+        print(
+            f"batches: {needed} micro-batches collated in memory in {time.perf_counter() - start:.1f} s; "
+            f"{tokens / (needed * stage.micro_batch_size):.0f} text tokens per sample, "
+            f"{1 - tokens / padded:.1%} padding",
+            flush=True,
+        )
         everything = {
             "bare": lambda run: bare_loop(run, lambda pad: (batch for batch in in_memory)),
             "deepspeed": lambda run: deepspeed_loop(run, in_memory),
@@ -263,11 +278,13 @@ def main() -> None:
                     covered[name] += span
                     for kind, used in cores.items():
                         cpu[name][kind] += used * span
-                    print(f"round {r + 1}/{args.rounds} {name}: {stage.global_batch_size / seconds[name][-1]:.2f} "
-                          f"samples/s (median step {seconds[name][-1]:.3f} s), final loss {trace.losses[-1]:.4f}; "
-                          f"{cores.get(arithmetic(name), 0):.2f} cores to the arithmetic, "
-                          f"{sum(cores.values()):.2f} in all",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"round {r + 1}/{args.rounds} {name}: {stage.global_batch_size / seconds[name][-1]:.2f} "
+                        f"samples/s (median step {seconds[name][-1]:.3f} s), final loss {trace.losses[-1]:.4f}; "
+                        f"{cores.get(arithmetic(name), 0):.2f} cores to the arithmetic, "
+                        f"{sum(cores.values()):.2f} in all",
+                        flush=True,
+                    )
 
     gaps = {name: max(abs(a - b) for a, b in zip(loss, losses["bare"], strict=True)) for name, loss in losses.items()}
     print(f"\nlosses: per-step difference from the bare loop at most {json.dumps(gaps)} (tolerance {LOSS_TOLERANCE})")
@@ -275,21 +292,30 @@ def main() -> None:
     results = {}
     for name, times in seconds.items():
         ratios = [b / t for t, b in zip(times, seconds["bare"], strict=True)]
-        results[name] = dict(samples_per_s=stage.global_batch_size / statistics.median(times),
-                             of_bare=statistics.median(ratios), range=[min(ratios), max(ratios)])  # fmt: skip
-        print(f"{name:10}{results[name]['samples_per_s']:>10.2f}{results[name]['of_bare']:>19.2f} "
-              f"[{min(ratios):.2f}, {max(ratios):.2f}]")  # fmt: skip
+        results[name] = dict(
+            samples_per_s=stage.global_batch_size / statistics.median(times),
+            of_bare=statistics.median(ratios),
+            range=[min(ratios), max(ratios)],
+        )
+        print(
+            f"{name:10}{results[name]['samples_per_s']:>10.2f}{results[name]['of_bare']:>19.2f} "
+            f"[{min(ratios):.2f}, {max(ratios):.2f}]"
+        )
     print("goal: platform >= 0.95 of bare")
-    print("\nCPU after the warm-up: the arithmetic's process (cores, CPU seconds per step) | the rest of the machine "
-          "(cores, largest first)")  # fmt: skip
+    print(
+        "\nCPU after the warm-up: the arithmetic's process (cores, CPU seconds per step) | the rest of the machine "
+        "(cores, largest first)"
+    )
     for name, used in cpu.items():
         if covered[name]:
             own = used.get(arithmetic(name), 0) / covered[name]
             rest = sorted(((v / covered[name], k) for k, v in used.items() if k != arithmetic(name)), reverse=True)
             results[name]["cores"] = {k: v / covered[name] for k, v in used.items()}
             listed = ", ".join(f"{k} {v:.3f}" for v, k in rest[:4])
-            print(f"{name:10}{own:>6.2f} {own * statistics.median(seconds[name]):>6.2f} s | "
-                  f"{sum(v for v, _ in rest):.2f}: {listed}, {len(rest) - 4} more")  # fmt: skip
+            print(
+                f"{name:10}{own:>6.2f} {own * statistics.median(seconds[name]):>6.2f} s | "
+                f"{sum(v for v, _ in rest):.2f}: {listed}, {len(rest) - 4} more"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = dict(args={k: str(v) for k, v in vars(args).items()}, workload=what, results=results, loss_gaps=gaps)
     args.out.write_text(json.dumps(record, indent=2))

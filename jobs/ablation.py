@@ -16,19 +16,26 @@ import sys
 
 from mqt_llava.ablation.experiment import experiment_report, run_experiment
 from mqt_llava.ablation.spec import AblationSpec
-from mqt_llava.config import ConfigError, TrackingSpec, load_config
+from mqt_llava.config import ConfigError, load_config
 from mqt_llava.output import configure_output
-from mqt_llava.tracking import tracking_uri
+from mqt_llava.tracking import TrackingSpec, tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny/ablation", help="an AblationSpec: a YAML file or a packaged config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field, e.g. --set design=full_factorial --set 'seeds=[0,1,2]'")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set design=full_factorial --set 'seeds=[0,1,2]'",
+    )
     parser.add_argument("--list", action="store_true", help="print the grid's variants and exit")
-    parser.add_argument("--report", action="store_true",
-                        help="write the report from the trials finished so far and exit")  # fmt: skip
+    parser.add_argument(
+        "--report", action="store_true", help="write the report from the trials finished so far and exit"
+    )
     parser.add_argument("--verbose", action="store_true", help="keep Ray's, Tune's and the libraries' own logs")
     args = parser.parse_args(argv)
     configure_output(args.verbose)

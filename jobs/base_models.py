@@ -15,16 +15,24 @@ import json
 import sys
 from pathlib import Path
 
-from mqt_llava.config import BaseModelsSpec, ConfigError, ModelSpec, load_config, model_config_path, split_overrides
+from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.toy.base_models import make_base_models, preset_overrides
+from mqt_llava.toy.spec import BaseModelsSpec
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny/base_models", help="a BaseModelsSpec (YAML file or packaged)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field, e.g. clip.steps=100 (model.<field>: the model preset)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. clip.steps=100 (model.<field>: the model preset)",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' own logs")
     args = parser.parse_args()
     configure_output(args.verbose)

@@ -11,16 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqt_llava.config import ConfigError, ModelSpec, StageSpec, load_config, model_config_path, split_overrides
+from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.memory import plan_memory
+from mqt_llava.train.spec import StageSpec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a StageSpec: a YAML file or e.g. llava-7b/stage2")
     parser.add_argument("--gpu-memory", type=float, help="GiB per GPU (default: the config's resources.gpu_memory_gib)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a field of the stage (num_workers=16) or, as model.<field>, of its model")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field of the stage (num_workers=16) or, as model.<field>, of its model",
+    )
     args = parser.parse_args(argv)
     try:
         model_overrides, overrides = split_overrides(args.overrides, "model")

@@ -31,9 +31,10 @@ import time
 
 import ray
 
-from mqt_llava.config import ConfigError, ModelSpec, load_config
+from mqt_llava.config import ConfigError, load_config
 from mqt_llava.model.budgets import BudgetError, parse_budgets
 from mqt_llava.model.builder import visual_token_range
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.quickstart import STEPS, Context, QuickstartSpec
@@ -42,8 +43,14 @@ from mqt_llava.toy.quickstart import STEPS, Context, QuickstartSpec
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny/quickstart", help="a QuickstartSpec: a YAML file or packaged config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field, e.g. --set world.num_pretrain=2000 --set stage2.epochs=1")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set world.num_pretrain=2000 --set stage2.epochs=1",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep Ray's, Ray Train's and the libraries' own logs")
     args = parser.parse_args()
     try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training

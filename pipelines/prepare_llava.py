@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqt_llava.config import ModelSpec, load_config, model_config_path, split_overrides
+from mqt_llava.config import load_config, model_config_path, split_overrides
 from mqt_llava.data.conversation import TEMPLATES
 from mqt_llava.data.images import DEFAULT_MAX_PIXELS
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.model.builder import load_tokenizer, max_visual_tokens
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
 
@@ -33,8 +34,14 @@ def main() -> int:
     parser.add_argument("--output", required=True, help="shard directory (local path or pyarrow URI)")
     parser.add_argument("--template", required=True, choices=sorted(TEMPLATES), help="plain: 558K, vicuna_v1: 665K")
     parser.add_argument("--model", default="tiny", help="the model (preset or YAML) whose tokenizer and context apply")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
-                        help="override a field of the model, e.g. --set model.tokenizer.pretrained=./tok")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="model.KEY=VALUE",
+        help="override a field of the model, e.g. --set model.tokenizer.pretrained=./tok",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep Ray's and the libraries' own logs")
     parser.add_argument("--shard-mb", type=float, default=256.0, help="target shard size")
     parser.add_argument("--max-records-per-shard", type=int, default=50_000)

@@ -3,7 +3,7 @@ from any test directory, unlike a conftest."""
 
 from __future__ import annotations
 
-from mqt_llava.config import LLMSpec, ModelSpec, VisionTowerSpec
+from mqt_llava.model.spec import LLMSpec, ModelSpec, VisionTowerSpec
 
 
 def small_spec(**connector) -> ModelSpec:

@@ -1,6 +1,7 @@
 import pytest
 
-from mqt_llava.config import ConfigError, ModelSpec, apply_overrides, load_config, preset_path
+from mqt_llava.config import ConfigError, apply_overrides, load_config, preset_path
+from mqt_llava.model.spec import ModelSpec
 
 
 def test_presets_load():

@@ -98,8 +98,9 @@ def test_the_models_own_answer_is_explained_by_default(engine, image):
 
 
 def run_job(*args):
-    return subprocess.run([sys.executable, "jobs/explain.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "jobs/explain.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_explain_job_draws_one_png_and_refuses_bad_input(built, image, tmp_path):

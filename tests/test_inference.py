@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from mqt_llava.config import ImageSpec
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import save_export
+from mqt_llava.model.spec import ImageSpec
 from mqt_llava.toy.world import random_scene, render_scene
 
 REQUESTS = [
@@ -14,13 +14,15 @@ REQUESTS = [
 ]
 # Eight requests of different prompt lengths, image sizes and modalities: batch 8 vs batch 1.
 EIGHT = REQUESTS + [
-    Request("How many shapes are there? Answer the question using a single word or phrase.",
-            render_scene(random_scene(3), 64, 64)),
+    Request(
+        "How many shapes are there? Answer the question using a single word or phrase.",
+        render_scene(random_scene(3), 64, 64),
+    ),
     Request("Is there a red square?", render_scene(random_scene(4), 90, 30)),
     Request("Hi"),
     Request("Describe the image in detail.", render_scene(random_scene(5), 33, 77)),
     Request("What colour is the triangle?", render_scene(random_scene(6), 40, 40)),
-]  # fmt: skip
+]
 
 
 def test_export_carries_the_aspect_mode(spec, tmp_path):
@@ -148,8 +150,12 @@ def test_a_cancelled_stream_stops_generating(built):
 def test_the_engine_decode_loop_gives_the_tokens_of_transformers_generate(built, m):
     engine = InferenceEngine.from_built(built)
     batch = engine.prepare(EIGHT)
-    common = dict(num_visual_tokens=m, max_new_tokens=10, pad_token_id=engine.tokenizer.pad_token_id,
-                  eos_token_id=engine.tokenizer.eos_token_id)  # fmt: skip
+    common = dict(
+        num_visual_tokens=m,
+        max_new_tokens=10,
+        pad_token_id=engine.tokenizer.pad_token_id,
+        eos_token_id=engine.tokenizer.eos_token_id,
+    )
     inputs = (batch.input_ids, batch.attention_mask, batch.pixel_values)
     with torch.inference_mode():
         greedy = engine.model.generate(*inputs, do_sample=False, **common)

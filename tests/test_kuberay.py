@@ -17,87 +17,268 @@ import pytest
 import yaml
 
 from checkout import REPO_ROOT
-from mqt_llava.config import StageSpec, load_config
+from mqt_llava.config import load_config
 from mqt_llava.serve.settings import ServeSpec
+from mqt_llava.train.spec import StageSpec
 
 KUBERAY = REPO_ROOT / "deploy" / "kuberay"
 QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[mkMGTPE])?$"}]}
 CONTAINER = {
-    "type": "object", "required": ["name"], "additionalProperties": False,
-    "properties": {name: {} for name in (
-        "args", "command", "env", "envFrom", "image", "imagePullPolicy", "lifecycle", "livenessProbe", "name", "ports",
-        "readinessProbe", "resizePolicy", "resources", "restartPolicy", "restartPolicyRules", "securityContext",
-        "startupProbe", "stdin", "stdinOnce", "terminationMessagePath", "terminationMessagePolicy", "tty",
-        "volumeDevices", "volumeMounts", "workingDir")}
-    | {"name": {"type": "string"}, "image": {"type": "string"},
-       "resources": {"type": "object", "additionalProperties": False, "properties": {
-           "claims": {"type": "array"},
-           "limits": {"type": "object", "additionalProperties": QUANTITY},
-           "requests": {"type": "object", "additionalProperties": QUANTITY}}},
-       "env": {"type": "array", "items": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                          "properties": {"name": {"type": "string"}, "value": {"type": "string"},
-                                                         "valueFrom": {"type": "object"}}}}},
-}  # fmt: skip
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        name: {}
+        for name in (
+            "args",
+            "command",
+            "env",
+            "envFrom",
+            "image",
+            "imagePullPolicy",
+            "lifecycle",
+            "livenessProbe",
+            "name",
+            "ports",
+            "readinessProbe",
+            "resizePolicy",
+            "resources",
+            "restartPolicy",
+            "restartPolicyRules",
+            "securityContext",
+            "startupProbe",
+            "stdin",
+            "stdinOnce",
+            "terminationMessagePath",
+            "terminationMessagePolicy",
+            "tty",
+            "volumeDevices",
+            "volumeMounts",
+            "workingDir",
+        )
+    }
+    | {
+        "name": {"type": "string"},
+        "image": {"type": "string"},
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "claims": {"type": "array"},
+                "limits": {"type": "object", "additionalProperties": QUANTITY},
+                "requests": {"type": "object", "additionalProperties": QUANTITY},
+            },
+        },
+        "env": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "value": {"type": "string"},
+                    "valueFrom": {"type": "object"},
+                },
+            },
+        },
+    },
+}
 POD_SPEC_FIELDS = (
-    "activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "containers", "dnsConfig", "dnsPolicy",
-    "enableServiceLinks", "ephemeralContainers", "hostAliases", "hostIPC", "hostNetwork", "hostPID", "hostUsers",
-    "hostname", "hostnameOverride", "imagePullSecrets", "initContainers", "nodeName", "nodeSelector", "os", "overhead",
-    "preemptionPolicy", "priority", "priorityClassName", "readinessGates", "resourceClaims", "resources",
-    "restartPolicy", "runtimeClassName", "schedulerName", "schedulingGates", "schedulingGroup", "securityContext",
-    "serviceAccount", "serviceAccountName", "setHostnameAsFQDN", "shareProcessNamespace", "subdomain",
-    "terminationGracePeriodSeconds", "tolerations", "topologySpreadConstraints", "volumes",
-)  # fmt: skip
+    "activeDeadlineSeconds",
+    "affinity",
+    "automountServiceAccountToken",
+    "containers",
+    "dnsConfig",
+    "dnsPolicy",
+    "enableServiceLinks",
+    "ephemeralContainers",
+    "hostAliases",
+    "hostIPC",
+    "hostNetwork",
+    "hostPID",
+    "hostUsers",
+    "hostname",
+    "hostnameOverride",
+    "imagePullSecrets",
+    "initContainers",
+    "nodeName",
+    "nodeSelector",
+    "os",
+    "overhead",
+    "preemptionPolicy",
+    "priority",
+    "priorityClassName",
+    "readinessGates",
+    "resourceClaims",
+    "resources",
+    "restartPolicy",
+    "runtimeClassName",
+    "schedulerName",
+    "schedulingGates",
+    "schedulingGroup",
+    "securityContext",
+    "serviceAccount",
+    "serviceAccountName",
+    "setHostnameAsFQDN",
+    "shareProcessNamespace",
+    "subdomain",
+    "terminationGracePeriodSeconds",
+    "tolerations",
+    "topologySpreadConstraints",
+    "volumes",
+)
 TEMPLATE = {
-    "type": "object", "required": ["spec"], "additionalProperties": False,
-    "properties": {"metadata": {"type": "object"}, "spec": {
-        "type": "object", "required": ["containers"], "additionalProperties": False,
-        "properties": {name: {} for name in POD_SPEC_FIELDS}
-        | {"containers": {"type": "array", "minItems": 1, "items": CONTAINER},
-           "volumes": {"type": "array", "items": {"type": "object", "required": ["name"]}}}}},
-}  # fmt: skip
+    "type": "object",
+    "required": ["spec"],
+    "additionalProperties": False,
+    "properties": {
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "additionalProperties": False,
+            "properties": {name: {} for name in POD_SPEC_FIELDS}
+            | {
+                "containers": {"type": "array", "minItems": 1, "items": CONTAINER},
+                "volumes": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+            },
+        },
+    },
+}
 START_PARAMS = {"type": "object", "additionalProperties": {"type": "string"}}  # "8", not 8
 CLUSTER = {
-    "type": "object", "required": ["headGroupSpec"], "additionalProperties": False,
-    "properties": {name: {} for name in (
-        "authOptions", "autoscalerOptions", "enableInTreeAutoscaling", "gcsFaultToleranceOptions", "headGroupSpec",
-        "headServiceAnnotations", "historyServerOptions", "managedBy", "networkPolicy", "rayVersion", "suspend",
-        "tlsOptions", "upgradeStrategy", "workerGroupSpecs")}
-    | {"rayVersion": {"type": "string"}, "enableInTreeAutoscaling": {"type": "boolean"},
-       "headGroupSpec": {"type": "object", "required": ["template"], "additionalProperties": False,
-                         "properties": {name: {} for name in ("enableIngress", "headService", "ingressOptions",
-                                                              "labels", "resources", "serviceType")}
-                         | {"rayStartParams": START_PARAMS, "template": TEMPLATE}},
-       "workerGroupSpecs": {"type": "array", "items": {
-           "type": "object", "required": ["groupName", "maxReplicas", "minReplicas", "template"],
-           "additionalProperties": False,
-           "properties": {name: {} for name in ("idleTimeoutSeconds", "labels", "numOfHosts", "priority",
-                                                "resources", "scaleStrategy", "suspend")}
-           | {"groupName": {"type": "string"}, "replicas": {"type": "integer"}, "minReplicas": {"type": "integer"},
-              "maxReplicas": {"type": "integer"}, "rayStartParams": START_PARAMS, "template": TEMPLATE}}}},
-}  # fmt: skip
+    "type": "object",
+    "required": ["headGroupSpec"],
+    "additionalProperties": False,
+    "properties": {
+        name: {}
+        for name in (
+            "authOptions",
+            "autoscalerOptions",
+            "enableInTreeAutoscaling",
+            "gcsFaultToleranceOptions",
+            "headGroupSpec",
+            "headServiceAnnotations",
+            "historyServerOptions",
+            "managedBy",
+            "networkPolicy",
+            "rayVersion",
+            "suspend",
+            "tlsOptions",
+            "upgradeStrategy",
+            "workerGroupSpecs",
+        )
+    }
+    | {
+        "rayVersion": {"type": "string"},
+        "enableInTreeAutoscaling": {"type": "boolean"},
+        "headGroupSpec": {
+            "type": "object",
+            "required": ["template"],
+            "additionalProperties": False,
+            "properties": {
+                name: {}
+                for name in ("enableIngress", "headService", "ingressOptions", "labels", "resources", "serviceType")
+            }
+            | {"rayStartParams": START_PARAMS, "template": TEMPLATE},
+        },
+        "workerGroupSpecs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["groupName", "maxReplicas", "minReplicas", "template"],
+                "additionalProperties": False,
+                "properties": {
+                    name: {}
+                    for name in (
+                        "idleTimeoutSeconds",
+                        "labels",
+                        "numOfHosts",
+                        "priority",
+                        "resources",
+                        "scaleStrategy",
+                        "suspend",
+                    )
+                }
+                | {
+                    "groupName": {"type": "string"},
+                    "replicas": {"type": "integer"},
+                    "minReplicas": {"type": "integer"},
+                    "maxReplicas": {"type": "integer"},
+                    "rayStartParams": START_PARAMS,
+                    "template": TEMPLATE,
+                },
+            },
+        },
+    },
+}
 RAYJOB = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {"apiVersion": {"const": "ray.io/v1"}, "kind": {"const": "RayJob"}, "spec": {
-        "type": "object", "additionalProperties": False,
-        "properties": {name: {} for name in (
-            "activeDeadlineSeconds", "clusterSelector", "deletionStrategy", "entrypointNumCpus", "entrypointNumGpus",
-            "entrypointResources", "jobId", "managedBy", "metadata", "preRunningDeadlineSeconds", "submitterConfig",
-            "submitterPodTemplate", "suspend")}
-        | {"entrypoint": {"type": "string"}, "runtimeEnvYAML": {"type": "string"},
-           "shutdownAfterJobFinishes": {"type": "boolean"}, "ttlSecondsAfterFinished": {"type": "integer"},
-           "backoffLimit": {"type": "integer"}, "rayClusterSpec": CLUSTER,
-           "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]}}}},
-}  # fmt: skip
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "ray.io/v1"},
+        "kind": {"const": "RayJob"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                name: {}
+                for name in (
+                    "activeDeadlineSeconds",
+                    "clusterSelector",
+                    "deletionStrategy",
+                    "entrypointNumCpus",
+                    "entrypointNumGpus",
+                    "entrypointResources",
+                    "jobId",
+                    "managedBy",
+                    "metadata",
+                    "preRunningDeadlineSeconds",
+                    "submitterConfig",
+                    "submitterPodTemplate",
+                    "suspend",
+                )
+            }
+            | {
+                "entrypoint": {"type": "string"},
+                "runtimeEnvYAML": {"type": "string"},
+                "shutdownAfterJobFinishes": {"type": "boolean"},
+                "ttlSecondsAfterFinished": {"type": "integer"},
+                "backoffLimit": {"type": "integer"},
+                "rayClusterSpec": CLUSTER,
+                "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
+            },
+        },
+    },
+}
 RAYSERVICE = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {"apiVersion": {"const": "ray.io/v1"}, "kind": {"const": "RayService"}, "spec": {
-        "type": "object", "required": ["rayClusterConfig"], "additionalProperties": False,
-        "properties": {name: {} for name in (
-            "deploymentUnhealthySecondThreshold", "excludeHeadPodFromServeSvc", "managedBy",
-            "rayClusterDeletionDelaySeconds", "serveService", "serviceUnhealthySecondThreshold", "suspend",
-            "upgradeStrategy")}
-        | {"serveConfigV2": {"type": "string"}, "rayClusterConfig": CLUSTER}}},
-}  # fmt: skip
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "ray.io/v1"},
+        "kind": {"const": "RayService"},
+        "spec": {
+            "type": "object",
+            "required": ["rayClusterConfig"],
+            "additionalProperties": False,
+            "properties": {
+                name: {}
+                for name in (
+                    "deploymentUnhealthySecondThreshold",
+                    "excludeHeadPodFromServeSvc",
+                    "managedBy",
+                    "rayClusterDeletionDelaySeconds",
+                    "serveService",
+                    "serviceUnhealthySecondThreshold",
+                    "suspend",
+                    "upgradeStrategy",
+                )
+            }
+            | {"serveConfigV2": {"type": "string"}, "rayClusterConfig": CLUSTER},
+        },
+    },
+}
 
 
 def manifest(name: str) -> dict:
@@ -129,8 +310,10 @@ def test_the_stage_rayjobs_fit_the_crd_and_run_the_papers_configs(stage):
     words = job["spec"]["entrypoint"].split()
     assert words[:2] == ["python", f"/app/jobs/{stage}.py"] and (REPO_ROOT / "jobs" / f"{stage}.py").exists()
     spec = load_config(StageSpec, words[words.index("--config") + 1])
-    gpus = sum(int(g["replicas"]) * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
-               for g in cluster["workerGroupSpecs"])  # fmt: skip
+    gpus = sum(
+        int(g["replicas"]) * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+        for g in cluster["workerGroupSpecs"]
+    )
     assert spec.stage == stage and spec.num_workers == gpus  # one Ray Train worker per GPU the cluster has
 
 

@@ -20,8 +20,15 @@ print(Fore.YELLOW + "(raylet)" + Style.RESET_ALL + " on stderr", file=sys.stderr
 
 def run(stdout, stderr):
     env = {k: v for k, v in os.environ.items() if k != "MQT_LLAVA_VERBOSE"}
-    return subprocess.run([sys.executable, "-c", PRINT_COLOURED], cwd=REPO_ROOT, env=env, stdout=stdout,
-                          stderr=stderr, timeout=120, check=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_COLOURED],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        timeout=120,
+        check=True,
+    )
 
 
 def test_a_log_file_gets_the_text_without_colour_codes():

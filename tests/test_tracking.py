@@ -1,5 +1,4 @@
-from mqt_llava.config import TrackingSpec
-from mqt_llava.tracking import RunTracker, flatten, tracking_uri
+from mqt_llava.tracking import RunTracker, TrackingSpec, flatten, tracking_uri
 
 
 def test_default_store_is_sqlite_beside_the_runs(tmp_path, monkeypatch):

@@ -47,17 +47,25 @@ class Focus:
         return self.budget > 1 and self.similarity >= self.COLLAPSED
 
     def summary(self) -> str:
-        line = (f"visual tokens at m = {self.budget} over {self.images} images: mean cosine similarity "
-                f"{self.similarity:.3f} between two tokens of one image, {self.distinct:.1f} distinct "
-                f"most-attended patches of {self.budget} queries per head, attention entropy "
-                f"{self.entropy:.2f} of uniform")  # fmt: skip
+        line = (
+            f"visual tokens at m = {self.budget} over {self.images} images: mean cosine similarity "
+            f"{self.similarity:.3f} between two tokens of one image, {self.distinct:.1f} distinct "
+            f"most-attended patches of {self.budget} queries per head, attention entropy "
+            f"{self.entropy:.2f} of uniform"
+        )
         if self.collapsed:
             line += " -- COLLAPSED: the tokens are near copies, so fewer tokens lose little by construction"
         return line
 
     def to_dict(self) -> dict:
-        return {"budget": self.budget, "images": self.images, "entropy": self.entropy, "distinct": self.distinct,
-                "similarity": self.similarity, "collapsed": self.collapsed}  # fmt: skip
+        return {
+            "budget": self.budget,
+            "images": self.images,
+            "entropy": self.entropy,
+            "distinct": self.distinct,
+            "similarity": self.similarity,
+            "collapsed": self.collapsed,
+        }
 
 
 def attends_to_grid(connector) -> bool:
@@ -66,15 +74,18 @@ def attends_to_grid(connector) -> bool:
 
 
 @torch.inference_mode()
-def attention_focus(engine: InferenceEngine, images: list[Image.Image], budgets: list[int],
-                    batch_size: int = 32) -> dict[int, Focus]:  # fmt: skip
+def attention_focus(
+    engine: InferenceEngine, images: list[Image.Image], budgets: list[int], batch_size: int = 32
+) -> dict[int, Focus]:
     """Where the m queries look and how alike their tokens come out, over `images`, at each budget
     (explain.Focus); the images are preprocessed and the vision tower run once for all budgets."""
     model = engine.model
     connector = model.connector
     if not attends_to_grid(connector):
-        raise ValueError(f"attention focus needs a connector that attends to the grid (mqt); this model's is "
-                         f"{type(connector).__name__}")  # fmt: skip
+        raise ValueError(
+            f"attention focus needs a connector that attends to the grid (mqt); this model's is "
+            f"{type(connector).__name__}"
+        )
     if not images:
         raise ValueError("attention focus needs at least one image")
     ms = [model.resolve_num_visual_tokens(b) for b in budgets]
@@ -118,8 +129,15 @@ def model_view(engine: InferenceEngine, image: Image.Image) -> Image.Image:
     return Image.fromarray(preprocess_image(image, engine.image_settings, engine.aspect).transpose(1, 2, 0))
 
 
-def explain(engine: InferenceEngine, image: Image.Image, question: str, budget: int, answer: str | None = None,
-            token: int | None = None, max_new_tokens: int = 32) -> Explanation:  # fmt: skip
+def explain(
+    engine: InferenceEngine,
+    image: Image.Image,
+    question: str,
+    budget: int,
+    answer: str | None = None,
+    token: int | None = None,
+    max_new_tokens: int = 32,
+) -> Explanation:
     """The heat map at `budget` for `answer` (default: the model's own greedy answer at that budget)."""
     model, tokenizer = engine.model, engine.tokenizer
     connector = model.connector

@@ -57,8 +57,13 @@ class Sampling:
 
     def kwargs(self) -> dict:
         """The arguments of `Engine.complete` these settings stand for."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "stop": list(self.stop),
-                "top_p": self.top_p, "seed": self.seed}  # fmt: skip
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
 
 
 class Engine(Protocol):
@@ -187,8 +192,9 @@ class InferenceEngine:
         return int(self.model.config.text_config.max_position_embeddings)
 
     def prompt_ids(self, request: Request) -> list[int]:
-        prompt = generation_prompt(request.question, self.template, request.image is not None, request.history,
-                                   request.system)  # fmt: skip
+        prompt = generation_prompt(
+            request.question, self.template, request.image is not None, request.history, request.system
+        )
         return tokenize_prompt(prompt, self.tokenizer)
 
     def prompt_tokens(self, request: Request, num_visual_tokens: int) -> int:
@@ -228,8 +234,9 @@ class InferenceEngine:
         batch = self.prepare(requests)
         stop = [s for s in stop or [] if s]
         device = self.model.device
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type,
-                                   enabled=seed is not None):  # fmt: skip
+        with torch.random.fork_rng(
+            devices=[] if device.type == "cpu" else [device], device_type=device.type, enabled=seed is not None
+        ):
             if seed is not None:
                 torch.manual_seed(seed)
             output = self.decode(batch, num_visual_tokens, max_new_tokens, temperature, top_p, stop, streamer, cancel)
@@ -261,12 +268,18 @@ class InferenceEngine:
         (tested). A row that ends (EOS, a stop string) is padded until every row has ended. EOS is
         suppressed for the first `min_new_tokens` (benchmarks use it for a fixed amount of work)."""
         llm, eos, pad = self.model.language_model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        merged = self.model.merge_visual_tokens(batch.input_ids, batch.attention_mask, batch.pixel_values, None,
-                                                num_visual_tokens, "left")  # fmt: skip
+        merged = self.model.merge_visual_tokens(
+            batch.input_ids, batch.attention_mask, batch.pixel_values, None, num_visual_tokens, "left"
+        )
         mask = merged.attention_mask
         position = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = llm(inputs_embeds=merged.inputs_embeds, attention_mask=mask, position_ids=position, use_cache=True,
-                  logits_to_keep=1)  # fmt: skip
+        out = llm(
+            inputs_embeds=merged.inputs_embeds,
+            attention_mask=mask,
+            position_ids=position,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         warpers = LogitsProcessorList()
         if temperature > 0:
             warpers.append(TemperatureLogitsWarper(temperature))
@@ -294,8 +307,14 @@ class InferenceEngine:
             if bool(done.all()) or step == max_new_tokens - 1 or (cancel is not None and cancel.is_set()):
                 break
             mask, position = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1), position[:, -1:] + 1
-            out = llm(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=out.past_key_values,
-                      use_cache=True, logits_to_keep=1)  # fmt: skip
+            out = llm(
+                input_ids=token,
+                attention_mask=mask,
+                position_ids=position,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         if streamer is not None:
             streamer.end()
         return torch.cat(tokens, 1)
@@ -335,8 +354,9 @@ class InferenceEngine:
 
         def run() -> None:
             try:
-                result["completion"] = self.complete([request], num_visual_tokens, **sampling.kwargs(),
-                                                     streamer=tokens, cancel=cancel)[0]  # fmt: skip
+                result["completion"] = self.complete(
+                    [request], num_visual_tokens, **sampling.kwargs(), streamer=tokens, cancel=cancel
+                )[0]
             except BaseException as exc:  # re-raised in the caller's thread
                 result["error"] = exc
                 tokens.end()

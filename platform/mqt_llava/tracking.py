@@ -18,8 +18,21 @@ from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from pydantic import Field
 
-from mqt_llava.config import TrackingSpec
+from mqt_llava.config import Spec
+
+
+class TrackingSpec(Spec):
+    """Where rank 0 logs the run (MLflow). `uri` None: MLFLOW_TRACKING_URI, else a SQLite store
+    (`mlflow.db`, artifacts in `mlartifacts/`) in the runs' storage directory."""
+
+    uri: str | None = None
+    experiment: str = "mqt-llava"
+    log_export: bool = Field(True, description="log the final export as artifacts (large for 7B)")
+    run_id: str | None = Field(None, description="log into this existing MLflow run (an ablation trial's)")
+    parent_run_id: str | None = Field(None, description="a run created here is nested under this one")
+
 
 RUN_NAME_TAG = "mqt_llava.run_name"
 STORAGE_TAG = "mqt_llava.storage"

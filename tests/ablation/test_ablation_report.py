@@ -11,8 +11,11 @@ def write_trial(root, label, variant, scores):
     results = [PairResult(b, m, "scored", {metric[b]: v}, samples=10) for (b, m), v in scores.items()]
     path = root / "trials" / label.replace("/", "_")
     path.mkdir(parents=True)
-    (path / "result.json").write_text(json.dumps({"label": label, "variant": variant, "max_tokens": 8,
-                                                  "results": [dataclasses.asdict(r) for r in results]}))  # fmt: skip
+    (path / "result.json").write_text(
+        json.dumps(
+            {"label": label, "variant": variant, "max_tokens": 8, "results": [dataclasses.asdict(r) for r in results]}
+        )
+    )
 
 
 def curve(pope, vqa):
@@ -25,8 +28,12 @@ def test_report_has_table2_at_M_with_seed_spread_elastic_vs_fixed_advisor_and_cu
     write_trial(tmp_path, "baseline/seed0", {"seed": 0}, curve((60, 70, 80), (40, 50, 52)))
     write_trial(tmp_path, "baseline/seed1", {"seed": 1}, curve((62, 72, 84), (42, 52, 54)))
     write_trial(tmp_path, "log-schedule/seed0", {"seed": 0, "schedule": "log"}, curve((50, 60, 70), (30, 40, 45)))
-    write_trial(tmp_path, "fixed-m4/seed0", {"seed": 0, "schedule": "fixed", "fixed_tokens": 4},
-                {("pope", 4): 75.0, ("vqav2", 4): 49.0})  # fmt: skip
+    write_trial(
+        tmp_path,
+        "fixed-m4/seed0",
+        {"seed": 0, "schedule": "fixed", "fixed_tokens": 4},
+        {("pope", 4): 75.0, ("vqav2", 4): 49.0},
+    )
     report = write_report(load_trials(tmp_path), tmp_path / "report", points=2.0)
     text = report.read_text()
     # Table 2: rows = variants (baseline first), at m = M; two seeds -> mean ± s.d.; average = mean % of max

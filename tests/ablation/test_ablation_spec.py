@@ -7,13 +7,22 @@ from pydantic import ValidationError
 from mqt_llava.ablation.axes import AXES as DECLARED
 from mqt_llava.ablation.axes import GRID_AXES
 from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key, stage_run
-from mqt_llava.config import ModelSpec, StageSpec, load_config, model_config_path, split_overrides
+from mqt_llava.config import load_config, model_config_path, split_overrides
+from mqt_llava.model.spec import ModelSpec
+from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
 
-COMMON = dict(name="t", stage1={"config": "s1.yaml"}, stage2={"config": "s2.yaml"},
-              eval={"data_root": "bench", "benchmarks": ["pope"]})  # fmt: skip
-AXES = {"schedule": ["linear", "log", "fixed"], "order": ["attention_then_projection", "projection_then_attention"],
-        "stage1_elastic": [False, True]}  # fmt: skip
+COMMON = dict(
+    name="t",
+    stage1={"config": "s1.yaml"},
+    stage2={"config": "s2.yaml"},
+    eval={"data_root": "bench", "benchmarks": ["pope"]},
+)
+AXES = {
+    "schedule": ["linear", "log", "fixed"],
+    "order": ["attention_then_projection", "projection_then_attention"],
+    "stage1_elastic": [False, True],
+}
 
 
 def labels(spec):
@@ -22,8 +31,15 @@ def labels(spec):
 
 def test_one_factor_design_is_the_baseline_plus_one_change_at_a_time():
     spec = AblationSpec(**COMMON, axes=AXES, fixed_budgets=[4, 16])
-    assert labels(spec) == ["baseline/seed0", "log-schedule/seed0", "fixed-schedule/seed0", "proj-attn/seed0",
-                            "elastic-stage1-on/seed0", "fixed-m4/seed0", "fixed-m16/seed0"]  # fmt: skip
+    assert labels(spec) == [
+        "baseline/seed0",
+        "log-schedule/seed0",
+        "fixed-schedule/seed0",
+        "proj-attn/seed0",
+        "elastic-stage1-on/seed0",
+        "fixed-m4/seed0",
+        "fixed-m16/seed0",
+    ]
     fixed4 = spec.variants()[5]
     assert sorted(fixed4.overrides("stage2")) == [
         "schedule.kind=fixed",
@@ -44,8 +60,9 @@ def test_trials_share_stage1_exactly_when_stage1_would_be_the_same_run():
     spec = AblationSpec(**COMMON, axes=AXES, seeds=[0, 1])
     key = {v.label(spec.baseline): stage1_key(v, spec) for v in spec.variants()}
     assert key["baseline/seed0"] == key["log-schedule/seed0"] == key["fixed-schedule/seed0"]  # stage 2 only
-    assert len({key["baseline/seed0"], key["proj-attn/seed0"], key["elastic-stage1-on/seed0"],
-                key["baseline/seed1"]}) == 4  # fmt: skip
+    assert (
+        len({key["baseline/seed0"], key["proj-attn/seed0"], key["elastic-stage1-on/seed0"], key["baseline/seed1"]}) == 4
+    )
     other = spec.model_copy(update={"stage1": spec.stage1.model_copy(update={"overrides": ["lr=1"]})})
     assert stage1_key(spec.baseline, other) != key["baseline/seed0"]
 
@@ -73,11 +90,27 @@ def test_variants_differing_in_anything_stage1_runs_with_never_share_a_stage1(tm
     model = tmp_path / "model.yaml"
     model.write_text(yaml.safe_dump(small_spec().model_dump()))
     stage1 = tmp_path / "s1.yaml"
-    stage1.write_text(yaml.safe_dump(dict(model=str(model), stage="stage1", template="plain", data="-",
-                                          global_batch_size=8, micro_batch_size=4, lr=1e-3)))  # fmt: skip
+    stage1.write_text(
+        yaml.safe_dump(
+            dict(
+                model=str(model),
+                stage="stage1",
+                template="plain",
+                data="-",
+                global_batch_size=8,
+                micro_batch_size=4,
+                lr=1e-3,
+            )
+        )
+    )
     axes = {name: list(DECLARED[name].values) for name in GRID_AXES}
-    spec = AblationSpec(**COMMON | {"stage1": {"config": str(stage1)}}, model=str(model), axes=axes,
-                        design="full_factorial", seeds=[0, 1])  # fmt: skip
+    spec = AblationSpec(
+        **COMMON | {"stage1": {"config": str(stage1)}},
+        model=str(model),
+        axes=axes,
+        design="full_factorial",
+        seeds=[0, 1],
+    )
     variants = spec.variants()
     sizes = {name: len(values) for name, values in axes.items()}
     assert sizes == {"schedule": 3, "order": 2, "stage1_elastic": 2, "keys": 3, "connector": 2}

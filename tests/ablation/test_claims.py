@@ -39,9 +39,17 @@ def make_trial(root, label, variant, curve, blank=0.4, support=(2, 4, 8, 16, 32)
         for m, accuracy in curve.items():
             write_answers(directory, m, accuracy, seed)
         write_answers(directory, max(curve), blank, seed, "blank")
-        trials.append(Trial(f"{label}/seed{seed}", variant | {"seed": seed}, 32, [],
-                            str(directory / "export"),
-                            {m: {} for m in curve}, list(support)))  # fmt: skip
+        trials.append(
+            Trial(
+                f"{label}/seed{seed}",
+                variant | {"seed": seed},
+                32,
+                [],
+                str(directory / "export"),
+                {m: {} for m in curve},
+                list(support),
+            )
+        )
     return trials
 
 
@@ -49,8 +57,14 @@ def per_kind(fine, coarse):
     return {k: fine if k in FINE_KINDS else coarse for k in KINDS}
 
 
-RISING = {2: per_kind(0.30, 0.70), 4: per_kind(0.45, 0.72), 7: per_kind(0.58, 0.73), 8: per_kind(0.60, 0.73),
-          16: per_kind(0.70, 0.74), 32: per_kind(0.70, 0.74)}  # fmt: skip
+RISING = {
+    2: per_kind(0.30, 0.70),
+    4: per_kind(0.45, 0.72),
+    7: per_kind(0.58, 0.73),
+    8: per_kind(0.60, 0.73),
+    16: per_kind(0.70, 0.74),
+    32: per_kind(0.70, 0.74),
+}
 
 
 def at_top(curve, shift):

@@ -60,9 +60,14 @@ def write_odd_corpus(root: Path) -> OddCorpus:
         (images / name).write_bytes(data)
 
     accepted = {
-        "alpha": "alpha.png", "cmyk": "cmyk.jpg", "gif": "gif_named.jpg", "gray": "gray.png",
-        "palette": "palette.png", "12345": "plain.jpg", "text-only": None,
-    }  # fmt: skip
+        "alpha": "alpha.png",
+        "cmyk": "cmyk.jpg",
+        "gif": "gif_named.jpg",
+        "gray": "gray.png",
+        "palette": "palette.png",
+        "12345": "plain.jpg",
+        "text-only": None,
+    }
     records = [
         {
             "id": rid,

@@ -81,9 +81,15 @@ def test_synthetic_corpus_has_every_question_family(corpus):
     records = json.loads((corpus / INSTRUCT_JSON).read_text())
     text = "\n".join(turn["value"] for r in records for turn in r["conversations"])
     needles = (
-        "How many", "Where is the", "Is there", "What colour", "small or large", "\nA. ",
-        "Answer the question using a single word or phrase.", "Answer with the option's letter",
-    )  # fmt: skip
+        "How many",
+        "Where is the",
+        "Is there",
+        "What colour",
+        "small or large",
+        "\nA. ",
+        "Answer the question using a single word or phrase.",
+        "Answer with the option's letter",
+    )
     for needle in needles:
         assert needle in text, needle
     formats = {p.suffix for p in corpus.rglob("*") if p.suffix in (".jpg", ".png")}

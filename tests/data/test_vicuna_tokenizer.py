@@ -23,7 +23,6 @@ import pytest
 import sentencepiece as spm  # a dependency of the project: Vicuna's tokenizer.model is converted with it
 import torch
 
-from mqt_llava.config import TokenizerSpec
 from mqt_llava.data.conversation import IMAGE_PLACEHOLDER, VICUNA_V1, build_sample, render
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.samples import tokenize_conversations
@@ -31,6 +30,7 @@ from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model, cached_tokenizer, load_tokenizer
 from mqt_llava.model.export import save_export
 from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from mqt_llava.model.spec import TokenizerSpec
 from mqt_llava.model.tokenizer import load_pretrained_tokenizer
 from small_model import small_spec
 
@@ -44,19 +44,38 @@ CORPUS = [
 
 
 def added(content: str) -> dict:
-    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False}  # fmt: skip
+    return {
+        "__type": "AddedToken",
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+    }
 
 
 @pytest.fixture(scope="module")
 def sentencepiece_model() -> bytes:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20), model_writer=model, vocab_size=400, model_type="bpe",
-        byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
-    )  # fmt: skip
+        sentence_iterator=iter(CORPUS * 20),
+        model_writer=model,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        add_dummy_prefix=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     return model.getvalue()
 
 
@@ -64,10 +83,20 @@ def hub_layout(directory, model: bytes, legacy: bool):
     """The files of lmsys/vicuna-7b-v1.5's tokenizer, as its repository lays them out."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tokenizer.model").write_bytes(model)
-    config = {"add_bos_token": True, "add_eos_token": False, "bos_token": added("<s>"), "eos_token": added("</s>"),
-              "unk_token": added("<unk>"), "clean_up_tokenization_spaces": False, "legacy": legacy,
-              "model_max_length": 4096, "pad_token": None, "padding_side": "right", "sp_model_kwargs": {},
-              "tokenizer_class": "LlamaTokenizer"}  # fmt: skip
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": added("<s>"),
+        "eos_token": added("</s>"),
+        "unk_token": added("<unk>"),
+        "clean_up_tokenization_spaces": False,
+        "legacy": legacy,
+        "model_max_length": 4096,
+        "pad_token": None,
+        "padding_side": "right",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "LlamaTokenizer",
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     specials = {"bos_token": added("<s>"), "eos_token": added("</s>"), "unk_token": added("<unk>")}
     (directory / "special_tokens_map.json").write_text(json.dumps(specials))
@@ -154,8 +183,11 @@ def test_the_hub_layout_loads_through_every_path_that_loads_the_7b_tokenizer(vic
     # around the tokenizer, its export and the engine that evaluation and serving load from it.
     conversations, has_image = CONVERSATIONS[0]
     rules = RecordRules(template="vicuna_v1", max_length=512, visual_tokens=8)
-    batch = {"id": np.array(["a", "b"]), "image": np.array([b"png", None], dtype=object),
-             "conversations": np.array([conversations, CONVERSATIONS[2][0]], dtype=object)}  # fmt: skip
+    batch = {
+        "id": np.array(["a", "b"]),
+        "image": np.array([b"png", None], dtype=object),
+        "conversations": np.array([conversations, CONVERSATIONS[2][0]], dtype=object),
+    }
     rows = tokenize_conversations(batch, spec, rules)
     assert list(rows["id"]) == ["a", "b"] and IMAGE_TOKEN_INDEX in rows["input_ids"][0]
 
@@ -231,8 +263,16 @@ def test_the_importer_takes_a_checkpoint_with_vicunas_tokenizer_files(vicuna, tm
     from mqt_llava.model.official import import_official
 
     width, llm_width, queries = 32, 48, 16
-    tower = CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=width, intermediate_size=64,
-                                             num_hidden_layers=2, num_attention_heads=2))  # fmt: skip
+    tower = CLIPVisionModel(
+        CLIPVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=width,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        )
+    )
     tower.save_pretrained(tmp_path / "clip")
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
         tmp_path / "clip"
@@ -240,17 +280,27 @@ def test_the_importer_takes_a_checkpoint_with_vicunas_tokenizer_files(vicuna, tm
     tokenizer = load_pretrained_tokenizer(str(vicuna))
     llm = dict(hidden_size=llm_width, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2)
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=2, **llm))
-    shapes = {"query": (queries, width), "pos_embed": (queries, width), "attn.in_proj_weight": (3 * width, width),
-              "attn.in_proj_bias": (3 * width,), "attn.out_proj.weight": (width, width),
-              "attn.out_proj.bias": (width,), "proj": (width, llm_width)}  # fmt: skip
+    shapes = {
+        "query": (queries, width),
+        "pos_embed": (queries, width),
+        "attn.in_proj_weight": (3 * width, width),
+        "attn.in_proj_bias": (3 * width,),
+        "attn.out_proj.weight": (width, width),
+        "attn.out_proj.bias": (width,),
+        "proj": (width, llm_width),
+    }
     shapes |= {f"ln_{x}.{p}": (width,) for x in "qkv" for p in ("weight", "bias")}
     abstractor = {f"model.query_abstractor.{k}": torch.randn(shape) for k, shape in shapes.items()}
     checkpoint = tmp_path / "mqt-llava-7b"
     checkpoint.mkdir()
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
         (checkpoint / name).write_bytes((vicuna / name).read_bytes())
-    config = llama.config.to_dict() | {"model_type": "llava_llama", "mm_vision_tower": str(tmp_path / "clip"),
-                                       "mm_vision_select_layer": -2, "image_aspect_ratio": "pad"}  # fmt: skip
+    config = llama.config.to_dict() | {
+        "model_type": "llava_llama",
+        "mm_vision_tower": str(tmp_path / "clip"),
+        "mm_vision_select_layer": -2,
+        "image_aspect_ratio": "pad",
+    }
     (checkpoint / "config.json").write_text(json.dumps(config))
     state = {k: v.contiguous() for k, v in (llama.state_dict() | abstractor).items()}
     save_file(state, str(checkpoint / "model.safetensors"))

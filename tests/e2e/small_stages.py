@@ -12,10 +12,17 @@ from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, 
 from small_model import small_spec
 
 STAGE_FIELDS = dict(
-    num_workers=1, global_batch_size=8, micro_batch_size=4, epochs=1, log_every=1, checkpoint_every=2,
-    keep_checkpoints=2, max_failures=2, shuffle_buffer=16,
+    num_workers=1,
+    global_batch_size=8,
+    micro_batch_size=4,
+    epochs=1,
+    log_every=1,
+    checkpoint_every=2,
+    keep_checkpoints=2,
+    max_failures=2,
+    shuffle_buffer=16,
     resources=dict(worker_cpus=0.5, torch_threads=1, decode_actors=1, decode_cpus=0.25, tokenize_cpus=0.25),
-)  # fmt: skip
+)
 
 
 def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict[str, Path]:
@@ -26,8 +33,9 @@ def write_small_stages(root: Path, records: int = 96, num_eval: int = 4) -> dict
     model = root / "model.yaml"
     model.write_text(yaml.safe_dump(spec.model_dump()))
     corpus = root / "corpus"
-    write_corpus(corpus, CorpusSpec(seed=1, num_pretrain=records, num_instruct=records, num_eval=num_eval),
-                 log=lambda _: None)  # fmt: skip
+    write_corpus(
+        corpus, CorpusSpec(seed=1, num_pretrain=records, num_instruct=records, num_eval=num_eval), log=lambda _: None
+    )
     sets = {"558k": (PRETRAIN_JSON, PRETRAIN_IMAGES, "plain"), "665k": (INSTRUCT_JSON, "", "vicuna_v1")}
     for name, (json_name, images, template) in sets.items():
         rules = RecordRules(template, spec.max_length, max_visual_tokens(spec))
@@ -52,11 +60,17 @@ def small_ablation(root: Path, records: int, num_eval: int, **fields) -> dict:
     configs = write_small_stages(root, records=records, num_eval=num_eval)
     write_synthetic_benchmarks(root / "corpus", root / "bench")
     quick = ["max_steps=2", "checkpoint_every=1", "resources.worker_cpus=0.4"]
-    evaluation = {"data_root": str(root / "bench"), "budgets": "2,M", "batch_size": 8, "actor_cpus": 0.25,
-                  "torch_threads": 1}  # fmt: skip
+    evaluation = {
+        "data_root": str(root / "bench"),
+        "budgets": "2,M",
+        "batch_size": 8,
+        "actor_cpus": 0.25,
+        "torch_threads": 1,
+    }
     spec = {
-        "storage": str(root / "experiments"), "model": str(root / "model.yaml"),
+        "storage": str(root / "experiments"),
+        "model": str(root / "model.yaml"),
         "stage1": {"config": str(configs["stage1"]), "overrides": quick},
         "stage2": {"config": str(configs["stage2"]), "overrides": quick + ["zero_stage=2"]},
-    }  # fmt: skip
+    }
     return spec | fields | {"eval": evaluation | fields.get("eval", {})}

@@ -26,10 +26,26 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180  # a loaded 2-core machine: the server took over 60 s to answer
     while time.monotonic() < deadline:
@@ -55,12 +71,16 @@ def mlflow_server(tmp_path_factory):
 def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() below runs on Ray
     root = tmp_path_factory.mktemp("ablation")
     spec = small_ablation(
-        root, records=64, num_eval=6, name=NAME,
+        root,
+        records=64,
+        num_eval=6,
+        name=NAME,
         eval={"benchmarks": ["pope", "vqav2"], "limit": 12},
         heldout={"corpus": str(root / "corpus"), "scenes": 3, "curves": {"baseline": "2,M"}},
         axes={"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
-        tracking_uri=mlflow_server, experiment="ablation-test",
-    )  # fmt: skip
+        tracking_uri=mlflow_server,
+        experiment="ablation-test",
+    )
     path = root / "ablation.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, root / "experiments" / NAME
@@ -69,8 +89,9 @@ def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() 
 def ablation(config_path, **popen):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     command = [sys.executable, "jobs/ablation.py", "--config", str(config_path)]
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
 
 
 def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config, mlflow_server):
@@ -85,8 +106,13 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     first.communicate(timeout=180)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("trials/*/result.json")}
     assert 1 <= len(finished) < 3
-    partial = subprocess.run([sys.executable, "jobs/ablation.py", "--config", str(path), "--report"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    partial = subprocess.run(
+        [sys.executable, "jobs/ablation.py", "--config", str(path), "--report"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert partial.returncode == 0 and f"report from {len(finished)}/3 finished trials" in partial.stdout, (
         partial.stderr
     )
@@ -130,8 +156,9 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     # shared stage 1s), the axes as params, training and evaluation metrics, the report as artifacts
     api = f"{mlflow_server}/api/2.0/mlflow"
     experiment = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": "ablation-test"}).json()
-    runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [experiment["experiment"]["experiment_id"]],
-                                                     "max_results": 100}).json()["runs"]  # fmt: skip
+    runs = requests.post(
+        f"{api}/runs/search", json={"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100}
+    ).json()["runs"]
 
     def tags(run):
         return {t["key"]: t["value"] for t in run["data"].get("tags", [])}

@@ -35,10 +35,17 @@ def evaluation_fails_once(config: dict, spec_json: str, parent_run_id: str | Non
 
 
 def test_a_failed_trial_is_retried_and_keeps_what_it_had_finished(tmp_path, ray_local):
-    spec = AblationSpec(**small_ablation(
-        tmp_path, records=48, num_eval=4, name="retry",
-        eval={"benchmarks": ["pope"], "limit": 8}, axes={"schedule": ["linear"]}, max_failures=1,
-    ))  # fmt: skip
+    spec = AblationSpec(
+        **small_ablation(
+            tmp_path,
+            records=48,
+            num_eval=4,
+            name="retry",
+            eval={"benchmarks": ["pope"], "limit": 8},
+            axes={"schedule": ["linear"]},
+            max_failures=1,
+        )
+    )
     outcome = run_experiment(spec, log=print, trainable=evaluation_fails_once)
 
     fault = json.loads((spec.root / "fault.json").read_text())  # the first attempt did fail

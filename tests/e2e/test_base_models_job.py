@@ -10,8 +10,9 @@ import torch
 from transformers import CLIPModel, LlamaForCausalLM
 
 from checkout import REPO_ROOT
-from mqt_llava.config import ModelSpec, load_config, prefixed, preset_path
+from mqt_llava.config import load_config, prefixed, preset_path
 from mqt_llava.model.builder import build_model
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.toy.base_models import preset_overrides
 from mqt_llava.toy.world import cell_names
 
@@ -28,9 +29,20 @@ SMALL_MODEL = [
 
 def test_base_models_job_makes_parts_the_builder_loads(tmp_path):
     out = tmp_path / "base"
-    small = [f"corpus={tmp_path / 'corpus'}", "corpus_size={seed: 1, num_pretrain: 96, num_instruct: 48, num_eval: 32}",
-             "vocab_size=400", "clip.steps=40", "clip.batch_size=32", "clip.probe_scenes=32", "lm.steps=60",
-             "lm.lr=2e-3", "lm.batch_size=16", "lm.reading=200", "lm.drills=100", "lm.gate_scenes=8"]  # fmt: skip
+    small = [
+        f"corpus={tmp_path / 'corpus'}",
+        "corpus_size={seed: 1, num_pretrain: 96, num_instruct: 48, num_eval: 32}",
+        "vocab_size=400",
+        "clip.steps=40",
+        "clip.batch_size=32",
+        "clip.probe_scenes=32",
+        "lm.steps=60",
+        "lm.lr=2e-3",
+        "lm.batch_size=16",
+        "lm.reading=200",
+        "lm.drills=100",
+        "lm.gate_scenes=8",
+    ]
     command = [sys.executable, "jobs/base_models.py", "--set", f"out={out}"]
     command += [a for o in small + prefixed("model", SMALL_MODEL) for a in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

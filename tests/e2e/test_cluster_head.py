@@ -50,10 +50,18 @@ def local_start_command(command: str, temp_dir: str, ports: list[int]) -> str:
         else:
             kept.append(RAY if token.endswith("/bin/ray") or token == "ray" else token)
     gcs, dashboard, agent, agent_grpc, runtime_env, metrics, client = ports
-    own = [f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}",
-           "--num-cpus=1", f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-           f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
-           f"--ray-client-server-port={client}"]  # fmt: skip
+    own = [
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=1",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
+        f"--ray-client-server-port={client}",
+    ]
     return shlex.join(kept + own)
 
 
@@ -113,9 +121,13 @@ def test_cluster_yaml_head_start_commands_bring_up_a_head_that_takes_jobs_with_t
     try:
         for command in commands:
             started = subprocess.run(
-                ["bash", "-c", local_start_command(command, temp_dir, ports)], env=clean | {"HOME": str(head)},
-                cwd=head, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+                ["bash", "-c", local_start_command(command, temp_dir, ports)],
+                env=clean | {"HOME": str(head)},
+                cwd=head,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert started.returncode == 0, f"{command}\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}"
         address = f"http://127.0.0.1:{ports[1]}"
         probe = "import ray; ray.init(); print('cluster CPUs', ray.cluster_resources()['CPU'])"

@@ -8,12 +8,12 @@ from ray.data import DataContext
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from mqt_llava.config import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import read_llava_json, read_shards, training_dataset
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.samples import LlavaCollate
+from mqt_llava.model.spec import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 from odd_corpus import RULES, write_odd_corpus
@@ -116,8 +116,14 @@ def test_two_train_workers_stream_equal_disjoint_shards(ray_local, tmp_path):
     corpus = write_corpus(
         tmp_path / "c", CorpusSpec(seed=5, num_pretrain=0, num_instruct=64, num_eval=0), 1, lambda _: None
     )
-    job = PrepareJob(str(corpus / INSTRUCT_JSON), str(corpus), str(tmp_path / "shards"), TokenizerSpec(),
-                     RULES.__class__("vicuna_v1", 1024, 8), max_records_per_shard=16)  # fmt: skip
+    job = PrepareJob(
+        str(corpus / INSTRUCT_JSON),
+        str(corpus),
+        str(tmp_path / "shards"),
+        TokenizerSpec(),
+        RULES.__class__("vicuna_v1", 1024, 8),
+        max_records_per_shard=16,
+    )
     assert prepare(job, log=lambda _: None).written == 64
     spec = SPEC.model_copy(update={"max_length": 1024})
     ds = training_dataset(

@@ -43,10 +43,18 @@ SCRIPT = textwrap.dedent(
 
 
 def test_derived_config_trains_with_zero2_and_zero3_on_cpu():
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29561",
-           "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29561",
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert done.returncode == 0 and line, done.stdout[-2000:] + done.stderr[-3000:]
     results = json.loads(line.removeprefix("RESULT "))
@@ -107,10 +115,25 @@ def test_ranks_with_and_without_images_in_the_same_step_train_together(zero):
     parameter gathers see different tensors on the two ranks (a gloo collective mismatch)."""
     procs = []
     for rank in range(2):
-        env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": f"2960{zero}",
-               "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, "-c", TWO_RANKS, str(zero)], cwd=REPO_ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+        env = {
+            **os.environ,
+            "DS_ACCELERATOR": "cpu",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": f"2960{zero}",
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", TWO_RANKS, str(zero)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=300) for p in procs]
     for rank, (proc, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
         noise = ("FutureWarning", "return func(")

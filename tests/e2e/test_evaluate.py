@@ -8,7 +8,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from mqt_llava.config import TrackingSpec
 from mqt_llava.eval.benchmarks import make_benchmark
 from mqt_llava.eval.evaluate import main, run_evaluation
 from mqt_llava.eval.runner import spread
@@ -16,6 +15,7 @@ from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import save_export
+from mqt_llava.tracking import TrackingSpec
 from small_model import small_spec
 
 pytestmark = pytest.mark.e2e
@@ -29,9 +29,19 @@ def export(tmp_path_factory):
 
 
 def sweep_config(export, data_root, out, limit=10):
-    spec = EvalSpec(model=str(export), out=str(out), data_root=str(data_root), benchmarks=["pope", "mmbench", "mmvet"],
-                    budgets="2,8", limit=limit, batch_size=4, actors=1, actor_cpus=0.5, torch_threads=1,
-                    blank_control=True)  # fmt: skip
+    spec = EvalSpec(
+        model=str(export),
+        out=str(out),
+        data_root=str(data_root),
+        benchmarks=["pope", "mmbench", "mmvet"],
+        budgets="2,8",
+        limit=limit,
+        batch_size=4,
+        actors=1,
+        actor_cpus=0.5,
+        torch_threads=1,
+        blank_control=True,
+    )
     return spec.sweep_config()
 
 
@@ -54,9 +64,13 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
 
     by = {(r.benchmark, r.budget): r for r in results}
     assert {k: r.status for k, r in by.items()} == {
-        ("pope", 2): "scored", ("mmbench", 2): "scored", ("mmvet", 2): "skipped",
-        ("pope", 8): "scored", ("mmbench", 8): "scored", ("mmvet", 8): "skipped",
-    }  # fmt: skip
+        ("pope", 2): "scored",
+        ("mmbench", 2): "scored",
+        ("mmvet", 2): "skipped",
+        ("pope", 8): "scored",
+        ("mmbench", 8): "scored",
+        ("mmvet", 8): "skipped",
+    }
     rejected = sum(s.image == broken for s in pope)
     assert by[("pope", 8)].rejected == rejected > 0 and by[("mmbench", 8)].rejected == 0
     assert any("ETA" in line for line in lines)
@@ -78,8 +92,9 @@ def test_sweep_predicts_scores_reports_and_resumes(ray_local, export, synthetic_
     assert (out / "results.csv").exists() and (out / "plots" / "all_benchmarks.png").exists()
     table = paths["table"].read_text()
     # Table 1's order; the toy world's MMBench is scored here, under a heading that says so.
-    header = ("| # tokens | POPE | MMB (local, no GPT matching) | MM-Vet | Avg of the scored columns "
-              "(not the paper's 11) |")  # fmt: skip
+    header = (
+        "| # tokens | POPE | MMB (local, no GPT matching) | MM-Vet | Avg of the scored columns (not the paper's 11) |"
+    )
     assert table.splitlines()[0] == header and "skipped" in table
     assert (out / "submissions" / "mmbench" / "m8" / "mmbench_dev_20230712.xlsx").exists()  # the server's file too
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")

@@ -21,8 +21,9 @@ def environment():
 
 
 def gpu_check(*args, timeout=900):
-    return subprocess.run([*SCRIPT, *args], cwd=REPO_ROOT, env=environment(), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [*SCRIPT, *args], cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_dry_run_runs_every_part_and_records_each(tmp_path):
@@ -61,8 +62,9 @@ def test_the_dry_run_runs_every_part_and_records_each(tmp_path):
 
 
 def test_a_part_out_of_time_is_recorded_and_the_next_still_runs(tmp_path):
-    done = gpu_check("run", "--tiny", "--parts", "memory,env", "--limit", "memory=2", "--out", str(tmp_path),
-                     timeout=300)  # fmt: skip
+    done = gpu_check(
+        "run", "--tiny", "--parts", "memory,env", "--limit", "memory=2", "--out", str(tmp_path), timeout=300
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     parts = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]
     assert parts["memory"]["status"] == "timeout" and "2 s" in parts["memory"]["error"]

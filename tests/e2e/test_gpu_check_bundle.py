@@ -72,8 +72,21 @@ def test_the_bundle_installs_with_no_index_and_the_check_runs_on_what_the_device
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTHONPATH", "VIRTUAL_ENV"))}
     env |= {"OMP_NUM_THREADS": "1", "PIP_CONSTRAINT": str(REPO_ROOT / "constraints.txt")}
     local = f"{sys.version_info.major}.{sys.version_info.minor}"  # binary wheels for the Python here
-    run([sys.executable, "benchmarks/gpu_check.py", "prepare", "--no-shards", "--python-version", local, "--out",
-         str(tmp_path / "prepared")], cwd=REPO_ROOT, env=env, timeout=900)  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "benchmarks/gpu_check.py",
+            "prepare",
+            "--no-shards",
+            "--python-version",
+            local,
+            "--out",
+            str(tmp_path / "prepared"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=900,
+    )
     wheels = sorted((tmp_path / "prepared" / "wheels").glob("*.whl"))
     names = {canonicalize_name(w.name.split("-")[0]) for w in wheels}
     assert {"mqt-llava", "deepspeed", "pydantic", "pydantic-core", "transformers"} <= names
@@ -86,17 +99,38 @@ def test_the_bundle_installs_with_no_index_and_the_check_runs_on_what_the_device
     python = str(venv / "bin" / "python")
     image = [item.partition("==")[0] for item in DEVICE_IMAGE if not item.startswith(("torch", "transformers"))]
     (tmp_path / "image.txt").write_text("torch==2.13.0\ntransformers==5.17.0\n")
-    run([python, "-m", "pip", "install", "-q", "torch==2.13.0", "transformers==5.17.0", *image],
-        env=env | {"PIP_CONSTRAINT": str(tmp_path / "image.txt")}, timeout=900)  # fmt: skip
+    run(
+        [python, "-m", "pip", "install", "-q", "torch==2.13.0", "transformers==5.17.0", *image],
+        env=env | {"PIP_CONSTRAINT": str(tmp_path / "image.txt")},
+        timeout=900,
+    )
     # The device command's install, word for word (benchmarks/gpu_check.py, docs/benchmarks.md).
     site = tmp_path / "site"
-    run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
-         *map(str, wheels)], env=env, timeout=600)  # fmt: skip
+    run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(site),
+            *map(str, wheels),
+        ],
+        env=env,
+        timeout=600,
+    )
 
     there = env | {"PYTHONPATH": str(site)}
     script = str(REPO_ROOT / "benchmarks" / "gpu_check.py")
-    where = run([python, "-c", "import mqt_llava, transformers; print(mqt_llava.__file__, transformers.__version__)"],
-                cwd=tmp_path, env=there).stdout.split()  # fmt: skip
+    where = run(
+        [python, "-c", "import mqt_llava, transformers; print(mqt_llava.__file__, transformers.__version__)"],
+        cwd=tmp_path,
+        env=there,
+    ).stdout.split()
     assert where[0].startswith(str(site)) and where[1] == "5.23.0"  # the bundle's, not the repository's or the image's
     loaded = json.loads(run([python, script, "imports"], cwd=tmp_path, env=there, timeout=300).stdout.splitlines()[-1])
     assert {"deepspeed", "mqt_llava", "pydantic", "transformers", "pyarrow"} <= set(loaded)
@@ -104,9 +138,25 @@ def test_the_bundle_installs_with_no_index_and_the_check_runs_on_what_the_device
 
     # Every part but torchrun (whose imports `imports` covers; its DeepSpeed comm op would be compiled
     # here) runs from the bundle at toy shapes.
-    done = subprocess.run([python, script, "run", "--tiny", "--parts", "env,inference,memory,import", "--from",
-                           str(tmp_path), "--out", str(tmp_path / "out")], cwd=tmp_path, env=there,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        [
+            python,
+            script,
+            "run",
+            "--tiny",
+            "--parts",
+            "env,inference,memory,import",
+            "--from",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+        env=there,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     assert done.returncode == 0, done.stdout[-2000:] + log[-6000:]
     parts = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["parts"]

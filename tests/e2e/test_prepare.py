@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from checkout import REPO_ROOT
-from mqt_llava.config import TokenizerSpec
 from mqt_llava.data.datasets import read_shards
 from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.model.spec import TokenizerSpec
 from odd_corpus import RULES, write_odd_corpus
 
 pytestmark = pytest.mark.e2e
@@ -17,9 +17,13 @@ pytestmark = pytest.mark.e2e
 
 def job_for(odd, output, **kwargs):
     return PrepareJob(
-        json_path=str(odd.json_path), image_root=str(odd.image_root), output=str(output),
-        tokenizer=TokenizerSpec(), rules=RULES, **kwargs,
-    )  # fmt: skip
+        json_path=str(odd.json_path),
+        image_root=str(odd.image_root),
+        output=str(output),
+        tokenizer=TokenizerSpec(),
+        rules=RULES,
+        **kwargs,
+    )
 
 
 def read_rows(output):
@@ -82,21 +86,41 @@ def run_cli(*args):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run(
         [sys.executable, "pipelines/prepare_llava.py", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_exits_zero_with_rejects_and_nonzero_when_the_run_fails(tmp_path):
     odd = write_odd_corpus(tmp_path / "in")
-    args = ["--json", str(odd.json_path), "--image-root", str(odd.image_root), "--template", "vicuna_v1",
-            "--set", "model.tokenizer.pretrained=null"]  # fmt: skip
+    args = [
+        "--json",
+        str(odd.json_path),
+        "--image-root",
+        str(odd.image_root),
+        "--template",
+        "vicuna_v1",
+        "--set",
+        "model.tokenizer.pretrained=null",
+    ]
     done = run_cli(*args, "--output", str(tmp_path / "out"), "--max-pixels", "50000")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"read {len(odd.accepted) + len(odd.rejected)}, written {len(odd.accepted)}" in done.stdout
     assert "rejected image_too_large: 1" in done.stdout and "rejected missing_image_file: 1" in done.stdout
 
-    failed = run_cli("--json", str(tmp_path / "absent.json"), "--template", "plain", "--output", str(tmp_path / "o2"),
-                     "--set", "model.tokenizer.pretrained=null")  # fmt: skip
+    failed = run_cli(
+        "--json",
+        str(tmp_path / "absent.json"),
+        "--template",
+        "plain",
+        "--output",
+        str(tmp_path / "o2"),
+        "--set",
+        "model.tokenizer.pretrained=null",
+    )
     assert failed.returncode != 0 and "absent.json" in failed.stderr
     # a preset whose tokenizer has not been made yet fails before Ray starts, saying what to run
     missing = run_cli(

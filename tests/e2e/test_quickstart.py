@@ -15,12 +15,19 @@ from mqt_llava.toy import heldout
 pytestmark = pytest.mark.e2e
 
 SMALL = [
-    "world={num_pretrain: 160, num_instruct: 160, num_eval: 12}", "heldout_scenes=12", "heldout_budgets=2,M",
-    "evaluate={budgets: '2,M', limit: 8}", "base_models.clip.steps=10", "base_models.lm.steps=10",
-    "base_models.lm.reading=64", "base_models.lm.drills=32", "base_models.clip.probe_scenes=12",
+    "world={num_pretrain: 160, num_instruct: 160, num_eval: 12}",
+    "heldout_scenes=12",
+    "heldout_budgets=2,M",
+    "evaluate={budgets: '2,M', limit: 8}",
+    "base_models.clip.steps=10",
+    "base_models.lm.steps=10",
+    "base_models.lm.reading=64",
+    "base_models.lm.drills=32",
+    "base_models.clip.probe_scenes=12",
     "base_models.lm.gate_scenes=4",
-    "stage1.max_steps=3", "stage2.max_steps=3",
-]  # fmt: skip
+    "stage1.max_steps=3",
+    "stage2.max_steps=3",
+]
 
 
 def quickstart(run_dir, *overrides, timeout=1400, env=None):
@@ -30,8 +37,14 @@ def quickstart(run_dir, *overrides, timeout=1400, env=None):
     run that hangs fails here, with the step it was in."""
     sets = [a for o in (f"run_dir={run_dir}", *overrides) for a in ("--set", o)]
     try:
-        return subprocess.run([sys.executable, "jobs/quickstart.py", *sets], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "jobs/quickstart.py", *sets],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as exc:  # its output is bytes whatever `text` says
         out, err = ((part or b"").decode(errors="replace")[-3000:] for part in (exc.stdout, exc.stderr))
         pytest.fail(f"the quickstart ran past {timeout} s; its stdout ends:\n{out}\nits stderr ends:\n{err}")

@@ -59,8 +59,13 @@ def application(export, overrides=(), name=APP, **args) -> dict:
 def deploy(export, overrides=()):
     """Both applications deployed as `serve deploy` does (the declarative API: same code and args = a
     config-only update)."""
-    keyed = application(export, [{"name": "Ingress", "ray_actor_options": {"runtime_env": {"env_vars": {
-        "MQT_TEST_KEY": KEY}}}}], KEYED, api_key_env="MQT_TEST_KEY", shared={"replica_cpus": 0.1})  # fmt: skip
+    keyed = application(
+        export,
+        [{"name": "Ingress", "ray_actor_options": {"runtime_env": {"env_vars": {"MQT_TEST_KEY": KEY}}}}],
+        KEYED,
+        api_key_env="MQT_TEST_KEY",
+        shared={"replica_cpus": 0.1},
+    )
     schema = ServeDeploySchema(applications=[application(export, overrides), keyed])
     _get_global_client().deploy_apps(schema, _blocking=True)
     for _ in range(240):
@@ -90,28 +95,38 @@ def chat(content, model="fast", **kw):
 
 
 def image_parts(text="What colour is the circle?", size=(48, 32)):
-    return [{"type": "text", "text": text},
-            {"type": "image_url", "image_url": {"url": data_url(render_scene(random_scene(1), *size))}}]  # fmt: skip
+    return [
+        {"type": "text", "text": text},
+        {"type": "image_url", "image_url": {"url": data_url(render_scene(random_scene(1), *size))}},
+    ]
 
 
 def test_openai_client_gets_answers_and_tiers_use_their_budgets(server):
     _, url = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
     assert [m.id for m in client.models.list().data] == ["fast", "full", "auto"]
-    fast = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": image_parts()}],
-                                          temperature=0, max_tokens=6)  # fmt: skip
-    full = client.chat.completions.create(model="full", messages=[{"role": "user", "content": image_parts()}],
-                                          temperature=0, max_tokens=6)  # fmt: skip
+    fast = client.chat.completions.create(
+        model="fast", messages=[{"role": "user", "content": image_parts()}], temperature=0, max_tokens=6
+    )
+    full = client.chat.completions.create(
+        model="full", messages=[{"role": "user", "content": image_parts()}], temperature=0, max_tokens=6
+    )
     assert isinstance(fast.choices[0].message.content, str) and fast.choices[0].finish_reason in ("stop", "length")
     assert (fast.model_extra["visual_tokens"], full.model_extra["visual_tokens"]) == (2, 8)
     assert full.usage.prompt_tokens - fast.usage.prompt_tokens == 6  # the visual tokens are counted
     assert 1 <= fast.usage.completion_tokens <= 6
-    exact = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": image_parts()}],
-                                           temperature=0, max_tokens=6, extra_body={"visual_tokens": 5})  # fmt: skip
+    exact = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": image_parts()}],
+        temperature=0,
+        max_tokens=6,
+        extra_body={"visual_tokens": 5},
+    )
     assert exact.model_extra["visual_tokens"] == 5 and exact.model == "full"  # nearest tier (a tie: the larger)
     assert requests.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
-    auto = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": image_parts()}],
-                                          temperature=0, max_tokens=6)  # fmt: skip
+    auto = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": image_parts()}], temperature=0, max_tokens=6
+    )
     assert auto.model == "full" and auto.model_extra["visual_tokens"] == 8  # idle: the largest budget
 
 
@@ -141,8 +156,13 @@ BAD = [
 def test_bad_requests_get_their_status_and_the_server_stays_up(server, body, status):
     _, url = server
     sent = body if isinstance(body, bytes) else None
-    response = requests.post(f"{url}/v1/chat/completions", data=sent, json=None if sent else body, timeout=60,
-                             headers={"Content-Type": "application/json"})  # fmt: skip
+    response = requests.post(
+        f"{url}/v1/chat/completions",
+        data=sent,
+        json=None if sent else body,
+        timeout=60,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == status, response.text
     assert set(response.json()["error"]) >= {"message", "type"}
     assert requests.post(f"{url}/v1/chat/completions", json=GOOD, timeout=60).status_code == 200
@@ -152,8 +172,10 @@ def test_a_new_budget_through_user_config_without_reloading(server):
     export, url = server
     tier = serve.get_deployment_handle("tier-fast", app_name=APP)
     before = tier.options(method_name="identity").remote().result()
-    deploy(export, [{"name": "tier-fast", "user_config": {"visual_tokens": 3, "max_batch_size": 4,
-                                                           "batch_wait_timeout_s": 0.02}}])  # fmt: skip
+    deploy(
+        export,
+        [{"name": "tier-fast", "user_config": {"visual_tokens": 3, "max_batch_size": 4, "batch_wait_timeout_s": 0.02}}],
+    )
     assert requests.post(f"{url}/v1/chat/completions", json=GOOD, timeout=60).json()["visual_tokens"] == 3
     after = tier.options(method_name="identity").remote().result()
     assert after["engine"] == before["engine"] and after["budget"] == 3 != before["budget"]  # same loaded model
@@ -164,8 +186,9 @@ def client_for(url: str, key: str = "unused") -> openai.OpenAI:
 
 
 def ask(client, content, model="fast", **kw):
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
-                                          **{"temperature": 0} | kw)  # fmt: skip
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": content}], **{"temperature": 0} | kw
+    )
 
 
 def test_streaming_with_the_openai_client_adds_up_to_the_answer(server):
@@ -188,16 +211,29 @@ def test_conversations_system_prompts_image_only_stop_and_seed(server):
     _, url = server
     client = client_for(url)
     single = ask(client, image_parts(), max_tokens=4)
-    turns = client.chat.completions.create(model="fast", temperature=0, max_tokens=4, messages=[
-        {"role": "user", "content": image_parts()}, {"role": "assistant", "content": "Red."},
-        {"role": "user", "content": "And the square?"}])  # fmt: skip
+    turns = client.chat.completions.create(
+        model="fast",
+        temperature=0,
+        max_tokens=4,
+        messages=[
+            {"role": "user", "content": image_parts()},
+            {"role": "assistant", "content": "Red."},
+            {"role": "user", "content": "And the square?"},
+        ],
+    )
     assert turns.usage.prompt_tokens > single.usage.prompt_tokens
-    system = client.chat.completions.create(model="fast", temperature=0, max_tokens=4, messages=[
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": image_parts()}])  # fmt: skip
+    system = client.chat.completions.create(
+        model="fast",
+        temperature=0,
+        max_tokens=4,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": image_parts()}],
+    )
     assert system.usage.prompt_tokens < single.usage.prompt_tokens  # the template's long system prompt replaced
     assert ask(client, image_parts()[1:], max_tokens=4).usage.prompt_tokens > 2  # an image and no text
-    sampled = [ask(client, "Hi", max_tokens=8, temperature=1.5, top_p=0.9, seed=11).choices[0].message.content
-               for _ in range(2)]  # fmt: skip
+    sampled = [
+        ask(client, "Hi", max_tokens=8, temperature=1.5, top_p=0.9, seed=11).choices[0].message.content
+        for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]
     with pytest.raises(openai.BadRequestError, match="n = 2"):
         ask(client, "Hi", n=2)
@@ -238,8 +274,10 @@ def test_the_key_is_required_and_one_deployment_serves_every_budget(server):
         with pytest.raises(openai.AuthenticationError):
             ask(client_for(keyed, key), "Hi", max_tokens=2)
     client = client_for(keyed, KEY)
-    budgets = {model: ask(client, image_parts(), model=model, max_tokens=4).model_extra["visual_tokens"]
-               for model in ("fast", "full")}  # fmt: skip
+    budgets = {
+        model: ask(client, image_parts(), model=model, max_tokens=4).model_extra["visual_tokens"]
+        for model in ("fast", "full")
+    }
     assert budgets == {"fast": 2, "full": 8}
     deployments = serve.status().applications[KEYED].deployments
     assert set(deployments) == {"Ingress"}  # one set of weights for both budgets, held by the ingress
@@ -257,8 +295,13 @@ def test_auto_decisions_and_metrics_are_visible(server, ray_local):
     assert state["tier"] == "full" and state["quantile"] == 0.95 and isinstance(state["decisions"], list)
     requests.post(f"{url}/v1/chat/completions", json=chat("Hi", model="auto", max_tokens=2), timeout=60)
     port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
-    wanted = ["ray_mqt_requests", "ray_mqt_visual_tokens_bucket", "ray_mqt_time_to_first_token_s_bucket",
-              "ray_mqt_prompt_tokens", "ray_mqt_auto_budget"]  # fmt: skip
+    wanted = [
+        "ray_mqt_requests",
+        "ray_mqt_visual_tokens_bucket",
+        "ray_mqt_time_to_first_token_s_bucket",
+        "ray_mqt_prompt_tokens",
+        "ray_mqt_auto_budget",
+    ]
     for _ in range(90):  # Ray exports metrics every few seconds
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         if all(name in text for name in wanted) and 'status="415"' in text:

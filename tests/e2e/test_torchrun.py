@@ -12,17 +12,31 @@ import torch
 from small_stages import write_small_stages
 
 from checkout import REPO_ROOT
-from mqt_llava.config import TrackingSpec
 from mqt_llava.inference import InferenceEngine
-from mqt_llava.tracking import RUN_NAME_TAG, tracking_uri
+from mqt_llava.tracking import RUN_NAME_TAG, TrackingSpec, tracking_uri
 
 pytestmark = pytest.mark.e2e
 
 
 def torchrun(config, storage, *overrides, port):
     sets = [a for o in ("num_workers=2", "checkpoint_every=2", *overrides) for a in ("--set", o)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-               "jobs/stage1.py", "--config", str(config), "--storage", str(storage), "--name", "tr", *sets]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(port),
+        "jobs/stage1.py",
+        "--config",
+        str(config),
+        "--storage",
+        str(storage),
+        "--name",
+        "tr",
+        *sets,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
@@ -61,8 +75,9 @@ def test_a_run_that_fails_under_torchrun_is_failed_in_mlflow(tmp_path):
     done = torchrun(configs["stage1"], storage, "max_steps=3", port=29614)
     assert done.returncode != 0 and "FileExistsError" in done.stdout + done.stderr
     client = mlflow.MlflowClient(tracking_uri(TrackingSpec(), str(storage)))
-    (found,) = client.search_runs([client.get_experiment_by_name("mqt-llava").experiment_id],
-                                  f"tags.`{RUN_NAME_TAG}` = 'tr'")  # fmt: skip
+    (found,) = client.search_runs(
+        [client.get_experiment_by_name("mqt-llava").experiment_id], f"tags.`{RUN_NAME_TAG}` = 'tr'"
+    )
     assert found.info.status == "FAILED"
 
 

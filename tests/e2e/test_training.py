@@ -140,8 +140,11 @@ def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300
         time.sleep(0.1)
     # Only this session's workers: other Ray instances on the machine may be training too.
     session = ray.worker._global_node.get_session_dir_path()
-    raylets = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "raylet"
-               and any(session in part for part in p.info["cmdline"] or [])]  # fmt: skip
+    raylets = [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "raylet" and any(session in part for part in p.info["cmdline"] or [])
+    ]
     killed = 0
     for raylet in raylets:
         for process in raylet.children(recursive=True):
@@ -201,8 +204,9 @@ def test_a_run_whose_worker_dies_past_max_failures_is_failed_in_mlflow(setup):
     thread.join(timeout=600)
     assert errors, "the run should have failed: its only worker was killed and max_failures is 0"
     client = mlflow.MlflowClient(f"sqlite:///{storage}/mlflow.db")
-    (found,) = client.search_runs([client.get_experiment_by_name("mqt-llava").experiment_id],
-                                  f"tags.`{RUN_NAME_TAG}` = 'dies'")  # fmt: skip
+    (found,) = client.search_runs(
+        [client.get_experiment_by_name("mqt-llava").experiment_id], f"tags.`{RUN_NAME_TAG}` = 'dies'"
+    )
     assert found.info.status == "FAILED"
 
 
@@ -227,10 +231,22 @@ def test_a_bad_config_fails_before_ray_starts(setup):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "jobs/stage2.py", "--config", str(configs["stage2"]), "--set", "micro_batch_size=0",
-         "--storage", str(root / "bad")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "jobs/stage2.py",
+            "--config",
+            str(configs["stage2"]),
+            "--set",
+            "micro_batch_size=0",
+            "--storage",
+            str(root / "bad"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "config error" in done.stderr and "micro_batch_size" in done.stderr
     assert not (root / "bad").exists() and "Ray:" not in done.stdout
@@ -261,20 +277,65 @@ def test_ray_job_submit_runs_stage2_on_a_local_head_node_with_token_auth(setup, 
     # Token authentication as Ray 2.60 has it by default; a fresh token shared by head and client.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    start = ["ray", "start", "--head", "--port", "6392", "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
-             "--dashboard-port", "8272", "--temp-dir", temp_dir, "--disable-usage-stats",
-             # not the defaults: this session's embedded Ray (with its dashboard agent) holds them
-             "--dashboard-agent-listen-port", "52372", "--dashboard-agent-grpc-port", "52373",
-             "--runtime-env-agent-port", "52374", "--metrics-export-port", "52375"]  # fmt: skip
+    start = [
+        "ray",
+        "start",
+        "--head",
+        "--port",
+        "6392",
+        "--num-cpus",
+        "2",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        "8272",
+        "--temp-dir",
+        temp_dir,
+        "--disable-usage-stats",
+        # not the defaults: this session's embedded Ray (with its dashboard agent) holds them
+        "--dashboard-agent-listen-port",
+        "52372",
+        "--dashboard-agent-grpc-port",
+        "52373",
+        "--runtime-env-agent-port",
+        "52374",
+        "--metrics-export-port",
+        "52375",
+    ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:
-        submit = ["ray", "job", "submit", "--address", "http://127.0.0.1:8272", "--working-dir", ".",
-                  "--runtime-env", "configs/runtime_env.yaml", "--",
-                  "python", "jobs/stage2.py", "--config", "tiny/stage2",
-                  "--set", f"data={root / '665k'}", "--set", "init_from=null", "--set", "max_steps=2",
-                  "--set", "checkpoint_every=2", "--set", "model.tokenizer.pretrained=null",
-                  "--set", "model.vision_tower.pretrained=null", "--set", "model.llm.pretrained=null",
-                  "--storage", str(tmp_path / "runs")]  # fmt: skip
+        submit = [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            "http://127.0.0.1:8272",
+            "--working-dir",
+            ".",
+            "--runtime-env",
+            "configs/runtime_env.yaml",
+            "--",
+            "python",
+            "jobs/stage2.py",
+            "--config",
+            "tiny/stage2",
+            "--set",
+            f"data={root / '665k'}",
+            "--set",
+            "init_from=null",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "checkpoint_every=2",
+            "--set",
+            "model.tokenizer.pretrained=null",
+            "--set",
+            "model.vision_tower.pretrained=null",
+            "--set",
+            "model.llm.pretrained=null",
+            "--storage",
+            str(tmp_path / "runs"),
+        ]
         done = submit_when_ready(submit, env)
         rejected = submit_when_ready(
             submit[:5] + ["--", "python", "-c", "print(1)"], env | {"RAY_AUTH_TOKEN": "0" * 64}

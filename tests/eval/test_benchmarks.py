@@ -48,8 +48,14 @@ def test_synthetic_files_read_by_the_real_adapters_score_full_marks_for_gold_ans
 def test_prompts_carry_llava_15s_response_format(synthetic_root):
     short = "Answer the question using a single word or phrase."
     letter = "Answer with the option's letter from the given choices directly."
-    for name, suffix in [("vqav2", short), ("gqa", short), ("pope", short), ("mme", short),
-                         ("scienceqa", letter), ("mmbench", letter)]:  # fmt: skip
+    for name, suffix in [
+        ("vqav2", short),
+        ("gqa", short),
+        ("pope", short),
+        ("mme", short),
+        ("scienceqa", letter),
+        ("mmbench", letter),
+    ]:
         assert all(s.prompt.endswith("\n" + suffix) for s in make_benchmark(name, synthetic_root).samples())
     sqa = make_benchmark("scienceqa", synthetic_root).samples()[0].prompt.splitlines()
     assert sqa[0].startswith("Context: ") and sqa[2] == f"A. {sqa[2][3:]}"
@@ -92,8 +98,14 @@ def test_mme_reads_the_images_and_questions_layout(tmp_path):
 def test_vizwiz_prompt_and_unanswerable(tmp_path):
     root = tmp_path / "vizwiz"
     root.mkdir()
-    val = [{"image": "VizWiz_val_00000001.jpg", "question": "What is this?", "answer_type": "unanswerable",
-            "answers": [{"answer": "unanswerable", "answer_confidence": "yes"}] * 10}]  # fmt: skip
+    val = [
+        {
+            "image": "VizWiz_val_00000001.jpg",
+            "question": "What is this?",
+            "answer_type": "unanswerable",
+            "answers": [{"answer": "unanswerable", "answer_confidence": "yes"}] * 10,
+        }
+    ]
     (root / "val.json").write_text(json.dumps(val))
     benchmark = make_benchmark("vizwiz", tmp_path)
     sample = benchmark.samples()[0]
@@ -111,12 +123,27 @@ def test_mmmu_parquet_multiple_choice_and_open(tmp_path):
     folder = tmp_path / "mmmu" / "Art"
     folder.mkdir(parents=True)
     rows = [
-        {"id": "validation_Art_1", "question": "<image 1> Which city?", "options": "['London', 'Paris']",
-         "answer": "B", "question_type": "multiple-choice", "subfield": "Art", "image_1": png_struct("red"),
-         "image_2": None},
-        {"id": "validation_Art_2", "question": "<image 1> <image 2> How many?", "options": "[]", "answer": "['12']",
-         "question_type": "open", "subfield": "Art", "image_1": png_struct("red"), "image_2": png_struct("blue")},
-    ]  # fmt: skip
+        {
+            "id": "validation_Art_1",
+            "question": "<image 1> Which city?",
+            "options": "['London', 'Paris']",
+            "answer": "B",
+            "question_type": "multiple-choice",
+            "subfield": "Art",
+            "image_1": png_struct("red"),
+            "image_2": None,
+        },
+        {
+            "id": "validation_Art_2",
+            "question": "<image 1> <image 2> How many?",
+            "options": "[]",
+            "answer": "['12']",
+            "question_type": "open",
+            "subfield": "Art",
+            "image_1": png_struct("red"),
+            "image_2": png_struct("blue"),
+        },
+    ]
     pq.write_table(pa.Table.from_pylist(rows), folder / "validation-00000-of-00001.parquet")
     benchmark = make_benchmark("mmmu", tmp_path)
     mc, open_ = benchmark.samples()
@@ -170,17 +197,23 @@ def judge_url():
 def write_judged_files(root):
     bench = root / "llava_bench"
     bench.mkdir(parents=True)
-    qs = [{"question_id": 0, "image": "001.jpg", "text": "Describe it.", "category": "detail"},
-          {"question_id": 1, "image": "001.jpg", "text": "What is odd?", "category": "complex"}]  # fmt: skip
+    qs = [
+        {"question_id": 0, "image": "001.jpg", "text": "Describe it.", "category": "detail"},
+        {"question_id": 1, "image": "001.jpg", "text": "What is odd?", "category": "complex"},
+    ]
     (bench / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in qs))
     (bench / "context.jsonl").write_text(json.dumps({"image": "001.jpg", "caption": "A cat on a mat."}))
     (bench / "answers_gpt4.jsonl").write_text("\n".join(json.dumps({"question_id": i, "text": "ref"}) for i in (0, 1)))
     vet = root / "mmvet"
     vet.mkdir()
-    (vet / "mm-vet.json").write_text(json.dumps({
-        "v1_0": {"imagename": "v1_0.png", "question": "What is 2+2?", "answer": "4", "capability": ["math"]},
-        "v1_1": {"imagename": "v1_1.png", "question": "Colour?", "answer": "red", "capability": ["rec"]},
-    }))  # fmt: skip
+    (vet / "mm-vet.json").write_text(
+        json.dumps(
+            {
+                "v1_0": {"imagename": "v1_0.png", "question": "What is 2+2?", "answer": "4", "capability": ["math"]},
+                "v1_1": {"imagename": "v1_1.png", "question": "Colour?", "answer": "red", "capability": ["rec"]},
+            }
+        )
+    )
 
 
 def test_judged_benchmarks_are_skipped_without_a_judge(tmp_path):

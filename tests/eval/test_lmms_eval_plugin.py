@@ -28,8 +28,12 @@ def test_the_entry_point_resolves_and_answers_match_the_engine(built, tmp_path):
     assert model.num_visual_tokens == 3 and model.batch_size == 2
     docs = [{"image": render_scene(random_scene(i), 40, 30)} for i in range(3)] + [{"image": None}]
     model.task_dict = {"toy": {"test": docs}}
-    requests = [instance("<image>\nWhat colour is the circle?", 0, 6), instance("How many shapes?", 1, 6),
-                instance("Is there a square?", 2, 4), instance("Name a colour.", 3, 6)]  # fmt: skip
+    requests = [
+        instance("<image>\nWhat colour is the circle?", 0, 6),
+        instance("How many shapes?", 1, 6),
+        instance("Is there a square?", 2, 4),
+        instance("Name a colour.", 3, 6),
+    ]
     answers = model.generate_until(requests)
     engine = InferenceEngine.from_export(tmp_path)
     questions = ["What colour is the circle?", "How many shapes?", "Is there a square?", "Name a colour."]

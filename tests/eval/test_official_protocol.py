@@ -57,15 +57,29 @@ def test_mme_prompt_is_llava_15s_without_please_answer_yes_or_no(tmp_path):
 def test_vqav2_test_dev_asks_llavas_file_and_uploads_every_test2015_question(tmp_path):
     root = tmp_path / "vqav2"
     text = f"Is the ball flying towards the batter?\n{SHORT}"
-    write_jsonl(root / "llava_vqav2_mscoco_test-dev2015.jsonl", [
-        {"question_id": 262144000, "image": "COCO_test2015_000000262144.jpg", "text": text, "category": "default"},
-        {"question_id": 262144001, "image": "COCO_test2015_000000262144.jpg", "text": f"What is he doing?\n{SHORT}"},
-    ])  # fmt: skip
-    write_jsonl(root / "llava_vqav2_mscoco_test2015.jsonl", [
-        {"question_id": 1, "image": "COCO_test2015_000000000001.jpg", "text": f"A test-std question?\n{SHORT}"},
-        {"question_id": 262144000, "image": "COCO_test2015_000000262144.jpg", "text": text},
-        {"question_id": 262144001, "image": "COCO_test2015_000000262144.jpg", "text": f"What is he doing?\n{SHORT}"},
-    ])  # fmt: skip
+    write_jsonl(
+        root / "llava_vqav2_mscoco_test-dev2015.jsonl",
+        [
+            {"question_id": 262144000, "image": "COCO_test2015_000000262144.jpg", "text": text, "category": "default"},
+            {
+                "question_id": 262144001,
+                "image": "COCO_test2015_000000262144.jpg",
+                "text": f"What is he doing?\n{SHORT}",
+            },
+        ],
+    )
+    write_jsonl(
+        root / "llava_vqav2_mscoco_test2015.jsonl",
+        [
+            {"question_id": 1, "image": "COCO_test2015_000000000001.jpg", "text": f"A test-std question?\n{SHORT}"},
+            {"question_id": 262144000, "image": "COCO_test2015_000000262144.jpg", "text": text},
+            {
+                "question_id": 262144001,
+                "image": "COCO_test2015_000000262144.jpg",
+                "text": f"What is he doing?\n{SHORT}",
+            },
+        ],
+    )
     benchmark = make_benchmark("vqav2", tmp_path, {"split": "test-dev"})
     samples = benchmark.samples()
     assert [s.prompt for s in samples] == [text, f"What is he doing?\n{SHORT}"]  # the file's text, as it is
@@ -73,25 +87,32 @@ def test_vqav2_test_dev_asks_llavas_file_and_uploads_every_test2015_question(tmp
     assert benchmark.score(samples, {"262144000": "Yes"}) == {}
     upload = benchmark.submission(samples, {"262144000": "Yes.", "262144001": "Swinging the bat"})
     # convert_vqav2_for_submission.py: every test2015 question in its file's order, EvalAI-processed.
-    assert upload == {"vqav2_test-dev2015_upload.json": [
-        {"question_id": 1, "answer": ""}, {"question_id": 262144000, "answer": "yes"},
-        {"question_id": 262144001, "answer": "swinging bat"},
-    ]}  # fmt: skip
+    assert upload == {
+        "vqav2_test-dev2015_upload.json": [
+            {"question_id": 1, "answer": ""},
+            {"question_id": 262144000, "answer": "yes"},
+            {"question_id": 262144001, "answer": "swinging bat"},
+        ]
+    }
 
 
 def test_vqav2_test_dev_without_the_test2015_file_fails_before_inference(tmp_path):
-    write_jsonl(tmp_path / "vqav2" / "llava_vqav2_mscoco_test-dev2015.jsonl", [{"question_id": 1, "image": "a",
-                                                                                "text": "q"}])  # fmt: skip
+    write_jsonl(
+        tmp_path / "vqav2" / "llava_vqav2_mscoco_test-dev2015.jsonl", [{"question_id": 1, "image": "a", "text": "q"}]
+    )
     with pytest.raises(FileNotFoundError, match="llava_vqav2_mscoco_test2015.jsonl"):
         make_benchmark("vqav2", tmp_path, {"split": "test-dev"}).samples()
 
 
 def test_vizwiz_test_asks_llavas_file_and_uploads_image_and_answer(tmp_path):
     text = f"What is this?\nWhen the provided information is insufficient, respond with 'Unanswerable'.\n{SHORT}"
-    write_jsonl(tmp_path / "vizwiz" / "llava_test.jsonl", [
-        {"question_id": 0, "image": "VizWiz_test_00000000.jpg", "text": text},
-        {"question_id": 1, "image": "VizWiz_test_00000001.jpg", "text": text},
-    ])  # fmt: skip
+    write_jsonl(
+        tmp_path / "vizwiz" / "llava_test.jsonl",
+        [
+            {"question_id": 0, "image": "VizWiz_test_00000000.jpg", "text": text},
+            {"question_id": 1, "image": "VizWiz_test_00000001.jpg", "text": text},
+        ],
+    )
     benchmark = make_benchmark("vizwiz", tmp_path, {"split": "test"})
     samples = benchmark.samples()
     assert [s.prompt for s in samples] == [text, text]
@@ -105,8 +126,14 @@ def test_vizwiz_test_asks_llavas_file_and_uploads_image_and_answer(tmp_path):
         ]
     }
     # The val split (local) asks the same wording, built from the official annotations.
-    val = [{"image": "VizWiz_val_00000001.jpg", "question": "What is this?", "answer_type": "unanswerable",
-            "answers": [{"answer": "unanswerable", "answer_confidence": "yes"}] * 10}]  # fmt: skip
+    val = [
+        {
+            "image": "VizWiz_val_00000001.jpg",
+            "question": "What is this?",
+            "answer_type": "unanswerable",
+            "answers": [{"answer": "unanswerable", "answer_confidence": "yes"}] * 10,
+        }
+    ]
     (tmp_path / "vizwiz" / "val.json").write_text(json.dumps(val))
     assert make_benchmark("vizwiz", tmp_path).samples()[0].prompt == text
 
@@ -115,27 +142,52 @@ def write_textvqa(root, questions):
     """The official annotation file as textvqa.org releases it (no OCR tokens in it) and LLaVA-1.5's
     question file, whose "question_id" is the image's id and whose prompts carry the OCR tokens."""
     data = [
-        {"question": "what is the brand of this camera?", "image_id": "003a8ae2ef43b901", "image_classes": ["Camera"],
-         "flickr_original_url": "https://example.org/a.jpg", "flickr_300k_url": "https://example.org/b.jpg",
-         "image_width": 1024, "image_height": 664, "answers": ["dakota"] * 9 + ["dakota digital"],
-         "question_tokens": ["what", "is", "the", "brand", "of", "this", "camera"], "question_id": 34602,
-         "set_name": "val"},
-        {"question": "what does the small white text spell?", "image_id": "003a8ae2ef43b901", "image_classes": [],
-         "flickr_original_url": "", "flickr_300k_url": "", "image_width": 1024, "image_height": 664,
-         "answers": ["copenhagen"] * 10, "question_tokens": [], "question_id": 34603, "set_name": "val"},
-    ]  # fmt: skip
+        {
+            "question": "what is the brand of this camera?",
+            "image_id": "003a8ae2ef43b901",
+            "image_classes": ["Camera"],
+            "flickr_original_url": "https://example.org/a.jpg",
+            "flickr_300k_url": "https://example.org/b.jpg",
+            "image_width": 1024,
+            "image_height": 664,
+            "answers": ["dakota"] * 9 + ["dakota digital"],
+            "question_tokens": ["what", "is", "the", "brand", "of", "this", "camera"],
+            "question_id": 34602,
+            "set_name": "val",
+        },
+        {
+            "question": "what does the small white text spell?",
+            "image_id": "003a8ae2ef43b901",
+            "image_classes": [],
+            "flickr_original_url": "",
+            "flickr_300k_url": "",
+            "image_width": 1024,
+            "image_height": 664,
+            "answers": ["copenhagen"] * 10,
+            "question_tokens": [],
+            "question_id": 34603,
+            "set_name": "val",
+        },
+    ]
     root.mkdir(parents=True, exist_ok=True)
-    (root / "TextVQA_0.5.1_val.json").write_text(json.dumps({"dataset_type": "val", "dataset_name": "textvqa",
-                                                             "dataset_version": "0.5.1", "data": data}))  # fmt: skip
+    (root / "TextVQA_0.5.1_val.json").write_text(
+        json.dumps({"dataset_type": "val", "dataset_name": "textvqa", "dataset_version": "0.5.1", "data": data})
+    )
     write_jsonl(root / "llava_textvqa_val_v051_ocr.jsonl", questions)
 
 
 TEXTVQA_OCR = [
-    {"question_id": "003a8ae2ef43b901", "image": "003a8ae2ef43b901.jpg",
-     "text": f"What is the brand of this camera?\nReference OCR token: DAKOTA, DIGITAL, DIGITAL, Camera\n{SHORT}"},
-    {"question_id": "003a8ae2ef43b901", "image": "003a8ae2ef43b901.jpg",
-     "text": f"What does the small white text spell?\n{SHORT}"},  # an image whose OCR found nothing
-]  # fmt: skip
+    {
+        "question_id": "003a8ae2ef43b901",
+        "image": "003a8ae2ef43b901.jpg",
+        "text": f"What is the brand of this camera?\nReference OCR token: DAKOTA, DIGITAL, DIGITAL, Camera\n{SHORT}",
+    },
+    {
+        "question_id": "003a8ae2ef43b901",
+        "image": "003a8ae2ef43b901.jpg",
+        "text": f"What does the small white text spell?\n{SHORT}",
+    },  # an image whose OCR found nothing
+]
 
 
 def test_textvqa_ocr_tokens_reach_the_prompt_with_the_official_annotation_file(tmp_path):
@@ -164,8 +216,22 @@ def jpeg_base64():
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-MMBENCH_COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
-                   "l2-category", "comment", "split"]  # fmt: skip
+MMBENCH_COLUMNS = [
+    "index",
+    "question",
+    "hint",
+    "A",
+    "B",
+    "C",
+    "D",
+    "answer",
+    "category",
+    "image",
+    "source",
+    "l2-category",
+    "comment",
+    "split",
+]
 
 
 def write_mmbench(root, name="mmbench_dev_20230712.tsv"):
@@ -186,8 +252,24 @@ def write_mmbench(root, name="mmbench_dev_20230712.tsv"):
         writer = csv.writer(f, delimiter="\t")
         writer.writerow(MMBENCH_COLUMNS)
         for index, question, hint, a, b, c, d, answer in rows:
-            writer.writerow([index, question, hint, a, b, c, d, answer, "color_attribute", image, "src",
-                             "attribute_reasoning", "nan", "dev"])  # fmt: skip
+            writer.writerow(
+                [
+                    index,
+                    question,
+                    hint,
+                    a,
+                    b,
+                    c,
+                    d,
+                    answer,
+                    "color_attribute",
+                    image,
+                    "src",
+                    "attribute_reasoning",
+                    "nan",
+                    "dev",
+                ]
+            )
     return rows
 
 
@@ -244,8 +326,17 @@ def test_mmbench_test_split_has_no_answers_to_score_locally(tmp_path):
 
 
 def write_scienceqa(root):
-    problems = {str(i): {"question": f"Q{i}?", "choices": ["a", "b", "c"], "answer": i % 3, "hint": "",
-                         "image": "image.png", "subject": "natural science"} for i in range(60)}  # fmt: skip
+    problems = {
+        str(i): {
+            "question": f"Q{i}?",
+            "choices": ["a", "b", "c"],
+            "answer": i % 3,
+            "hint": "",
+            "image": "image.png",
+            "subject": "natural science",
+        }
+        for i in range(60)
+    }
     root.mkdir(parents=True, exist_ok=True)
     (root / "problems.json").write_text(json.dumps(problems))
     (root / "pid_splits.json").write_text(json.dumps({"test": list(problems)}))
@@ -293,19 +384,33 @@ def test_the_sweep_writes_the_upload_file_and_reports_no_number_for_a_server_spl
     text = f"What?\n{SHORT}"
     questions = [{"question_id": 7, "image": "a.jpg", "text": text}, {"question_id": 8, "image": "b.jpg", "text": text}]
     write_jsonl(tmp_path / "data" / "vqav2" / "llava_vqav2_mscoco_test-dev2015.jsonl", questions)
-    write_jsonl(tmp_path / "data" / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl",
-                [{"question_id": q, "image": "x.jpg", "text": text} for q in (6, 7, 8)])  # fmt: skip
+    write_jsonl(
+        tmp_path / "data" / "vqav2" / "llava_vqav2_mscoco_test2015.jsonl",
+        [{"question_id": q, "image": "x.jpg", "text": text} for q in (6, 7, 8)],
+    )
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "config.json").write_text(json.dumps({"max_visual_tokens": 8}))
-    config = SweepConfig(str(tmp_path / "export"), tmp_path / "out", tmp_path / "data", ["vqav2"], [4],
-                         options={"vqav2": {"split": "test-dev"}})  # fmt: skip
+    config = SweepConfig(
+        str(tmp_path / "export"),
+        tmp_path / "out",
+        tmp_path / "data",
+        ["vqav2"],
+        [4],
+        options={"vqav2": {"split": "test-dev"}},
+    )
     sweep = Sweep(config, log=lambda _: None)
-    sweep.finish_pair("vqav2", 4, [{"key": "7", "prediction": "Two", "error": ""},
-                                   {"key": "8", "prediction": "", "error": "image: missing"}])  # fmt: skip
+    sweep.finish_pair(
+        "vqav2",
+        4,
+        [{"key": "7", "prediction": "Two", "error": ""}, {"key": "8", "prediction": "", "error": "image: missing"}],
+    )
     result = sweep.score("vqav2", 4)
     path = tmp_path / "out" / "submissions" / "vqav2" / "m4" / "vqav2_test-dev2015_upload.json"
     assert (result.status, result.scores, result.rejected, result.uploads) == ("upload", {}, 1, [str(path)])
-    assert json.loads(path.read_text()) == [{"question_id": 6, "answer": ""}, {"question_id": 7, "answer": "2"},
-                                            {"question_id": 8, "answer": ""}]  # fmt: skip
+    assert json.loads(path.read_text()) == [
+        {"question_id": 6, "answer": ""},
+        {"question_id": 7, "answer": "2"},
+        {"question_id": 8, "answer": ""},
+    ]
     assert not sweep.scores_path("vqav2", 4).exists()
     assert "| 4 | to upload |" in table([result])

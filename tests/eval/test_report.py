@@ -30,10 +30,19 @@ def test_table_is_shaped_like_the_papers_table_1():
 
 def test_with_every_column_the_average_is_the_papers():
     """LLaVA-1.5's row of the paper's Table 1 gives its Avg, 59.2; TextVQA goes to a table of its own."""
-    paper = {"vizwiz": {"accuracy": 50.0}, "scienceqa": {"accuracy": 66.8}, "vqav2": {"accuracy": 78.5},
-             "gqa": {"accuracy": 62.0}, "pope": {"f1": 85.9}, "mme": {"perception": 1510.7, "cognition": 316.1},
-             "mmmu": {"accuracy": 34.7}, "mmbench": {"accuracy": 64.3}, "llava_bench": {"relative_score": 63.4},
-             "mmvet": {"score": 30.5}, "textvqa": {"accuracy": 58.2}}  # fmt: skip
+    paper = {
+        "vizwiz": {"accuracy": 50.0},
+        "scienceqa": {"accuracy": 66.8},
+        "vqav2": {"accuracy": 78.5},
+        "gqa": {"accuracy": 62.0},
+        "pope": {"f1": 85.9},
+        "mme": {"perception": 1510.7, "cognition": 316.1},
+        "mmmu": {"accuracy": 34.7},
+        "mmbench": {"accuracy": 64.3},
+        "llava_bench": {"relative_score": 63.4},
+        "mmvet": {"score": 30.5},
+        "textvqa": {"accuracy": 58.2},
+    }
     row = [PairResult(name, 576, "scored", scores, 100) for name, scores in paper.items()]
     assert normalised_average(row) == pytest.approx(59.2, abs=0.05)
     text = table(row)
@@ -80,8 +89,12 @@ def test_report_files(tmp_path):
 
 def test_a_limited_sweep_keeps_each_splits_and_answers_share_and_units_whole():
     # POPE-like: per image, its "yes" questions and then its "no" ones, in three splits.
-    samples = [Sample(f"{g}/{i}/{q}", "q", None, "yes" if q < 3 else "no", g)
-               for g in ("random", "popular", "adversarial") for i in range(100) for q in range(6)]  # fmt: skip
+    samples = [
+        Sample(f"{g}/{i}/{q}", "q", None, "yes" if q < 3 else "no", g)
+        for g in ("random", "popular", "adversarial")
+        for i in range(100)
+        for q in range(6)
+    ]
     chosen = spread(samples, 300)
     assert len(chosen) == 300 and chosen == sorted(chosen, key=samples.index)  # file order kept
     for group in ("random", "popular", "adversarial"):
@@ -112,8 +125,10 @@ def test_every_headline_gets_an_interval_by_image(synthetic_root, name):
     rng = random.Random(0)
     images = sorted({s.unit or s.image for s in samples})
     flipped = set(rng.sample(images, len(images) // 3))  # every answer about a third of the images wrong
-    noisy = {s.key: ("no" if truth[s.key] == "yes" else "yes") if (s.unit or s.image) in flipped else truth[s.key]
-             for s in samples}  # fmt: skip
+    noisy = {
+        s.key: ("no" if truth[s.key] == "yes" else "yes") if (s.unit or s.image) in flipped else truth[s.key]
+        for s in samples
+    }
     bounds = headline_interval(benchmark, samples, noisy, resamples=300)
     estimate = benchmark.score(samples, noisy)[benchmark.metric]
     assert bounds[f"{benchmark.metric}_low"] < estimate < bounds[f"{benchmark.metric}_high"]

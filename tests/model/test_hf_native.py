@@ -27,12 +27,17 @@ print(config.model_type, config.max_visual_tokens)
 def test_an_export_loads_through_the_auto_classes_after_import_mqt_llava(built, tmp_path):
     save_export(built, tmp_path / "export")
     # A fresh process: nothing but `import mqt_llava` may have registered the model.
-    done = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "export"), str(tmp_path / "logits.pt")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, str(tmp_path / "export"), str(tmp_path / "logits.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["mqt_llava", str(built.model.config.max_visual_tokens)]
     ids = torch.tensor([[1, 5, -200, 7, 9]])
     with torch.no_grad():
-        expected = built.model(input_ids=ids, pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
-                               num_visual_tokens=3).logits  # fmt: skip
+        expected = built.model(
+            input_ids=ids, pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8), num_visual_tokens=3
+        ).logits
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)

@@ -8,7 +8,7 @@ import yaml
 from torch import nn
 
 from mqt_llava.ablation.spec import Variant
-from mqt_llava.config import ModelSpec, StageSpec, load_config
+from mqt_llava.config import load_config
 from mqt_llava.eval.flops import FlopsModel
 from mqt_llava.model.budgets import BudgetError, default_budgets, parse_budgets
 from mqt_llava.model.builder import build_model, visual_token_range
@@ -16,7 +16,9 @@ from mqt_llava.model.connectors.mlp import MLPProjector
 from mqt_llava.model.export import save_export
 from mqt_llava.model.export import visual_token_range as export_range
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.plan import token_schedule
+from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
 
 GRID = 16  # small_spec: a 32-px image in 8-px patches
@@ -41,8 +43,11 @@ def test_it_is_llavas_mlp2x_gelu_over_every_grid_feature(mlp_built):
     assert (first.in_features, first.out_features) == (32, 48) and isinstance(gelu, nn.GELU)
     assert (second.in_features, second.out_features) == (48, 48)
     assert [name for name, _ in connector.named_parameters()] == [
-        "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
-    ]  # fmt: skip
+        "layers.0.weight",
+        "layers.0.bias",
+        "layers.2.weight",
+        "layers.2.bias",
+    ]
     grid = torch.randn(2, GRID, 32)
     expected = second(torch.nn.functional.gelu(first(grid)))
     torch.testing.assert_close(connector(grid), expected)
@@ -66,8 +71,16 @@ def test_its_one_budget_is_n_and_every_check_says_so(mlp_built):
 
 
 def test_it_trains_at_n_whatever_the_schedule():
-    stage = StageSpec(model="tiny", stage="stage2", template="vicuna_v1", data="-", global_batch_size=2,
-                      micro_batch_size=2, lr=1e-3, schedule={"kind": "linear", "step": 2})  # fmt: skip
+    stage = StageSpec(
+        model="tiny",
+        stage="stage2",
+        template="vicuna_v1",
+        data="-",
+        global_batch_size=2,
+        micro_batch_size=2,
+        lr=1e-3,
+        schedule={"kind": "linear", "step": 2},
+    )
     assert token_schedule(stage, mlp_spec()).support == (GRID,)
     assert token_schedule(stage, small_spec()).support == (2, 4, 6, 8)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.config import load_config, preset_path
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.modeling import (
@@ -11,6 +11,7 @@ from mqt_llava.model.modeling import (
     MQTLlavaConfig,
     MQTLlavaForConditionalGeneration,
 )
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.stages import configure_trainable, parameter_report
 
 QUESTION = [{"from": "human", "value": "<image>\nWhat shape is red?"}, {"from": "gpt", "value": "A circle."}]

@@ -69,8 +69,9 @@ class OfficialAbstractor(nn.Module):
         keys = F.interpolate(square, size=(GRID_SIDE, GRID_SIDE), mode="bicubic", align_corners=False)
         keys = keys.permute(0, 2, 3, 1).flatten(0, 2)
         q = (self.query[:m] + self.pos_embed[:m]).unsqueeze(1).repeat(1, batch, 1)
-        out = self.attn(self.ln_q(q), self.ln_k(keys.unsqueeze(1).repeat(1, batch, 1)),
-                        self.ln_v(features.permute(1, 0, 2)))[0]  # fmt: skip
+        out = self.attn(
+            self.ln_q(q), self.ln_k(keys.unsqueeze(1).repeat(1, batch, 1)), self.ln_v(features.permute(1, 0, 2))
+        )[0]
         return out.permute(1, 0, 2) @ self.proj
 
 
@@ -79,18 +80,38 @@ def official(tmp_path_factory):
     """(checkpoint dir, tower, llama, abstractor) in LLaVA's layout, written in two formats."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("official")
-    tower = CLIPVisionModel(CLIPVisionConfig(image_size=48, patch_size=8, hidden_size=WIDTH, intermediate_size=128,
-                                             num_hidden_layers=3, num_attention_heads=4)).eval()  # fmt: skip
+    tower = CLIPVisionModel(
+        CLIPVisionConfig(
+            image_size=48,
+            patch_size=8,
+            hidden_size=WIDTH,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+        )
+    ).eval()
     tower.save_pretrained(root / "clip")
     CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}).save_pretrained(root / "clip")
     tokenizer = byte_level_tokenizer()
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=LLM_WIDTH, intermediate_size=96,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                                         max_position_embeddings=256)).eval()  # fmt: skip
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=LLM_WIDTH,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
+        )
+    ).eval()
     abstractor = OfficialAbstractor().eval()
     state = llama.state_dict() | {f"model.query_abstractor.{k}": v for k, v in abstractor.state_dict().items()}
-    config = llama.config.to_dict() | {"model_type": "llava_llama", "mm_vision_tower": str(root / "clip"),
-                                       "mm_vision_select_layer": -2, "image_aspect_ratio": "pad"}  # fmt: skip
+    config = llama.config.to_dict() | {
+        "model_type": "llava_llama",
+        "mm_vision_tower": str(root / "clip"),
+        "mm_vision_select_layer": -2,
+        "image_aspect_ratio": "pad",
+    }
     for fmt in ("safetensors", "bin"):
         folder = root / fmt
         folder.mkdir()
@@ -127,8 +148,9 @@ def test_the_imported_model_gives_the_official_logits(official, tmp_path, fmt, m
 
 
 def our_connector(num_queries: int = SIDE * SIDE) -> MatryoshkaQueryTransformer:
-    return MatryoshkaQueryTransformer(num_queries, WIDTH, LLM_WIDTH, HEADS, keys="position_only",
-                                      position_table="trained_in_stage1")  # fmt: skip
+    return MatryoshkaQueryTransformer(
+        num_queries, WIDTH, LLM_WIDTH, HEADS, keys="position_only", position_table="trained_in_stage1"
+    )
 
 
 @pytest.mark.parametrize(

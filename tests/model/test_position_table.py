@@ -7,11 +7,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
-from mqt_llava.config import ModelSpec, load_config, preset_path
+from mqt_llava.config import load_config, preset_path
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.connectors.mqt import POSITION_TABLES, sincos_2d
 from mqt_llava.model.export import load_part_state, read_config, save_export
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.stages import configure_trainable, parameter_report
 from small_model import small_spec
 

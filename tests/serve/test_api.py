@@ -54,8 +54,11 @@ def test_a_good_request_becomes_a_job():
     "make, status, fragment",
     [
         (lambda: request(parts(url="data:image/png;base64,@@@")), 400, "does not decode"),
-        (lambda: request(parts(url="data:image/png;base64," + base64.b64encode(b"not an image").decode())), 400,
-         "not a usable image"),
+        (
+            lambda: request(parts(url="data:image/png;base64," + base64.b64encode(b"not an image").decode())),
+            400,
+            "not a usable image",
+        ),
         (lambda: request(parts(url=data_url(Image.new("RGB", (65, 64))))), 413, "pixel limit"),
         (lambda: request(parts(url="https://example.com/cat.jpg")), 400, "remote image URLs are disabled"),
         (lambda: request(parts(url="ftp://x")), 400, "base64 data URL"),
@@ -64,13 +67,23 @@ def test_a_good_request_becomes_a_job():
         (lambda: request("hi", visual_tokens=0), 400, "visual_tokens: 0 outside 1..32"),
         (lambda: request(parts(text="")), 400, "no text and no image"),
         (lambda: request("hi", max_tokens=10_000), 400, "above this server's limit"),
-        (lambda: ChatRequest(model="fast", messages=[{"role": "user", "content": "a"},
-                                                     {"role": "assistant", "content": "b"}]), 400, "ending with"),
-        (lambda: ChatRequest(model="fast", messages=[{"role": "user", "content": "a"},
-                                                     {"role": "user", "content": "b"}]), 400, "alternating"),
+        (
+            lambda: ChatRequest(
+                model="fast", messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+            ),
+            400,
+            "ending with",
+        ),
+        (
+            lambda: ChatRequest(
+                model="fast", messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+            ),
+            400,
+            "alternating",
+        ),
         (lambda: request("hi", n=2), 400, "n = 2"),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_get_an_openai_error(make, status, fragment):
     with pytest.raises(ApiError) as caught:
         build_job(make(), SPEC, 32)
@@ -99,12 +112,17 @@ def test_tier_budgets_and_spec_checks():
 
 def test_a_conversation_becomes_history_with_the_system_prompt_and_one_image():
     image = data_url(Image.new("RGB", (8, 8), (0, 255, 0)))
-    chat = ChatRequest(model="fast", top_p=0.5, seed=3, messages=[
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]},
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]},  # image only
-    ])  # fmt: skip
+    chat = ChatRequest(
+        model="fast",
+        top_p=0.5,
+        seed=3,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]},  # image only
+        ],
+    )
     job = build_job(chat, SPEC, 32)
     assert job.system == "Be brief." and job.history == (("Hello", "Hi."),) and job.question == ""
     assert job.image.getpixel((0, 0)) == (0, 255, 0)  # given in the second user turn; the prompt puts it first

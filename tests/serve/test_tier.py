@@ -51,8 +51,9 @@ def test_a_batch_the_engine_fails_on_is_retried_one_request_at_a_time(built):
     jobs = [job("Name a colour."), job("boom"), job("Where is it?", render_scene(random_scene(2), 30, 50))]
     results = replica(Faulty(engine)).answer(jobs)
     assert results[1]["error"]["status"] == 500 and "injected fault" in results[1]["error"]["message"]
-    assert [results[0]["text"], results[2]["text"]] == [engine.complete([j.request()], 4, 6)[0].text
-                                                        for j in (jobs[0], jobs[2])]  # fmt: skip
+    assert [results[0]["text"], results[2]["text"]] == [
+        engine.complete([j.request()], 4, 6)[0].text for j in (jobs[0], jobs[2])
+    ]
 
 
 class Endless:

@@ -112,8 +112,19 @@ def test_the_cell_head_makes_clip_features_readable_by_a_linear_probe(tokenizer,
     labels = cell_label_tensors(fresh)
     scores = {}
     for name, steps in (("untrained", 0), ("with head", 60)):
-        clip, _ = train_clip(images, CAPTIONS, tokenizer, vision, text, SETTINGS, steps=steps, batch_size=32,
-                             log=lambda _: None, cell_labels=cell_label_tensors(SCENES), cells=4)  # fmt: skip
+        clip, _ = train_clip(
+            images,
+            CAPTIONS,
+            tokenizer,
+            vision,
+            text,
+            SETTINGS,
+            steps=steps,
+            batch_size=32,
+            log=lambda _: None,
+            cell_labels=cell_label_tensors(SCENES),
+            cells=4,
+        )
         features = tower_features(clip, fresh_images, SETTINGS, -2)
         fit, test = slice(0, 96), slice(96, 192)
         split = (
@@ -162,14 +173,27 @@ def test_same_seed_same_base_models(tokenizer, images):
     labels = cell_label_tensors(SCENES)
 
     def clip_losses(seed):
-        return train_clip(images, CAPTIONS, tokenizer, vision, text, SETTINGS, steps=4, batch_size=16, seed=seed,
-                          log=lambda _: None, cell_labels=labels, cells=4)[1].losses  # fmt: skip
+        return train_clip(
+            images,
+            CAPTIONS,
+            tokenizer,
+            vision,
+            text,
+            SETTINGS,
+            steps=4,
+            batch_size=16,
+            seed=seed,
+            log=lambda _: None,
+            cell_labels=labels,
+            cells=4,
+        )[1].losses
 
     architecture = {**SMALL, "num_key_value_heads": 2, "max_position_embeddings": 256}
 
     def lm_losses(seed):
-        return train_lm(text_samples(CAPTIONS, tokenizer), tokenizer, architecture, steps=4, seed=seed,
-                        log=lambda _: None)[1].losses  # fmt: skip
+        return train_lm(
+            text_samples(CAPTIONS, tokenizer), tokenizer, architecture, steps=4, seed=seed, log=lambda _: None
+        )[1].losses
 
     assert clip_losses(0) == clip_losses(0) != clip_losses(1)
     assert lm_losses(0) == lm_losses(0) != lm_losses(1)

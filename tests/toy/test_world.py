@@ -121,8 +121,9 @@ def test_reading_drills_ask_kinds_by_their_weights_and_answer_from_the_scene():
         for qa in questions:
             if qa.kind in ("colour", "shape", "size"):
                 cell = re.search(r"at ([A-Z][0-9]+)", qa.question).group(1)
-                assert qa.answer == next(getattr(o, qa.kind) for o in scene.objects
-                                         if world.cell_name(o.row, o.col) == cell)  # fmt: skip
+                assert qa.answer == next(
+                    getattr(o, qa.kind) for o in scene.objects if world.cell_name(o.row, o.col) == cell
+                )
     only = world.reading_drill(SCENES[0], record_rng(0, "drill", 1), 6, {"occupancy": 1})
     assert {qa.kind for qa in only} == {"occupancy"} and len(only) == 6
     for bad in ({"colour": 1, "weather": 1}, {"colour": 0}):
@@ -131,8 +132,9 @@ def test_reading_drills_ask_kinds_by_their_weights_and_answer_from_the_scene():
 
 
 def test_descriptions_name_each_cell_before_what_is_in_it():
-    scene = world.Scene(4, 4, (world.SceneObject("circle", "red", "small", 0, 0),
-                               world.SceneObject("square", "blue", "large", 2, 1)))  # fmt: skip
+    scene = world.Scene(
+        4, 4, (world.SceneObject("circle", "red", "small", 0, 0), world.SceneObject("square", "blue", "large", 2, 1))
+    )
     assert scene.describe() == "A1 small red circle, B3 large blue square."
     assert world.cell_name(2, 1) == "B3" and len(set(world.cell_names())) == world.CELLS**2
     assert world.cell_name(0, 25) == "Z1"

@@ -1,13 +1,23 @@
 import pytest
 
-from mqt_llava.config import ConfigError, StageSpec, load_config, preset_path
+from mqt_llava.config import ConfigError, load_config, preset_path
 from mqt_llava.train.deepspeed_config import deepspeed_config
 from mqt_llava.train.plan import plan_steps
+from mqt_llava.train.spec import StageSpec
 
 
 def stage2(**changes) -> StageSpec:
-    fields = dict(model="tiny", stage="stage2", template="vicuna_v1", data="shards", global_batch_size=128,
-                  micro_batch_size=4, num_workers=2, lr=2e-5, zero_stage=3)  # fmt: skip
+    fields = dict(
+        model="tiny",
+        stage="stage2",
+        template="vicuna_v1",
+        data="shards",
+        global_batch_size=128,
+        micro_batch_size=4,
+        num_workers=2,
+        lr=2e-5,
+        zero_stage=3,
+    )
     return StageSpec(**{**fields, **changes})
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mqt_llava.config import ConfigError, StageSpec
+from mqt_llava.config import ConfigError
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import load_part_state, save_export
 from mqt_llava.model.stages import CONNECTOR
 from mqt_llava.train.loop import stage_model
 from mqt_llava.train.plan import StageRun, check_init_from, plan_steps
+from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
 
 PROC_IO = Path("/proc/self/io")
@@ -23,8 +24,14 @@ def wide_llm_spec(**connector):
     """The LLM about 300 times the connector's bytes (17 MB against 53 KB), as a 7B export is about
     400 times its connector: a copy of the export and a read of the connector differ clearly."""
     spec = small_spec(**connector)
-    architecture = dict(spec.llm.architecture, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                        num_attention_heads=4, num_key_value_heads=4)  # fmt: skip
+    architecture = dict(
+        spec.llm.architecture,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
     return spec.model_copy(update={"llm": spec.llm.model_copy(update={"architecture": architecture})})
 
 
@@ -38,8 +45,16 @@ def exported(tmp_path_factory):
 
 
 def run_from(init_from: str | None) -> StageRun:
-    stage = StageSpec(model="tiny", stage="stage2", template="vicuna_v1", data="-", global_batch_size=2,
-                      micro_batch_size=2, lr=1e-3, init_from=init_from)  # fmt: skip
+    stage = StageSpec(
+        model="tiny",
+        stage="stage2",
+        template="vicuna_v1",
+        data="-",
+        global_batch_size=2,
+        micro_batch_size=2,
+        lr=1e-3,
+        init_from=init_from,
+    )
     return StageRun(
         stage=stage, model=wide_llm_spec(), name="t", storage="/tmp", plan=plan_steps(stage, 10), use_gpu=False
     )

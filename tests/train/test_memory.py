@@ -6,9 +6,11 @@ import pytest
 from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
-from mqt_llava.config import ConfigError, ModelSpec, StageSpec, load_config, model_config_path
+from mqt_llava.config import ConfigError, load_config, model_config_path
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.memory import GIB, DoesNotFit, ModelCounts, check_fits, plan_memory
 from mqt_llava.train.plan import resolve_run
+from mqt_llava.train.spec import StageSpec
 
 TOWER, LLM, EMBEDDINGS = 303_507_456, 6_738_415_616, 32_000 * 4096
 POSITIONS = 256 * 1024  # the MQT's position table: trained in stage 1, frozen in stage 2 (the official recipe)

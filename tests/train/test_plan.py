@@ -3,16 +3,25 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mqt_llava.config import ConfigError, StageSpec, prefixed
+from mqt_llava.config import ConfigError, prefixed
 from mqt_llava.data.samples import count_rows
 from mqt_llava.model.schedules import schedule_support
 from mqt_llava.train.plan import StageRun, plan_steps, resolve_run
+from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
 
 
 def stage(**changes) -> StageSpec:
-    fields = dict(model="tiny", stage="stage2", template="vicuna_v1", data="shards", global_batch_size=32,
-                  micro_batch_size=4, num_workers=2, lr=1e-3)  # fmt: skip
+    fields = dict(
+        model="tiny",
+        stage="stage2",
+        template="vicuna_v1",
+        data="shards",
+        global_batch_size=32,
+        micro_batch_size=4,
+        num_workers=2,
+        lr=1e-3,
+    )
     return StageSpec(**{**fields, **changes})
 
 
@@ -67,10 +76,19 @@ def configs(tmp_path):
     model.write_text(yaml.safe_dump(small_spec().model_dump()))
     write_shards(tmp_path / "shards", 200)
     config = tmp_path / "stage2.yaml"
-    config.write_text(yaml.safe_dump(dict(
-        model=str(model), stage="stage2", template="vicuna_v1", data=str(tmp_path / "shards"),
-        global_batch_size=8, micro_batch_size=4, lr=1e-3,
-    )))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            dict(
+                model=str(model),
+                stage="stage2",
+                template="vicuna_v1",
+                data=str(tmp_path / "shards"),
+                global_batch_size=8,
+                micro_batch_size=4,
+                lr=1e-3,
+            )
+        )
+    )
     return config
 
 

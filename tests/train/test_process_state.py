@@ -21,10 +21,12 @@ import warnings
 import deepspeed  # noqa: F401  its import sets PYTORCH_NVML_BASED_CUDA_CHECK: DeepSpeed's own doing, not ours
 import torch
 
-from mqt_llava.config import ModelSpec, StageSpec, load_config, model_config_path
+from mqt_llava.config import load_config, model_config_path
 from mqt_llava.model.builder import build_model
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import resolve_run
+from mqt_llava.train.spec import StageSpec
 from mqt_llava.train.strategy import DeepSpeedStrategy
 from small_model import small_spec
 
@@ -74,8 +76,9 @@ GPU_WORKER = textwrap.dedent(
 
 def gpu_worker_setup(stage: str, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # a GPU node's environment
-    done = subprocess.run([sys.executable, "-c", GPU_WORKER, stage, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_WORKER, stage, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -142,8 +145,15 @@ def test_memory_check_model_building_and_job_setup_leave_the_process_as_they_fou
     model_file = tmp_path / "model.yaml"
     model_file.write_text(yaml.safe_dump(small_spec().model_dump()))
     config = tmp_path / "stage2.yaml"
-    stage = dict(model=str(model_file), stage="stage2", template="vicuna_v1", data=str(shards),
-                 global_batch_size=8, micro_batch_size=4, lr=1e-3)  # fmt: skip
+    stage = dict(
+        model=str(model_file),
+        stage="stage2",
+        template="vicuna_v1",
+        data=str(shards),
+        global_batch_size=8,
+        micro_batch_size=4,
+        lr=1e-3,
+    )
     config.write_text(yaml.safe_dump(stage))
     monkeypatch.delenv("DS_ACCELERATOR", raising=False)  # a GPU node's environment: a setdefault would show
     before = process_state()

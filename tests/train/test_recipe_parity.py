@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 import torch
 
-from mqt_llava.config import ModelSpec, StageSpec, load_config, model_config_path, preset_path
+from mqt_llava.config import load_config, model_config_path, preset_path
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.stages import TRAINABLE_PARTS
 from mqt_llava.train import loop, strategy
 from mqt_llava.train.deepspeed_config import deepspeed_config, llm_hidden_size
 from mqt_llava.train.plan import plan_steps, stage_model_spec, token_schedule
+from mqt_llava.train.spec import StageSpec
 
 PRETRAIN = "scripts/v1_5/pretrain.sh"
 FINETUNE = "scripts/v1_5/finetune.sh"

@@ -1,17 +1,18 @@
 import pytest
 import torch
 
-from mqt_llava.config import StageSpec
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.model.export import save_export
 from mqt_llava.train.loop import stage_model
 from mqt_llava.train.plan import StageRun, plan_steps
+from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
 
 
 def run_with(**changes) -> StageRun:
-    fields = dict(model="tiny", stage="stage2", template="vicuna_v1", data="-", global_batch_size=2,
-                  micro_batch_size=2, lr=1e-3)  # fmt: skip
+    fields = dict(
+        model="tiny", stage="stage2", template="vicuna_v1", data="-", global_batch_size=2, micro_batch_size=2, lr=1e-3
+    )
     stage = StageSpec(**{**fields, **changes})
     return StageRun(
         stage=stage, model=small_spec(), name="t", storage="/tmp", plan=plan_steps(stage, 10), use_gpu=False
@@ -34,11 +35,19 @@ def test_stage_model_trains_only_the_stage_parts_and_starts_from_init_from(built
 def batch(tokenizer):
     sample = build_sample(
         [{"from": "human", "value": "<image>\nWhat colour is the circle?"}, {"from": "gpt", "value": "Red"}],
-        "vicuna_v1", tokenizer, has_image=True, max_length=512, visual_tokens=8,
-    )  # fmt: skip
+        "vicuna_v1",
+        tokenizer,
+        has_image=True,
+        max_length=512,
+        visual_tokens=8,
+    )
     ids = torch.tensor([sample.input_ids])
-    return dict(input_ids=ids, labels=torch.tensor([sample.labels]), attention_mask=torch.ones_like(ids),
-                pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8))  # fmt: skip
+    return dict(
+        input_ids=ids,
+        labels=torch.tensor([sample.labels]),
+        attention_mask=torch.ones_like(ids),
+        pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+    )
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from mqt_llava.config import ScheduleSpec, override_value
+from mqt_llava.config import override_value
 from mqt_llava.model.connectors import CONNECTORS
 from mqt_llava.model.connectors.mqt import MQTOptions
+from mqt_llava.train.spec import ScheduleSpec
 
 PARTS = ("model", "stage1", "stage2")  # what an override can reach; "model" is seen by both stages
 
@@ -41,27 +42,44 @@ def option_type(spec_class, name: str):
     return spec_class.model_fields[name].annotation
 
 
-SHORT = {"attention_then_projection": "attn-proj", "projection_then_attention": "proj-attn",
-         "content_and_position": "content-keys", "position_only": "position-keys",
-         "normalised_content_and_position": "normalised-keys"}  # fmt: skip
+SHORT = {
+    "attention_then_projection": "attn-proj",
+    "projection_then_attention": "proj-attn",
+    "content_and_position": "content-keys",
+    "position_only": "position-keys",
+    "normalised_content_and_position": "normalised-keys",
+}
 
 AXES: dict[str, Axis] = {
-    "schedule": Axis(option_type(ScheduleSpec, "kind"), "linear", {"stage2": ("schedule.kind",)},
-                     lambda v: f"{v}-schedule"),
-    "order": Axis(option_type(MQTOptions, "order"), "attention_then_projection", {"model": ("connector.order",)},
-                  SHORT.get),
-    "stage1_elastic": Axis(bool, False, {"stage1": ("stage1_elastic",)},
-                           lambda v: f"elastic-stage1-{'on' if v else 'off'}"),
+    "schedule": Axis(
+        option_type(ScheduleSpec, "kind"), "linear", {"stage2": ("schedule.kind",)}, lambda v: f"{v}-schedule"
+    ),
+    "order": Axis(
+        option_type(MQTOptions, "order"), "attention_then_projection", {"model": ("connector.order",)}, SHORT.get
+    ),
+    "stage1_elastic": Axis(
+        bool, False, {"stage1": ("stage1_elastic",)}, lambda v: f"elastic-stage1-{'on' if v else 'off'}"
+    ),
     "keys": Axis(option_type(MQTOptions, "keys"), "content_and_position", {"model": ("connector.keys",)}, SHORT.get),
     # The connector kind: `mqt` keeps the preset's MQT and its options; another kind replaces the whole
     # `connector:` section by that kind's defaults (`mlp`: LLaVA-1.5's two-layer MLP over all N features).
-    "connector": Axis(Literal[tuple(CONNECTORS)], "mqt", {"model": ("connector",)}, lambda v: f"{v}-connector",
-                      assign=lambda v: None if v == "mqt" else {"kind": v}),
-    "seed": Axis(int, 0, {"stage1": ("seed", "schedule.seed"), "stage2": ("schedule.seed", "seed")},
-                 lambda v: f"seed{v}", grid=False),
+    "connector": Axis(
+        Literal[tuple(CONNECTORS)],
+        "mqt",
+        {"model": ("connector",)},
+        lambda v: f"{v}-connector",
+        assign=lambda v: None if v == "mqt" else {"kind": v},
+    ),
+    "seed": Axis(
+        int,
+        0,
+        {"stage1": ("seed", "schedule.seed"), "stage2": ("schedule.seed", "seed")},
+        lambda v: f"seed{v}",
+        grid=False,
+    ),
     # The paper's "independent models for each number of tokens": stage 2 at one m only (with schedule fixed).
     "fixed_tokens": Axis(int | None, None, {"stage2": ("schedule.tokens",)}, lambda v: f"fixed-m{v}", grid=False),
-}  # fmt: skip
+}
 GRID_AXES: tuple[str, ...] = tuple(name for name, axis in AXES.items() if axis.grid)
 MQT_OPTION_AXES: tuple[str, ...] = tuple(
     name for name, axis in AXES.items() if any(key.startswith("connector.") for key in axis.sets.get("model", ()))

@@ -103,8 +103,13 @@ def nested(trials: list[Trial], atol: float = 1e-5) -> Claim:
                 checked += 1
     verdict = "reproduced" if worst <= atol else "contradicted"
     missing = f" ({len(recorded) - len(exports)} recorded exports missing)" if len(recorded) > len(exports) else ""
-    return Claim(1, statement, verdict, f"{len(exports)} exports{missing}, every m in 1..M ({checked} checks): largest "
-                                        f"difference {worst:.1e} (float rounding; tolerance {atol:g})")  # fmt: skip
+    return Claim(
+        1,
+        statement,
+        verdict,
+        f"{len(exports)} exports{missing}, every m in 1..M ({checked} checks): largest "
+        f"difference {worst:.1e} (float rounding; tolerance {atol:g})",
+    )
 
 
 TOO_FEW_BUDGETS = "the baseline kept held-out answers at fewer than two budgets"
@@ -129,11 +134,19 @@ def rises_and_levels_off(trials: list[Trial], margin: float) -> Claim:
         if stats.non_inferiority(comparison, margin).verdict == "reproduced":
             plateau = (m, comparison)
             break
-    levels = (f"levels off from m = {plateau[0]} ({plateau[1].points()} points vs M, within the "
-              f"{100 * margin:g}-point margin)" if plateau else
-              f"no budget below M is within {100 * margin:g} points of M (non-inferiority)")  # fmt: skip
-    claim = verdict_claim(2, statement, rise, f"baseline, m = {top} vs m = {low}, {seeds_phrase(baseline)}",
-                          "Table 1: average 49.0 (m = 2) to 59.4 (m = 256)")  # fmt: skip
+    levels = (
+        f"levels off from m = {plateau[0]} ({plateau[1].points()} points vs M, within the "
+        f"{100 * margin:g}-point margin)"
+        if plateau
+        else f"no budget below M is within {100 * margin:g} points of M (non-inferiority)"
+    )
+    claim = verdict_claim(
+        2,
+        statement,
+        rise,
+        f"baseline, m = {top} vs m = {low}, {seeds_phrase(baseline)}",
+        "Table 1: average 49.0 (m = 2) to 59.4 (m = 256)",
+    )
     claim.evidence += f"; {levels}"
     return claim
 
@@ -153,17 +166,32 @@ def fine_needs_more(trials: list[Trial]) -> Claim:
             gains, fine, [q.scene for q in at_top.questions], seed=seed_of(trial)
         )
         se = (hi - lo) / (2 * 1.96)
-        effects.append(stats.Comparison(effect, lo, hi, len(gains), len({q.scene for q in at_top.questions}),
-                                        0, 0, 1.0, stats.detectable_difference(se)))  # fmt: skip
+        effects.append(
+            stats.Comparison(
+                effect,
+                lo,
+                hi,
+                len(gains),
+                len({q.scene for q in at_top.questions}),
+                0,
+                0,
+                1.0,
+                stats.detectable_difference(se),
+            )
+        )
         needs.append(kind_budgets(trial, budgets))
     combined = stats.combine_seeds(effects)
     verdict = stats.direction(combined, expected=1)
     per_kind = "; ".join(f"{k}: {', '.join(str(n.get(k, '–')) for n in needs)}" for k in KINDS)
-    context = (f"gain from m = {low} to {top}, fine-grained ({', '.join(FINE_KINDS)}) minus whole-image "
-               f"({', '.join(COARSE_KINDS)}), {seeds_phrase(baseline)}")  # fmt: skip
+    context = (
+        f"gain from m = {low} to {top}, fine-grained ({', '.join(FINE_KINDS)}) minus whole-image "
+        f"({', '.join(COARSE_KINDS)}), {seeds_phrase(baseline)}"
+    )
     claim = verdict_claim(3, statement, verdict, context, "Fig. 5: fine-detail tasks (VQAv2, GQA) need more tokens")
-    claim.evidence += (f". The budget each kind needs (90 % of its gain above the blank-image score at M; "
-                       f"'above' only where the image helps; per seed): {per_kind}")  # fmt: skip
+    claim.evidence += (
+        f". The budget each kind needs (90 % of its gain above the blank-image score at M; "
+        f"'above' only where the image helps; per seed): {per_kind}"
+    )
     return claim
 
 
@@ -226,11 +254,19 @@ def table2_directions(trials: list[Trial]) -> list[Claim]:
         members = by_group.get(variant)
         comparison = paired(baseline, members, None) if baseline and members else None
         if comparison is None:
-            claims.append(Claim(5, statement, NOT_TESTED, f"the grid has no {variant} variant with held-out answers",
-                                paper=paper))  # fmt: skip
+            claims.append(
+                Claim(5, statement, NOT_TESTED, f"the grid has no {variant} variant with held-out answers", paper=paper)
+            )
             continue
-        claims.append(verdict_claim(5, statement, stats.direction(comparison, expected=1),
-                                    f"baseline - {variant} at m = M, {seeds_phrase(members)}", paper))  # fmt: skip
+        claims.append(
+            verdict_claim(
+                5,
+                statement,
+                stats.direction(comparison, expected=1),
+                f"baseline - {variant} at m = M, {seeds_phrase(members)}",
+                paper,
+            )
+        )
     return claims
 
 
@@ -249,8 +285,11 @@ def untrained_budgets(trials: list[Trial], margin: float) -> list[Claim]:
             comparison = paired(members, members, m, below[-1])
             context = f"{group}: m = {m} (never drawn) - m = {below[-1]}, {seeds_phrase(members)}"
             verdict = stats.non_inferiority(comparison, margin)
-            claims.append(verdict_claim(6, f"{statement}: {group} at m = {m}", verdict, context,
-                                        "§4.2: m = 77, never drawn, works"))  # fmt: skip
+            claims.append(
+                verdict_claim(
+                    6, f"{statement}: {group} at m = {m}", verdict, context, "§4.2: m = 77, never drawn, works"
+                )
+            )
     return claims or [Claim(6, statement, NOT_TESTED, "no evaluated budget lies outside a schedule's draws")]
 
 
@@ -264,10 +303,18 @@ def keys(trials: list[Trial]) -> Claim:
     if comparison is None:
         return Claim(7, statement, NOT_TESTED, "no paired held-out answers")
     verdict = stats.direction(comparison, expected=1)
-    finding = {"reproduced": "content-aware better", "contradicted": "position-only better",
-               "inconclusive": "no detectable difference"}[verdict.verdict]  # fmt: skip
-    return Claim(7, statement, COMPARED, f"{finding}: baseline - position-keys at m = M, {seeds_phrase(position)}: "
-                                         f"{verdict.summary()}", comparison)  # fmt: skip
+    finding = {
+        "reproduced": "content-aware better",
+        "contradicted": "position-only better",
+        "inconclusive": "no detectable difference",
+    }[verdict.verdict]
+    return Claim(
+        7,
+        statement,
+        COMPARED,
+        f"{finding}: baseline - position-keys at m = M, {seeds_phrase(position)}: {verdict.summary()}",
+        comparison,
+    )
 
 
 def check_claims(trials: list[Trial], margin: float = 0.02, check_nesting: bool = True) -> list[Claim]:
@@ -281,8 +328,10 @@ def check_claims(trials: list[Trial], margin: float = 0.02, check_nesting: bool 
 
 
 def claims_markdown(claims: list[Claim]) -> str:
-    lines = ["| # | claim | verdict | effect, points [95 % interval] | smallest detectable | paper |",
-             "|---:|---|---|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| # | claim | verdict | effect, points [95 % interval] | smallest detectable | paper |",
+        "|---:|---|---|---:|---:|---|",
+    ]
     for c in claims:
         detectable = "–" if c.comparison is None else f"{100 * c.comparison.detectable:.1f}"
         lines.append(f"| {c.number} | {c.statement} | **{c.verdict}** | {c.effect()} | {detectable} | {c.paper} |")
@@ -302,17 +351,22 @@ def per_seed_markdown(trials: list[Trial], margin: float = 0.02, overall: list[C
     for seed in seeds:
         claims = check_claims([t for t in trials if seed_of(t) == seed], margin, check_nesting=False)
         by_seed[seed] = {(c.number, c.statement): c for c in claims}
-    lines = ["Seed by seed: each seed's paired difference on the held-out questions (question noise only), and "
-             "how many of the seeds that could test a claim reproduce it.", "",
-             f"| # | claim | {' | '.join(f'seed {s}' for s in seeds)} | seeds reproducing | all seeds |",
-             "|---:|---|" + "---|" * len(seeds) + "---:|---|"]  # fmt: skip
+    lines = [
+        "Seed by seed: each seed's paired difference on the held-out questions (question noise only), and "
+        "how many of the seeds that could test a claim reproduce it.",
+        "",
+        f"| # | claim | {' | '.join(f'seed {s}' for s in seeds)} | seeds reproducing | all seeds |",
+        "|---:|---|" + "---|" * len(seeds) + "---:|---|",
+    ]
     for claim in [c for c in overall or check_claims(trials, margin, check_nesting=False) if c.number != 1]:
         cells = [by_seed[s].get((claim.number, claim.statement)) for s in seeds]
         tested = [c for c in cells if c is not None and c.comparison is not None]
         reproducing = sum(c.verdict == "reproduced" for c in tested)
         agree = "–" if claim.verdict == COMPARED or not tested else f"{reproducing} of {len(tested)}"
-        lines.append(f"| {claim.number} | {claim.statement} | {' | '.join(map(seed_cell, cells))} | {agree} | "
-                     f"{seed_cell(claim)} |")  # fmt: skip
+        lines.append(
+            f"| {claim.number} | {claim.statement} | {' | '.join(map(seed_cell, cells))} | {agree} | "
+            f"{seed_cell(claim)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -325,8 +379,11 @@ def seed_cell(claim: Claim | None) -> str:
     return verdict if claim.comparison is None else f"{verdict} {claim.effect()}"
 
 
-USES_IMAGE = {"reproduced": "uses the image", "contradicted": "worse with the image",
-              "inconclusive": "**not shown to use the image**"}  # fmt: skip
+USES_IMAGE = {
+    "reproduced": "uses the image",
+    "contradicted": "worse with the image",
+    "inconclusive": "**not shown to use the image**",
+}
 
 
 def controls_markdown(trials: list[Trial]) -> str | None:
@@ -351,18 +408,27 @@ def controls_markdown(trials: list[Trial]) -> str | None:
             continue
         verdict = stats.direction(stats.combine_seeds(per_seed), expected=1)
         prior = statistics.fmean(majority_answers(questions).correct)
-        rows.append(f"| {group} | {len(per_seed)} | {len(questions)} | {100 * prior:.1f} | "
-                    f"{100 * statistics.fmean(blank):.1f} | {100 * statistics.fmean(image):.1f} | "
-                    f"{verdict.comparison.points()} | {USES_IMAGE[verdict.verdict]} |")  # fmt: skip
+        rows.append(
+            f"| {group} | {len(per_seed)} | {len(questions)} | {100 * prior:.1f} | "
+            f"{100 * statistics.fmean(blank):.1f} | {100 * statistics.fmean(image):.1f} | "
+            f"{verdict.comparison.points()} | {USES_IMAGE[verdict.verdict]} |"
+        )
     if not rows:
         return None
-    lines = ["| variant | seeds | questions | answer prior | blank image | image | image - blank [95 %] | verdict |",
-             "|---|---:|---:|---:|---:|---:|---:|---|", *rows, ""]  # fmt: skip
+    lines = [
+        "| variant | seeds | questions | answer prior | blank image | image | image - blank [95 %] | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
     gates = baseline_gates(trials)
     if gates:
-        lines += ["The baseline's pilot gates (issue 15), per seed:", "",
-                  "| gate | threshold | " + " | ".join(f"seed {s}" for s in gates) + " | met |",
-                  "|---|---:|" + "---:|" * len(gates) + "---|"]  # fmt: skip
+        lines += [
+            "The baseline's pilot gates (issue 15), per seed:",
+            "",
+            "| gate | threshold | " + " | ".join(f"seed {s}" for s in gates) + " | met |",
+            "|---|---:|" + "---:|" * len(gates) + "---|",
+        ]
         names = [name for name, *_ in next(iter(gates.values()))]
         for i, name in enumerate(names):
             figures = [g[i] for g in gates.values()]
@@ -385,7 +451,11 @@ def baseline_gates(trials: list[Trial]) -> dict[int, list[tuple[str, float, floa
         first, x, y = trial.answers(low), trial.answers(top), trial.answers(top, "blank")
         if first is None or x is None or y is None:
             continue
-        runs = {"majority": majority_answers(x.questions), f"m={low}/image": first, f"m={top}/image": x,
-                f"m={top}/blank": y}  # fmt: skip
+        runs = {
+            "majority": majority_answers(x.questions),
+            f"m={low}/image": first,
+            f"m={top}/image": x,
+            f"m={top}/blank": y,
+        }
         out[seed_of(trial)] = pilot_gates(runs, [low, top])
     return out

@@ -48,8 +48,9 @@ def experiment_report(spec: AblationSpec) -> tuple[Path, list[Trial]]:
     if per_seed:
         claims += "\n" + per_seed
     controls = controls_markdown(trials) if trials else None
-    report = write_report(trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims,
-                          controls)  # fmt: skip
+    report = write_report(
+        trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims, controls
+    )
     return report, trials
 
 
@@ -61,14 +62,22 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     saved = root / "ablation.yaml"
     if saved.exists() and yaml.safe_load(saved.read_text()) != spec.model_dump(mode="json"):
-        raise ValueError(f"{saved} holds a different config for experiment {spec.name!r}: use another name, "
-                         "or delete the experiment directory to start over")  # fmt: skip
+        raise ValueError(
+            f"{saved} holds a different config for experiment {spec.name!r}: use another name, "
+            "or delete the experiment directory to start over"
+        )
     saved.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
     parent = RunTracker(tracking_for(spec), str(root), run_name=spec.name)
-    parent.log_params({"design": spec.design, "axes": {k: ",".join(map(str, v)) for k, v in spec.axes.items()},
-                       "seeds": ",".join(map(str, spec.seeds)), "fixed_budgets": ",".join(map(str, spec.fixed_budgets)),
-                       "baseline": spec.baseline.model_dump()})  # fmt: skip
+    parent.log_params(
+        {
+            "design": spec.design,
+            "axes": {k: ",".join(map(str, v)) for k, v in spec.axes.items()},
+            "seeds": ",".join(map(str, spec.seeds)),
+            "fixed_budgets": ",".join(map(str, spec.fixed_budgets)),
+            "baseline": spec.baseline.model_dump(),
+        }
+    )
     parent.log_artifact(saved)
     # Held for the whole fit: an actor whose last handle goes out of scope is killed.
     registry = Stage1Registry.options(name=registry_name(spec), get_if_exists=True).remote()
@@ -96,8 +105,10 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
                 name="tune", storage_path=str(root), failure_config=tune.FailureConfig(max_failures=spec.max_failures)
             ),
         )
-    log(f"[ablation] {spec.name}: {len(variants)} trials ({spec.design}), up to {concurrency(spec)} at once; "
-        f"MLflow {parent.uri} experiment {spec.experiment!r} run {parent.run_id}")  # fmt: skip
+    log(
+        f"[ablation] {spec.name}: {len(variants)} trials ({spec.design}), up to {concurrency(spec)} at once; "
+        f"MLflow {parent.uri} experiment {spec.experiment!r} run {parent.run_id}"
+    )
     # Trials keep the job's working directory (Tune would chdir each into its own trial directory), so
     # relative paths in the config (stage YAMLs, data, pretrained parts) mean what they mean to the job.
     # Tune reads that from the variable, copied into each trial's process when the trial starts.
@@ -109,5 +120,10 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     parent.log_artifact(report.parent, "report")
     parent.finish("FAILED" if errors else "FINISHED")
     log(f"[ablation] {len(trials)}/{len(variants)} trials finished; report {report}")
-    return {"report": report, "trials": len(trials), "variants": len(variants), "errors": errors,
-            "mlflow_run_id": parent.run_id}  # fmt: skip
+    return {
+        "report": report,
+        "trials": len(trials),
+        "variants": len(variants),
+        "errors": errors,
+        "mlflow_run_id": parent.run_id,
+    }

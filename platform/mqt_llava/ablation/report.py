@@ -54,8 +54,11 @@ class Trial:
             by_budget[r.budget].append(r)
         if benchmark == AVERAGE:
             return {m: v for m, row in sorted(by_budget.items()) if (v := normalised_average(row)) is not None}
-        return {r.budget: v for r in sorted(self.results, key=lambda r: r.budget)
-                if r.benchmark == benchmark and (v := headline(r)) is not None}  # fmt: skip
+        return {
+            r.budget: v
+            for r in sorted(self.results, key=lambda r: r.budget)
+            if r.benchmark == benchmark and (v := headline(r)) is not None
+        }
 
 
 def load_trials(root: Path) -> list[Trial]:
@@ -64,8 +67,17 @@ def load_trials(root: Path) -> list[Trial]:
         data = json.loads(path.read_text())
         results = [PairResult(**r) for r in data["results"]]
         kinds = {int(m): scores for m, scores in data.get("kinds", {}).items()}
-        trials.append(Trial(data["label"], data["variant"], data["max_tokens"], results, data.get("stage2_export"),
-                            kinds, data.get("schedule_support")))  # fmt: skip
+        trials.append(
+            Trial(
+                data["label"],
+                data["variant"],
+                data["max_tokens"],
+                results,
+                data.get("stage2_export"),
+                kinds,
+                data.get("schedule_support"),
+            )
+        )
     return trials
 
 
@@ -104,8 +116,10 @@ def at(trials: list[Trial], benchmark: str, m: int | None) -> list[float]:
 
 def table2(trials: list[Trial]) -> str:
     names = benchmarks_of(trials)
-    lines = ["| variant | seeds | " + " | ".join(BENCHMARKS[n].title for n in names) + " | Avg (% of max) |",
-             "|---|---:|" + "---:|" * (len(names) + 1)]  # fmt: skip
+    lines = [
+        "| variant | seeds | " + " | ".join(BENCHMARKS[n].title for n in names) + " | Avg (% of max) |",
+        "|---|---:|" + "---:|" * (len(names) + 1),
+    ]
     for group, members in groups(trials).items():
         if members[0].variant.get("fixed_tokens") is not None:
             continue  # fixed-m models are compared at their own m (below), not at M
@@ -122,8 +136,12 @@ def elastic_vs_fixed(trials: list[Trial]) -> str | None:
     if not baseline or not fixed:
         return None
     names = [*benchmarks_of(trials), AVERAGE]
-    lines = ["| m | model | " + " | ".join(BENCHMARKS[n].title if n in BENCHMARKS else "Avg (% of max)" for n in names)
-             + " |", "|---:|---|" + "---:|" * len(names)]  # fmt: skip
+    lines = [
+        "| m | model | "
+        + " | ".join(BENCHMARKS[n].title if n in BENCHMARKS else "Avg (% of max)" for n in names)
+        + " |",
+        "|---:|---|" + "---:|" * len(names),
+    ]
     for group, members in sorted(fixed.items(), key=lambda kv: kv[1][0].variant["fixed_tokens"]):
         m = members[0].variant["fixed_tokens"]
         lines.append(f"| {m} | {group} | " + " | ".join(cell(at(members, n, m)) for n in names) + " |")
@@ -179,8 +197,14 @@ def plot_curves(trials: list[Trial], out: Path) -> list[Path]:
             style = {"ls": "none", "marker": "s", "ms": 7} if len(ms) == 1 else {"marker": "o", "ms": 3}
             (line,) = ax.plot(ms, means, label=group, **style)
             if len(members) > 1:
-                ax.fill_between(ms, [min(v) for v in curve.values()], [max(v) for v in curve.values()],
-                                color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip
+                ax.fill_between(
+                    ms,
+                    [min(v) for v in curve.values()],
+                    [max(v) for v in curve.values()],
+                    color=line.get_color(),
+                    alpha=0.15,
+                    lw=0,
+                )
         title = BENCHMARKS[name].title if name in BENCHMARKS else "Average (% of max)"
         ax.set_xscale("log", base=2)
         ax.set_xlabel("visual tokens m")
@@ -243,8 +267,14 @@ def plot_heldout(trials: list[Trial], out: Path) -> list[Path]:
         for label, curve in lines.items():
             ms = sorted(curve)
             (line,) = ax.plot(ms, [100 * curve[m][0] for m in ms], marker="o", ms=3, label=label)
-            ax.fill_between(ms, [100 * curve[m][1] for m in ms], [100 * curve[m][2] for m in ms],
-                            color=line.get_color(), alpha=0.15, lw=0)  # fmt: skip
+            ax.fill_between(
+                ms,
+                [100 * curve[m][1] for m in ms],
+                [100 * curve[m][2] for m in ms],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("visual tokens m")
         ax.set_ylabel("exact match (%), 95 % band")
@@ -258,8 +288,14 @@ def plot_heldout(trials: list[Trial], out: Path) -> list[Path]:
     return paths
 
 
-def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str = "Ablation",
-                 claims: str | None = None, controls: str | None = None) -> Path:  # fmt: skip
+def write_report(
+    trials: list[Trial],
+    out: Path,
+    points: float = 1.0,
+    title: str = "Ablation",
+    claims: str | None = None,
+    controls: str | None = None,
+) -> Path:
     """`claims`: the claims table (ablation.claims.claims_markdown), placed first when given;
     `controls`: each variant beside its no-image controls (ablation.claims.controls_markdown)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -278,8 +314,10 @@ def write_report(trials: list[Trial], out: Path, points: float = 1.0, title: str
     versus = elastic_vs_fixed(trials)
     if versus:
         sections += ["## One elastic model vs fixed-m models, at the fixed models' m\n", versus]
-    sections += [f"## Budget advisor: the smallest m within {points:g} points of each variant's best\n",
-                 advisor(trials, points)]  # fmt: skip
+    sections += [
+        f"## Budget advisor: the smallest m within {points:g} points of each variant's best\n",
+        advisor(trials, points),
+    ]
     plots = plot_heldout(trials, out) + plot_curves(trials, out)
     sections += ["## Score vs m per variant\n", "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"]
     path = out / "ablation_report.md"

@@ -46,9 +46,11 @@ class VariantBase(Spec):
 
 
 Variant = create_model(
-    "Variant", __base__=VariantBase, __module__=__name__,
+    "Variant",
+    __base__=VariantBase,
+    __module__=__name__,
     **{name: (axis.annotation, axis.default) for name, axis in AXES.items()},
-)  # fmt: skip
+)
 
 
 class StageRef(Spec):
@@ -94,7 +96,7 @@ class AblationSpec(Spec):
             "schedule": ["linear", "log"],
             "order": ["attention_then_projection", "projection_then_attention"],
             "stage1_elastic": [False, True],
-        }  # fmt: skip
+        }
     )
     seeds: list[int] = Field([0], min_length=1)
     fixed_budgets: list[int] = []  # extra variants: stage 2 at one fixed m each (baseline otherwise)

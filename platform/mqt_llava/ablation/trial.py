@@ -21,9 +21,8 @@ from pathlib import Path
 import ray
 
 from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key, stage_run
-from mqt_llava.config import TrackingSpec
 from mqt_llava.devices import Placement
-from mqt_llava.tracking import RunTracker, tracking_uri
+from mqt_llava.tracking import RunTracker, TrackingSpec, tracking_uri
 
 STAGE1_WAIT_S = 5.0
 
@@ -59,12 +58,23 @@ def trial_dir(spec: AblationSpec, variant: Variant) -> Path:
 
 
 def tracking_for(spec: AblationSpec, **ids) -> TrackingSpec:
-    return TrackingSpec(uri=tracking_uri(TrackingSpec(uri=spec.tracking_uri), str(spec.root)),
-                        experiment=spec.experiment, log_export=False, **ids)  # fmt: skip
+    return TrackingSpec(
+        uri=tracking_uri(TrackingSpec(uri=spec.tracking_uri), str(spec.root)),
+        experiment=spec.experiment,
+        log_export=False,
+        **ids,
+    )
 
 
-def train_stage(spec: AblationSpec, variant: Variant, stage: str, name: str, tracking: TrackingSpec,
-                extra: tuple[str, ...] = (), callbacks=()) -> str:  # fmt: skip
+def train_stage(
+    spec: AblationSpec,
+    variant: Variant,
+    stage: str,
+    name: str,
+    tracking: TrackingSpec,
+    extra: tuple[str, ...] = (),
+    callbacks=(),
+) -> str:
     """One stage of a variant through jobs/stage{1,2}.py's code; returns its export. Skipped when its
     marker says done."""
     from mqt_llava.train.launch import run_stage
@@ -130,9 +140,14 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
 
     stage1_export = shared_stage1(spec, variant, trial_id, parent_run_id)
     stage2_export = train_stage(
-        spec, variant, "stage2", f"stage2-{slug}", tracking_for(spec, run_id=tracker.run_id),
-        extra=(f"init_from={stage1_export}",), callbacks=[TuneReportCallback()],
-    )  # fmt: skip
+        spec,
+        variant,
+        "stage2",
+        f"stage2-{slug}",
+        tracking_for(spec, run_id=tracker.run_id),
+        extra=(f"init_from={stage1_export}",),
+        callbacks=[TuneReportCallback()],
+    )
     low, maximum = visual_token_range(stage2_export)
     sweep = spec.eval.model_copy(update={"model": stage2_export, "out": str(out / "eval")}).sweep_config()
     results, _ = run_evaluation(sweep, tracking_for(spec, run_id=tracker.run_id))
@@ -140,12 +155,19 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     budgets = spec.heldout.budgets_for(group, maximum, variant.fixed_tokens, low) if spec.heldout else []
     kinds = heldout_by_kind(spec, stage2_export, budgets, tracker)
     summary = {
-        "label": label, "variant": variant.model_dump(), "trial_id": trial_id, "mlflow_run_id": tracker.run_id,
-        "stage1_export": stage1_export, "stage2_export": stage2_export, "max_tokens": maximum, "kinds": kinds,
+        "label": label,
+        "variant": variant.model_dump(),
+        "trial_id": trial_id,
+        "mlflow_run_id": tracker.run_id,
+        "stage1_export": stage1_export,
+        "stage2_export": stage2_export,
+        "max_tokens": maximum,
+        "kinds": kinds,
         "schedule_support": trained_budgets(stage2_export),
-        "results": [dataclasses.asdict(r) for r in results], "seconds": time.perf_counter() - started,
+        "results": [dataclasses.asdict(r) for r in results],
+        "seconds": time.perf_counter() - started,
         "pid": os.getpid(),
-    }  # fmt: skip
+    }
     write_atomic(finished, json.dumps(summary, indent=2))  # the trial's last word: whole or absent
     tracker.finish()
     tune.report(final_metrics(results, maximum))

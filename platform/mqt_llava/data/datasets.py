@@ -19,11 +19,11 @@ import pyarrow as pa
 import ray.data
 from ray.data import FileShuffleConfig
 
-from mqt_llava.config import ModelSpec
 from mqt_llava.data.images import ImageSettings
 from mqt_llava.data.llava_format import SHARD_SCHEMA, RecordRules, Rejected, check_record, iter_json_records
 from mqt_llava.data.samples import DecodeImages, shard_files, tokenize_conversations
 from mqt_llava.model.builder import max_visual_tokens
+from mqt_llava.model.spec import ModelSpec
 
 
 def read_shards(uri: str | list[str], seed: int | None = 0, num_cpus: float = 0.25) -> ray.data.Dataset:

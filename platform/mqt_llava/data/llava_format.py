@@ -140,9 +140,14 @@ def check_record(record: Any, position: int, image_root: str | None, tokenizer, 
         return Rejected(rid, exc.reason, str(exc))
 
     row = dict(
-        id=rid, image_path=image_path, image=None, conversations=conversations,
-        num_tokens=len(sample.input_ids), width=None, height=None,
-    )  # fmt: skip
+        id=rid,
+        image_path=image_path,
+        image=None,
+        conversations=conversations,
+        num_tokens=len(sample.input_ids),
+        width=None,
+        height=None,
+    )
     if has_image:
         if image_root is None:
             return Rejected(rid, "missing_image_file", f"{image_path}: no image root given")

@@ -29,7 +29,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
-from mqt_llava.config import TokenizerSpec
 from mqt_llava.data.llava_format import (
     SHARD_SCHEMA,
     RecordRules,
@@ -40,6 +39,7 @@ from mqt_llava.data.llava_format import (
     resolve_location,
 )
 from mqt_llava.model.builder import cached_tokenizer
+from mqt_llava.model.spec import TokenizerSpec
 from mqt_llava.output import Progress
 
 
@@ -70,10 +70,13 @@ class PrepareReport:
 
     def as_dict(self) -> dict:
         return dict(
-            read=self.read, written=self.written, rejected=sum(self.rejected.values()),
+            read=self.read,
+            written=self.written,
+            rejected=sum(self.rejected.values()),
             rejected_by_reason=dict(sorted(self.rejected.items())),
-            shards_converted=self.shards_converted, shards_skipped=self.shards_skipped,
-        )  # fmt: skip
+            shards_converted=self.shards_converted,
+            shards_skipped=self.shards_skipped,
+        )
 
 
 class Output:
@@ -148,9 +151,12 @@ def convert_shard(index: int, items: list, job: PrepareJob) -> dict:
         pq.write_table(table, output.path(f"_progress/{name}.parquet.tmp"), filesystem=output.fs)
         output.fs.move(output.path(f"_progress/{name}.parquet.tmp"), output.path(f"{name}.parquet"))
     marker = dict(
-        shard=name, read=len(items), written=len(rows),
-        rejected=dict(Counter(r["reason"] for r in rejects)), rejects=rejects,
-    )  # fmt: skip
+        shard=name,
+        read=len(items),
+        written=len(rows),
+        rejected=dict(Counter(r["reason"] for r in rejects)),
+        rejects=rejects,
+    )
     output.write_text(f"_progress/{name}.json", json.dumps(marker))
     return marker
 

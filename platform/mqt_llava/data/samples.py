@@ -15,7 +15,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from mqt_llava.config import ModelSpec, TokenizerSpec
 from mqt_llava.data.conversation import MalformedConversation, build_sample
 from mqt_llava.data.images import (
     ASPECTS,
@@ -28,6 +27,7 @@ from mqt_llava.data.images import (
 from mqt_llava.data.llava_format import RecordRules, resolve_location
 from mqt_llava.model.builder import cached_tokenizer, max_visual_tokens
 from mqt_llava.model.modeling import IGNORE_INDEX
+from mqt_llava.model.spec import ModelSpec, TokenizerSpec
 
 log = logging.getLogger(__name__)
 MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")
@@ -125,8 +125,16 @@ class LocalShard:
     position (rank r of w takes rows [r*n/w, (r+1)*n/w) of floor(rows/w) each, as `equal=True` does),
     and `iter_batches` has the signature of Ray Data's, local shuffle buffer included."""
 
-    def __init__(self, location: str, spec: ModelSpec, template: str, image_settings: ImageSettings,
-                 rank: int = 0, world_size: int = 1, max_length: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        location: str,
+        spec: ModelSpec,
+        template: str,
+        image_settings: ImageSettings,
+        rank: int = 0,
+        world_size: int = 1,
+        max_length: int | None = None,
+    ) -> None:
         filesystem, files = shard_files(location)
         if not files:
             raise FileNotFoundError(f"{location}: no Parquet shards")
@@ -151,9 +159,14 @@ class LocalShard:
                     if seen >= self.stop:
                         return
 
-    def iter_batches(self, batch_size: int, batch_format: str = "numpy", drop_last: bool = False,
-                     local_shuffle_buffer_size: int | None = None,
-                     local_shuffle_seed: int | None = None) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+    def iter_batches(
+        self,
+        batch_size: int,
+        batch_format: str = "numpy",
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
         if batch_format != "numpy":
             raise ValueError("LocalShard yields numpy batches only")
         rng = np.random.default_rng(local_shuffle_seed)

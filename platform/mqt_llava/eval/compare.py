@@ -80,19 +80,29 @@ def blank_control(sweep: Sweep, m: int, resamples: int = 1000) -> list[Differenc
 
 
 def blank_control_markdown(differences: list[Difference]) -> str:
-    lines = ["| benchmark | m | with the image | blank image | difference [95 % interval, paired by image] | "
-             "uses the image |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| benchmark | m | with the image | blank image | difference [95 % interval, paired by image] | "
+        "uses the image |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for d in differences:
         uses = {"A better": "yes", "B better": "no (worse with it)", "inconclusive": "not shown"}[d.verdict]
-        lines.append(f"| {d.benchmark} | {d.budget} | {d.a:.1f} | {d.b:.1f} | {d.a - d.b:+.1f} [{d.low:+.1f}, "
-                     f"{d.high:+.1f}] | {uses} |")  # fmt: skip
+        lines.append(
+            f"| {d.benchmark} | {d.budget} | {d.a:.1f} | {d.b:.1f} | {d.a - d.b:+.1f} [{d.low:+.1f}, "
+            f"{d.high:+.1f}] | {uses} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def compare_markdown(differences: list[Difference], a: str, b: str) -> str:
-    lines = [f"A: {a}  \nB: {b}\n", "| benchmark | m | A | B | A - B [95 % interval, paired by image] | verdict |",
-             "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        f"A: {a}  \nB: {b}\n",
+        "| benchmark | m | A | B | A - B [95 % interval, paired by image] | verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for d in differences:
-        lines.append(f"| {d.benchmark} | {d.budget} | {d.a:.1f} | {d.b:.1f} | {d.a - d.b:+.1f} [{d.low:+.1f}, "
-                     f"{d.high:+.1f}] | {d.verdict} |")  # fmt: skip
+        lines.append(
+            f"| {d.benchmark} | {d.budget} | {d.a:.1f} | {d.b:.1f} | {d.a - d.b:+.1f} [{d.low:+.1f}, "
+            f"{d.high:+.1f}] | {d.verdict} |"
+        )
     return "\n".join(lines) + "\n"

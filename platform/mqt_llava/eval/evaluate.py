@@ -8,12 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from mqt_llava.config import TrackingSpec, load_config
+from mqt_llava.config import load_config
 from mqt_llava.eval.report import normalised_average, write_report
 from mqt_llava.eval.runner import PairResult, Sweep, SweepConfig
 from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.output import configure_output
-from mqt_llava.tracking import tracking_uri
+from mqt_llava.tracking import TrackingSpec, tracking_uri
 
 
 def metric_key(benchmark: str, metric: str) -> str:
@@ -24,9 +24,16 @@ def log_to_mlflow(config: SweepConfig, results: list[PairResult], paths: dict[st
     from mqt_llava.tracking import RunTracker
 
     tracker = RunTracker(tracking, str(config.out), run_name=f"eval:{Path(config.model).name}")
-    tracker.log_params({"model": config.model, "benchmarks": ",".join(config.benchmarks),
-                        "budgets": ",".join(map(str, config.budgets)), "options": config.options,
-                        "limit": config.limit, "judge": config.judge.model if config.judge else None})  # fmt: skip
+    tracker.log_params(
+        {
+            "model": config.model,
+            "benchmarks": ",".join(config.benchmarks),
+            "budgets": ",".join(map(str, config.budgets)),
+            "options": config.options,
+            "limit": config.limit,
+            "judge": config.judge.model if config.judge else None,
+        }
+    )
     for m in config.budgets:
         row = [r for r in results if r.budget == m]
         metrics = {metric_key(r.benchmark, k): v for r in row for k, v in r.scores.items() if v == v}
@@ -63,9 +70,10 @@ def run_evaluation(config: SweepConfig, tracking: TrackingSpec | None = None, lo
         from mqt_llava.eval.compare import blank_control, blank_control_markdown
 
         paths["controls"] = Path(config.out) / "controls.md"
-        paths["controls"].write_text(f"Blank-image control: the same model and questions at m = {blank_m}, every "
-                                     "image replaced by its own mean colour.\n\n"
-                                     + blank_control_markdown(blank_control(sweep, blank_m)))  # fmt: skip
+        paths["controls"].write_text(
+            f"Blank-image control: the same model and questions at m = {blank_m}, every "
+            "image replaced by its own mean colour.\n\n" + blank_control_markdown(blank_control(sweep, blank_m))
+        )
     log_to_mlflow(config, results, paths, tracking or TrackingSpec())
     log(f"[sweep] done in {time.perf_counter() - started:.0f}s; report in {config.out}")
     return results, paths
@@ -79,14 +87,19 @@ def evaluate(spec: EvalSpec, log=print):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate an export on benchmarks at several visual-token budgets.")
     parser.add_argument(
-        "--config", default="tiny/evaluate",
+        "--config",
+        default="tiny/evaluate",
         help="an EvalSpec: a YAML file or a packaged config (tiny/evaluate, llava-7b/evaluate)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a field of the spec, e.g. --set model=runs/train/tiny-stage2/export --set budgets=2,8,M "
         "--set 'benchmarks=[pope,mme]' --set options.pope.splits=[random]",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--compare",
         metavar="OTHER_OUT",

@@ -18,10 +18,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DynamicCache
 
-from mqt_llava.config import ModelSpec, load_config, model_config_path, split_overrides
+from mqt_llava.config import load_config, model_config_path, split_overrides
 from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.builder import build_model, visual_token_range
 from mqt_llava.model.connectors import build_connector
+from mqt_llava.model.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="llava-7b", help="a preset name or a model YAML")
     parser.add_argument("--budgets", default="2,16,36,64,144,M", help="M: the model's maximum")
     parser.add_argument("--text-tokens", type=int, default=64, help="prompt tokens besides the visual ones")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.KEY=VALUE",
-                        help="a field of the model, e.g. --set model.connector.num_queries=64")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="model.KEY=VALUE",
+        help="a field of the model, e.g. --set model.connector.num_queries=64",
+    )
     args = parser.parse_args(argv)
     overrides, rest = split_overrides(args.overrides, "model")
     if rest:

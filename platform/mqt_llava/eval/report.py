@@ -63,12 +63,18 @@ class Column:
 
 # The paper's Table 1, column for column; its "Avg" is the mean of these 11 normalised values.
 PAPER_COLUMNS: tuple[Column, ...] = (
-    Column("vizwiz", "accuracy", "VizWiz"), Column("scienceqa", "accuracy", "SQA-IMG"),
-    Column("vqav2", "accuracy", "VQAv2"), Column("gqa", "accuracy", "GQA"), Column("pope", "f1", "POPE"),
-    Column("mme", "perception", "MME-P", 2000.0), Column("mme", "cognition", "MME-C", 800.0),
-    Column("mmmu", "accuracy", "MMMU"), Column("mmbench", "accuracy", "MMB"),
-    Column("llava_bench", "relative_score", "LLaVA-W"), Column("mmvet", "score", "MM-Vet"),
-)  # fmt: skip
+    Column("vizwiz", "accuracy", "VizWiz"),
+    Column("scienceqa", "accuracy", "SQA-IMG"),
+    Column("vqav2", "accuracy", "VQAv2"),
+    Column("gqa", "accuracy", "GQA"),
+    Column("pope", "f1", "POPE"),
+    Column("mme", "perception", "MME-P", 2000.0),
+    Column("mme", "cognition", "MME-C", 800.0),
+    Column("mmmu", "accuracy", "MMMU"),
+    Column("mmbench", "accuracy", "MMB"),
+    Column("llava_bench", "relative_score", "LLaVA-W"),
+    Column("mmvet", "score", "MM-Vet"),
+)
 
 
 def normalised_average(row: list[PairResult]) -> float | None:
@@ -100,8 +106,10 @@ def upload_notes(results: list[PairResult]) -> list[str]:
     for name in dict.fromkeys(r.benchmark for r in results if r.status == "upload"):
         rows = sorted((r for r in results if r.benchmark == name and r.status == "upload"), key=lambda r: r.budget)
         files = "; ".join(f"m = {r.budget}: {', '.join(r.uploads) or '(none written)'}" for r in rows)
-        lines.append(f"- {BENCHMARKS[name].title}: to upload to its evaluation server, which gives the paper's "
-                     f"number (none is computed here): {files}")  # fmt: skip
+        lines.append(
+            f"- {BENCHMARKS[name].title}: to upload to its evaluation server, which gives the paper's "
+            f"number (none is computed here): {files}"
+        )
     return lines
 
 
@@ -118,8 +126,7 @@ def table(results: list[PairResult]) -> str:
     papers = {c for c in scored if not by[(c.benchmark, budgets[0])].title}
     average = "Avg" if len(papers) == len(PAPER_COLUMNS) else "Avg of the scored columns (not the paper's 11)"
     titles = [heading(c.title, by[(c.benchmark, budgets[0])]) for c in columns]
-    lines = ["| # tokens | " + " | ".join(titles) + f" | {average} |",
-             "|---:|" + "---:|" * (len(columns) + 1)]  # fmt: skip
+    lines = ["| # tokens | " + " | ".join(titles) + f" | {average} |", "|---:|" + "---:|" * (len(columns) + 1)]
     for m in budgets:
         cells = []
         for c in columns:
@@ -129,10 +136,13 @@ def table(results: list[PairResult]) -> str:
         mean = normalised_average([by[(n, m)] for n in present])
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {'' if mean is None else f'{mean:.1f}'} |")
     if others:
-        lines += ["", "Beyond the paper's Table 1:", "",
-                  "| # tokens | " + " | ".join(heading(BENCHMARKS[n].title, by[(n, budgets[0])]) for n in others)
-                  + " |",
-                  "|---:|" + "---:|" * len(others)]  # fmt: skip
+        lines += [
+            "",
+            "Beyond the paper's Table 1:",
+            "",
+            "| # tokens | " + " | ".join(heading(BENCHMARKS[n].title, by[(n, budgets[0])]) for n in others) + " |",
+            "|---:|" + "---:|" * len(others),
+        ]
         for m in budgets:
             row = [by[(n, m)] for n in others]
             lines.append(f"| {m} | " + " | ".join(cell(r, headline(r), interval(r)) for r in row) + " |")
@@ -142,9 +152,11 @@ def table(results: list[PairResult]) -> str:
     notes += upload_notes(results)
     names = [n for n in BENCHMARKS if n in present]
     counts = ", ".join(f"{BENCHMARKS[n].title} {by[(n, budgets[0])].samples}" for n in names)
-    return ("\n".join(lines) + f"\n\n{average}: the mean of the columns, each out of 100 (MME-P of 2000, MME-C of "
-            f"800), as the paper's Table 1 averages its 11. [95 % interval]: bootstrap over images. "
-            f"Questions per budget: {counts}.\n" + ("\n".join(notes) + "\n" if notes else ""))  # fmt: skip
+    return (
+        "\n".join(lines) + f"\n\n{average}: the mean of the columns, each out of 100 (MME-P of 2000, MME-C of "
+        f"800), as the paper's Table 1 averages its 11. [95 % interval]: bootstrap over images. "
+        f"Questions per budget: {counts}.\n" + ("\n".join(notes) + "\n" if notes else "")
+    )
 
 
 def advise(results: list[PairResult], points: float) -> dict[str, dict]:
@@ -160,9 +172,14 @@ def advise(results: list[PairResult], points: float) -> dict[str, dict]:
         best_m, best = max(scored, key=lambda x: (x[1], -x[0]))
         lowest = {r.budget: (interval(r) or (headline(r), headline(r)))[0] for r in rows}
         smallest = min([m for m, _ in scored if lowest[m] >= best - points] or [best_m])
-        advice[name] = {"best": best, "best_budget": best_m, "advised_budget": smallest,
-                        "advised_score": dict(scored)[smallest], "points": points,
-                        "title": heading(BENCHMARKS[name].title, rows[0])}  # fmt: skip
+        advice[name] = {
+            "best": best,
+            "best_budget": best_m,
+            "advised_budget": smallest,
+            "advised_score": dict(scored)[smallest],
+            "points": points,
+            "title": heading(BENCHMARKS[name].title, rows[0]),
+        }
     return advice
 
 
@@ -195,14 +212,26 @@ def plot(results: list[PairResult], out_dir: Path) -> list[Path]:
             series[name] = points
     paths = []
 
-    bands = {name: [interval(r) for r in sorted(results, key=lambda r: r.budget)
-                    if r.benchmark == name and headline(r) is not None] for name in series}  # fmt: skip
+    bands = {
+        name: [
+            interval(r)
+            for r in sorted(results, key=lambda r: r.budget)
+            if r.benchmark == name and headline(r) is not None
+        ]
+        for name in series
+    }
 
     def draw(ax, name, points, log_x=True):
         (line,) = ax.plot([m for m, _ in points], [v for _, v in points], marker="o")
         if all(bands[name]):  # the 95 % bootstrap interval at each budget
-            ax.fill_between([m for m, _ in points], [b[0] for b in bands[name]], [b[1] for b in bands[name]],
-                            color=line.get_color(), alpha=0.2, lw=0)  # fmt: skip
+            ax.fill_between(
+                [m for m, _ in points],
+                [b[0] for b in bands[name]],
+                [b[1] for b in bands[name]],
+                color=line.get_color(),
+                alpha=0.2,
+                lw=0,
+            )
         if log_x:
             ax.set_xscale("log", base=2)
             ax.set_xticks([m for m, _ in points], [str(m) for m, _ in points])

@@ -76,9 +76,14 @@ class EngineActor:
     one budget."""
 
     def __init__(
-        self, export: str, num_visual_tokens: int, use_gpu: bool, torch_threads: int | None, engine: str = "hf",
+        self,
+        export: str,
+        num_visual_tokens: int,
+        use_gpu: bool,
+        torch_threads: int | None,
+        engine: str = "hf",
         blank: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         import torch
 
         from mqt_llava.devices import load_placed_engine
@@ -249,7 +254,7 @@ class Sweep:
                 torch_threads=c.torch_threads,
                 engine=c.engine,
                 blank=blank,
-            ),  # fmt: skip
+            ),
             batch_size=c.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=c.actors),
@@ -293,8 +298,17 @@ class Sweep:
             uploads.append(self.out / "submissions" / name / f"m{m}" / filename)
             write_atomic(uploads[-1], content if isinstance(content, bytes) else json.dumps(content))
         if benchmark.server_scored:  # the paper's number is the server's: no local one stands in for it
-            return PairResult(name, m, "upload", {}, len(samples), rejected, reason="to upload: "
-                              + ", ".join(map(str, uploads)), title=title, uploads=list(map(str, uploads)))  # fmt: skip
+            return PairResult(
+                name,
+                m,
+                "upload",
+                {},
+                len(samples),
+                rejected,
+                reason="to upload: " + ", ".join(map(str, uploads)),
+                title=title,
+                uploads=list(map(str, uploads)),
+            )
         if path.exists():  # judged scores cost calls to the judge: kept, like the predictions
             scores = json.loads(path.read_text())
         else:
@@ -309,8 +323,9 @@ class Sweep:
         if not benchmark.needs_judge and f"{benchmark.metric}_low" not in scores:
             scores |= headline_interval(benchmark, samples, predictions, seed=m)
             write_atomic(path, json.dumps(scores, indent=1))
-        return PairResult(name, m, "scored", scores, len(samples), rejected, title=title,
-                          uploads=list(map(str, uploads)))  # fmt: skip
+        return PairResult(
+            name, m, "scored", scores, len(samples), rejected, title=title, uploads=list(map(str, uploads))
+        )
 
 
 def image_groups(samples: list[Sample]) -> list[list[Sample]]:
@@ -332,13 +347,18 @@ def resampled_headline(benchmark: Benchmark, drawn: list[tuple[int, Sample]], pr
         return None
 
 
-def headline_interval(benchmark: Benchmark, samples: list[Sample], predictions: dict[str, str], seed: int = 0,
-                      resamples: int = 1000) -> dict[str, float]:  # fmt: skip
+def headline_interval(
+    benchmark: Benchmark, samples: list[Sample], predictions: dict[str, str], seed: int = 0, resamples: int = 1000
+) -> dict[str, float]:
     """`<metric>_low` / `<metric>_high`: a 95 % bootstrap interval of the benchmark's own headline,
     resampling images with their questions (a judged benchmark is not resampled: each score costs
     judge calls)."""
-    interval = stats.bootstrap_statistic(image_groups(samples), lambda drawn: resampled_headline(
-        benchmark, drawn, predictions), resamples=resamples, seed=seed)  # fmt: skip
+    interval = stats.bootstrap_statistic(
+        image_groups(samples),
+        lambda drawn: resampled_headline(benchmark, drawn, predictions),
+        resamples=resamples,
+        seed=seed,
+    )
     if interval is None:
         return {}
     return {f"{benchmark.metric}_low": interval[0], f"{benchmark.metric}_high": interval[1]}

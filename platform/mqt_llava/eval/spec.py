@@ -9,12 +9,13 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from mqt_llava.config import Spec, TrackingSpec
+from mqt_llava.config import Spec
 from mqt_llava.eval.benchmarks import BENCHMARKS
 from mqt_llava.eval.judge import Judge
 from mqt_llava.eval.runner import SweepConfig
 from mqt_llava.model.budgets import default_budgets, parse_budgets
 from mqt_llava.model.export import check_export, visual_token_range
+from mqt_llava.tracking import TrackingSpec
 
 
 class JudgeSpec(Spec):
@@ -68,10 +69,20 @@ class EvalSpec(Spec):
         budgets = parse_budgets(self.budgets, high, minimum=low) if self.budgets else default_budgets(high, minimum=low)
         out = Path(self.out) if self.out else Path("runs/eval") / export.parent.name
         return SweepConfig(
-            model=str(export), out=out.resolve(), data_root=Path(self.data_root).expanduser().resolve(),
-            benchmarks=self.benchmark_names, budgets=budgets, options=self.options, limit=self.limit,
-            batch_size=self.batch_size, actors=self.actors, actor_cpus=self.actor_cpus, use_gpu=self.use_gpu,
-            torch_threads=self.torch_threads, engine=self.engine, advisor_points=self.advisor_points,
+            model=str(export),
+            out=out.resolve(),
+            data_root=Path(self.data_root).expanduser().resolve(),
+            benchmarks=self.benchmark_names,
+            budgets=budgets,
+            options=self.options,
+            limit=self.limit,
+            batch_size=self.batch_size,
+            actors=self.actors,
+            actor_cpus=self.actor_cpus,
+            use_gpu=self.use_gpu,
+            torch_threads=self.torch_threads,
+            engine=self.engine,
+            advisor_points=self.advisor_points,
             blank_control=self.blank_control,
             judge=Judge.from_options(self.judge.url, self.judge.model, self.judge.key_env),
-        )  # fmt: skip
+        )

@@ -66,8 +66,10 @@ class Comparison:
         return f"{100 * self.effect:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("effect", "low", "high", "n", "groups", "a_only", "b_only",
-                                              "mcnemar_p", "detectable")}  # fmt: skip
+        return {
+            k: getattr(self, k)
+            for k in ("effect", "low", "high", "n", "groups", "a_only", "b_only", "mcnemar_p", "detectable")
+        }
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,16 @@ class Verdict:
     def summary(self) -> str:
         c = self.comparison
         if c.low == c.high == 0 and c.a_only == c.b_only == 0:  # the two scored alike on every question
-            return (f"{self.verdict}: {c.points()} points ({c.n} paired questions; the two scored alike on every "
-                    f"question, so this design cannot tell them apart)")  # fmt: skip
+            return (
+                f"{self.verdict}: {c.points()} points ({c.n} paired questions; the two scored alike on every "
+                f"question, so this design cannot tell them apart)"
+            )
         # McNemar only where the comparison is question by question (a difference of gains is not)
         mcnemar = f"McNemar p = {c.mcnemar_p:.3g}; " if c.a_only + c.b_only else ""
-        return (f"{self.verdict}: {c.points()} points ({c.level:.0%} interval, {c.n} paired questions in "
-                f"{c.groups} groups; {mcnemar}smallest detectable {100 * c.detectable:.1f})")  # fmt: skip
+        return (
+            f"{self.verdict}: {c.points()} points ({c.level:.0%} interval, {c.n} paired questions in "
+            f"{c.groups} groups; {mcnemar}smallest detectable {100 * c.detectable:.1f})"
+        )
 
 
 def _group_sums(values: np.ndarray, groups: Sequence[Hashable] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -169,10 +175,17 @@ def paired_difference(
     a_only = int(np.sum((a_values > 0.5) & (b_values <= 0.5)))
     b_only = int(np.sum((b_values > 0.5) & (a_values <= 0.5)))
     return Comparison(
-        effect=float(diff.mean()), low=float(low), high=float(high), n=len(diff), groups=len(sums),
-        a_only=a_only, b_only=b_only, mcnemar_p=mcnemar_exact(a_only, b_only),
-        detectable=detectable_difference(float(ratios.std(ddof=1)), level), level=level,
-    )  # fmt: skip
+        effect=float(diff.mean()),
+        low=float(low),
+        high=float(high),
+        n=len(diff),
+        groups=len(sums),
+        a_only=a_only,
+        b_only=b_only,
+        mcnemar_p=mcnemar_exact(a_only, b_only),
+        detectable=detectable_difference(float(ratios.std(ddof=1)), level),
+        level=level,
+    )
 
 
 def direction(comparison: Comparison, expected: int = 1) -> Verdict:
@@ -260,10 +273,17 @@ def combine_seeds(comparisons: Sequence[Comparison], level: float = LEVEL, power
     )
     a_only, b_only = sum(c.a_only for c in comparisons), sum(c.b_only for c in comparisons)
     return Comparison(
-        effect=summary.mean, low=summary.low, high=summary.high, n=sum(c.n for c in comparisons),
-        groups=max(c.groups for c in comparisons), a_only=a_only, b_only=b_only,
-        mcnemar_p=mcnemar_exact(a_only, b_only), detectable=detectable, level=level,
-    )  # fmt: skip
+        effect=summary.mean,
+        low=summary.low,
+        high=summary.high,
+        n=sum(c.n for c in comparisons),
+        groups=max(c.groups for c in comparisons),
+        a_only=a_only,
+        b_only=b_only,
+        mcnemar_p=mcnemar_exact(a_only, b_only),
+        detectable=detectable,
+        level=level,
+    )
 
 
 def difference_of_means(

@@ -109,9 +109,11 @@ class MQTLlavaForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         vision = config.vision_config
         self.connector = build_connector(
-            config.connector, vision.hidden_size, config.text_config.hidden_size,
+            config.connector,
+            vision.hidden_size,
+            config.text_config.hidden_size,
             (vision.image_size // vision.patch_size) ** 2,
-        )  # fmt: skip
+        )
         self.vision_tower.requires_grad_(False)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)

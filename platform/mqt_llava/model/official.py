@@ -42,9 +42,23 @@ from mqt_llava.model.connectors.mqt import MatryoshkaQueryTransformer
 PREFIX = "model.query_abstractor."
 TOWER_PREFIX = "model.vision_tower.vision_tower."  # LLaVA's CLIPVisionTower wraps the HF model as .vision_tower
 OFFICIAL_HEADS = 16  # fixed in the official builder; a checkpoint does not record it
-LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta", "hidden_act",
-                "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "attention_bias")  # fmt: skip
+LLAMA_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "hidden_act",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "tie_word_embeddings",
+    "attention_bias",
+)
 
 
 class NotAnOfficialCheckpoint(ValueError):
@@ -95,31 +109,38 @@ def connector_state(
     state = {
         "pos_embed": take("pos_embed", expected["pos_embed"]),
         "queries": take("query", expected["queries"]),
-        "ln_q.weight": take("ln_q.weight", (width,)), "ln_q.bias": take("ln_q.bias", (width,)),
-        "ln_k.weight": take("ln_k.weight", (width,)), "ln_k.bias": take("ln_k.bias", (width,)),
-        "ln_v.weight": take("ln_v.weight", (width,)), "ln_v.bias": take("ln_v.bias", (width,)),
-        "q_proj.weight": w_q, "q_proj.bias": b_q,
-        "k_proj.weight": w_k, "k_proj.bias": b_k,
-        "v_proj.weight": w_v, "v_proj.bias": b_v,
+        "ln_q.weight": take("ln_q.weight", (width,)),
+        "ln_q.bias": take("ln_q.bias", (width,)),
+        "ln_k.weight": take("ln_k.weight", (width,)),
+        "ln_k.bias": take("ln_k.bias", (width,)),
+        "ln_v.weight": take("ln_v.weight", (width,)),
+        "ln_v.bias": take("ln_v.bias", (width,)),
+        "q_proj.weight": w_q,
+        "q_proj.bias": b_q,
+        "k_proj.weight": w_k,
+        "k_proj.bias": b_k,
+        "v_proj.weight": w_v,
+        "v_proj.bias": b_v,
         "out_proj.weight": take("attn.out_proj.weight", expected["out_proj.weight"]),
         "out_proj.bias": take("attn.out_proj.bias", expected["out_proj.bias"]),
         "output_proj.weight": take("proj", expected["output_proj.weight"][::-1]).t(),
-    }  # fmt: skip
+    }
     return {k: v.to(torch.float32).contiguous() for k, v in state.items()}
 
 
-def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str | None = None,
-                    num_heads: int = OFFICIAL_HEADS) -> Path:  # fmt: skip
+def import_official(
+    checkpoint: str | Path, out: str | Path, vision_tower: str | None = None, num_heads: int = OFFICIAL_HEADS
+) -> Path:
     """Write `checkpoint` (a LLaVA-format MQT-LLaVA directory) as an export at `out`. `vision_tower`:
     a local copy of the CLIP tower the checkpoint names (default: its `mm_vision_tower`)."""
     from transformers import CLIPImageProcessorPil, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from mqt_llava.config import ModelSpec
     from mqt_llava.data.images import ImageSettings
     from mqt_llava.model.builder import BuiltModel
     from mqt_llava.model.export import save_export
     from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
+    from mqt_llava.model.spec import ModelSpec
     from mqt_llava.model.tokenizer import load_pretrained_tokenizer
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -148,14 +169,24 @@ def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str |
     if in_checkpoint:  # a checkpoint that carries its tower: those weights win
         tower.load_state_dict({k.removeprefix(TOWER_PREFIX): v for k, v in in_checkpoint.items()}, strict=True)
     settings = ImageSettings.from_processor(CLIPImageProcessorPil.from_pretrained(tower_source))
-    options = {"kind": "mqt", "num_queries": official["query"].shape[0], "num_heads": num_heads,
-               "order": "attention_then_projection", "keys": "position_only",
-               "position_table": "trained_in_stage1"}  # fmt: skip
+    options = {
+        "kind": "mqt",
+        "num_queries": official["query"].shape[0],
+        "num_heads": num_heads,
+        "order": "attention_then_projection",
+        "keys": "position_only",
+        "position_table": "trained_in_stage1",
+    }
     layer = int(config.get("mm_vision_select_layer", -2))
     model = MQTLlavaForConditionalGeneration.from_parts(
-        tower, language_model, connector=options, vision_feature_layer=layer, image_mean=list(settings.mean),
-        image_std=list(settings.std), image_aspect_ratio=config.get("image_aspect_ratio", "pad"),
-    )  # fmt: skip
+        tower,
+        language_model,
+        connector=options,
+        vision_feature_layer=layer,
+        image_mean=list(settings.mean),
+        image_std=list(settings.std),
+        image_aspect_ratio=config.get("image_aspect_ratio", "pad"),
+    )
     model.connector.load_state_dict(connector_state(official, model.connector), strict=True)
     spec = ModelSpec(
         name="mqt-llava-7b-official" if llama.hidden_size == 4096 else "mqt-llava-official",
@@ -164,8 +195,9 @@ def import_official(checkpoint: str | Path, out: str | Path, vision_tower: str |
         tokenizer={"pretrained": str(checkpoint)},
         connector=options,
         max_length=int(config.get("tokenizer_model_max_length", 2048)),
-    )  # fmt: skip
-    built = BuiltModel(model=model, tokenizer=load_pretrained_tokenizer(str(checkpoint)), image_settings=settings,
-                       spec=spec)  # fmt: skip
+    )
+    built = BuiltModel(
+        model=model, tokenizer=load_pretrained_tokenizer(str(checkpoint)), image_settings=settings, spec=spec
+    )
     save_export(built, out, record={"imported_from": str(checkpoint.resolve()), "model": spec.model_dump()})
     return out

@@ -29,8 +29,14 @@ from mqt_llava.serve.settings import ServeSpec
 class ApiError(Exception):
     """An error the client caused (or a refusal); rendered as OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
 
@@ -39,8 +45,13 @@ class ApiError(Exception):
 
     def fields(self) -> dict[str, Any]:
         """What `ApiError(**fields)` rebuilds: how a replica hands an error back over a handle."""
-        return {"status": self.status, "message": self.message, "type_": self.type, "param": self.param,
-                "code": self.code}  # fmt: skip
+        return {
+            "status": self.status,
+            "message": self.message,
+            "type_": self.type,
+            "param": self.param,
+            "code": self.code,
+        }
 
 
 class ImageURL(BaseModel):
@@ -112,8 +123,9 @@ class Job:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def check_access(authorization: str | None, client_host: str | None, api_key: str | None,
-                 allow_remote_without_key: bool) -> None:  # fmt: skip
+def check_access(
+    authorization: str | None, client_host: str | None, api_key: str | None, allow_remote_without_key: bool
+) -> None:
     """With a key: the Bearer header must match it (compared in constant time), else 401. Without
     one: only loopback clients are served, unless the spec explicitly opens the server (403)."""
     if api_key:
@@ -123,8 +135,12 @@ def check_access(authorization: str | None, client_host: str | None, api_key: st
         return
     if allow_remote_without_key or is_loopback(client_host):
         return
-    raise ApiError(403, "this server has no API key and serves only loopback clients; set api_key_env (or "
-                        "allow_remote_without_key)", type_="permission_error", code="remote_without_key")  # fmt: skip
+    raise ApiError(
+        403,
+        "this server has no API key and serves only loopback clients; set api_key_env (or allow_remote_without_key)",
+        type_="permission_error",
+        code="remote_without_key",
+    )
 
 
 def is_loopback(host: str | None) -> bool:
@@ -143,8 +159,10 @@ def api_key_from_env(spec: ServeSpec) -> str | None:
         return None
     key = os.environ.get(spec.api_key_env)
     if not key:
-        raise RuntimeError(f"api_key_env is {spec.api_key_env!r} but that variable is unset or empty in the serving "
-                           "process: refusing to start without the key")  # fmt: skip
+        raise RuntimeError(
+            f"api_key_env is {spec.api_key_env!r} but that variable is unset or empty in the serving "
+            "process: refusing to start without the key"
+        )
     return key
 
 
@@ -165,8 +183,9 @@ async def read_body(request, spec: ServeSpec) -> bytes:
 def check_content_type(content_type: str | None) -> None:
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "application/json":
-        raise ApiError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}",
-                       code="unsupported_media_type")  # fmt: skip
+        raise ApiError(
+            415, f"Content-Type must be application/json, got {content_type or 'none'!r}", code="unsupported_media_type"
+        )
 
 
 def check_body_size(size: int, spec: ServeSpec) -> None:
@@ -272,8 +291,11 @@ def read_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[tup
         system.append(split_content(m.content)[0])
     turns = messages[len(system) :]
     if not turns or any(m.role != ("user", "assistant")[i % 2] for i, m in enumerate(turns)) or len(turns) % 2 == 0:
-        raise ApiError(400, "messages: system messages first, then user and assistant turns alternating, ending "
-                            "with a user message", param="messages")  # fmt: skip
+        raise ApiError(
+            400,
+            "messages: system messages first, then user and assistant turns alternating, ending with a user message",
+            param="messages",
+        )
     history, urls, user = [], [], ""
     for m in turns:
         text, images = split_content(m.content)
@@ -302,8 +324,9 @@ def build_job(request: ChatRequest, spec: ServeSpec, maximum: int, minimum: int 
         url = urls[0]
         if url.startswith(("http://", "https://")):
             if not spec.allow_remote_images:
-                raise ApiError(400, "remote image URLs are disabled on this server; send a base64 data URL",
-                               param="messages")  # fmt: skip
+                raise ApiError(
+                    400, "remote image URLs are disabled on this server; send a base64 data URL", param="messages"
+                )
             image = fetch_image(url, spec)
         else:
             image = decode_data_url(url, spec)
@@ -314,24 +337,40 @@ def build_job(request: ChatRequest, spec: ServeSpec, maximum: int, minimum: int 
             raise ApiError(400, str(exc), param="visual_tokens") from None
     max_tokens = request.max_completion_tokens or request.max_tokens or spec.default_max_tokens
     if max_tokens > spec.max_tokens_limit:
-        raise ApiError(400, f"max_tokens {max_tokens} is above this server's limit {spec.max_tokens_limit}",
-                       param="max_tokens")  # fmt: skip
+        raise ApiError(
+            400, f"max_tokens {max_tokens} is above this server's limit {spec.max_tokens_limit}", param="max_tokens"
+        )
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-    return Job(question, image, max_tokens, request.temperature, stop, request.visual_tokens, tuple(history), system,
-               request.top_p, request.seed)  # fmt: skip
+    return Job(
+        question,
+        image,
+        max_tokens,
+        request.temperature,
+        stop,
+        request.visual_tokens,
+        tuple(history),
+        system,
+        request.top_p,
+        request.seed,
+    )
 
 
 def context_error(prompt_tokens: int, max_tokens: int, context: int) -> ApiError | None:
     """A 400 naming the numbers when prompt (visual tokens included) + max_tokens exceed the context."""
     if prompt_tokens + max_tokens <= context:
         return None
-    return ApiError(400, f"this model's context is {context} tokens; the request needs {prompt_tokens + max_tokens} "
-                         f"({prompt_tokens} in the prompt, visual tokens included, + max_tokens {max_tokens})",
-                    param="messages", code="context_length_exceeded")  # fmt: skip
+    return ApiError(
+        400,
+        f"this model's context is {context} tokens; the request needs {prompt_tokens + max_tokens} "
+        f"({prompt_tokens} in the prompt, visual tokens included, + max_tokens {max_tokens})",
+        param="messages",
+        code="context_length_exceeded",
+    )
 
 
-def completion_body(model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int,
-                    visual_tokens: int) -> dict[str, Any]:  # fmt: skip
+def completion_body(
+    model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int, visual_tokens: int
+) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -359,8 +398,14 @@ class ChunkWriter:
         return self.event([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
 
     def event(self, choices: list[dict], **extra) -> bytes:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": choices, **extra}  # fmt: skip
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
         if self.include_usage:
             body.setdefault("usage", None)
         return f"data: {json.dumps(body)}\n\n".encode()
@@ -374,8 +419,11 @@ class ChunkWriter:
     def end(self, finish: str, prompt_tokens: int, completion_tokens: int, visual_tokens: int) -> bytes:
         out = self.chunk({}, finish, visual_tokens=visual_tokens)
         if self.include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
             out += self.event([], usage=usage)
         return out + b"data: [DONE]\n\n"
 

@@ -52,8 +52,13 @@ async def api_error(_: Request, exc: ApiError) -> JSONResponse:
 
 
 def answer_fields(completion: Completion, visual_tokens: int) -> dict:
-    return {"text": completion.text, "finish_reason": completion.finish_reason, "visual_tokens": visual_tokens,
-            "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}  # fmt: skip
+    return {
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+        "visual_tokens": visual_tokens,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+    }
 
 
 def raise_if_error(result: dict) -> dict:
@@ -65,8 +70,11 @@ def raise_if_error(result: dict) -> dict:
 
 def user_config(replica: ReplicaSpec, budget: int) -> dict:
     """What TierModel.reconfigure applies: the budget and how requests are batched."""
-    return {"visual_tokens": budget, "max_batch_size": replica.max_batch_size,
-            "batch_wait_timeout_s": replica.batch_wait_timeout_s}  # fmt: skip
+    return {
+        "visual_tokens": budget,
+        "max_batch_size": replica.max_batch_size,
+        "batch_wait_timeout_s": replica.batch_wait_timeout_s,
+    }
 
 
 class TierModel:
@@ -121,8 +129,9 @@ class TierModel:
         try:
             return complete_grouped(self.engine, [work])[0]
         except Exception as exc:
-            return ApiError(500, f"the engine failed on this request: {type(exc).__name__}: {exc}",
-                            type_="server_error")  # fmt: skip
+            return ApiError(
+                500, f"the engine failed on this request: {type(exc).__name__}: {exc}", type_="server_error"
+            )
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate(self, jobs: list[Job]) -> list[dict]:
@@ -243,8 +252,10 @@ class Ingress:
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict:
         self.authorise(request)
-        data = [{"id": name, "object": "model", "owned_by": "mqt-llava", "visual_tokens": self.router.budgets[name]}
-                for name in self.router.model_ids]  # fmt: skip
+        data = [
+            {"id": name, "object": "model", "owned_by": "mqt-llava", "visual_tokens": self.router.budgets[name]}
+            for name in self.router.model_ids
+        ]
         if self.auto is not None:
             data.append({"id": "auto", "object": "model", "owned_by": "mqt-llava", "visual_tokens": None})
         return {"object": "list", "data": data}
@@ -279,8 +290,14 @@ class Ingress:
             raise
         elapsed = time.monotonic() - started
         self.answered(tier, auto, False, result, elapsed, elapsed)
-        body = completion_body(tier, result["text"], result["finish_reason"], result["prompt_tokens"],
-                               result["completion_tokens"], result["visual_tokens"])  # fmt: skip
+        body = completion_body(
+            tier,
+            result["text"],
+            result["finish_reason"],
+            result["prompt_tokens"],
+            result["completion_tokens"],
+            result["visual_tokens"],
+        )
         return JSONResponse(body)
 
     async def stream(self, job: Job, tier: str, auto: bool, include_usage: bool, started: float):
@@ -307,8 +324,9 @@ class Ingress:
                 if not ended:
                     items.cancel()  # the client went away: the tier stops generating
             self.answered(tier, auto, True, item, first_token_s, time.monotonic() - started)
-            yield writer.end(item["finish_reason"], item["prompt_tokens"], item["completion_tokens"],
-                             item["visual_tokens"])  # fmt: skip
+            yield writer.end(
+                item["finish_reason"], item["prompt_tokens"], item["completion_tokens"], item["visual_tokens"]
+            )
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -316,10 +334,18 @@ class Ingress:
         """This replica's process, and the model it holds (`shared.in_ingress`) as TierModel.identity."""
         return self.model.identity() if self.model is not None else {"pid": os.getpid()}
 
-    def answered(self, tier: str, auto: bool, stream: bool, result: dict, first_token_s: float,
-                 latency_s: float) -> None:  # fmt: skip
-        self.metrics.answered(tier, stream, result["visual_tokens"], result["prompt_tokens"],
-                              result["completion_tokens"], first_token_s, latency_s)  # fmt: skip
+    def answered(
+        self, tier: str, auto: bool, stream: bool, result: dict, first_token_s: float, latency_s: float
+    ) -> None:
+        self.metrics.answered(
+            tier,
+            stream,
+            result["visual_tokens"],
+            result["prompt_tokens"],
+            result["completion_tokens"],
+            first_token_s,
+            latency_s,
+        )
         if auto:
             self.auto.observe(tier, latency_s)
             self.metrics.auto_budget.set(self.router.budgets[self.auto.choose()])
@@ -328,8 +354,13 @@ class Ingress:
 def replica_options(replica: ReplicaSpec) -> dict:
     """A deployment's replica count, or its autoscaling when max_replicas > min_replicas."""
     if replica.max_replicas > replica.min_replicas:
-        return {"autoscaling_config": {"min_replicas": replica.min_replicas, "max_replicas": replica.max_replicas,
-                                       "target_ongoing_requests": replica.target_ongoing_requests}}  # fmt: skip
+        return {
+            "autoscaling_config": {
+                "min_replicas": replica.min_replicas,
+                "max_replicas": replica.max_replicas,
+                "target_ongoing_requests": replica.target_ongoing_requests,
+            }
+        }
     return {"num_replicas": replica.min_replicas}
 
 
@@ -346,8 +377,9 @@ def build(args: dict) -> serve.Application:
     if spec.shared is not None and spec.shared.in_ingress:  # proxy -> ingress with the model: one hop
         shared = spec.shared
         options = {"num_cpus": spec.ingress_cpus + shared.replica_cpus, "num_gpus": placement.num_gpus}
-        return Ingress.options(ray_actor_options=options, max_ongoing_requests=spec.ingress_max_ongoing_requests,
-                               **replica_options(shared)).bind(*front, None, placement.use_gpu)  # fmt: skip
+        return Ingress.options(
+            ray_actor_options=options, max_ongoing_requests=spec.ingress_max_ongoing_requests, **replica_options(shared)
+        ).bind(*front, None, placement.use_gpu)
 
     def deployment(name: str, replica: ReplicaSpec, budget: int):
         return Tier.options(

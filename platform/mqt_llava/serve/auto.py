@@ -80,12 +80,24 @@ class AutoRouter:
         self.level += direction
         self.last_step = now
         self.window.clear()  # the new tier's latency is measured afresh
-        self.decisions.append({"at": now, "from": before, "to": self.order[self.level],
-                               f"p{round(self.spec.quantile * 100)}_s": round(observed, 4)})  # fmt: skip
+        self.decisions.append(
+            {
+                "at": now,
+                "from": before,
+                "to": self.order[self.level],
+                f"p{round(self.spec.quantile * 100)}_s": round(observed, 4),
+            }
+        )
 
     def state(self) -> dict:
         now = self.clock()
-        return {"tier": self.choose(), "budget": self.budgets[self.choose()], "target_latency_s":
-                self.spec.target_latency_s, "quantile": self.spec.quantile, "window_s": self.spec.window_s,
-                "latency_s": self.latency(now), "samples": len(self.window),
-                "decisions": [d | {"seconds_ago": round(now - d["at"], 3)} for d in self.decisions]}  # fmt: skip
+        return {
+            "tier": self.choose(),
+            "budget": self.budgets[self.choose()],
+            "target_latency_s": self.spec.target_latency_s,
+            "quantile": self.spec.quantile,
+            "window_s": self.spec.window_s,
+            "latency_s": self.latency(now),
+            "samples": len(self.window),
+            "decisions": [d | {"seconds_ago": round(now - d["at"], 3)} for d in self.decisions],
+        }

@@ -20,6 +20,10 @@ class Router:
             # the nearest budget; on a tie the larger tier, which loses no accuracy
             return min(self.budgets, key=lambda t: (abs(self.budgets[t] - visual_tokens), -self.budgets[t]))
         if model not in self.budgets:
-            raise ApiError(404, f"the model `{model}` does not exist; available: {', '.join(self.budgets)}",
-                           param="model", code="model_not_found")  # fmt: skip
+            raise ApiError(
+                404,
+                f"the model `{model}` does not exist; available: {', '.join(self.budgets)}",
+                param="model",
+                code="model_not_found",
+            )
         return model

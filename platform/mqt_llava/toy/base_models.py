@@ -41,10 +41,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from mqt_llava.config import BaseModelsSpec, ModelSpec
 from mqt_llava.data.conversation import generation_prompt, render, tokenize, tokenize_prompt
 from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.tokenizer import byte_level_bpe
 from mqt_llava.output import Progress
 from mqt_llava.toy.corpus import (
@@ -56,6 +56,7 @@ from mqt_llava.toy.corpus import (
     write_corpus,
 )
 from mqt_llava.toy.heldout import normalise as normalise_answer
+from mqt_llava.toy.spec import BaseModelsSpec
 from mqt_llava.toy.world import (
     CELL_ATTRIBUTES,
     CELLS,
@@ -87,8 +88,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, cells: int = C
     tiny LM learns to look an object up by a one-token key far sooner than by two (world.py)."""
     tokenizer = byte_level_bpe(texts, vocab_size)
     names = cell_names(cells)
-    tokenizer.add_tokens([AddedToken(f" {name}", normalized=False) for name in names]
-                         + [AddedToken(name, normalized=False) for name in names])  # fmt: skip
+    tokenizer.add_tokens(
+        [AddedToken(f" {name}", normalized=False) for name in names]
+        + [AddedToken(name, normalized=False) for name in names]
+    )
     return tokenizer
 
 
@@ -148,8 +151,10 @@ def run_steps(
         optimizer.step()
         losses.append(loss.item())
         if progress.update(step + 1):
-            log(f"[{name}] step {step + 1}/{steps} loss {np.mean(losses[-every:]):.3f} "
-                f"{progress.speed(' steps/s')} {progress.eta}")  # fmt: skip
+            log(
+                f"[{name}] step {step + 1}/{steps} loss {np.mean(losses[-every:]):.3f} "
+                f"{progress.speed(' steps/s')} {progress.eta}"
+            )
         if check is not None and (step + 1) % check[0] == 0 and step + 1 < steps:
             model.eval()
             check[1](step + 1)
@@ -246,15 +251,23 @@ def train_clip(
     after, so that the features the model will use carry every cell's contents."""
     config = CLIPConfig(
         vision_config=vision,
-        text_config={**text, "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        text_config={
+            **text,
+            "vocab_size": len(tokenizer),
+            "eos_token_id": tokenizer.eos_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
         projection_dim=text.get("hidden_size", 128),
-    )  # fmt: skip
+    )
     model = CLIPModel(config)
     head = CellHead(vision["hidden_size"], patches_per_side(vision), cells) if cell_labels is not None else None
     trained = torch.nn.ModuleList([model] + ([head] if head is not None else []))
-    encoded = [tokenizer(c, add_special_tokens=False)["input_ids"][: text.get("max_position_embeddings", 77) - 1]
-               + [tokenizer.eos_token_id] for c in captions]  # fmt: skip
+    encoded = [
+        tokenizer(c, add_special_tokens=False)["input_ids"][: text.get("max_position_embeddings", 77) - 1]
+        + [tokenizer.eos_token_id]
+        for c in captions
+    ]
     rng = np.random.default_rng(seed)
 
     def batch(step: int) -> dict:
@@ -283,8 +296,12 @@ def tower_features(
 ) -> torch.Tensor:
     """The frozen features the multimodal model reads: (n, patches, hidden), CLS dropped."""
     clip.eval()
-    parts = [clip.vision_model(normalise(images[i : i + batch], settings), output_hidden_states=True)
-             .hidden_states[feature_layer][:, 1:] for i in range(0, len(images), batch)]  # fmt: skip
+    parts = [
+        clip.vision_model(normalise(images[i : i + batch], settings), output_hidden_states=True).hidden_states[
+            feature_layer
+        ][:, 1:]
+        for i in range(0, len(images), batch)
+    ]
     return torch.cat(parts)
 
 
@@ -387,8 +404,11 @@ def train_lm(
 ) -> tuple[LlamaForCausalLM, TrainLog]:
     """Next-token training on (ids, labels) samples, cut at `max_tokens`; padding ignored. `check` =
     (n, f): f(model, step) every n steps, e.g. the scene-reading gate on a few scenes."""
-    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-               "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    special = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     config = LlamaConfig(**{**architecture, "vocab_size": len(tokenizer), **special})
     model = LlamaForCausalLM(config)
     cut = [(ids[:max_tokens], labels[:max_tokens]) for ids, labels in samples]
@@ -433,8 +453,14 @@ def scene_reading_accuracy(
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             ids = torch.tensor([prompts[i] for i in chunk])
-            out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+            out = lm.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=8,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
             for i, tokens in zip(chunk, out[:, ids.shape[1] :], strict=True):
                 kind, _, answer = questions[i]
                 total[kind] += 1
@@ -473,13 +499,19 @@ def make_base_models(
     corpus = Path(spec.corpus).expanduser()
     if not (corpus / "corpus.json").exists():
         write_corpus(corpus, CorpusSpec(**spec.corpus_size.model_dump()), log=log)
-    world = CorpusSpec(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in json.loads((corpus / "corpus.json").read_text()).items()})  # fmt: skip
+    world = CorpusSpec(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in json.loads((corpus / "corpus.json").read_text()).items()
+        }
+    )
     vision = dict(model.vision_tower.architecture)
     if not aligned(vision["image_size"], vision["patch_size"], world.cells):
-        raise ValueError(f"the vision tower's {vision['image_size']} px / {vision['patch_size']} px patches do not "
-                         f"split into the world's {world.cells} cells a side: pick image_size so that "
-                         f"image_size / patch_size is a multiple of {world.cells}")  # fmt: skip
+        raise ValueError(
+            f"the vision tower's {vision['image_size']} px / {vision['patch_size']} px patches do not "
+            f"split into the world's {world.cells} cells a side: pick image_size so that "
+            f"image_size / patch_size is a multiple of {world.cells}"
+        )
     captions_records = list(iter_json_records(str(corpus / PRETRAIN_JSON)))
     instruct_records = list(iter_json_records(str(corpus / INSTRUCT_JSON)))
     held_out = [Scene.from_dict(json.loads(line)["scene"]) for line in (corpus / EVAL_SCENES).read_text().splitlines()]
@@ -518,10 +550,17 @@ def make_base_models(
             rng = record_rng(spec.seed, "reading-drill", i)
             scene = random_scene(rng, world.cells, world.long_sides)
             drills.append((scene, reading_drill(scene, rng, spec.lm.drill_questions, spec.lm.drill_weights)))
-        samples = (text_samples(captions + text_only, tokenizer) + conversation_samples(reading, tokenizer)
-                   + drill_samples(drills, tokenizer))  # fmt: skip
-        counts = {"caption_text": len(captions), "text_only_conversations": len(text_only),
-                  "scene_reading": len(reading), "reading_drills": len(drills)}  # fmt: skip
+        samples = (
+            text_samples(captions + text_only, tokenizer)
+            + conversation_samples(reading, tokenizer)
+            + drill_samples(drills, tokenizer)
+        )
+        counts = {
+            "caption_text": len(captions),
+            "text_only_conversations": len(text_only),
+            "scene_reading": len(reading),
+            "reading_drills": len(drills),
+        }
         return make_lm(spec, model, samples, held_out, tokenizer, targets["llm"], log) | {"lm_samples": counts}
 
     report |= part(targets["llm"], log, make_llm)
@@ -556,10 +595,22 @@ def make_clip(spec, model, world, corpus, captions_records, held_out, tokenizer,
         pixels.append(preprocess_image(decode_image(data), settings, aspect))
     images = torch.from_numpy(np.stack(pixels))
     training = spec.clip
-    clip, clip_log = train_clip(images, [s.describe() for s in scenes], tokenizer, vision,
-                                training.text_architecture, settings, training.steps, training.batch_size,
-                                training.lr, spec.seed, log, cell_label_tensors(scenes), layer,
-                                world.cells)  # fmt: skip
+    clip, clip_log = train_clip(
+        images,
+        [s.describe() for s in scenes],
+        tokenizer,
+        vision,
+        training.text_architecture,
+        settings,
+        training.steps,
+        training.batch_size,
+        training.lr,
+        spec.seed,
+        log,
+        cell_label_tensors(scenes),
+        layer,
+        world.cells,
+    )
     report: dict = {"clip": {"loss_first": clip_log.first, "loss_last": clip_log.last, "seconds": clip_log.seconds}}
     probe_scenes = held_out[: spec.clip.probe_scenes]
     if probe_scenes:
@@ -567,16 +618,18 @@ def make_clip(spec, model, world, corpus, captions_records, held_out, tokenizer,
             np.stack([preprocess_image(render_scene(s), settings, aspect) for s in probe_scenes])
         )
         shown = min(256, len(probe_scenes))
-        accuracy = retrieval_accuracy(clip, eval_images[:shown], [s.describe() for s in probe_scenes[:shown]],
-                                      tokenizer, settings)  # fmt: skip
+        accuracy = retrieval_accuracy(
+            clip, eval_images[:shown], [s.describe() for s in probe_scenes[:shown]], tokenizer, settings
+        )
         report["clip_retrieval_top1"] = {"accuracy": accuracy, "candidates": shown}
         log(f"[base] clip: held-out image->caption top-1 {accuracy:.1%} among {shown}")
         fit = slice(0, min(len(scenes), 4 * len(probe_scenes)))
         probe = probe_cells(
             (tower_features(clip, images[fit], settings, layer), cell_label_tensors(scenes[fit])),
             (tower_features(clip, eval_images, settings, layer), cell_label_tensors(probe_scenes)),
-            world.cells, seed=spec.seed,
-        )  # fmt: skip
+            world.cells,
+            seed=spec.seed,
+        )
         passed, line = gate_line("clip per-cell probe", probe, CLIP_GATE)
         report["clip_probe"] = probe | {"gate": CLIP_GATE, "passed": passed, "held_out_scenes": len(probe_scenes)}
         log(line)
@@ -598,8 +651,18 @@ def make_lm(spec, model, samples, held_out, tokenizer, target, log) -> dict:
         log(f"[lm] step {step}: scene reading on {min(len(held_out), spec.lm.gate_every_scenes)} scenes: {figures}")
 
     every = (spec.lm.gate_every, check) if spec.lm.gate_every and spec.lm.gate_every_scenes and held_out else None
-    lm, lm_log = train_lm(samples, tokenizer, dict(model.llm.architecture), spec.lm.steps, spec.lm.batch_size,
-                          spec.lm.max_tokens, spec.lm.lr, spec.seed, log, check=every)  # fmt: skip
+    lm, lm_log = train_lm(
+        samples,
+        tokenizer,
+        dict(model.llm.architecture),
+        spec.lm.steps,
+        spec.lm.batch_size,
+        spec.lm.max_tokens,
+        spec.lm.lr,
+        spec.seed,
+        log,
+        check=every,
+    )
     lm.save_pretrained(target)
     report: dict = {"lm": {"loss_first": lm_log.first, "loss_last": lm_log.last, "seconds": lm_log.seconds}}
     if curve:
@@ -608,8 +671,11 @@ def make_lm(spec, model, samples, held_out, tokenizer, target, log) -> dict:
     if reading_scenes:
         scores = scene_reading_accuracy(lm, tokenizer, reading_scenes, spec.seed)
         passed, line = gate_line("lm scene reading, text only", scores, LM_GATE)
-        report["lm_scene_reading"] = scores | {"gate": LM_GATE, "passed": passed,
-                                               "held_out_scenes": len(reading_scenes)}  # fmt: skip
+        report["lm_scene_reading"] = scores | {
+            "gate": LM_GATE,
+            "passed": passed,
+            "held_out_scenes": len(reading_scenes),
+        }
         log(line)
     return report
 

@@ -192,9 +192,16 @@ def write_scienceqa(scenes: list[HeldOut], root: Path, seed: int) -> int:
 
     def add(question, choices, answer, image, hint=""):
         pid = str(len(problems) + 1)
-        problems[pid] = {"question": question, "choices": choices, "answer": answer, "hint": hint,
-                         "image": "image.png" if image is not None else None, "split": "test",
-                         "subject": "natural science", "grade": "grade1"}  # fmt: skip
+        problems[pid] = {
+            "question": question,
+            "choices": choices,
+            "answer": answer,
+            "hint": hint,
+            "image": "image.png" if image is not None else None,
+            "split": "test",
+            "subject": "natural science",
+            "grade": "grade1",
+        }
         test.append(pid)
         if image is not None:
             save(image, root / "images" / "test" / pid / "image.png", "PNG")
@@ -229,8 +236,10 @@ def write_mme(scenes: list[HeldOut], root: Path, seed: int) -> int:
             )
         n = len(scene.objects)
         wrong = n + rng.choice([-1, 1]) if n > 1 else n + 1
-        pairs["count"] = (f"Are there {NUMBER_WORDS[n]} objects in this image?",
-                          f"Are there {NUMBER_WORDS[wrong]} objects in this image?")  # fmt: skip
+        pairs["count"] = (
+            f"Are there {NUMBER_WORDS[n]} objects in this image?",
+            f"Are there {NUMBER_WORDS[wrong]} objects in this image?",
+        )
         distinct = [
             o for o in scene.objects if sum((x.colour, x.shape) == (o.colour, o.shape) for x in scene.objects) == 1
         ]
@@ -238,8 +247,10 @@ def write_mme(scenes: list[HeldOut], root: Path, seed: int) -> int:
             o = rng.choice(distinct)
             cells = [(r, c) for r in range(scene.rows) for c in range(scene.cols) if (r, c) != (o.row, o.col)]
             r, c = rng.choice(cells)
-            pairs["position"] = (f"Is the {o.colour} {o.shape} at {cell_name(o.row, o.col)}?",
-                                 f"Is the {o.colour} {o.shape} at {cell_name(r, c)}?")  # fmt: skip
+            pairs["position"] = (
+                f"Is the {o.colour} {o.shape} at {cell_name(o.row, o.col)}?",
+                f"Is the {o.colour} {o.shape} at {cell_name(r, c)}?",
+            )
         o = rng.choice(scene.objects)
         other = rng.choice([c for c in sorted(COLOURS) if c != o.colour])
         where = cell_name(o.row, o.col)
@@ -253,8 +264,22 @@ def write_mme(scenes: list[HeldOut], root: Path, seed: int) -> int:
 
 
 def write_mmbench(scenes: list[HeldOut], root: Path, seed: int) -> int:
-    columns = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
-               "l2-category", "comment", "split"]  # fmt: skip
+    columns = [
+        "index",
+        "question",
+        "hint",
+        "A",
+        "B",
+        "C",
+        "D",
+        "answer",
+        "category",
+        "image",
+        "source",
+        "l2-category",
+        "comment",
+        "split",
+    ]
     rows = []
     for h in scenes:
         rng = record_rng(seed, "mmbench", h.index)

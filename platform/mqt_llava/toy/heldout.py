@@ -90,8 +90,10 @@ class Answers:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        rows = [asdict(q) | {"prediction": p, "correct": c}
-                for q, p, c in zip(self.questions, self.predictions, self.correct, strict=True)]  # fmt: skip
+        rows = [
+            asdict(q) | {"prediction": p, "correct": c}
+            for q, p, c in zip(self.questions, self.predictions, self.correct, strict=True)
+        ]
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(path)
 
@@ -105,8 +107,10 @@ class Answers:
 def majority_answers(questions: list[Question]) -> Answers:
     """The answer-prior control: each kind's most common answer among these questions, for every
     question of that kind (an upper bound on what answering without looking can score here)."""
-    top = {kind: Counter(q.answer for q in questions if q.kind == kind).most_common(1)[0][0]
-           for kind in {q.kind for q in questions}}  # fmt: skip
+    top = {
+        kind: Counter(q.answer for q in questions if q.kind == kind).most_common(1)[0][0]
+        for kind in {q.kind for q in questions}
+    }
     return Answers(questions, [top[q.kind] for q in questions])
 
 
@@ -136,8 +140,10 @@ def answer(
         requests = [Request(q.text, image) for q, image in zip(chunk, images, strict=True)]
         predictions += engine.generate(requests, m, max_new_tokens=8)
         if progress.update(len(predictions)):
-            log(f"[held-out m={m} {control}] {len(predictions)}/{len(questions)} questions, {progress.speed()}, "
-                f"{progress.eta}")  # fmt: skip
+            log(
+                f"[held-out m={m} {control}] {len(predictions)}/{len(questions)} questions, {progress.speed()}, "
+                f"{progress.eta}"
+            )
     return Answers(questions, predictions)
 
 
@@ -204,14 +210,21 @@ def pilot_gates(runs: dict[str, Answers], budgets: list[int]) -> list[tuple[str,
     if f"m={top}/blank" in runs:
         controls.append(runs[f"m={top}/blank"].intervals()["all"].estimate)
     gains = [at_top[k].estimate - at_low[k].estimate for k in FINE_KINDS if k in at_top and k in at_low]
-    figures = [at_top["existence"].estimate, at_top["position"].estimate, at_top["all"].estimate - max(controls),
-               sum(gains) / len(gains) if gains else float("nan")]  # fmt: skip
-    return [(name, figure, threshold, figure >= threshold)
-            for (name, threshold), figure in zip(PILOT_GATES.items(), figures, strict=True)]  # fmt: skip
+    figures = [
+        at_top["existence"].estimate,
+        at_top["position"].estimate,
+        at_top["all"].estimate - max(controls),
+        sum(gains) / len(gains) if gains else float("nan"),
+    ]
+    return [
+        (name, figure, threshold, figure >= threshold)
+        for (name, threshold), figure in zip(PILOT_GATES.items(), figures, strict=True)
+    ]
 
 
 def uses_image(runs: dict[str, Answers], m: int) -> stats.Verdict:
     """Does the model at m beat its own blank-image control on the same questions?"""
-    comparison = stats.paired_difference(runs[f"m={m}/image"].correct, runs[f"m={m}/blank"].correct,
-                                         [q.scene for q in runs[f"m={m}/image"].questions])  # fmt: skip
+    comparison = stats.paired_difference(
+        runs[f"m={m}/image"].correct, runs[f"m={m}/blank"].correct, [q.scene for q in runs[f"m={m}/image"].questions]
+    )
     return stats.direction(comparison, expected=1)

@@ -18,16 +18,7 @@ from ray import serve
 
 from mqt_llava.ablation.experiment import run_experiment
 from mqt_llava.ablation.spec import AblationSpec
-from mqt_llava.config import (
-    BaseModelsSpec,
-    ModelSpec,
-    Spec,
-    TrackingSpec,
-    as_overrides,
-    load_config,
-    prefixed,
-    preset_path,
-)
+from mqt_llava.config import Spec, as_overrides, load_config, prefixed, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.eval.evaluate import run_evaluation
@@ -35,6 +26,7 @@ from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.inference import InferenceEngine
 from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.builder import max_visual_tokens
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
 from mqt_llava.toy import heldout
@@ -42,7 +34,9 @@ from mqt_llava.toy.base_models import make_base_models, preset_overrides
 from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from mqt_llava.toy.heldout import heldout_questions
+from mqt_llava.toy.spec import BaseModelsSpec
 from mqt_llava.toy.world import MAX_CELLS
+from mqt_llava.tracking import TrackingSpec
 from mqt_llava.train.launch import run_stage
 from mqt_llava.train.plan import resolve_run
 
@@ -217,8 +211,10 @@ def step_evaluate(ctx: Context) -> None:
     )
     runs = heldout.evaluate(engine, questions, budgets, ctx.run_dir / "heldout")
     scenes = len({q.scene for q in questions})
-    print(f"\nheld-out exact match (%), {len(questions)} questions about {scenes} scenes; 'blank': the same model "
-          f"with an empty image; 'majority': each kind's most common answer, without looking:")  # fmt: skip
+    print(
+        f"\nheld-out exact match (%), {len(questions)} questions about {scenes} scenes; 'blank': the same model "
+        f"with an empty image; 'majority': each kind's most common answer, without looking:"
+    )
     print(heldout.table(runs))
     top = max(budgets)
     verdict = heldout.uses_image(runs, top)
@@ -267,11 +263,17 @@ def step_serve(ctx: Context) -> None:
             response = client.chat(model, question.text, question.image_path, temperature=0)
             response.raise_for_status()
             reply = response.json()
-            answers[model] = {"tier": reply["model"], "visual_tokens": reply["visual_tokens"],
-                              "answer": reply["choices"][0]["message"]["content"], "usage": reply["usage"]}  # fmt: skip
-            print(f"  {model:>9} -> tier {reply['model']:<9} m = {reply['visual_tokens']:<3} "
-                  f"prompt tokens {reply['usage']['prompt_tokens']:<4} {time.perf_counter() - start:5.2f}s  "
-                  f"{answers[model]['answer']!r}")  # fmt: skip
+            answers[model] = {
+                "tier": reply["model"],
+                "visual_tokens": reply["visual_tokens"],
+                "answer": reply["choices"][0]["message"]["content"],
+                "usage": reply["usage"],
+            }
+            print(
+                f"  {model:>9} -> tier {reply['model']:<9} m = {reply['visual_tokens']:<3} "
+                f"prompt tokens {reply['usage']['prompt_tokens']:<4} {time.perf_counter() - start:5.2f}s  "
+                f"{answers[model]['answer']!r}"
+            )
         bad = client.chat(models[0], question.text, question.image_path, temperature=0, visual_tokens=10**6)
         print(f"  visual_tokens = 10**6 -> {bad.status_code}: {bad.json()['error']['message']}")
         ctx.results["serve"] = {"models": models, "answers": answers, "refused": bad.status_code}
@@ -286,18 +288,32 @@ def step_ablation(ctx: Context) -> None:
     sweep = ctx.evaluation()
     quick = ["resources.worker_cpus=0.4"]
     spec = AblationSpec(
-        name="quickstart", storage=str(ctx.run_dir / "ablation"), model=ctx.spec.preset,
+        name="quickstart",
+        storage=str(ctx.run_dir / "ablation"),
+        model=ctx.spec.preset,
         model_overrides=ctx.model_overrides,
-        stage1={"config": str(ctx.config("stage1")),
-                "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", *quick, *ctx.spec.overrides("stage1")]},
-        stage2={"config": str(ctx.config("stage2")),
-                "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", *quick, *ctx.spec.overrides("stage2")]},
-        eval=sweep.model_copy(update={"model": None, "out": None, "benchmarks": ["pope", "mme"],
-                                      "limit": min(sweep.limit or 100, 100), "actors": 1}),
+        stage1={
+            "config": str(ctx.config("stage1")),
+            "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", *quick, *ctx.spec.overrides("stage1")],
+        },
+        stage2={
+            "config": str(ctx.config("stage2")),
+            "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", *quick, *ctx.spec.overrides("stage2")],
+        },
+        eval=sweep.model_copy(
+            update={
+                "model": None,
+                "out": None,
+                "benchmarks": ["pope", "mme"],
+                "limit": min(sweep.limit or 100, 100),
+                "actors": 1,
+            }
+        ),
         heldout={"corpus": str(ctx.corpus), "scenes": min(ctx.spec.heldout_scenes, 30)},
         axes={"schedule": ["linear", "log"]},
-        tracking_uri=ctx.tracking.uri, experiment="quickstart-ablation",
-    )  # fmt: skip
+        tracking_uri=ctx.tracking.uri,
+        experiment="quickstart-ablation",
+    )
     outcome = run_experiment(spec)
     if outcome["errors"]:
         raise RuntimeError(f"{len(outcome['errors'])} ablation trial(s) failed:\n" + "\n".join(outcome["errors"]))

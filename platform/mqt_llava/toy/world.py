@@ -132,8 +132,10 @@ def cell_name(row: int, col: int) -> str:
     """A spreadsheet-style cell name: the column's letter, then the row's number ("B3": column 2,
     row 3). The toy tokenizer holds every name as one token (`cell_names`)."""
     if not (0 <= col < MAX_CELLS and row >= 0):
-        raise ValueError(f"cell (row {row}, column {col}) has no name: columns are the letters A-Z (at most "
-                         f"{MAX_CELLS} cells a side)")  # fmt: skip
+        raise ValueError(
+            f"cell (row {row}, column {col}) has no name: columns are the letters A-Z (at most "
+            f"{MAX_CELLS} cells a side)"
+        )
     return f"{COLUMN_LETTERS[col]}{row + 1}"
 
 
@@ -215,8 +217,9 @@ def square_cell_labels(scene: Scene) -> dict[str, list[int]]:
     side = scene.cells
     top, left = (side - scene.rows) // 2, (side - scene.cols) // 2
     labels = {name: [0] * (side * side) for name in CELL_ATTRIBUTES}
-    labels["layout"] = [int(top <= i // side < top + scene.rows and left <= i % side < left + scene.cols)
-                        for i in range(side * side)]  # fmt: skip
+    labels["layout"] = [
+        int(top <= i // side < top + scene.rows and left <= i % side < left + scene.cols) for i in range(side * side)
+    ]
     for o in scene.objects:
         index = (top + o.row) * side + left + o.col
         for name, values in CELL_ATTRIBUTES.items():
@@ -419,8 +422,15 @@ def instruction_conversation(scene: Scene, rng: random.Random) -> tuple[str, lis
 SCENE_PREFIX = "Scene: "
 # Kinds a reading drill asks, relative weights: the presence checks (is a key there at all?) and the
 # reverse lookup (where is an object?) are what the LM learns last, so they are asked more.
-DRILL_WEIGHTS: dict[str, float] = {"existence": 3, "count": 1, "colour": 1, "shape": 1, "size": 1,
-                                   "occupancy": 3, "position": 3}  # fmt: skip
+DRILL_WEIGHTS: dict[str, float] = {
+    "existence": 3,
+    "count": 1,
+    "colour": 1,
+    "shape": 1,
+    "size": 1,
+    "occupancy": 3,
+    "position": 3,
+}
 
 
 def scene_reading_conversation(scene: Scene, rng: random.Random) -> list[dict[str, str]]:

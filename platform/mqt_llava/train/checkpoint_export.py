@@ -17,7 +17,7 @@ import io
 import json
 from pathlib import Path
 
-from mqt_llava.config import ModelSpec
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.checkpoint import DEEPSPEED_TAG, RUN_CONFIG, TRAIN_STATE
 
 
@@ -43,8 +43,9 @@ def trained_weights(checkpoint: Path) -> dict:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG,
-                                                        exclude_frozen_parameters=True)  # fmt: skip
+        return get_fp32_state_dict_from_zero_checkpoint(
+            str(checkpoint), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True
+        )
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:

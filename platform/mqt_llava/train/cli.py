@@ -18,11 +18,20 @@ def main(stage_name: str, argv: list[str] | None = None):
     parser = argparse.ArgumentParser(
         prog=f"jobs/{stage_name}.py", description=f"Train {stage_name} on Ray Train (or under torchrun) + DeepSpeed."
     )
-    parser.add_argument("--config", default=f"tiny/{stage_name}",
-                        help="a StageSpec: a YAML file or a packaged config such as llava-7b/stage1")  # fmt: skip
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the spec, e.g. --set lr=1e-4; model.<field> reaches the model "
-                        "preset, e.g. --set model.connector.num_queries=64")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        default=f"tiny/{stage_name}",
+        help="a StageSpec: a YAML file or a packaged config such as llava-7b/stage1",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the spec, e.g. --set lr=1e-4; model.<field> reaches the model "
+        "preset, e.g. --set model.connector.num_queries=64",
+    )
     parser.add_argument("--name", help="run name; the same name again resumes (default <model>-<stage>)")
     parser.add_argument("--storage", default="runs/train", help="where runs live: a directory or a URI")
     parser.add_argument("--verbose", action="store_true", help="keep Ray's and the libraries' own logs")

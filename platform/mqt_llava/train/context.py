@@ -29,8 +29,14 @@ COMPLETE = "complete.json"  # written last into a torchrun checkpoint
 
 
 class Shard(Protocol):
-    def iter_batches(self, batch_size: int, batch_format: str, drop_last: bool, local_shuffle_buffer_size: int | None,
-                     local_shuffle_seed: int | None) -> Iterator[dict]: ...  # fmt: skip
+    def iter_batches(
+        self,
+        batch_size: int,
+        batch_format: str,
+        drop_last: bool,
+        local_shuffle_buffer_size: int | None,
+        local_shuffle_seed: int | None,
+    ) -> Iterator[dict]: ...
 
 
 class WorkerContext(Protocol):

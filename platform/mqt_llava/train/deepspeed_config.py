@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mqt_llava.config import StageSpec
+from mqt_llava.train.spec import StageSpec
 
 # zero2.json and zero3.json's fixed entries (both files: overlap, contiguous gradients, sub-groups).
 OFFICIAL_ZERO = {"overlap_comm": True, "contiguous_gradients": True, "sub_group_size": 10**9}

@@ -34,8 +34,9 @@ def ingest_options() -> ExecutionOptions:
     workers in the seeded file order whichever decode task finishes first, so a run's samples (and
     losses) do not depend on how busy the machine is."""
     current = DataContext.get_current().execution_options
-    return ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True,
-                            verbose_progress=current.verbose_progress)  # fmt: skip
+    return ExecutionOptions(
+        resource_limits=current.resource_limits, preserve_order=True, verbose_progress=current.verbose_progress
+    )
 
 
 def ray_train_worker(config: dict) -> None:
@@ -164,5 +165,7 @@ def report_result(result: StageResult) -> None:
     print(f"[{run.name}] checkpoint: {result.checkpoint}")
     print(f"[{run.name}] export: {result.export_dir}")
     tracking = run.stage.tracking
-    print(f"[{run.name}] MLflow: mlflow ui --backend-store-uri {tracking_uri(tracking, run.storage)} "
-          f"(experiment {tracking.experiment})")  # fmt: skip
+    print(
+        f"[{run.name}] MLflow: mlflow ui --backend-store-uri {tracking_uri(tracking, run.storage)} "
+        f"(experiment {tracking.experiment})"
+    )

@@ -33,7 +33,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mqt_llava.config import ConfigError, ModelSpec, StageSpec
+from mqt_llava.config import ConfigError
+from mqt_llava.model.spec import ModelSpec
+from mqt_llava.train.spec import StageSpec
 
 GIB = 2**30
 RESERVE_BYTES = 2 * GIB
@@ -81,11 +83,17 @@ class ModelCounts:
         text, vision = built.config.text_config, built.config.vision_config
         del built, torch
         return cls(
-            trained=trained, frozen=total - trained, largest_layer=largest, llm_layers=text.num_hidden_layers,
-            hidden=text.hidden_size, intermediate=text.intermediate_size, vocab=text.vocab_size,
-            vision_layers=vision.num_hidden_layers, vision_width=vision.hidden_size,
+            trained=trained,
+            frozen=total - trained,
+            largest_layer=largest,
+            llm_layers=text.num_hidden_layers,
+            hidden=text.hidden_size,
+            intermediate=text.intermediate_size,
+            vocab=text.vocab_size,
+            vision_layers=vision.num_hidden_layers,
+            vision_width=vision.hidden_size,
             grid=(vision.image_size // vision.patch_size) ** 2,
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,9 @@ def model_state_bytes(counts: ModelCounts, zero_stage: int, gpus: int) -> tuple[
 
     p = counts.trained
     if zero_stage == 3:
-        _, trained, _ = estimate_zero3_model_states_mem_needs(p, counts.largest_layer, num_gpus_per_node=gpus,
-                                                              cpu_offload=False, cpu_offload_params=False)  # fmt: skip
+        _, trained, _ = estimate_zero3_model_states_mem_needs(
+            p, counts.largest_layer, num_gpus_per_node=gpus, cpu_offload=False, cpu_offload_params=False
+        )
         how = f"DeepSpeed's ZeRO-3 estimator: {p / 1e9:.2f} B trained params, largest layer {counts.largest_layer:,}"
         frozen = 2 * counts.frozen / gpus
         frozen_how = f"{counts.frozen / 1e9:.2f} B in bf16, partitioned over {gpus}"
@@ -162,19 +171,25 @@ def activation_lines(counts: ModelCounts, micro: int, length: int, checkpointing
     return [
         Line("decoder activations", decoder, how),
         Line("logits and loss", tokens * 12 * counts.vocab, f"{tokens:,} tokens x 12 B x {counts.vocab:,} entries"),
-        Line("vision tower (no grad)", micro * (counts.vision_layers + 1) * (counts.grid + 1) * counts.vision_width * 2,
-             f"{micro} images x {counts.vision_layers + 1} hidden states x {counts.grid + 1} x {counts.vision_width}"),
+        Line(
+            "vision tower (no grad)",
+            micro * (counts.vision_layers + 1) * (counts.grid + 1) * counts.vision_width * 2,
+            f"{micro} images x {counts.vision_layers + 1} hidden states x {counts.grid + 1} x {counts.vision_width}",
+        ),
         Line("connector", micro * counts.grid * max(counts.vision_width, h) * 12, f"{micro} x {counts.grid} features"),
-    ]  # fmt: skip
+    ]
 
 
-def plan_memory(stage: StageSpec, model: ModelSpec, gpu_memory_gib: float, counts: ModelCounts | None = None,
-                advise: bool = True) -> MemoryPlan:  # fmt: skip
+def plan_memory(
+    stage: StageSpec, model: ModelSpec, gpu_memory_gib: float, counts: ModelCounts | None = None, advise: bool = True
+) -> MemoryPlan:
     """Per-GPU memory of `stage` on GPUs of `gpu_memory_gib` each, one per worker."""
     counts = counts or ModelCounts.of(model, stage.stage)
     length = stage.max_length or model.max_length
-    lines = [*model_state_bytes(counts, stage.zero_stage, stage.num_workers),
-             *activation_lines(counts, stage.micro_batch_size, length, stage.gradient_checkpointing)]  # fmt: skip
+    lines = [
+        *model_state_bytes(counts, stage.zero_stage, stage.num_workers),
+        *activation_lines(counts, stage.micro_batch_size, length, stage.gradient_checkpointing),
+    ]
     rest = sum(line.bytes for line in lines)
     lines.append(Line("reserve", RESERVE_BYTES + RESERVE_SHARE * rest, "2 GiB (CUDA, NCCL) + 10 % (fragmentation)"))
     plan = MemoryPlan(stage, gpu_memory_gib, length, tuple(lines), ())
@@ -199,8 +214,10 @@ def advice(stage: StageSpec, model: ModelSpec, gpu_memory_gib: float, counts: Mo
         smaller = retry(micro_batch_size=micro, **checkpointing)
         if smaller.fits:
             both = " with gradient checkpointing" if checkpointing else ""
-            out.append(f"micro_batch_size: {micro}{both} (accumulation {per_worker // micro}; the global batch stays; "
-                       f"{smaller.total_gib:.1f} GiB)")  # fmt: skip
+            out.append(
+                f"micro_batch_size: {micro}{both} (accumulation {per_worker // micro}; the global batch stays; "
+                f"{smaller.total_gib:.1f} GiB)"
+            )
             break
     if stage.zero_stage < 3:
         both = " with gradient checkpointing" if checkpointing else ""

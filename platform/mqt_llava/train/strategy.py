@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from mqt_llava.config import StageSpec
 from mqt_llava.train import checkpoint
 from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.deepspeed_config import deepspeed_config, llm_hidden_size
 from mqt_llava.train.plan import StagePlan
+from mqt_llava.train.spec import StageSpec
 
 
 def deepspeed_on(use_gpu: bool):

@@ -41,12 +41,16 @@ def run_with_torchrun(run: StageRun) -> None:
             f"config error: num_workers is {run.stage.num_workers} but torchrun started {world} processes "
             f"(--nproc-per-node x nodes must equal num_workers: the plan and ZeRO shards depend on it)"
         )
-    shard = LocalShard(run.stage.data, run.model, run.stage.template, image_settings_for(run.model), rank, world,
-                       run.stage.max_length)  # fmt: skip
+    shard = LocalShard(
+        run.stage.data, run.model, run.stage.template, image_settings_for(run.model), rank, world, run.stage.max_length
+    )
     context = TorchrunContext(run.run_dir, shard, run.stage.keep_checkpoints, use_gpu)
     if rank == 0:
-        print(f"[{run.name}] {run.stage.stage} under torchrun: {world} rank(s) on {'GPU' if use_gpu else 'CPU'}; "
-              f"{run.plan.total_steps} optimizer steps; run dir {run.run_dir}", flush=True)  # fmt: skip
+        print(
+            f"[{run.name}] {run.stage.stage} under torchrun: {world} rank(s) on {'GPU' if use_gpu else 'CPU'}; "
+            f"{run.plan.total_steps} optimizer steps; run dir {run.run_dir}",
+            flush=True,
+        )
     train_loop(run, context)
     dist.barrier()
     dist.destroy_process_group()

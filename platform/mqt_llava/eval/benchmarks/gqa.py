@@ -25,7 +25,7 @@ class GQA(Benchmark):
                 str(images / f"{q['imageId']}.jpg"),
                 q["answer"],
                 q.get("types", {}).get("structural", ""),
-            )  # fmt: skip
+            )
             for qid, q in self.read_json("questions").items()
         ]
 

@@ -52,8 +52,12 @@ class LlavaBench(Benchmark):
     metric = "relative_score"
     max_new_tokens = 512
     needs_judge = True
-    defaults = {"questions": "questions.jsonl", "context": "context.jsonl", "reference": "answers_gpt4.jsonl",
-                "images": "images"}  # fmt: skip
+    defaults = {
+        "questions": "questions.jsonl",
+        "context": "context.jsonl",
+        "reference": "answers_gpt4.jsonl",
+        "images": "images",
+    }
 
     def samples(self) -> list[Sample]:
         captions = {c["image"]: c["caption"] for c in self.read_jsonl("context")}
@@ -66,7 +70,7 @@ class LlavaBench(Benchmark):
                 str(images / q["image"]),
                 {"caption": captions.get(q["image"], ""), "reference": reference[q["question_id"]]},
                 q.get("category", ""),
-            )  # fmt: skip
+            )
             for q in self.read_jsonl("questions")
         ]
 
@@ -113,7 +117,7 @@ class MMVet(Benchmark):
                 q["question"],
                 str(images / q["imagename"]),
                 {"answer": q["answer"], "capability": q.get("capability", [])},
-            )  # fmt: skip
+            )
             for key, q in self.read_json("questions").items()
         ]
 

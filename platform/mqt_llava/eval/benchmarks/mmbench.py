@@ -34,8 +34,29 @@ UPLOAD_DROPS = ("hint", "category", "source", "image", "comment", "l2-category")
 UPLOAD_PREDICTION_AT = 6
 # What pandas.read_table (the official scripts' reader) reads as a missing value, and the strings
 # the scripts' is_none() treats as missing after it.
-PANDAS_NA = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"))  # fmt: skip
+PANDAS_NA = frozenset(
+    (
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    )
+)
 
 
 def is_missing(value: str | None) -> bool:
@@ -90,8 +111,16 @@ class MMBench(Benchmark):
                 "upload": [[c, row[c]] for c in kept],  # the row as the upload file carries it
             }
             image = base64.b64decode(row["image"])
-            out.append(Sample(row["index"], "\n".join(lines) + f"\n{OPTION_SUFFIX}", image, target,
-                              row.get("category", ""), unit=str(group)))  # fmt: skip
+            out.append(
+                Sample(
+                    row["index"],
+                    "\n".join(lines) + f"\n{OPTION_SUFFIX}",
+                    image,
+                    target,
+                    row.get("category", ""),
+                    unit=str(group),
+                )
+            )
         return out
 
     def score(self, samples, predictions, judge=None) -> dict[str, float]:

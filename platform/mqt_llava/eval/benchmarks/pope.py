@@ -29,7 +29,7 @@ class POPE(Benchmark):
                         str(images / q["image"]),
                         q["label"],
                         split,
-                    )  # fmt: skip
+                    )
                 )
         return out
 

@@ -32,8 +32,14 @@ class ScienceQA(Benchmark):
     name = "scienceqa"
     title = "SQA-IMG"
     metric = "accuracy"
-    defaults = {"problems": "problems.json", "splits": "pid_splits.json", "split": "test", "images": "images",
-                "unparsed": "wrong", "seed": 0}  # fmt: skip
+    defaults = {
+        "problems": "problems.json",
+        "splits": "pid_splits.json",
+        "split": "test",
+        "images": "images",
+        "unparsed": "wrong",
+        "seed": 0,
+    }
 
     def samples(self) -> list[Sample]:
         unparsed = self.options["unparsed"]

@@ -196,8 +196,10 @@ class TextVQA(Benchmark):
             # In LLaVA-1.5's file a question's "question_id" is its image's id.
             annotation = annotations.get((q["question_id"], textvqa_question(q["text"])))
             if annotation is None:
-                raise ValueError(f"textvqa: line {number} of {self.options['questions']} matches no annotation "
-                                 f"in {self.options['annotations']} (by image id and question)")  # fmt: skip
+                raise ValueError(
+                    f"textvqa: line {number} of {self.options['questions']} matches no annotation "
+                    f"in {self.options['annotations']} (by image id and question)"
+                )
             key = str(annotation["question_id"])
             if key in seen:  # one question asked twice of an image: both answered, both scored
                 key = f"{key}/{number}"

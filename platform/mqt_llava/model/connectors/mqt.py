@@ -157,8 +157,15 @@ class MatryoshkaQueryTransformer(Connector):
     def from_options(
         cls, options: MQTOptions, vision_width: int, llm_width: int, grid_positions: int
     ) -> MatryoshkaQueryTransformer:
-        return cls(options.num_queries, vision_width, llm_width, options.num_heads, options.order, options.keys,
-                   options.position_table)  # fmt: skip
+        return cls(
+            options.num_queries,
+            vision_width,
+            llm_width,
+            options.num_heads,
+            options.order,
+            options.keys,
+            options.position_table,
+        )
 
     @property
     def max_tokens(self) -> int:
