@@ -4,7 +4,7 @@
     python jobs/quickstart.py --set until=shards --set world.num_eval=500   # stop early, another world
     ray job submit -- python jobs/quickstart.py                # the same on a cluster
 
-Steps (mqt_llava.toy.quickstart):
+Steps (mqt_llava.recipes.quickstart):
   1. data         a synthetic corpus in LLaVA's formats (558K-like captions, 665K-like instructions,
                   held-out evaluation scenes), and benchmark files in the official formats (POPE,
                   VQAv2, GQA, ScienceQA, MME, MMBench) made from the held-out scenes
@@ -37,7 +37,7 @@ from mqt_llava.model.builder import visual_token_range
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
-from mqt_llava.toy.quickstart import STEPS, Context, QuickstartSpec
+from mqt_llava.recipes.quickstart import STEPS, Context, QuickstartSpec
 
 
 def main() -> int:
