@@ -536,10 +536,10 @@ def part_inference(part: Part, prepared: Path) -> None:
     import torch
     from PIL import Image
 
-    from mqt_llava.data.images import ImageSettings
     from mqt_llava.eval.flops import FlopsModel
     from mqt_llava.inference import InferenceEngine, Request
     from mqt_llava.model.connectors import build_connector
+    from mqt_llava.model.image_settings import ImageSettings
     from mqt_llava.model.tokenizer import byte_level_tokenizer
 
     model, spec = seven_b(part)

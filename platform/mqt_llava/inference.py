@@ -25,7 +25,8 @@ from PIL import Image
 from transformers import LogitsProcessorList, StopStringCriteria, TemperatureLogitsWarper, TopPLogitsWarper
 
 from mqt_llava.data.conversation import generation_prompt, tokenize_prompt
-from mqt_llava.data.images import Aspect, ImageSettings, preprocess_image
+from mqt_llava.data.images import Aspect, preprocess_image
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
 
 

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from mqt_llava.data.images import ImageError, ImageSettings, decode_image, preprocess_image, to_rgb
+from mqt_llava.data.images import ImageError, decode_image, preprocess_image, to_rgb
+from mqt_llava.model.image_settings import ImageSettings
 
 SETTINGS = ImageSettings.square_of(32)
 
@@ -126,7 +127,8 @@ def test_pad_of_a_long_image_is_exact_below_the_bound_and_shrunk_above_it():
 BOUNDED = r"""
 import resource, sys
 from PIL import Image
-from mqt_llava.data.images import ImageSettings, preprocess_image
+from mqt_llava.data.images import preprocess_image
+from mqt_llava.model.image_settings import ImageSettings
 
 def vm_bytes():
     for line in open("/proc/self/status"):

@@ -3,7 +3,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
 from mqt_llava.data.conversation import VICUNA_V1
-from mqt_llava.data.images import ImageSettings, preprocess_image
+from mqt_llava.data.images import preprocess_image
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.tokenizer import byte_level_tokenizer
 from mqt_llava.toy.base_models import (
     cell_label_tensors,

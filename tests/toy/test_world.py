@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from mqt_llava.data.conversation import OPTION_SUFFIX, SHORT_ANSWER
-from mqt_llava.data.images import ImageSettings, preprocess_image
+from mqt_llava.data.images import preprocess_image
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.toy import world
 from mqt_llava.toy.world import KINDS, YES_NO, Scene, SceneObject, aligned, ask, random_scene, record_rng
 

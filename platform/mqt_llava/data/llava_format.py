@@ -9,7 +9,6 @@ one image root, `id` is a string or an int in the wild, and about 40K of 665K re
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any
 
 import ijson
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from mqt_llava.data.conversation import MalformedConversation, build_sample
 from mqt_llava.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from mqt_llava.model.storage import resolve_location
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -49,13 +48,6 @@ REJECT_REASONS: tuple[str, ...] = (
     "bad_role",
     "sequence_too_long",
 )
-
-
-def resolve_location(location: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or any pyarrow filesystem URI (s3://, gs://, file://)."""
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
 def open_input(path: str):

@@ -36,10 +36,10 @@ from mqt_llava.data.llava_format import (
     check_record,
     iter_json_records_with_progress,
     json_size,
-    resolve_location,
 )
 from mqt_llava.model.builder import cached_tokenizer
 from mqt_llava.model.spec import TokenizerSpec
+from mqt_llava.model.storage import resolve_location
 from mqt_llava.output import Progress
 
 

@@ -16,18 +16,13 @@ import pyarrow.parquet as pq
 import torch
 
 from mqt_llava.data.conversation import MalformedConversation, build_sample
-from mqt_llava.data.images import (
-    ASPECTS,
-    DEFAULT_MAX_PIXELS,
-    ImageError,
-    ImageSettings,
-    decode_image,
-    preprocess_image,
-)
-from mqt_llava.data.llava_format import RecordRules, resolve_location
+from mqt_llava.data.images import ASPECTS, DEFAULT_MAX_PIXELS, ImageError, decode_image, preprocess_image
+from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.model.builder import cached_tokenizer, max_visual_tokens
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import IGNORE_INDEX
 from mqt_llava.model.spec import ModelSpec, TokenizerSpec
+from mqt_llava.model.storage import resolve_location
 
 log = logging.getLogger(__name__)
 MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")

@@ -22,7 +22,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from mqt_llava.data.images import ImageSettings
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
 from mqt_llava.model.spec import ModelSpec, TokenizerSpec
 from mqt_llava.model.tokenizer import byte_level_tokenizer, load_pretrained_tokenizer

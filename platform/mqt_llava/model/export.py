@@ -43,7 +43,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """config.json of an export at a local path or a URI (s3://, gs://, file://)."""
     if "://" not in str(path):
         return json.loads((check_export(path) / CONFIG_FILE).read_text())
-    from mqt_llava.data.llava_format import resolve_location
+    from mqt_llava.model.storage import resolve_location
 
     filesystem, root = resolve_location(str(path))
     if not filesystem.get_file_info(f"{root}/{CONFIG_FILE}").is_file:
@@ -95,7 +95,7 @@ def load_part_state(location: str | Path, part: str) -> dict[str, torch.Tensor]:
     Ranged reads of the files `save_pretrained` already writes, rather than a separate connector
     file written at export time: every export reads the same way, the released checkpoint's import
     and exports written before included, and there is no second copy of the weights to keep equal."""
-    from mqt_llava.data.llava_format import resolve_location
+    from mqt_llava.model.storage import resolve_location
 
     filesystem, root = resolve_location(str(location))
     prefix = f"{part}."

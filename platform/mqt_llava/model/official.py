@@ -136,9 +136,9 @@ def import_official(
     from transformers import CLIPImageProcessorPil, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from mqt_llava.data.images import ImageSettings
     from mqt_llava.model.builder import BuiltModel
     from mqt_llava.model.export import save_export
+    from mqt_llava.model.image_settings import ImageSettings
     from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
     from mqt_llava.model.spec import ModelSpec
     from mqt_llava.model.tokenizer import load_pretrained_tokenizer

@@ -42,8 +42,9 @@ from transformers import (
 )
 
 from mqt_llava.data.conversation import generation_prompt, render, tokenize, tokenize_prompt
-from mqt_llava.data.images import ImageSettings, decode_image, preprocess_image
+from mqt_llava.data.images import decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.tokenizer import byte_level_bpe
 from mqt_llava.output import Progress

@@ -23,12 +23,12 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from mqt_llava.data.llava_format import resolve_location
 from mqt_llava.data.samples import LlavaCollate, modality_grouped_batches
 from mqt_llava.model.builder import BuiltModel, build_model
 from mqt_llava.model.export import load_part_state, save_export
 from mqt_llava.model.modeling import IMAGE_TOKEN_INDEX
 from mqt_llava.model.stages import CONNECTOR, configure_trainable, format_parameter_report, parameter_report
+from mqt_llava.model.storage import resolve_location
 from mqt_llava.output import Progress
 from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.context import WorkerContext

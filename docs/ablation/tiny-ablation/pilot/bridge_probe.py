@@ -37,8 +37,9 @@ from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessorPil
 
 from mqt_llava.data.conversation import render, tokenize
-from mqt_llava.data.images import ImageSettings, preprocess_image
+from mqt_llava.data.images import preprocess_image
 from mqt_llava.inference import InferenceEngine
+from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import IGNORE_INDEX, MQTLlavaForConditionalGeneration
 from mqt_llava.toy import heldout
 from mqt_llava.toy.world import Scene, cell_name
