@@ -183,3 +183,31 @@ def test_blank_like_keeps_size_and_mean_colour():
     image.paste((0, 0, 200), (0, 0, 15, 10))
     blank = blank_like(image)
     assert blank.size == (30, 10) and blank.getcolors() == [(300, (100, 0, 100))]
+
+
+def test_a_registered_benchmark_declares_its_own_table_1_column():
+    """Table 1's columns come from the benchmarks' own declarations: a new one placed between
+    VizWiz (1) and SQA-IMG (2) is a column there and counts in the average."""
+    from mqt_llava.eval.benchmarks import BENCHMARKS, Benchmark, Column, register_benchmark
+
+    class Counting(Benchmark):
+        name = "counting"
+        title = "Count"
+        metric = "exact"
+        columns = (Column("exact", "Count", order=1.5, scale=10.0),)
+
+    register_benchmark(Counting)
+    try:
+        row = [
+            PairResult("scienceqa", 8, "scored", {"accuracy": 60.0}, 10),
+            PairResult("counting", 8, "scored", {"exact": 5.0}, 10),
+            PairResult("vizwiz", 8, "scored", {"accuracy": 40.0}, 10),
+        ]
+        lines = table(row).splitlines()
+        assert lines[0].startswith("| # tokens | VizWiz | Count | SQA-IMG | Avg")
+        assert lines[2] == "| 8 | 40.0 | 5.0 | 60.0 | 50.0 |"  # (40 + 5/10*100 + 60) / 3
+        assert "Beyond the paper's Table 1" not in table(row)
+        with pytest.raises(ValueError, match="registered already"):
+            register_benchmark(type("Counting", (Counting,), {}))
+    finally:
+        del BENCHMARKS["counting"]

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from mqt_llava.eval.benchmarks import BENCHMARKS
+from mqt_llava.eval.benchmarks import BENCHMARKS, table_columns
 from mqt_llava.eval.runner import PairResult
 
 
@@ -43,8 +43,9 @@ def write_csv(results: list[PairResult], path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Column:
-    """One column of the paper's Table 1: a benchmark's metric, its title and its maximum."""
+class TableColumn:
+    """One column of Table 1: a benchmark's metric, its title and its maximum (as the benchmark
+    declares it in its `columns`)."""
 
     benchmark: str
     metric: str
@@ -61,27 +62,17 @@ class Column:
         return None if value is None else value / result.scores.get(f"{self.metric}_max", self.scale) * 100
 
 
-# The paper's Table 1, column for column; its "Avg" is the mean of these 11 normalised values.
-PAPER_COLUMNS: tuple[Column, ...] = (
-    Column("vizwiz", "accuracy", "VizWiz"),
-    Column("scienceqa", "accuracy", "SQA-IMG"),
-    Column("vqav2", "accuracy", "VQAv2"),
-    Column("gqa", "accuracy", "GQA"),
-    Column("pope", "f1", "POPE"),
-    Column("mme", "perception", "MME-P", 2000.0),
-    Column("mme", "cognition", "MME-C", 800.0),
-    Column("mmmu", "accuracy", "MMMU"),
-    Column("mmbench", "accuracy", "MMB"),
-    Column("llava_bench", "relative_score", "LLaVA-W"),
-    Column("mmvet", "score", "MM-Vet"),
-)
+def paper_columns() -> list[TableColumn]:
+    """Table 1's columns as the registered benchmarks declare them, in their order: with the built-in
+    benchmarks, the paper's 11, whose mean is its "Avg"."""
+    return [TableColumn(name, c.metric, c.title, c.scale) for name, c in table_columns()]
 
 
 def normalised_average(row: list[PairResult]) -> float | None:
     """The paper's average over the Table 1 columns scored in `row` (one budget's results): each
     column out of 100, then their mean. With all 11 it is the paper's "Avg"."""
     by = {r.benchmark: r for r in row}
-    values = [v for c in PAPER_COLUMNS if c.benchmark in by and (v := c.normalised(by[c.benchmark])) is not None]
+    values = [v for c in paper_columns() if c.benchmark in by and (v := c.normalised(by[c.benchmark])) is not None]
     return sum(values) / len(values) if values else None
 
 
@@ -117,14 +108,15 @@ def table(results: list[PairResult]) -> str:
     """The paper's Table 1 for the benchmarks present (its columns, its order, MME as perception and
     cognition, its normalised average), then any benchmark outside it (TextVQA) in a table of its own."""
     present = {r.benchmark for r in results}
-    columns = [c for c in PAPER_COLUMNS if c.benchmark in present]
-    others = [n for n in BENCHMARKS if n in present and n not in {c.benchmark for c in PAPER_COLUMNS}]
+    every = paper_columns()
+    columns = [c for c in every if c.benchmark in present]
+    others = [n for n in BENCHMARKS if n in present and n not in {c.benchmark for c in every}]
     budgets = sorted({r.budget for r in results})
     by = {(r.benchmark, r.budget): r for r in results}
     scored = {c for c in columns for m in budgets if c.value(by[(c.benchmark, m)]) is not None}
-    # The paper's "Avg" needs its 11 columns, each scored as the paper scored it (no local stand-in).
+    # The paper's "Avg" needs every column, each scored as the paper scored it (no local stand-in).
     papers = {c for c in scored if not by[(c.benchmark, budgets[0])].title}
-    average = "Avg" if len(papers) == len(PAPER_COLUMNS) else "Avg of the scored columns (not the paper's 11)"
+    average = "Avg" if len(papers) == len(every) else "Avg of the scored columns (not the paper's 11)"
     titles = [heading(c.title, by[(c.benchmark, budgets[0])]) for c in columns]
     lines = ["| # tokens | " + " | ".join(titles) + f" | {average} |", "|---:|" + "---:|" * (len(columns) + 1)]
     for m in budgets:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from mqt_llava.data.conversation import OPTION_SUFFIX, SHORT_ANSWER
 
-__all__ = ["OPTION_SUFFIX", "SHORT_ANSWER", "Benchmark", "BenchmarkFilesMissing", "Sample", "Skipped"]
+__all__ = ["OPTION_SUFFIX", "SHORT_ANSWER", "Benchmark", "BenchmarkFilesMissing", "Column", "Sample", "Skipped"]
 
 
 class BenchmarkFilesMissing(FileNotFoundError):
@@ -37,6 +37,18 @@ class Sample:
     unit: str = ""  # samples scored together (MME's two questions of an image): kept together by --limit
 
 
+@dataclass(frozen=True)
+class Column:
+    """A column a benchmark fills in the report's Table 1: the score it shows (`metric`, a key of
+    `score`'s result), its heading, its place among the columns (`order`, ascending: the paper's
+    left to right is 1..11) and the score's maximum, by which the normalised average divides it."""
+
+    metric: str
+    title: str
+    order: float
+    scale: float = 100.0
+
+
 @dataclass
 class Benchmark:
     """One benchmark's files under `root`; subclasses set the class attributes and implement
@@ -52,6 +64,8 @@ class Benchmark:
     max_new_tokens: ClassVar[int] = 16
     needs_judge: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
+    # Its column(s) in Table 1 (MME has two); none: a table of its own below it (TextVQA).
+    columns: ClassVar[tuple[Column, ...]] = ()
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

@@ -3,7 +3,7 @@ then the official script's exact match."""
 
 from __future__ import annotations
 
-from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, accuracy_by_group
+from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Column, Sample, accuracy_by_group
 
 
 def gqa_answer(text: str) -> str:
@@ -14,6 +14,7 @@ class GQA(Benchmark):
     name = "gqa"
     title = "GQA"
     metric = "accuracy"
+    columns = (Column("accuracy", "GQA", order=4),)
     defaults = {"questions": "testdev_balanced_questions.json", "images": "images"}
 
     def samples(self) -> list[Sample]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from mqt_llava.eval.benchmarks.base import Benchmark, Sample, Skipped, mean
+from mqt_llava.eval.benchmarks.base import Benchmark, Column, Sample, Skipped, mean
 
 NO_JUDGE = "needs a judge model: set --judge-url and --judge-model (and the key's environment variable)"
 
@@ -50,6 +50,7 @@ class LlavaBench(Benchmark):
     name = "llava_bench"
     title = "LLaVA-W"
     metric = "relative_score"
+    columns = (Column("relative_score", "LLaVA-W", order=10),)
     max_new_tokens = 512
     needs_judge = True
     defaults = {
@@ -105,6 +106,7 @@ class MMVet(Benchmark):
     name = "mmvet"
     title = "MM-Vet"
     metric = "score"
+    columns = (Column("score", "MM-Vet", order=11),)
     max_new_tokens = 256
     needs_judge = True
     defaults = {"questions": "mm-vet.json", "images": "images"}

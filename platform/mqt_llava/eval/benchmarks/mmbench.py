@@ -22,7 +22,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, Benchmark, Sample, mean
+from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, Benchmark, Column, Sample, mean
 from mqt_llava.eval.metrics import extract_option
 
 csv.field_size_limit(sys.maxsize)  # a row holds a whole base64 image
@@ -72,6 +72,7 @@ class MMBench(Benchmark):
     name = "mmbench"
     title = "MMB"
     metric = "accuracy"
+    columns = (Column("accuracy", "MMB", order=9),)
     defaults = {"tsv": "mmbench_dev_20230712.tsv", "local": True}  # the llava-7b preset: local false, the paper's
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample
+from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Column, Sample
 from mqt_llava.eval.metrics import mme_yes_no
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
@@ -47,6 +47,7 @@ class MME(Benchmark):
     name = "mme"
     title = "MME"
     metric = "perception"
+    columns = (Column("perception", "MME-P", order=6, scale=2000.0), Column("cognition", "MME-C", order=7, scale=800.0))
     scale = 2000.0
     defaults = {"release": "MME_Benchmark_release_version"}
 

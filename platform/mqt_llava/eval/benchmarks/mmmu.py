@@ -9,7 +9,7 @@ import random
 
 import pyarrow.parquet as pq
 
-from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, SHORT_ANSWER, Benchmark, Sample, accuracy_by_group
+from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, SHORT_ANSWER, Benchmark, Column, Sample, accuracy_by_group
 from mqt_llava.eval.metrics import LETTERS, mmmu_choice, mmmu_open_correct
 
 
@@ -27,6 +27,7 @@ class MMMU(Benchmark):
     name = "mmmu"
     title = "MMMU"
     metric = "accuracy"
+    columns = (Column("accuracy", "MMMU", order=8),)
     defaults = {"glob": "*/validation-*.parquet"}
 
     def samples(self) -> list[Sample]:

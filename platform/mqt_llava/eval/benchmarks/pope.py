@@ -4,7 +4,7 @@ paper's POPE number is the F1 averaged over the three splits)."""
 
 from __future__ import annotations
 
-from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, mean, read_jsonl
+from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Column, Sample, mean, read_jsonl
 from mqt_llava.eval.metrics import binary_scores, pope_yes_no
 
 SPLITS = ("random", "popular", "adversarial")
@@ -14,6 +14,7 @@ class POPE(Benchmark):
     name = "pope"
     title = "POPE"
     metric = "f1"
+    columns = (Column("f1", "POPE", order=5),)
     defaults = {"annotations": "coco", "file_pattern": "coco_pope_{split}.json", "images": "val2014", "splits": SPLITS}
 
     def samples(self) -> list[Sample]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, Benchmark, Sample, accuracy_by_group
+from mqt_llava.eval.benchmarks.base import OPTION_SUFFIX, Benchmark, Column, Sample, accuracy_by_group
 from mqt_llava.eval.metrics import LETTERS, scienceqa_letter
 
 UNPARSED = ("wrong", "random")
@@ -32,6 +32,7 @@ class ScienceQA(Benchmark):
     name = "scienceqa"
     title = "SQA-IMG"
     metric = "accuracy"
+    columns = (Column("accuracy", "SQA-IMG", order=2),)
     defaults = {
         "problems": "problems.json",
         "splits": "pid_splits.json",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Sample, accuracy_by_group
+from mqt_llava.eval.benchmarks.base import SHORT_ANSWER, Benchmark, Column, Sample, accuracy_by_group
 from mqt_llava.eval.metrics import normalize_answer, textvqa_accuracy, vqa_accuracy
 
 VIZWIZ_INSTRUCTION = "When the provided information is insufficient, respond with 'Unanswerable'."
@@ -46,6 +46,7 @@ class VQAv2(ServerOrValSplit):
     title = "VQAv2"
     server_split = "test-dev"
     metric = "accuracy"
+    columns = (Column("accuracy", "VQAv2", order=3),)
     defaults = {
         "split": "val",  # the llava-7b preset: test-dev, the paper's
         "val_questions": "v2_OpenEnded_mscoco_val2014_questions.json",
@@ -105,6 +106,7 @@ class VizWiz(ServerOrValSplit):
     title = "VizWiz"
     server_split = "test"
     metric = "accuracy"
+    columns = (Column("accuracy", "VizWiz", order=1),)
     defaults = {
         "split": "val",  # the llava-7b preset: test, the paper's
         "val": "val.json",  # the official annotations
