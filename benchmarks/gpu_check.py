@@ -99,7 +99,7 @@ GPU_PATH_MODULES = [
     "mqt_llava.train.cli",
     "mqt_llava.train.torchrun",
     "mqt_llava.train.loop",
-    "mqt_llava.train.strategy",
+    "mqt_llava.train.strategies.deepspeed",
     "mqt_llava.train.memory",
     "mqt_llava.inference",
     "mqt_llava.model.official",
@@ -503,8 +503,8 @@ def part_torchrun(part: Part, prepared: Path) -> None:
 def rank_main(probe: Path, argv: list[str]) -> None:
     """A torchrun rank: jobs/stage2.py's own entry, with DeepSpeed's set-up observed from inside.
     Nothing is imported ahead of the library (DeepSpeed picks its accelerator once, at its import)."""
-    from mqt_llava.train import strategy
     from mqt_llava.train.cli import main
+    from mqt_llava.train.strategies import deepspeed as strategy
 
     setup = strategy.DeepSpeedStrategy.setup
 

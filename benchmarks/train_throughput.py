@@ -64,7 +64,7 @@ from mqt_llava.train.checkpoint import DataPosition
 from mqt_llava.train.launch import ingest_options, run_stage, stage_dataset
 from mqt_llava.train.loop import micro_batches, stage_model
 from mqt_llava.train.plan import StageRun, resolve_run
-from mqt_llava.train.strategy import DeepSpeedStrategy
+from mqt_llava.train.strategies.deepspeed import DeepSpeedStrategy
 
 LOSS_TOLERANCE = 1e-3  # per-step loss, absolute: float32 sums in another order drift this little
 WORKER = "ray::RayTrainWorker"  # in the CPU account
@@ -161,7 +161,7 @@ def bare_loop(run: StageRun, batches) -> Trace:
         def train_step(step: int) -> float:
             total = 0.0
             for _ in range(accumulate):
-                loss = model(**next(stream), num_visual_tokens=run.budget(step)).loss
+                loss = model(**next(stream), num_visual_tokens=run.plan.budget(step)).loss
                 (loss / accumulate).backward()
                 total += loss.item()
             torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm)
@@ -187,7 +187,9 @@ def deepspeed_loop(run: StageRun, batches: list[dict]) -> Trace:
     accumulate = stage.gradient_accumulation_steps
 
     def train_step(step: int) -> float:
-        return sum(strategy.train_micro_batch(next(stream), run.budget(step)) for _ in range(accumulate)) / accumulate
+        return (
+            sum(strategy.train_micro_batch(next(stream), run.plan.budget(step)) for _ in range(accumulate)) / accumulate
+        )
 
     return timed_steps(run, train_step)
 

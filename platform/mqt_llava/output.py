@@ -11,7 +11,7 @@ Library code changes process-wide state for the rest of a process only here: `co
 needs it and restored after it: `scoped_environ` for a variable a library reads only from the
 environment, transformers' verbosity around loads that expect unused keys (mqt_llava.model), TF32
 around the training loop (mqt_llava.train.loop), warning filters around DeepSpeed's calls
-(mqt_llava.train.strategy), a fork of the RNG for seeded builds. A lasting change made elsewhere
+(mqt_llava.train.strategies.deepspeed), a fork of the RNG for seeded builds. A lasting change made elsewhere
 would be right where it was written and silently wrong elsewhere: `DS_ACCELERATOR=cpu` set by a
 CPU-safe memory check once made every GPU worker's DeepSpeed keep the model on the CPU.
 """

@@ -1,6 +1,7 @@
 import pytest
 
-from mqt_llava.config import ConfigError, load_config, preset_path
+from mqt_llava.config import ConfigError, load_config, model_config_path, preset_path
+from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.deepspeed_config import deepspeed_config
 from mqt_llava.train.plan import plan_steps
 from mqt_llava.train.spec import StageSpec
@@ -64,7 +65,8 @@ def test_the_papers_stage_configs_load_with_its_hyperparameters():
     assert (two.global_batch_size, two.lr, two.zero_stage, two.epochs) == (128, 2e-5, 3, 2)
     # the global batches are the paper's; the micro-batches are what 40-GiB A100s hold (tests/train/test_memory.py)
     assert (one.gradient_accumulation_steps, two.gradient_accumulation_steps) == (1, 2)
-    assert plan_steps(two, rows=128 * 5000).warmup_steps == 300  # 3 % of 2 epochs x 5000 steps
+    seven_b = load_config(ModelSpec, model_config_path(two.model))
+    assert plan_steps(two, seven_b, rows=128 * 5000).warmup_steps == 300  # 3 % of 2 epochs x 5000 steps
 
 
 def test_bad_stage_config_errors_name_the_field():

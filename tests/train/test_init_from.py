@@ -56,7 +56,12 @@ def run_from(init_from: str | None) -> StageRun:
         init_from=init_from,
     )
     return StageRun(
-        stage=stage, model=wide_llm_spec(), name="t", storage="/tmp", plan=plan_steps(stage, 10), use_gpu=False
+        stage=stage,
+        model=wide_llm_spec(),
+        name="t",
+        storage="/tmp",
+        plan=plan_steps(stage, wide_llm_spec(), 10),
+        use_gpu=False,
     )
 
 

@@ -4,8 +4,9 @@ import pytest
 import yaml
 
 from mqt_llava.config import ConfigError, prefixed
-from mqt_llava.data.samples import count_rows
+from mqt_llava.data.shards import count_rows
 from mqt_llava.model.schedules import schedule_support
+from mqt_llava.train import plan as plan_module
 from mqt_llava.train.plan import StageRun, plan_steps, resolve_run
 from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
@@ -27,35 +28,52 @@ def stage(**changes) -> StageSpec:
 
 def test_plan_gives_every_rank_the_same_whole_steps():
     # 1001 rows on 2 workers: 500 each (equal split) -> 125 micro-batches of 4 -> 31 steps of accumulation 4
-    plan = plan_steps(stage(), rows=1001)
+    plan = plan_steps(stage(), small_spec(), rows=1001)
     assert (plan.micro_batches_per_epoch, plan.steps_per_epoch, plan.total_steps) == (125, 31, 31)
     assert plan.warmup_steps == 1  # 3 % of 31, at least one
-    assert plan_steps(stage(epochs=2.5), rows=1001).total_steps == 78  # ceil(2.5 x 31)
-    assert plan_steps(stage(epochs=3, max_steps=40), rows=1001).total_steps == 40
+    assert plan_steps(stage(epochs=2.5), small_spec(), rows=1001).total_steps == 78  # ceil(2.5 x 31)
+    assert plan_steps(stage(epochs=3, max_steps=40), small_spec(), rows=1001).total_steps == 40
     # the same global batch on one worker: accumulation 8, the same number of optimizer steps
-    assert plan_steps(stage(num_workers=1), rows=1001).steps_per_epoch == 31
+    assert plan_steps(stage(num_workers=1), small_spec(), rows=1001).steps_per_epoch == 31
 
 
 def test_plan_refuses_data_smaller_than_one_step():
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
-        plan_steps(stage(), rows=31)
+        plan_steps(stage(), small_spec(), rows=31)
 
 
 def run_of(spec: StageSpec) -> StageRun:
     return StageRun(
-        stage=spec, model=small_spec(), name="t", storage="/tmp", plan=plan_steps(spec, 1000), use_gpu=False
+        stage=spec,
+        model=small_spec(),
+        name="t",
+        storage="/tmp",
+        plan=plan_steps(spec, small_spec(), 1000),
+        use_gpu=False,
     )
 
 
 def test_budget_is_M_in_stage1_and_drawn_from_the_schedule_otherwise():
-    one = run_of(stage(stage="stage1", template="plain"))
+    one = run_of(stage(stage="stage1", template="plain")).plan
     assert {one.budget(s) for s in range(50)} == {8}  # small_spec: M = 8
-    two = run_of(stage())
+    two = run_of(stage()).plan
     drawn = [two.budget(s) for s in range(200)]
     assert set(drawn) <= set(schedule_support("linear", 8, 2)) and len(set(drawn)) > 1
     assert drawn == [two.budget(s) for s in range(200)]  # pure in the step: every rank agrees
-    elastic = run_of(stage(stage="stage1", template="plain", stage1_elastic=True))
+    elastic = run_of(stage(stage="stage1", template="plain", stage1_elastic=True)).plan
     assert len({elastic.budget(s) for s in range(50)}) > 1
+
+
+def test_M_and_the_schedule_are_resolved_once_in_the_plan_and_recorded(monkeypatch):
+    two = run_of(stage(schedule={"kind": "log"})).plan
+    assert two.max_tokens == 8 and two.schedule.support == (2, 4, 8)
+    assert two.record()["budgets"] == [2, 4, 8] and two.record()["max_tokens"] == 8
+    one = run_of(stage(stage="stage1", template="plain")).plan
+    assert one.schedule is None and one.record()["budgets"] == [8]
+    # Drawing m reads the plan only: nothing re-derives M or the schedule from the specs per step.
+    for name in ("token_schedule", "max_visual_tokens"):
+        monkeypatch.setattr(plan_module, name, lambda *a, **k: pytest.fail("re-derived during the run"))
+    assert {two.budget(s) for s in range(50)} == {2, 4, 8} and {one.budget(s) for s in range(50)} == {8}
 
 
 def write_shards(directory, rows: int) -> None:

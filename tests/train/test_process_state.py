@@ -27,7 +27,7 @@ from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import resolve_run
 from mqt_llava.train.spec import StageSpec
-from mqt_llava.train.strategy import DeepSpeedStrategy
+from mqt_llava.train.strategies.deepspeed import DeepSpeedStrategy
 from small_model import small_spec
 
 # The GPU worker's set-up in a fresh process (DeepSpeed picks its accelerator once per process, so an
@@ -54,7 +54,7 @@ GPU_WORKER = textwrap.dedent(
     stage = load_config(StageSpec, "llava-7b/" + sys.argv[1])
     model = load_config(ModelSpec, model_config_path("llava-7b"))
     assert stage.resources.use_gpu, "the llava-7b preset trains on GPUs"
-    run = StageRun(stage, model, "gpu-shaped", sys.argv[2], plan_steps(stage, 665_298), use_gpu=True)
+    run = StageRun(stage, model, "gpu-shaped", sys.argv[2], plan_steps(stage, model, 665_298), use_gpu=True)
     context = TorchrunContext(run.run_dir, shard=None, keep=1, use_gpu=True)
     strategy = worker_setup(run, context)
 
@@ -105,7 +105,7 @@ def test_a_cpu_run_on_a_gpu_node_puts_deepspeed_on_the_cpu(tmp_path):
         torch.cuda.is_available = lambda: True
         torch.cuda.device_count = lambda: 1
         from mqt_llava.config import StageSpec
-        from mqt_llava.train.strategy import DeepSpeedStrategy
+        from mqt_llava.train.strategies.deepspeed import DeepSpeedStrategy
         from deepspeed.accelerator import get_accelerator
         assert get_accelerator().device_name() == "cuda"  # DeepSpeed's own choice on this "node"
         stage = StageSpec(model="tiny", stage="stage1", template="plain", data="x", global_batch_size=1,

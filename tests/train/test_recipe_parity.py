@@ -21,10 +21,11 @@ import torch
 from mqt_llava.config import load_config, model_config_path, preset_path
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.stages import TRAINABLE_PARTS
-from mqt_llava.train import loop, strategy
+from mqt_llava.train import loop
 from mqt_llava.train.deepspeed_config import deepspeed_config, llm_hidden_size
 from mqt_llava.train.plan import plan_steps, stage_model_spec, token_schedule
 from mqt_llava.train.spec import StageSpec
+from mqt_llava.train.strategies import deepspeed as strategy
 
 PRETRAIN = "scripts/v1_5/pretrain.sh"
 FINETUNE = "scripts/v1_5/finetune.sh"
@@ -68,10 +69,10 @@ def named(setting: str, official: Any, source: str, ours: Callable[[Preset], Any
     return Row(setting, official, source, ours, why, value)
 
 
-def schedule_shape(stage: StageSpec) -> str:
+def schedule_shape(stage: StageSpec, model: ModelSpec) -> str:
     """What the strategy's LR schedule is, read from its values at every step of a short plan: a
     linear warmup to the peak, then 0.5 (1 + cos(pi t)) of it over the rest."""
-    plan = plan_steps(stage, stage.global_batch_size * 50)
+    plan = plan_steps(stage, model, stage.global_batch_size * 50)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = strategy.lr_schedule(optimizer, plan)
     seen = []
@@ -88,7 +89,7 @@ def schedule_shape(stage: StageSpec) -> str:
 
 
 def steps_per_epoch(rows: int) -> Callable[[Preset], int]:
-    return lambda p: plan_steps(p.stage, rows).steps_per_epoch
+    return lambda p: plan_steps(p.stage, p.model, rows).steps_per_epoch
 
 
 LAST_BATCH = (
@@ -114,7 +115,7 @@ def common(script: str, zero_file: str) -> list[Row]:
             "LR schedule after warmup",
             "cosine",
             f"{script}: --lr_scheduler_type cosine",
-            lambda p: schedule_shape(p.stage),
+            lambda p: schedule_shape(p.stage, p.model),
         ),
         same("bf16", True, f"{script}: --bf16 True", lambda p: p.ds["bf16"]["enabled"]),
         same("tf32", True, f"{script}: --tf32 True", lambda p: p.stage.tf32),
@@ -323,10 +324,11 @@ def test_the_llava_7b_presets_are_the_official_recipe_or_a_named_difference(name
 
 
 def test_warmup_is_rounded_up_as_hugging_faces_trainer_does():
-    two = preset("stage2").stage  # 8 workers x 8 x 2: 128 rows a step, 2 epochs
-    assert plan_steps(two, 128 * 1005).total_steps == 2010
-    assert plan_steps(two, 128 * 1005).warmup_steps == 61  # ceil(0.03 x 2,010 = 60.3); rounding gave 60
-    assert plan_steps(two, 665_298).warmup_steps == math.ceil(0.03 * plan_steps(two, 665_298).total_steps)
+    two, model = preset("stage2").stage, preset("stage2").model  # 8 workers x 8 x 2: 128 rows a step, 2 epochs
+    assert plan_steps(two, model, 128 * 1005).total_steps == 2010
+    assert plan_steps(two, model, 128 * 1005).warmup_steps == 61  # ceil(0.03 x 2,010 = 60.3); rounding gave 60
+    plan = plan_steps(two, model, 665_298)
+    assert plan.warmup_steps == math.ceil(0.03 * plan.total_steps)
 
 
 def test_the_hidden_size_is_the_llms_as_hf_reads_the_official_model():
@@ -346,16 +348,16 @@ def test_the_hidden_size_is_the_llms_as_hf_reads_the_official_model():
     assert "reduce_bucket_size" not in deepspeed_config(preset("stage2").stage, use_gpu=True)["zero_optimization"]
 
 
-def test_tf32_is_on_only_inside_the_training_loop_and_restored_after(monkeypatch):
+def test_tf32_is_on_only_inside_the_training_loop_and_restored_after():
     """The flags are process-wide: the loop turns them on in its worker and puts them back, also when
     it fails, so importing or calling anything else of the library never changes them."""
     seen = []
 
-    def fails_after_looking(run, context):
-        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
-        raise RuntimeError("stop here")
+    class FailsAfterLooking:  # the loop's first call is the strategy's
+        def init_distributed(self):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            raise RuntimeError("stop here")
 
-    monkeypatch.setattr(loop, "worker_setup", fails_after_looking)
     flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     # torch's matmul default, and cudnn's off too so that turning it on shows (restored below)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -363,7 +365,8 @@ def test_tf32_is_on_only_inside_the_training_loop_and_restored_after(monkeypatch
         for tf32, inside in ((True, (True, True)), (False, (False, False))):
             stage = preset("stage1").stage.model_copy(update={"tf32": tf32})
             with pytest.raises(RuntimeError, match="stop here"):
-                loop.train_loop(type("Run", (), {"stage": stage, "plan": None})(), type("Context", (), {"rank": 0})())
+                run, context = type("Run", (), {"stage": stage, "plan": None})(), type("Context", (), {"rank": 0})()
+                loop.train_loop(run, context, FailsAfterLooking())
             assert seen.pop() == inside
             assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
     finally:

@@ -15,7 +15,12 @@ def run_with(**changes) -> StageRun:
     )
     stage = StageSpec(**{**fields, **changes})
     return StageRun(
-        stage=stage, model=small_spec(), name="t", storage="/tmp", plan=plan_steps(stage, 10), use_gpu=False
+        stage=stage,
+        model=small_spec(),
+        name="t",
+        storage="/tmp",
+        plan=plan_steps(stage, small_spec(), 10),
+        use_gpu=False,
     )
 
 

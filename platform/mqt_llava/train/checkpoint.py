@@ -1,6 +1,8 @@
 """What a training checkpoint holds beyond DeepSpeed's own state, and how it is saved and restored.
 
-One checkpoint directory (Ray merges what every rank writes into it):
+One checkpoint directory (Ray merges what every rank writes into it); the strategy's own state
+(mqt_llava.train.strategies) first, here the DeepSpeed strategy's, then what every strategy saves
+(`save_progress`):
 
     ckpt/...                       DeepSpeed: the trainable weights, each rank's ZeRO optimizer shard,
                                    the LR scheduler, DeepSpeed's step counters. Frozen parameters (the
@@ -64,13 +66,39 @@ def restore_rng(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save(engine, directory: Path, rank: int, state: TrainState, position: DataPosition, config: dict) -> None:
-    """Every rank calls this (DeepSpeed's save is collective)."""
-    engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
+def save_progress(directory: Path, rank: int, state: TrainState, position: DataPosition, config: dict) -> None:
+    """What every strategy saves beside its own state: each rank its RNG states and data position;
+    rank 0 the step reached and the run's config."""
     torch.save(dict(rng=capture_rng(), position=asdict(position)), directory / f"worker_rank{rank}.pt")
     if rank == 0:
         (directory / TRAIN_STATE).write_text(json.dumps(asdict(state)))
         (directory / RUN_CONFIG).write_text(json.dumps(config, indent=2))
+
+
+def worker_file(directory: Path, rank: int) -> Path:
+    """This rank's file in a checkpoint; refused when absent (a checkpoint of another worker count)."""
+    path = directory / f"worker_rank{rank}.pt"
+    if not path.exists():
+        raise RuntimeError(
+            f"checkpoint {directory} has no state for rank {rank}: it was written by a different number of "
+            "workers (optimizer shards and data positions are per rank); resume with the original num_workers"
+        )
+    return path
+
+
+def restore_progress(directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
+    """The counterpart of save_progress: restores this rank's RNG states; returns the step reached and
+    this rank's data position."""
+    worker = torch.load(worker_file(directory, rank), weights_only=False)
+    restore_rng(worker["rng"])
+    state = TrainState(**json.loads((directory / TRAIN_STATE).read_text()))
+    return state, DataPosition(**worker["position"])
+
+
+def save(engine, directory: Path, rank: int, state: TrainState, position: DataPosition, config: dict) -> None:
+    """DeepSpeed's checkpoint plus the progress; every rank calls this (DeepSpeed's save is collective)."""
+    engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
+    save_progress(directory, rank, state, position, config)
 
 
 def saved_weight_names(directory: Path) -> set[str]:
@@ -84,13 +112,8 @@ def saved_weight_names(directory: Path) -> set[str]:
 
 def restore(engine, directory: Path, rank: int) -> tuple[TrainState, DataPosition]:
     """Every rank calls this. A checkpoint written by a different number of workers cannot be
-    restored: ZeRO shards the optimizer by rank."""
-    worker_file = directory / f"worker_rank{rank}.pt"
-    if not worker_file.exists():
-        raise RuntimeError(
-            f"checkpoint {directory} has no state for rank {rank}: it was written by a different number of "
-            "workers (ZeRO optimizer shards are per rank); resume with the original num_workers"
-        )
+    restored: ZeRO shards the optimizer by rank (refused before DeepSpeed reads anything)."""
+    worker_file(directory, rank)
     trainable = {name for name, p in engine.module.named_parameters() if p.requires_grad}
     if missing := sorted(trainable - saved_weight_names(directory)):
         raise RuntimeError(
@@ -101,7 +124,4 @@ def restore(engine, directory: Path, rank: int) -> tuple[TrainState, DataPositio
     path, _ = engine.load_checkpoint(str(directory), tag=DEEPSPEED_TAG, load_module_strict=False)
     if path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}/{DEEPSPEED_TAG}")
-    worker = torch.load(worker_file, weights_only=False)
-    restore_rng(worker["rng"])
-    state = TrainState(**json.loads((directory / TRAIN_STATE).read_text()))
-    return state, DataPosition(**worker["position"])
+    return restore_progress(directory, rank)

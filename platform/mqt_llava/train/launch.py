@@ -23,7 +23,7 @@ from mqt_llava.output import train_log_level
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RunTracker, tracking_uri
 from mqt_llava.train.context import RayTrainContext
-from mqt_llava.train.loop import train_loop
+from mqt_llava.train.loop import train_loop, worker_setup
 from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import StageRun
 
@@ -40,8 +40,10 @@ def ingest_options() -> ExecutionOptions:
 
 
 def ray_train_worker(config: dict) -> None:
-    """What every Ray Train worker runs: the training loop, in Ray Train's worker context."""
-    train_loop(config["run"], RayTrainContext())
+    """What every Ray Train worker runs: the training loop, in Ray Train's worker context, with the
+    stage's strategy built in the worker (for DeepSpeed, that is where its accelerator is chosen)."""
+    run, context = config["run"], RayTrainContext()
+    train_loop(run, context, worker_setup(run, context))
 
 
 def check_cpus(run: StageRun) -> None:

@@ -1,8 +1,9 @@
 """The per-worker training loop of both stages (they differ only by config). It knows neither Ray
 nor DeepSpeed: the worker context (mqt_llava.train.context) gives rank, device, data shard and
-checkpoints, under Ray Train or torchrun; the strategy (mqt_llava.train.strategy) does the steps.
+checkpoints, under Ray Train or torchrun; the strategy it is handed (the stage's kind from
+mqt_llava.train.strategies, built by `worker_setup`) does the steps.
 
-Per optimizer step: draw m for this step (the same on every rank: a pure function of the step),
+Per optimizer step: take m for this step from the plan (the same on every rank: a pure function of the step),
 run `gradient_accumulation_steps` micro-batches, average the loss over ranks, log on rank 0, and
 every `checkpoint_every` steps save a checkpoint on every rank. At the end rank 0 writes the export
 (`save_pretrained`, ZeRO-3 weights gathered first).
@@ -34,19 +35,20 @@ from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.context import WorkerContext
 from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import StageRun, resolved_config
-from mqt_llava.train.strategy import DeepSpeedStrategy
+from mqt_llava.train.strategies import TrainingStrategy, build_strategy
 
 
-def worker_setup(run: StageRun, context: WorkerContext) -> DeepSpeedStrategy:
+def worker_setup(run: StageRun, context: WorkerContext) -> TrainingStrategy:
     """A worker's set-up before it joins the process group: its threads, the memory check on its own
-    GPU (before anything is allocated on it), and the strategy with DeepSpeed on the worker's device."""
+    GPU (before anything is allocated on it), and the stage's strategy for the worker's device (for
+    DeepSpeed, the one place its accelerator is chosen). What the launchers hand `train_loop`."""
     stage = run.stage
     if stage.resources.torch_threads:
         torch.set_num_threads(stage.resources.torch_threads)
     if run.use_gpu:
         total = torch.cuda.get_device_properties(context.device).total_memory / 2**30
         check_fits(stage, run.model, total, f"{torch.cuda.get_device_name(context.device)}, {total:.1f} GiB")
-    return DeepSpeedStrategy(stage, run.use_gpu)
+    return build_strategy(stage, run.use_gpu)
 
 
 @contextlib.contextmanager
@@ -74,18 +76,19 @@ def with_stage_precision(loop):
     numerics are set (see tf32_matmuls)."""
 
     @functools.wraps(loop)
-    def wrapped(run: StageRun, context: WorkerContext) -> None:
+    def wrapped(run: StageRun, context: WorkerContext, strategy: TrainingStrategy) -> None:
         with tf32_matmuls(run.stage.tf32):
-            return loop(run, context)
+            return loop(run, context, strategy)
 
     return wrapped
 
 
 @with_stage_precision
-def train_loop(run: StageRun, context: WorkerContext) -> None:
+def train_loop(run: StageRun, context: WorkerContext, strategy: TrainingStrategy) -> None:
+    """Train `run` on this worker with `strategy` (built by `worker_setup` for this worker), resuming
+    from the context's checkpoint if it has one; rank 0 logs and writes the export at the end."""
     stage, plan = run.stage, run.plan
     rank = context.rank
-    strategy = worker_setup(run, context)
     strategy.init_distributed()
 
     built = stage_model(run)
@@ -106,7 +109,7 @@ def train_loop(run: StageRun, context: WorkerContext) -> None:
         batches = micro_batches(context.data_shard(), run, position, LlavaCollate(pad_id))
         progress = TrainProgress(run.name, plan.total_steps, state.step, stage.log_every) if rank == 0 else None
         while state.step < plan.total_steps:
-            m = run.budget(state.step)
+            m = plan.budget(state.step)
             lr = strategy.lr
             totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, micro-batches, samples, tokens
             for _ in range(stage.gradient_accumulation_steps):
@@ -268,7 +271,7 @@ class TrainProgress:
         return rates
 
 
-def export(strategy: DeepSpeedStrategy, built: BuiltModel, run: StageRun, rank: int) -> None:
+def export(strategy: TrainingStrategy, built: BuiltModel, run: StageRun, rank: int) -> None:
     """Rank 0 writes the full model with save_pretrained; every rank takes part in gathering the
     weights first (ZeRO-3 partitions them)."""
     state_dict = strategy.export_state_dict()

@@ -136,7 +136,7 @@ def model_state_bytes(counts: ModelCounts, zero_stage: int, gpus: int) -> tuple[
     """(trained parameters' states from DeepSpeed's estimators, frozen parameters in bf16) per GPU."""
     # The estimators are arithmetic and touch no device. Importing them imports DeepSpeed, which then
     # picks its accelerator for this process from the hardware; nothing here may steer that choice: a
-    # GPU worker runs this check before its training strategy (mqt_llava.train.strategy.deepspeed_on).
+    # GPU worker runs this check before its training strategy (mqt_llava.train.strategies.deepspeed.deepspeed_on).
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 

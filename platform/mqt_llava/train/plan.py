@@ -1,5 +1,5 @@
 """A stage run, fully resolved in the driver before any worker starts: the configs, where it
-lives, and how many optimizer steps it takes.
+lives, how many optimizer steps it takes and the budget m of each.
 
 Every rank must take the same number of optimizer steps (a rank that stops early leaves the others
 waiting in a collective). Ray Train splits the dataset into equal streaming shards (`equal=True`:
@@ -11,17 +11,20 @@ floor(rows / workers) rows each), so the plan is computed from the row count onc
 
 A rank that reaches the end of its shard starts the next epoch, so a fractional epoch count or a
 few rows rejected at tokenization never leaves a rank short.
+
+The budgets are resolved here too, once: M (the model's largest budget) and the schedule m is drawn
+from at each step (stage 2 and an elastic stage 1; otherwise every step trains at M).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
-from mqt_llava.data.samples import count_rows
+from mqt_llava.data.shards import count_rows
 from mqt_llava.model.builder import is_local_path, max_visual_tokens, pretrained_location, visual_token_range
 from mqt_llava.model.connectors import connector_options
 from mqt_llava.model.export import NotAnExport, load_part_state, read_config
@@ -38,9 +41,24 @@ class StagePlan:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    max_tokens: int  # M: the model's largest budget
+    schedule: TokenSchedule | None  # what m is drawn from at each step; None: every step trains at M
+
+    def budget(self, step: int) -> int:
+        """m for optimizer step `step`: the schedule's draw (pure in its seed and the step, so every rank
+        agrees without communicating, and a resumed run draws what it would have drawn), else M."""
+        return self.max_tokens if self.schedule is None else self.schedule.draw(step)
+
+    def record(self) -> dict:
+        """The plan as the run's resolved config records it: the step counts, M and the budgets drawn from."""
+        budgets = list(self.schedule.support) if self.schedule else [self.max_tokens]
+        counts = {k: v for k, v in asdict(self).items() if k != "schedule"}
+        return counts | {"budgets": budgets}
 
 
-def plan_steps(stage: StageSpec, rows: int) -> StagePlan:
+def plan_steps(stage: StageSpec, model: ModelSpec, rows: int) -> StagePlan:
+    """The plan of `stage` training `model` (as the stage trains it) on `rows` rows. Raises ValueError
+    for data smaller than one optimizer step and for a schedule that cannot be drawn from."""
     per_rank = rows // stage.num_workers
     micro = per_rank // stage.micro_batch_size
     steps_per_epoch = micro // stage.gradient_accumulation_steps
@@ -55,7 +73,9 @@ def plan_steps(stage: StageSpec, rows: int) -> StagePlan:
         total = min(total, stage.max_steps)
     # Hugging Face's Trainer (the official runs): ceil(warmup_ratio x total steps).
     warmup = max(1, math.ceil(stage.warmup_ratio * total))
-    return StagePlan(rows, micro, steps_per_epoch, total, warmup)
+    draws = stage.stage == "stage2" or stage.stage1_elastic
+    schedule = token_schedule(stage, model) if draws else None
+    return StagePlan(rows, micro, steps_per_epoch, total, warmup, max_visual_tokens(model), schedule)
 
 
 @dataclass(frozen=True)
@@ -81,14 +101,6 @@ class StageRun:
     def is_local(self) -> bool:
         return "://" not in self.storage
 
-    def budget(self, step: int) -> int:
-        """m for optimizer step `step`: drawn from the schedule (pure in seed and step, so every
-        rank agrees without communicating) in stage 2 and elastic stage 1; else M."""
-        M = max_visual_tokens(self.model)
-        if self.stage.stage == "stage1" and not self.stage.stage1_elastic:
-            return M
-        return token_schedule(self.stage, self.model).draw(step)
-
 
 def token_schedule(stage: StageSpec, model: ModelSpec) -> TokenSchedule:
     """The stage's schedule over 1..M (raises ValueError for one that cannot be drawn from)."""
@@ -103,7 +115,7 @@ def resolved_config(run: StageRun) -> dict:
         name=run.name,
         storage=run.storage,
         use_gpu=run.use_gpu,
-        plan=run.plan.__dict__,
+        plan=run.plan.record(),
         stage=run.stage.model_dump(),
         model=run.model.model_dump(),
     )
@@ -185,7 +197,7 @@ def resolve_run(
         raise ConfigError(f"max_length: {stage.max_length} is above the model's max_length {model.max_length}")
     check_init_from(stage, model)
     try:
-        token_schedule(stage, model)
+        token_schedule(stage, model)  # checked even where the stage trains at M only
     except ValueError as exc:
         raise ConfigError(f"schedule: {exc}") from None
     try:
@@ -193,7 +205,7 @@ def resolve_run(
     except FileNotFoundError:
         raise ConfigError(f"data: no shards at {stage.data} (write them with pipelines/prepare_llava.py)") from None
     try:
-        plan = plan_steps(stage, rows)
+        plan = plan_steps(stage, model, rows)
     except ValueError as exc:
         raise ConfigError(f"global_batch_size: {exc}") from None
     storage = storage if "://" in storage else str(Path(storage).resolve())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mqt_llava.config import Spec
 from mqt_llava.tracking import TrackingSpec
@@ -59,6 +59,11 @@ class StageSpec(Spec):
         description="DeepSpeed's gradient_clipping; 0: no clipping (what the official scripts ran: their "
         "ZeRO configs have no gradient_clipping, and DeepSpeed 0.12 defaulted to none)",
     )
+    strategy: str = Field(
+        "deepspeed",
+        description="the training strategy that does the optimizer steps, a kind registered in "
+        "mqt_llava.train.strategies (deepspeed: DeepSpeed's engine, ZeRO as zero_stage says)",
+    )
     zero_stage: Literal[0, 1, 2, 3] = 2
     bf16: bool = Field(True, description="on GPU; CPU always trains in fp32")
     gradient_checkpointing: bool = False
@@ -96,6 +101,15 @@ class StageSpec(Spec):
     max_failures: int = Field(2, ge=0, description="worker-group restarts before the run fails")
     tracking: TrackingSpec = TrackingSpec()
     resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy_registered(cls, kind: str) -> str:
+        # Imported here: the registry's DeepSpeed kind imports this module (its stage spec).
+        from mqt_llava.train.strategies import strategy_class
+
+        strategy_class(kind)  # a ValueError naming the known kinds
+        return kind
 
     @model_validator(mode="after")
     def _batch_divides(self):

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from mqt_llava.data.samples import LocalShard
 from mqt_llava.model.builder import image_settings_for
 from mqt_llava.train.context import TorchrunContext
-from mqt_llava.train.loop import train_loop
+from mqt_llava.train.loop import train_loop, worker_setup
 from mqt_llava.train.plan import StageRun
 
 TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"  # set by torchrun for every process it starts
@@ -51,6 +51,6 @@ def run_with_torchrun(run: StageRun) -> None:
             f"{run.plan.total_steps} optimizer steps; run dir {run.run_dir}",
             flush=True,
         )
-    train_loop(run, context)
+    train_loop(run, context, worker_setup(run, context))
     dist.barrier()
     dist.destroy_process_group()

@@ -1,6 +1,7 @@
-"""The DeepSpeed strategy: everything the training loop asks of DeepSpeed, behind five verbs (set
-up, train a micro-batch, save, load, export the state dict), so the loop knows neither DeepSpeed's
-API nor which launcher started the process (OpenRLHF's strategy/actor split).
+"""The DeepSpeed strategy (`strategy: deepspeed`, the default): AdamW with Hugging Face's cosine
+schedule under DeepSpeed's engine, ZeRO as the stage configures it (mqt_llava.train.deepspeed_config),
+on the GPU with NCCL or on the CPU with gloo. The loop knows neither DeepSpeed's API nor which
+launcher started the process (OpenRLHF's strategy/actor split).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mqt_llava.train.checkpoint import DataPosition, TrainState
 from mqt_llava.train.deepspeed_config import deepspeed_config, llm_hidden_size
 from mqt_llava.train.plan import StagePlan
 from mqt_llava.train.spec import StageSpec
+from mqt_llava.train.strategies import TrainingStrategy, register_strategy
 
 
 def deepspeed_on(use_gpu: bool):
@@ -71,9 +73,12 @@ def quiet_collectives(method):
     return wrapped
 
 
-class DeepSpeedStrategy:
+@register_strategy
+class DeepSpeedStrategy(TrainingStrategy):
+    kind = "deepspeed"
+
     def __init__(self, stage: StageSpec, use_gpu: bool) -> None:
-        self.stage, self.use_gpu = stage, use_gpu
+        super().__init__(stage, use_gpu)
         self.engine = None
         self.optimizer = None
         self.deepspeed = deepspeed_on(use_gpu)
