@@ -19,8 +19,9 @@ import pyarrow as pa
 import ray.data
 from ray.data import FileShuffleConfig
 
-from mqt_llava.data.llava_format import SHARD_SCHEMA, RecordRules, Rejected, check_record, iter_json_records
-from mqt_llava.data.samples import DecodeImages, shard_files, tokenize_conversations
+from mqt_llava.data.llava_format import RecordRules, Rejected, check_record, iter_json_records
+from mqt_llava.data.samples import DecodeImages, tokenize_conversations
+from mqt_llava.data.shards import SHARD_SCHEMA, shard_files
 from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.spec import ModelSpec

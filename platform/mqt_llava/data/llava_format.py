@@ -15,27 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import ijson
-import pyarrow as pa
 
 from mqt_llava.data.conversation import MalformedConversation, build_sample
 from mqt_llava.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from mqt_llava.model.storage import resolve_location
-
-SHARD_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("image_path", pa.string()),  # null for text-only records
-        pa.field("image", pa.binary()),  # the file's original bytes; null for text-only records
-        pa.field(
-            "conversations",
-            pa.list_(pa.struct([pa.field("from", pa.string()), pa.field("value", pa.string())])),
-            nullable=False,
-        ),
-        pa.field("num_tokens", pa.int32(), nullable=False),  # after tokenization, image counted once
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-    ]
-)
 
 REJECT_REASONS: tuple[str, ...] = (
     "malformed_record",
@@ -113,7 +96,8 @@ def record_id(record: Any, position: int) -> str:
 
 
 def check_record(record: Any, position: int, image_root: str | None, tokenizer, rules: RecordRules) -> dict | Rejected:
-    """One LLaVA record -> a row of SHARD_SCHEMA, or the reason it cannot be one."""
+    """One LLaVA record -> a row of the shard format (mqt_llava.data.shards.SHARD_SCHEMA), or the
+    reason it cannot be one."""
     rid = record_id(record, position)
     if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
         return Rejected(rid, "malformed_record", "not an object with a `conversations` list")

@@ -7,7 +7,7 @@ marker with its counts and rejects; a rerun skips shards whose marker exists and
 totals of the whole input.
 
 Output layout (a local directory or any pyarrow filesystem URI):
-    part-00000.parquet ...      accepted records (SHARD_SCHEMA)
+    part-00000.parquet ...      accepted records (the shard format: mqt_llava.data.shards)
     _progress/part-00000.json   per-shard counts and rejects (the completion marker)
     rejects.jsonl               every rejected record: {"id", "reason", "message"}
     summary.json                read / written / rejected by reason
@@ -24,19 +24,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import ray
 
 from mqt_llava.data.llava_format import (
-    SHARD_SCHEMA,
     RecordRules,
     Rejected,
     check_record,
     iter_json_records_with_progress,
     json_size,
 )
+from mqt_llava.data.shards import shard_name, write_shard
 from mqt_llava.model.builder import cached_tokenizer
 from mqt_llava.model.spec import TokenizerSpec
 from mqt_llava.model.storage import resolve_location
@@ -101,10 +99,6 @@ class Output:
             return stream.read().decode()
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}"
-
-
 def estimated_bytes(record, image_root: str | None) -> int:
     """Text plus image file size: what the record adds to a shard (malformed records count 0)."""
     if not isinstance(record, dict):
@@ -146,10 +140,7 @@ def convert_shard(index: int, items: list, job: PrepareJob) -> dict:
     output = Output(job.output)
     name = shard_name(index)
     if rows:
-        # Write under a temporary name, then move: a shard file that exists is complete.
-        table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
-        pq.write_table(table, output.path(f"_progress/{name}.parquet.tmp"), filesystem=output.fs)
-        output.fs.move(output.path(f"_progress/{name}.parquet.tmp"), output.path(f"{name}.parquet"))
+        write_shard(output.fs, output.root, index, rows, scratch="_progress")
     marker = dict(
         shard=name,
         read=len(items),

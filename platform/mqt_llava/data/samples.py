@@ -11,34 +11,19 @@ import random
 from collections.abc import Iterator
 
 import numpy as np
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import torch
 
 from mqt_llava.data.conversation import MalformedConversation, build_sample
 from mqt_llava.data.images import ASPECTS, DEFAULT_MAX_PIXELS, ImageError, decode_image, preprocess_image
 from mqt_llava.data.llava_format import RecordRules
+from mqt_llava.data.shards import count_rows, read_shard, shard_files
 from mqt_llava.model.builder import cached_tokenizer, max_visual_tokens
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import IGNORE_INDEX
 from mqt_llava.model.spec import ModelSpec, TokenizerSpec
-from mqt_llava.model.storage import resolve_location
 
 log = logging.getLogger(__name__)
 MODEL_COLUMNS = ("id", "input_ids", "labels", "pixel_values", "has_image", "length")
-
-
-def shard_files(location: str) -> tuple[pafs.FileSystem, list[str]]:
-    """The Parquet files of a shard directory (or one file), sorted: only those, so the rejects and
-    summary files prepare_llava writes beside them are never handed to a reader."""
-    filesystem, path = resolve_location(location)
-    info = filesystem.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(location)
-    if info.type == pafs.FileType.File:
-        return filesystem, [path]
-    selector = pafs.FileSelector(path, recursive=True)
-    return filesystem, sorted(f.path for f in filesystem.get_file_info(selector) if f.path.endswith(".parquet"))
 
 
 class DecodeImages:
@@ -68,16 +53,6 @@ class DecodeImages:
         out = {name: batch[name][keep] for name in ("id", "input_ids", "labels", "length", "has_image")}
         out["pixel_values"] = np.stack(pixels) if pixels else np.zeros((0, *self.blank.shape), np.uint8)
         return out
-
-
-def count_rows(location: str) -> int:
-    """Rows in a directory of Parquet shards, from the files' footers (no data read)."""
-    filesystem, files = shard_files(location)
-    total = 0
-    for name in files:
-        with filesystem.open_input_file(name) as handle:
-            total += pq.ParquetFile(handle).metadata.num_rows
-    return total
 
 
 def tokenize_conversations(batch: dict[str, np.ndarray], tokenizer: TokenizerSpec, rules: RecordRules) -> dict:
@@ -141,18 +116,17 @@ class LocalShard:
         self.start, self.stop = rank * per_rank, (rank + 1) * per_rank
 
     def rows(self) -> Iterator[dict[str, np.ndarray]]:
-        """This rank's rows as numpy batches of the shard schema, in file order (one row group at a time)."""
+        """This rank's rows as numpy batches of SHARD_SCHEMA, in file order (one row group at a time)."""
         seen = 0
         for name in self.files:
-            with self.filesystem.open_input_file(name) as handle:
-                for group in pq.ParquetFile(handle).iter_batches(batch_size=256):
-                    lo, hi = max(self.start - seen, 0), min(self.stop - seen, group.num_rows)
-                    seen += group.num_rows
-                    if lo < hi:
-                        table = group.slice(lo, hi - lo)
-                        yield {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.schema.names}
-                    if seen >= self.stop:
-                        return
+            for group in read_shard(self.filesystem, name):
+                lo, hi = max(self.start - seen, 0), min(self.stop - seen, group.num_rows)
+                seen += group.num_rows
+                if lo < hi:
+                    table = group.slice(lo, hi - lo)
+                    yield {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.schema.names}
+                if seen >= self.stop:
+                    return
 
     def iter_batches(
         self,
