@@ -26,6 +26,7 @@ from transformers import LogitsProcessorList, StopStringCriteria, TemperatureLog
 
 from mqt_llava.data.conversation import generation_prompt, tokenize_prompt
 from mqt_llava.data.images import Aspect, preprocess_image
+from mqt_llava.devices import Placement
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
 
@@ -124,6 +125,12 @@ ENGINES: dict[str, EngineLoader] = {}
 
 
 def register_engine(name: str, loader: EngineLoader) -> None:
+    """Makes a backend loadable by name (`engine:` in the evaluation and serving specs, `backend=` in
+    the lmms-eval plugin). Evaluation actors and serving tiers load engines in their own processes,
+    so the registration must run when those import this module: in a module imported at the bottom
+    of this file."""
+    if ENGINES.get(name, loader) != loader:
+        raise ValueError(f"engine {name!r} is registered already (by {ENGINES[name].__qualname__})")
     ENGINES[name] = loader
 
 
@@ -134,6 +141,13 @@ def load_engine(export: str | Path, backend: str = "hf", device: str = "cpu", dt
     except KeyError:
         raise ValueError(f"engine {backend!r} is not registered; known: {', '.join(sorted(ENGINES))}") from None
     return loader(export, device=device, dtype=dtype)
+
+
+def load_placed_engine(export: str | Path, placement: Placement, backend: str = "hf") -> Engine:
+    """The engine `backend` names, loaded from `export` where `placement` (mqt_llava.devices) says:
+    bf16 on one GPU, or the export's own fp32 on the CPU."""
+    placement.check()
+    return load_engine(export, backend, placement.device, placement.dtype)
 
 
 @dataclass

@@ -6,8 +6,9 @@
 
 Registered through the `lmms_eval.models` entry point (pyproject.toml), which points at
 `manifest()`. Generation goes through the platform's inference engine (vicuna_v1 prompt, pad
-images), so lmms-eval's numbers and `jobs/evaluate.py`'s come from the same model path; the metrics
-are lmms-eval's own (docs/evaluation.md says where they differ).
+images), the registered backend `backend=` names (default hf), so lmms-eval's numbers and
+`jobs/evaluate.py`'s come from the same model path; the metrics are lmms-eval's own
+(docs/evaluation.md says where they differ).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 
 from mqt_llava.data.conversation import IMAGE_PLACEHOLDER
-from mqt_llava.inference import InferenceEngine, Request
+from mqt_llava.inference import Request, load_engine
+from mqt_llava.model.budgets import check_budget
 
 
 def manifest():
@@ -28,18 +30,27 @@ def manifest():
 
 
 class MQTLlava(lmms):
-    """`num_visual_tokens`: the budget m (default M); `device`: cpu or cuda (bf16)."""
+    """`num_visual_tokens`: the budget m (default M); `device`: cpu or cuda (bf16); `backend`: the
+    inference engine (a name registered in mqt_llava.inference.ENGINES)."""
 
     def __init__(
-        self, pretrained: str, num_visual_tokens: int | None = None, batch_size: int = 1, device: str = "cpu", **kwargs
+        self,
+        pretrained: str,
+        num_visual_tokens: int | None = None,
+        batch_size: int = 1,
+        device: str = "cpu",
+        backend: str = "hf",
+        **kwargs,
     ) -> None:
         super().__init__()
         import torch
 
         dtype = torch.bfloat16 if str(device).startswith("cuda") else None
-        self.engine = InferenceEngine.from_export(pretrained, device=device, dtype=dtype)
+        self.engine = load_engine(pretrained, backend, device, dtype)
         m = self.engine.max_visual_tokens if num_visual_tokens is None else int(num_visual_tokens)
-        self.num_visual_tokens = self.engine.model.resolve_num_visual_tokens(m)  # 1..M, or a clear error
+        self.num_visual_tokens = check_budget(  # min..M, or a clear error
+            m, self.engine.max_visual_tokens, "num_visual_tokens", self.engine.min_visual_tokens
+        )
         self.batch_size_per_gpu = int(batch_size)
 
     @property
@@ -63,9 +74,8 @@ class MQTLlava(lmms):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 batch = [prepared[i][0] for i in chunk]
-                for i, text in zip(
-                    chunk, self.engine.generate(batch, self.num_visual_tokens, max_new_tokens), strict=True
-                ):
+                completions = self.engine.complete(batch, self.num_visual_tokens, max_new_tokens)
+                for i, text in zip(chunk, (c.text for c in completions), strict=True):
                     for stop in prepared[i][1].get("until") or []:
                         text = text.split(stop)[0] if stop else text
                     answers[i] = text
