@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         kind = "image" if isinstance(exc, ImageError | OSError) else "argument"
         print(f"{kind} error: {exc}", file=sys.stderr)
         return 2
-    from mqt_llava.devices import Placement, load_placed_engine
+    from mqt_llava.devices import Placement
     from mqt_llava.explain import explain, model_view, overlay_figure
+    from mqt_llava.inference import load_placed_engine
 
     engine = load_placed_engine(args.model, Placement(args.gpu))
     explanations = []

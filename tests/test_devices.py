@@ -6,7 +6,8 @@ a GPU."""
 import pytest
 import torch
 
-from mqt_llava.devices import Placement, load_placed_engine
+from mqt_llava.devices import Placement
+from mqt_llava.inference import load_placed_engine
 from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import save_export
 from mqt_llava.serve.app import build

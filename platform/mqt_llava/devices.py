@@ -1,7 +1,7 @@
 """Where a model runs for inference, decided once: GPU or CPU, and the dtype and Ray resources that
 go with it. Serving tiers, evaluation actors, ablation trials' evaluation and held-out questions and
-`jobs/explain.py` all load their engine through `Placement`, so a GPU run is bf16 on one GPU per
-engine everywhere, and a CPU run keeps the export's own fp32.
+`jobs/explain.py` all load their engine through a `Placement` (`mqt_llava.inference.load_placed_engine`),
+so a GPU run is bf16 on one GPU per engine everywhere, and a CPU run keeps the export's own fp32.
 
 `use_gpu=None` means "GPUs if there are any": the Ray cluster's, decided in the driver before it
 asks Ray for actors (`Placement.for_cluster`), or this process's (`Placement.here`).
@@ -56,11 +56,3 @@ class Placement:
                 "use_gpu is set but this process sees no GPU (torch.cuda.is_available() is False): "
                 "a CPU-only torch build, no GPU on this node, or the actor was started without num_gpus"
             )
-
-
-def load_placed_engine(export: str, placement: Placement, backend: str = "hf"):
-    """The engine `backend` names, loaded from `export` where `placement` says."""
-    from mqt_llava.inference import load_engine
-
-    placement.check()
-    return load_engine(export, backend, placement.device, placement.dtype)

@@ -214,7 +214,7 @@ def heldout_answers(spec: AblationSpec, export: str, budgets: list[int]) -> tupl
     """(accuracy by kind at each budget, attention focus at each budget) on the held-out questions."""
     import torch
 
-    from mqt_llava.devices import load_placed_engine
+    from mqt_llava.inference import load_placed_engine
     from mqt_llava.toy import heldout
 
     out = Path(export).parent / "heldout"  # the trial's stage-2 run directory

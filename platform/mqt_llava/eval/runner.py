@@ -86,7 +86,7 @@ class EngineActor:
     ) -> None:
         import torch
 
-        from mqt_llava.devices import load_placed_engine
+        from mqt_llava.inference import load_placed_engine
 
         if torch_threads:
             torch.set_num_threads(torch_threads)

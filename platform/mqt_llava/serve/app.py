@@ -21,8 +21,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from mqt_llava.devices import Placement, load_placed_engine
-from mqt_llava.inference import Completion, complete_grouped
+from mqt_llava.devices import Placement
+from mqt_llava.inference import Completion, complete_grouped, load_placed_engine
 from mqt_llava.model.budgets import check_budget
 from mqt_llava.model.export import visual_token_range
 from mqt_llava.serve.api import (
