@@ -1,6 +1,7 @@
 """The adapters read the official file formats and score with the official rules: an oracle that
 answers with the gold answer scores full marks, a constant answer scores what it must."""
 
+import dataclasses
 import io
 import json
 import threading
@@ -254,15 +255,21 @@ def test_every_benchmark_has_a_table_title_and_metric():
 
 
 def test_a_failing_judge_leaves_the_pair_unscored_and_the_predictions_kept(tmp_path, judge_url):
-    from mqt_llava.eval.runner import Sweep, SweepConfig
+    from mqt_llava.eval.runner import Sweep
+    from mqt_llava.eval.spec import EvalSpec
 
     write_judged_files(tmp_path / "data")
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "config.json").write_text(json.dumps({"max_visual_tokens": 8}))
     judge = Judge(judge_url, "judge-1", retries=1)
-    config = SweepConfig(
-        str(tmp_path / "export"), tmp_path / "out", tmp_path / "data", ["llava_bench"], [4], judge=judge
+    spec = EvalSpec(
+        model=str(tmp_path / "export"),
+        out=str(tmp_path / "out"),
+        data_root=str(tmp_path / "data"),
+        benchmarks=["llava_bench"],
+        budgets="4",
     )
+    config = dataclasses.replace(spec.sweep_config(), judge=judge)  # a judge with one try, not the spec's
     sweep = Sweep(config, log=lambda _: None)
     sweep.finish_pair("llava_bench", 4, [{"key": k, "prediction": "a cat", "error": ""} for k in ("0", "1")])
     FakeJudge.status, FakeJudge.replies = 503, ["overloaded"]

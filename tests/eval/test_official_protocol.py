@@ -14,7 +14,7 @@ from PIL import Image
 from mqt_llava.config import load_config
 from mqt_llava.eval.benchmarks import make_benchmark
 from mqt_llava.eval.report import table
-from mqt_llava.eval.runner import PairResult, Sweep, SweepConfig
+from mqt_llava.eval.runner import PairResult, Sweep
 from mqt_llava.eval.spec import EvalSpec
 
 SHORT = "Answer the question using a single word or phrase."
@@ -390,14 +390,14 @@ def test_the_sweep_writes_the_upload_file_and_reports_no_number_for_a_server_spl
     )
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "config.json").write_text(json.dumps({"max_visual_tokens": 8}))
-    config = SweepConfig(
-        str(tmp_path / "export"),
-        tmp_path / "out",
-        tmp_path / "data",
-        ["vqav2"],
-        [4],
+    config = EvalSpec(
+        model=str(tmp_path / "export"),
+        out=str(tmp_path / "out"),
+        data_root=str(tmp_path / "data"),
+        benchmarks=["vqav2"],
+        budgets="4",
         options={"vqav2": {"split": "test-dev"}},
-    )
+    ).sweep_config()
     sweep = Sweep(config, log=lambda _: None)
     sweep.finish_pair(
         "vqav2",

@@ -154,11 +154,18 @@ def test_two_sweeps_compared_on_the_same_images(synthetic_root, built, tmp_path)
     import json
 
     from mqt_llava.eval.compare import compare_markdown, compare_sweeps
-    from mqt_llava.eval.runner import Sweep, SweepConfig
+    from mqt_llava.eval.runner import Sweep
+    from mqt_llava.eval.spec import EvalSpec
     from mqt_llava.model.export import save_export
 
     save_export(built, tmp_path / "export")
-    config = SweepConfig(str(tmp_path / "export"), tmp_path / "a", synthetic_root, ["pope"], [2])
+    config = EvalSpec(
+        model=str(tmp_path / "export"),
+        out=str(tmp_path / "a"),
+        data_root=str(synthetic_root),
+        benchmarks=["pope"],
+        budgets="2",
+    ).sweep_config()
     sweep = Sweep(config)
     samples = sweep.samples["pope"]
     for out, answer in ((tmp_path / "a", lambda s: s.target), (tmp_path / "b", lambda s: "yes")):

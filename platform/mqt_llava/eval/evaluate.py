@@ -10,8 +10,8 @@ from pathlib import Path
 
 from mqt_llava.config import load_config
 from mqt_llava.eval.report import normalised_average, write_report
-from mqt_llava.eval.runner import PairResult, Sweep, SweepConfig
-from mqt_llava.eval.spec import EvalSpec
+from mqt_llava.eval.runner import PairResult, Sweep
+from mqt_llava.eval.spec import EvalSpec, SweepConfig
 from mqt_llava.output import configure_output
 from mqt_llava.tracking import TrackingSpec, tracking_uri
 
@@ -23,14 +23,15 @@ def metric_key(benchmark: str, metric: str) -> str:
 def log_to_mlflow(config: SweepConfig, results: list[PairResult], paths: dict[str, Path], tracking: TrackingSpec):
     from mqt_llava.tracking import RunTracker
 
-    tracker = RunTracker(tracking, str(config.out), run_name=f"eval:{Path(config.model).name}")
+    spec = config.spec
+    tracker = RunTracker(tracking, str(config.out), run_name=f"eval:{Path(spec.model).name}")
     tracker.log_params(
         {
-            "model": config.model,
-            "benchmarks": ",".join(config.benchmarks),
+            "model": spec.model,
+            "benchmarks": ",".join(spec.benchmark_names),
             "budgets": ",".join(map(str, config.budgets)),
-            "options": config.options,
-            "limit": config.limit,
+            "options": spec.options,
+            "limit": spec.limit,
             "judge": config.judge.model if config.judge else None,
         }
     )
@@ -64,7 +65,7 @@ def run_evaluation(config: SweepConfig, tracking: TrackingSpec | None = None, lo
     sweep = sweep or Sweep(config, log)
     started = time.perf_counter()
     results = sweep.run()
-    paths = write_report(results, Path(config.out), config.advisor_points)
+    paths = write_report(results, config.out, config.spec.advisor_points)
     blank_m = sweep.run_blank_control()
     if blank_m is not None:
         from mqt_llava.eval.compare import blank_control, blank_control_markdown

@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,32 +30,15 @@ from mqt_llava.devices import Placement
 from mqt_llava.eval import stats
 from mqt_llava.eval.benchmarks import Benchmark, Sample, Skipped, make_benchmark
 from mqt_llava.eval.benchmarks.judged import NO_JUDGE
-from mqt_llava.eval.judge import Judge, JudgeError
+from mqt_llava.eval.judge import JudgeError
 from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.export import visual_token_range
 from mqt_llava.output import Progress
 
+if TYPE_CHECKING:
+    from mqt_llava.eval.spec import SweepConfig
+
 Log = Callable[[str], None]
-
-
-@dataclass
-class SweepConfig:
-    model: str  # an export directory
-    out: Path
-    data_root: Path
-    benchmarks: list[str]
-    budgets: list[int]
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per benchmark
-    limit: int | None = None  # about N samples of each benchmark, a seeded random draw (quick sweeps)
-    batch_size: int = 8
-    actors: int = 1
-    actor_cpus: float = 1.0
-    use_gpu: bool = False
-    torch_threads: int | None = None
-    engine: str = "hf"  # the inference backend (mqt_llava.inference.ENGINES)
-    judge: Judge | None = None
-    advisor_points: float = 1.0
-    blank_control: bool = False  # also answer at the largest budget with every image blanked
 
 
 @dataclass
@@ -183,16 +166,17 @@ def write_atomic(path: Path, text: str | bytes) -> None:
 
 class Sweep:
     def __init__(self, config: SweepConfig, log: Log = print) -> None:
+        spec = config.spec
         self.config = config
         self.log = log
-        self.out = Path(config.out)
-        self.minimum, self.maximum = visual_token_range(config.model)
+        self.out = config.out
+        self.minimum, self.maximum = visual_token_range(spec.model)
         parse_budgets(config.budgets, self.maximum, minimum=self.minimum)
         self.benchmarks = {
-            name: make_benchmark(name, config.data_root, config.options.get(name)) for name in config.benchmarks
+            name: make_benchmark(name, Path(spec.data_root), spec.options.get(name)) for name in spec.benchmark_names
         }
         # Reading every benchmark's files first: a missing file fails now, not after an hour of inference.
-        self.samples = {name: spread(b.samples(), config.limit) for name, b in self.benchmarks.items()}
+        self.samples = {name: spread(b.samples(), spec.limit) for name, b in self.benchmarks.items()}
 
     def predictions_path(self, name: str, m: int, blank: bool = False) -> Path:
         return self.out / "predictions" / name / (f"m{m}-blank.jsonl" if blank else f"m{m}.jsonl")
@@ -224,7 +208,7 @@ class Sweep:
     def run_blank_control(self) -> int | None:
         """The largest budget again, every image blanked (`predictions/<name>/m<M>-blank.jsonl`); returns
         that budget, or None when the config does not ask for the control."""
-        if not self.config.blank_control:
+        if not self.config.spec.blank_control:
             return None
         m = max(self.config.budgets)
         pending = [n for n in self.benchmarks if self.runnable(n) and not self.is_done(n, m, blank=True)]
@@ -243,7 +227,7 @@ class Sweep:
                 self.finish_pair(n, m, [], blank)
         if not rows:
             return
-        c = self.config
+        c = self.config.spec
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // c.batch_size, 64)))
         answered = dataset.map_batches(
             EngineActor,

@@ -1,9 +1,11 @@
 """The evaluation spec: one YAML (`<preset>/evaluate.yaml`, or any file) for a budget sweep, used
 alike by jobs/evaluate.py, the ablation trials (`eval:` in the ablation spec) and the quickstart.
-`EvalSpec.sweep_config()` is the one place a runnable SweepConfig is made from it."""
+`EvalSpec.sweep_config()` resolves it against its export into the SweepConfig a Sweep runs: the spec
+itself, with what resolving adds (absolute paths, the budgets as numbers, the judge)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +14,6 @@ from pydantic import Field, model_validator
 from mqt_llava.config import Spec
 from mqt_llava.eval.benchmarks import BENCHMARKS
 from mqt_llava.eval.judge import Judge
-from mqt_llava.eval.runner import SweepConfig
 from mqt_llava.model.budgets import default_budgets, parse_budgets
 from mqt_llava.model.export import check_export, visual_token_range
 from mqt_llava.tracking import TrackingSpec
@@ -61,28 +62,34 @@ class EvalSpec(Spec):
         return list(BENCHMARKS) if self.benchmarks == "all" else list(self.benchmarks)
 
     def sweep_config(self) -> SweepConfig:
-        """Resolved against the export: its M checks the budgets; paths made absolute."""
+        """Resolved against the export: its budget range checks the budgets; paths made absolute."""
         if self.model is None:
             raise ValueError("model: no export given (set model=<run>/export)")
         export = check_export(self.model, "model").resolve()
         low, high = visual_token_range(export)
         budgets = parse_budgets(self.budgets, high, minimum=low) if self.budgets else default_budgets(high, minimum=low)
         out = Path(self.out) if self.out else Path("runs/eval") / export.parent.name
-        return SweepConfig(
-            model=str(export),
-            out=out.resolve(),
-            data_root=Path(self.data_root).expanduser().resolve(),
-            benchmarks=self.benchmark_names,
-            budgets=budgets,
-            options=self.options,
-            limit=self.limit,
-            batch_size=self.batch_size,
-            actors=self.actors,
-            actor_cpus=self.actor_cpus,
-            use_gpu=self.use_gpu,
-            torch_threads=self.torch_threads,
-            engine=self.engine,
-            advisor_points=self.advisor_points,
-            blank_control=self.blank_control,
-            judge=Judge.from_options(self.judge.url, self.judge.model, self.judge.key_env),
+        resolved = self.model_copy(
+            update={
+                "model": str(export),
+                "out": str(out.resolve()),
+                "data_root": str(Path(self.data_root).expanduser().resolve()),
+            }
         )
+        judge = Judge.from_options(self.judge.url, self.judge.model, self.judge.key_env)
+        return SweepConfig(resolved, budgets, judge)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a Sweep runs: an EvalSpec resolved against its export (`spec.model`, `spec.out` and
+    `spec.data_root` absolute, `spec.out` set), with the budgets as numbers and the judge, when one
+    is configured. Every other setting is read from `spec`; made by `EvalSpec.sweep_config()`."""
+
+    spec: EvalSpec
+    budgets: list[int]
+    judge: Judge | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.spec.out)
