@@ -8,6 +8,7 @@ built with random weights. `device="meta"` sizes any preset without weights or d
 from __future__ import annotations
 
 import functools
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,21 +37,41 @@ class BuiltModel:
     spec: ModelSpec
 
 
+PACKAGED = "package://"
+
+
 def is_local_path(name: str) -> bool:
     """`./x`, `../x`, `/x`, `~/x` are directories; anything else may be a hub name."""
     return name.startswith(("./", "../", "/", "~"))
 
 
+def packaged_path(name: str) -> Path:
+    """`package://<package>/<path>`: a directory shipped inside an installed Python package, found
+    where that package is imported from (a checkout, a wheel's site-packages, a Ray worker's
+    environment), so a preset can name parts it ships, as the tiny preset names its base models."""
+    package, _, inside = name.removeprefix(PACKAGED).partition("/")
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise FileNotFoundError(f"{name}: no installed package {package!r}") from None
+    if not isinstance(root, Path):
+        raise FileNotFoundError(f"{name}: package {package!r} is not installed as files on disk ({root})")
+    return root / inside
+
+
 def pretrained_location(name: str) -> str:
-    """A hub name as is, or a local directory that must exist (a clear error instead of a failed
-    hub lookup when, say, the tiny preset's base models have not been made yet)."""
-    if not is_local_path(name):
+    """A hub name as is, or a local or packaged directory that must exist (a clear error instead of
+    a failed hub lookup when, say, a base model was never made)."""
+    if name.startswith(PACKAGED):
+        path = packaged_path(name)
+    elif is_local_path(name):
+        path = Path(name).expanduser()
+    else:
         return name
-    path = Path(name).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
-            f"pretrained directory {name} does not exist; for the tiny preset, make it with "
-            "`python jobs/base_models.py` (or run jobs/quickstart.py, which does)"
+            f"pretrained directory {name} does not exist ({path}); the tiny preset's base models are "
+            "made by `python jobs/base_models.py`"
         )
     return str(path)
 
@@ -76,12 +97,13 @@ def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
 
 def max_visual_tokens(spec: ModelSpec) -> int:
     """M, the largest budget the spec's connector gives over its vision tower's grid."""
-    return visual_token_range(spec)[1]
+    return connector_token_range(spec)[1]
 
 
-def visual_token_range(spec: ModelSpec) -> tuple[int, int]:
+def connector_token_range(spec: ModelSpec) -> tuple[int, int]:
     """(smallest, largest) budget the spec's connector gives over its vision tower's grid: (1, M)
-    for the MQT, (N, N) for LLaVA-1.5's MLP."""
+    for the MQT, (N, N) for LLaVA-1.5's MLP. An export's range, read from its config alone:
+    mqt_llava.model.export.visual_token_range."""
     vision = vision_architecture(spec)
     grid = (vision.image_size // vision.patch_size) ** 2
     return spec.connector.min_tokens(grid), spec.connector.max_tokens(grid)
