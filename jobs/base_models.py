@@ -5,7 +5,7 @@ the fingerprint of the config and code that made them, the gates, every file's h
 and machine; mqt_llava.toy.shipped).
 
     python jobs/base_models.py               # tiny/base_models: rebuilds the parts the package ships
-                                             # (platform/mqt_llava/pretrained/tiny), ~21 min on 2 cores
+                                             # (platform/mqt_llava/pretrained/tiny), ~9 min on 2 cores
     python jobs/base_models.py --set clip.steps=100 --set model.connector.num_queries=64 --set out=/tmp/base
 
 A rerun with the same config and code keeps what is there; one interrupted resumes (each part
