@@ -33,7 +33,7 @@ import ray
 
 from mqt_llava.config import ConfigError, load_config
 from mqt_llava.model.budgets import BudgetError, parse_budgets
-from mqt_llava.model.builder import visual_token_range
+from mqt_llava.model.builder import connector_token_range
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
@@ -55,7 +55,7 @@ def main() -> int:
     args = parser.parse_args()
     try:  # checked before anything runs: a bad budget must not surface after 15 minutes of training
         ctx = Context(load_config(QuickstartSpec, args.config, args.overrides))
-        low, M = visual_token_range(load_config(ModelSpec, ctx.config("model"), ctx.spec.overrides("model")))
+        low, M = connector_token_range(load_config(ModelSpec, ctx.config("model"), ctx.spec.overrides("model")))
         parse_budgets(ctx.spec.heldout_budgets, M, "heldout_budgets", low)
         if ctx.evaluation().budgets:
             parse_budgets(ctx.evaluation().budgets, M, "evaluate.budgets", low)

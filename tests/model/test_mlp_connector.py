@@ -11,10 +11,9 @@ from mqt_llava.ablation.spec import Variant
 from mqt_llava.config import load_config
 from mqt_llava.eval.flops import FlopsModel
 from mqt_llava.model.budgets import BudgetError, default_budgets, parse_budgets
-from mqt_llava.model.builder import build_model, visual_token_range
+from mqt_llava.model.builder import build_model, connector_token_range
 from mqt_llava.model.connectors.mlp import MLPProjector
-from mqt_llava.model.export import save_export
-from mqt_llava.model.export import visual_token_range as export_range
+from mqt_llava.model.export import save_export, visual_token_range
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.plan import token_schedule
@@ -60,7 +59,7 @@ def test_it_is_llavas_mlp2x_gelu_over_every_grid_feature(mlp_built):
 def test_its_one_budget_is_n_and_every_check_says_so(mlp_built):
     model = mlp_built.model
     assert (model.min_visual_tokens, model.max_visual_tokens) == (GRID, GRID)
-    assert visual_token_range(mlp_spec()) == (GRID, GRID) and visual_token_range(small_spec()) == (1, 8)
+    assert connector_token_range(mlp_spec()) == (GRID, GRID) and connector_token_range(small_spec()) == (1, 8)
     pixels = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     with pytest.raises(BudgetError, match="num_visual_tokens: 4 is not 16 \\(the model's connector gives exactly 16"):
         model.encode_images(pixels, 4)
@@ -87,7 +86,7 @@ def test_it_trains_at_n_whatever_the_schedule():
 
 def test_export_round_trip_keeps_weights_budget_and_logits(mlp_built, tmp_path):
     save_export(mlp_built, tmp_path)
-    assert export_range(tmp_path) == (GRID, GRID)
+    assert visual_token_range(tmp_path) == (GRID, GRID)
     loaded = MQTLlavaForConditionalGeneration.from_pretrained(tmp_path).eval()
     for name, tensor in mlp_built.model.connector.state_dict().items():
         torch.testing.assert_close(loaded.connector.state_dict()[name], tensor)

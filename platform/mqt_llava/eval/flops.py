@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from mqt_llava.config import load_config, model_config_path, split_overrides
 from mqt_llava.model.budgets import parse_budgets
-from mqt_llava.model.builder import build_model, visual_token_range
+from mqt_llava.model.builder import build_model, connector_token_range
 from mqt_llava.model.connectors import build_connector
 from mqt_llava.model.spec import ModelSpec
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides, rest = split_overrides(args.overrides, "model")
     if rest:
         parser.error(f"--set {rest[0]}: this command's fields are the model's: --set model.<field>=value")
-    low, high = visual_token_range(load_config(ModelSpec, model_config_path(args.model), overrides))
+    low, high = connector_token_range(load_config(ModelSpec, model_config_path(args.model), overrides))
     budgets = parse_budgets(args.budgets, high, "--budgets", low)
     baseline, rows = flops_table(args.model, budgets, args.text_tokens, overrides)
     print(format_table(baseline, rows, args.text_tokens))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
 from mqt_llava.data.shards import count_rows
-from mqt_llava.model.builder import is_local_path, max_visual_tokens, pretrained_location, visual_token_range
+from mqt_llava.model.builder import connector_token_range, is_local_path, max_visual_tokens, pretrained_location
 from mqt_llava.model.connectors import connector_options
 from mqt_llava.model.export import NotAnExport, load_part_state, read_config
 from mqt_llava.model.schedules import TokenSchedule
@@ -105,7 +105,7 @@ class StageRun:
 def token_schedule(stage: StageSpec, model: ModelSpec) -> TokenSchedule:
     """The stage's schedule over 1..M (raises ValueError for one that cannot be drawn from)."""
     s = stage.schedule
-    low, high = visual_token_range(model)
+    low, high = connector_token_range(model)
     return TokenSchedule(s.kind, high, step=s.step, seed=s.seed, tokens=s.tokens, min_tokens=low)
 
 
