@@ -47,16 +47,16 @@ def measure(json_path: Path, image_root: Path, output: Path) -> dict:
     command = [
         sys.executable,
         "pipelines/prepare_llava.py",
-        "--json",
-        str(json_path),
-        "--image-root",
-        str(image_root),
-        "--template",
-        "vicuna_v1",
-        "--output",
-        str(output),
-        "--shard-mb",
-        "64",
+        "--set",
+        f"json_path={json_path}",
+        "--set",
+        f"image_root={image_root}",
+        "--set",
+        "template=vicuna_v1",
+        "--set",
+        f"output={output}",
+        "--set",
+        "shard_mb=64",
     ]
     start = time.perf_counter()
     proc = subprocess.Popen(

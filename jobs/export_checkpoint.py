@@ -1,26 +1,31 @@
 """Turn any training checkpoint (a run's `checkpoint_<step>` directory) into an export that
 evaluation, serving and the next stage read.
 
-    python jobs/export_checkpoint.py --checkpoint runs/train/tiny-stage2/checkpoint_0000010 \\
-        --out runs/train/tiny-stage2/export-step10
+    python jobs/export_checkpoint.py --set checkpoint=runs/train/tiny-stage2/checkpoint_0000010 \\
+        --set out=runs/train/tiny-stage2/export-step10
+
+The spec is a CheckpointExportSpec (mqt_llava.train.checkpoint_export): both fields are required.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from mqt_llava.train.checkpoint_export import NotACheckpoint, export_checkpoint
+from mqt_llava.command import spec_parser
+from mqt_llava.config import ConfigError, load_config
+from mqt_llava.train.checkpoint_export import CheckpointExportSpec, NotACheckpoint, export_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's checkpoint_<step> directory")
-    parser.add_argument("--out", type=Path, required=True, help="the export directory to write")
+    parser = spec_parser(CheckpointExportSpec, __doc__, None, "checkpoint=runs/train/<run>/checkpoint_0000010")
     args = parser.parse_args(argv)
     try:
-        out = export_checkpoint(args.checkpoint, args.out)
+        spec = load_config(CheckpointExportSpec, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out = export_checkpoint(spec.checkpoint, spec.out)
     except NotACheckpoint as exc:
         print(f"checkpoint error: {exc}", file=sys.stderr)
         return 2

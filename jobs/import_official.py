@@ -3,28 +3,32 @@ to a directory) as this platform's export, with the official behaviour (position
 checkpoint's trained position table as it is).
 
     huggingface-cli download gordonhu608/MQT-LLaVA-7b --local-dir /models/MQT-LLaVA-7b
-    python jobs/import_official.py --checkpoint /models/MQT-LLaVA-7b --out /models/mqt-llava-7b-export
+    python jobs/import_official.py --set checkpoint=/models/MQT-LLaVA-7b --set out=/models/mqt-llava-7b-export
     python jobs/evaluate.py --config llava-7b/evaluate --set model=/models/mqt-llava-7b-export
+
+The spec is an OfficialImportSpec (mqt_llava.model.official): checkpoint and out are required;
+vision_tower (a local copy of the CLIP tower) and num_heads are optional.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from mqt_llava.model.official import OFFICIAL_HEADS, NotAnOfficialCheckpoint, import_official
+from mqt_llava.command import spec_parser
+from mqt_llava.config import ConfigError, load_config
+from mqt_llava.model.official import NotAnOfficialCheckpoint, OfficialImportSpec, import_official
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="the LLaVA-format checkpoint directory")
-    parser.add_argument("--out", type=Path, required=True, help="the export directory to write")
-    parser.add_argument("--vision-tower", help="a local copy of the CLIP tower it names (default: its mm_vision_tower)")
-    parser.add_argument("--num-heads", type=int, default=OFFICIAL_HEADS, help="the query transformer's heads")
+    parser = spec_parser(OfficialImportSpec, __doc__, None, "vision_tower=/models/clip-vit-large-patch14-336")
     args = parser.parse_args(argv)
     try:
-        out = import_official(args.checkpoint, args.out, args.vision_tower, args.num_heads)
+        spec = load_config(OfficialImportSpec, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out = import_official(spec.checkpoint, spec.out, spec.vision_tower, spec.num_heads)
     except NotAnOfficialCheckpoint as exc:
         print(f"checkpoint error: {exc}", file=sys.stderr)
         return 2

@@ -1,35 +1,35 @@
 """Write the tiny preset's synthetic corpus in LLaVA's file formats (deterministic for a seed).
 
-    python pipelines/make_synthetic.py --out data/synthetic
-    python pipelines/make_synthetic.py --out /tmp/small --num-pretrain 200 --num-instruct 200 --num-eval 50
+    python pipelines/make_synthetic.py                           # tiny/synthetic: ./data/synthetic
+    python pipelines/make_synthetic.py --set out=/tmp/small --set corpus.num_pretrain=200 \\
+        --set corpus.num_instruct=200 --set corpus.num_eval=50
 
-Then convert with pipelines/prepare_llava.py: the 558K-like set with --image-root
-<out>/LLaVA-Pretrain/images --template plain, the 665K-like set with --image-root <out>
---template vicuna_v1.
+The spec is a SyntheticSpec (mqt_llava.toy.spec). Then convert it with pipelines/prepare_llava.py:
+--config tiny/prepare_558k (the 558K-like set) and --config tiny/prepare_665k (the 665K-like set).
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import fields
+import sys
 
-from mqt_llava.toy.corpus import CorpusSpec, write_corpus
+from mqt_llava.command import spec_parser
+from mqt_llava.config import ConfigError, load_config
+from mqt_llava.toy.corpus import write_corpus
+from mqt_llava.toy.spec import SyntheticSpec
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    for f in fields(CorpusSpec):
-        if f.name == "long_sides":
-            parser.add_argument("--long-sides", type=int, nargs="+", default=f.default, help="px, multiples of --cells")
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    args = parser.parse_args()
-    spec = CorpusSpec(**{f.name: getattr(args, f.name) for f in fields(CorpusSpec)})
-    out = write_corpus(args.out, spec, workers=args.workers)
+def main(argv: list[str] | None = None) -> int:
+    parser = spec_parser(SyntheticSpec, __doc__, "tiny/synthetic", "corpus.num_pretrain=200")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_config(SyntheticSpec, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    out = write_corpus(spec.out, spec.corpus, workers=spec.workers)
     print(f"corpus written to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

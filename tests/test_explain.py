@@ -107,15 +107,14 @@ def test_explain_job_draws_one_png_and_refuses_bad_input(built, image, tmp_path)
     export = tmp_path / "export"
     save_export(built, export)
     image.save(tmp_path / "scene.png")
-    common = ["--model", str(export), "--question", QUESTION]
-    done = run_job(
-        *common, "--image", str(tmp_path / "scene.png"), "--budgets", "2,M", "--out", str(tmp_path / "o.png")
-    )
+    common = ["--set", f"model={export}", "--set", f"question={QUESTION}"]
+    scene = ["--set", f"image={tmp_path / 'scene.png'}"]
+    done = run_job(*common, *scene, "--set", "budgets=2,M", "--set", f"out={tmp_path / 'o.png'}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "m =    2:" in done.stdout and "m =    8:" in done.stdout
     assert (tmp_path / "o.png").stat().st_size > 5000
-    over = run_job(*common, "--image", str(tmp_path / "scene.png"), "--budgets", "2,64")
+    over = run_job(*common, *scene, "--set", "budgets=2,64")
     assert over.returncode == 2 and "outside 1..8" in over.stderr
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    broken = run_job(*common, "--image", str(tmp_path / "broken.png"))
+    broken = run_job(*common, "--set", f"image={tmp_path / 'broken.png'}")
     assert broken.returncode == 2 and "image error" in broken.stderr

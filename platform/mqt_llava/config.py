@@ -86,18 +86,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
-    """A spec from a YAML file or a packaged config (`tiny/stage1`), with `a.b=c` overrides."""
-    path = config_path(path)
-    data = yaml.safe_load(path.read_text()) or {}
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """A spec from a YAML file or a packaged config (`tiny/stage1`), with `a.b=c` overrides; with no
+    path, from the spec's defaults and the overrides alone."""
+    path = config_path(path) if path is not None else None
+    data = (yaml.safe_load(path.read_text()) or {}) if path else {}
     data = apply_overrides(data, overrides or [])
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        problems = "; ".join(problem(cls, err) for err in exc.errors())
+        raise ConfigError(f"{path}: {problems}" if path else problems) from None
+
+
+def problem(cls: type[BaseModel], err: dict[str, Any]) -> str:
+    """One validation error as `a.b: what is wrong`; a missing field says what it is and how to set it."""
+    where = ".".join(str(p) for p in err["loc"]) or "<root>"
+    if err["type"] != "missing":
+        return f"{where}: {err['msg']}"
+    field, node = None, cls
+    for part in err["loc"]:  # the field's own description, found along its path
+        fields = getattr(node, "model_fields", {})
+        field = fields.get(part) if isinstance(part, str) else None
+        node = field.annotation if field else None
+    described = f": {field.description}" if field and field.description else ""
+    return f"{where}: required (in the config, or --set {where}=...){described}"
 
 
 def presets() -> list[str]:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
 
+from mqt_llava.config import Spec
 from mqt_llava.data.images import preprocess_image
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.connectors.mqt import grid_side
@@ -114,6 +116,22 @@ def attention_focus(
         connector.record_attention, connector.recorded_attention = False, None
     n = len(images)
     return {m: Focus(m, n, *(total / n for total in sums[m])) for m in ms}
+
+
+class ExplainSpec(Spec):
+    """jobs/explain.py's spec (packaged as tiny/explain.yaml: the quickstart's model and one of its
+    held-out scenes): one image and question, explained at each budget."""
+
+    model: str = Field(description="an export directory (jobs/stage2.py writes <run>/export)")
+    image: str = Field(description="the image file")
+    question: str
+    budgets: str | int | list[int | str] | None = Field(
+        None, description="e.g. 2,8,M (M: the model's maximum); default 8,16,64,M, those the model has"
+    )
+    token: int | None = Field(None, ge=0, description="explain one visual token (0-based; below every budget)")
+    answer: str | None = Field(None, description="the answer to explain (default: the model's own at each budget)")
+    out: str | None = Field(None, description="the PNG (default runs/explain/<image stem>.png)")
+    use_gpu: bool = Field(False, description="this machine's GPU in bf16 (default: CPU, fp32)")
 
 
 @dataclass

@@ -97,33 +97,33 @@ def run_cli(*args):
 def test_cli_exits_zero_with_rejects_and_nonzero_when_the_run_fails(tmp_path):
     odd = write_odd_corpus(tmp_path / "in")
     args = [
-        "--json",
-        str(odd.json_path),
-        "--image-root",
-        str(odd.image_root),
-        "--template",
-        "vicuna_v1",
+        "--set",
+        f"json_path={odd.json_path}",
+        "--set",
+        f"image_root={odd.image_root}",
+        "--set",
+        "template=vicuna_v1",
         "--set",
         "model.tokenizer.pretrained=null",
     ]
-    done = run_cli(*args, "--output", str(tmp_path / "out"), "--max-pixels", "50000")
+    done = run_cli(*args, "--set", f"output={tmp_path / 'out'}", "--set", "max_pixels=50000")
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"read {len(odd.accepted) + len(odd.rejected)}, written {len(odd.accepted)}" in done.stdout
     assert "rejected image_too_large: 1" in done.stdout and "rejected missing_image_file: 1" in done.stdout
 
     failed = run_cli(
-        "--json",
-        str(tmp_path / "absent.json"),
-        "--template",
-        "plain",
-        "--output",
-        str(tmp_path / "o2"),
+        "--set",
+        f"json_path={tmp_path / 'absent.json'}",
+        "--set",
+        "template=plain",
+        "--set",
+        f"output={tmp_path / 'o2'}",
         "--set",
         "model.tokenizer.pretrained=null",
     )
     assert failed.returncode != 0 and "absent.json" in failed.stderr
     # a preset whose tokenizer has not been made yet fails before Ray starts, saying what to run
     missing = run_cli(
-        *args[:-2], "--output", str(tmp_path / "o3"), "--set", f"model.tokenizer.pretrained={tmp_path}/no-tok"
+        *args[:-2], "--set", f"output={tmp_path / 'o3'}", "--set", f"model.tokenizer.pretrained={tmp_path}/no-tok"
     )
     assert missing.returncode == 2 and "base_models.py" in missing.stderr and not (tmp_path / "o3").exists()

@@ -2,7 +2,7 @@
 platform's export, with the official behaviour (keys from position only, the checkpoint's own
 position table).
 
-    python jobs/import_official.py --checkpoint /models/MQT-LLaVA-7b --out /models/mqt-llava-7b-export
+    python jobs/import_official.py --set checkpoint=/models/MQT-LLaVA-7b --set out=/models/mqt-llava-7b-export
 
 What the LLaVA format holds (facts read from the official code, none of it copied):
 
@@ -36,7 +36,9 @@ import json
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
+from mqt_llava.config import Spec
 from mqt_llava.model.connectors.mqt import MatryoshkaQueryTransformer
 
 PREFIX = "model.query_abstractor."
@@ -126,6 +128,15 @@ def connector_state(
         "output_proj.weight": take("proj", expected["output_proj.weight"][::-1]).t(),
     }
     return {k: v.to(torch.float32).contiguous() for k, v in state.items()}
+
+
+class OfficialImportSpec(Spec):
+    """jobs/import_official.py's spec: which checkpoint, where its export goes."""
+
+    checkpoint: str = Field(description="the LLaVA-format checkpoint directory (e.g. gordonhu608/MQT-LLaVA-7b)")
+    out: str = Field(description="the export directory to write")
+    vision_tower: str | None = Field(None, description="a local copy of the CLIP tower it names (default: its own)")
+    num_heads: int = Field(OFFICIAL_HEADS, ge=1, description="the query transformer's heads (not in the checkpoint)")
 
 
 def import_official(

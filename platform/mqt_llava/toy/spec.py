@@ -1,5 +1,5 @@
-"""The toy preset's base-model job spec: how jobs/base_models.py trains the tokenizer, CLIP and LM
-from the synthetic corpus."""
+"""The toy world's job specs: how pipelines/make_synthetic.py writes the synthetic corpus, and how
+jobs/base_models.py trains the tokenizer, CLIP and LM from it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from typing import Any
 from pydantic import Field
 
 from mqt_llava.config import Spec
+from mqt_llava.toy.corpus import CorpusSpec
+
+
+class SyntheticSpec(Spec):
+    """pipelines/make_synthetic.py's spec (packaged as tiny/synthetic.yaml): the corpus, the same
+    files for the same `corpus` whatever `workers`."""
+
+    out: str = Field("./data/synthetic", description="the directory to write (LLaVA's file layout)")
+    workers: int = Field(2, ge=1, description="processes drawing and encoding the images")
+    corpus: CorpusSpec = Field(CorpusSpec(), description="seed, sizes and image settings (toy.corpus.CorpusSpec)")
 
 
 class CorpusSize(Spec):

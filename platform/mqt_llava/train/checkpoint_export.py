@@ -1,8 +1,8 @@
 """Any training checkpoint turned into an export: what a mid-run checkpoint is worth evaluating or
 serving (the run's last step is exported by the loop itself).
 
-    python jobs/export_checkpoint.py --checkpoint runs/train/llava-7b-stage2/checkpoint_0001000 \\
-        --out runs/train/llava-7b-stage2/export-step1000
+    python jobs/export_checkpoint.py --set checkpoint=runs/train/llava-7b-stage2/checkpoint_0001000 \\
+        --set out=runs/train/llava-7b-stage2/export-step1000
 
 The checkpoint holds the trained weights (DeepSpeed's ZeRO-2 or ZeRO-3 files, fp32 master weights
 reassembled by DeepSpeed's own `zero_to_fp32`, on CPU, no GPU needed) and the run's resolved
@@ -17,8 +17,18 @@ import io
 import json
 from pathlib import Path
 
+from pydantic import Field
+
+from mqt_llava.config import Spec
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.train.checkpoint import DEEPSPEED_TAG, RUN_CONFIG, TRAIN_STATE
+
+
+class CheckpointExportSpec(Spec):
+    """jobs/export_checkpoint.py's spec: which checkpoint, where its export goes."""
+
+    checkpoint: str = Field(description="a run's checkpoint_<step> directory")
+    out: str = Field(description="the export directory to write")
 
 
 class NotACheckpoint(ValueError):

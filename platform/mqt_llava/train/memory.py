@@ -1,6 +1,6 @@
 """A memory plan before launch: per-GPU memory of a stage, from its config alone, and whether it fits.
 
-    python jobs/memory_plan.py --config llava-7b/stage2 --gpu-memory 40
+    python jobs/memory_plan.py --config llava-7b/stage2 --set resources.gpu_memory_gib=40
 
 The model is built on the meta device (no weights, no download) to count its parameters: those the
 stage trains, those it keeps frozen, and the largest layer. Then, per GPU:
