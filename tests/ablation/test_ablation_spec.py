@@ -5,7 +5,7 @@ import yaml
 from pydantic import ValidationError
 
 from mqt_llava.ablation.axes import AXES as DECLARED
-from mqt_llava.ablation.axes import GRID_AXES
+from mqt_llava.ablation.axes import grid_axes
 from mqt_llava.ablation.spec import AblationSpec, Variant, stage1_key, stage_run
 from mqt_llava.config import load_config, model_config_path, split_overrides
 from mqt_llava.model.spec import ModelSpec
@@ -103,7 +103,7 @@ def test_variants_differing_in_anything_stage1_runs_with_never_share_a_stage1(tm
             )
         )
     )
-    axes = {name: list(DECLARED[name].values) for name in GRID_AXES}
+    axes = {name: list(DECLARED[name].values) for name in grid_axes()}
     spec = AblationSpec(
         **COMMON | {"stage1": {"config": str(stage1)}},
         model=str(model),
@@ -145,3 +145,66 @@ def test_held_out_questions_take_a_gpu_task_exactly_when_the_sweep_runs_on_gpus(
     on_gpu = AblationSpec(**COMMON | {"eval": COMMON["eval"] | {"use_gpu": True, "actor_cpus": 4}})
     assert heldout_task_resources(on_gpu) == {"num_gpus": 1, "num_cpus": 4}
     assert heldout_task_resources(AblationSpec(**COMMON)) is None
+
+
+SEARCHED = """
+search:
+  stage2.lr: {loguniform: [1.0e-4, 1.0e-2]}
+  stage2.warmup_ratio: {choice: [0.0, 0.03]}
+  stage1.seed: {randint: {low: 0, high: 3}}
+  model.connector.num_heads: {grid: [2, 4]}
+num_samples: 3
+scheduler: {kind: asha, metric: loss, mode: min, grace_period: 2, max_t: 8, reduction_factor: 2}
+"""
+
+
+def test_a_search_space_and_a_scheduler_in_the_yaml_become_tune_objects():
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    spec = AblationSpec(**COMMON, axes={"schedule": ["linear", "log"]}, **yaml.safe_load(SEARCHED))
+    space = spec.param_space()
+    assert space["variant"] == {"grid_search": ["baseline/seed0", "log-schedule/seed0"]}
+    lr, warmup, seed = (space["search"][k] for k in ("stage2.lr", "stage2.warmup_ratio", "stage1.seed"))
+    assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-4, 1e-2) and type(lr.sampler).__name__ == "_LogUniform"
+    assert isinstance(warmup, Categorical) and warmup.categories == [0.0, 0.03]
+    assert isinstance(seed, Integer) and (seed.lower, seed.upper) == (0, 4)  # both ends drawn: Tune's upper is open
+    assert space["search"]["model.connector.num_heads"] == {"grid_search": [2, 4]}
+    assert spec.trial_count() == 2 * 3 * 2
+    asha = spec.trial_scheduler()
+    assert isinstance(asha, ASHAScheduler) and (asha.metric, asha._mode) == ("loss", "min")
+    assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("step", 8, 2)
+    assert [rung for rung, _ in asha._brackets[0]._rungs] == [8, 4, 2]  # grace period 2, halving up to max_t
+
+    # A trial's variant: the grid point plus its draws, which reach its stages and its label.
+    trial = spec.trial_variant({"variant": "log-schedule/seed0", "search": {"stage2.lr": 0.00123, "stage1.seed": 2}})
+    assert trial.label(spec.baseline) == "log-schedule+stage1.seed=2+stage2.lr=0.00123/seed0"
+    assert "lr=0.00123" in trial.overrides("stage2") and "seed=2" in trial.overrides("stage1")
+    assert stage1_key(trial, spec) != stage1_key(spec.variant("log-schedule/seed0"), spec)  # stage 1 differs
+    no_stage1 = spec.trial_variant({"variant": "baseline/seed0", "search": {"stage2.lr": 0.5}})
+    assert stage1_key(no_stage1, spec) == stage1_key(spec.baseline, spec)  # a stage-2 draw shares stage 1
+
+
+@pytest.mark.parametrize(
+    ("declared", "error"),
+    [
+        ({"search": {"stage2.lr": {"lognormal": [0, 1]}}}, "unknown distribution 'lognormal'; known: choice, grid"),
+        ({"search": {"stage2.lr": {"loguniform": [0.0, 1.0]}}}, r"search.stage2.lr: loguniform: .*greater than 0"),
+        ({"search": {"stage2.lr": {"uniform": [2, 1]}}}, r"low \(2.0\) must be below high"),
+        ({"search": {"stage2.lr": {"uniform": [1, 2, 3]}}}, "uniform takes 2 argument"),
+        ({"search": {"lr": {"uniform": [1, 2]}}}, "name a field as <part>.<dotted field>"),
+        ({"search": {"stage2.lr": {"uniform": [1, 2], "choice": [1]}}}, "give one distribution"),
+        (
+            {"scheduler": {"kind": "hyperband", "metric": "loss", "mode": "min"}},
+            "unknown kind 'hyperband'; known: asha",
+        ),
+        ({"scheduler": {"kind": "asha", "metric": "loss", "mode": "least", "max_t": 4}}, "mode"),
+        ({"scheduler": {"kind": "asha", "metric": "loss", "mode": "min", "max_t": 2, "grace_period": 3}}, "max_t"),
+        ({"scheduler": {"metric": "loss"}}, "give a mapping with its kind"),
+        ({"num_samples": 2}, "needs a search space"),
+        ({"axes": {"colour": ["red"]}}, "axes.colour: unknown axis; known: schedule"),
+    ],
+)
+def test_a_bad_search_space_or_scheduler_is_refused_when_the_spec_loads(declared, error):
+    with pytest.raises(ValidationError, match=error):
+        AblationSpec(**COMMON, **declared)

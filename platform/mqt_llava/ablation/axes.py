@@ -1,9 +1,11 @@
 """The ablation axes, each declared once: its values (the option's own type), the spec fields it
 sets (in the model preset, stage 1's spec or stage 2's), and its short label. Everything else is
-derived from this table: the `Variant` model, a variant's overrides for each stage, whether an axis
-touches stage 1 (so which trials may share one), and the labels in reports.
+derived from this table when it is read: the fields of a `Variant` (mqt_llava.ablation.spec), the
+names `axes:` accepts, a variant's overrides for each stage, whether an axis touches stage 1 (so which
+trials may share one), and the labels in reports.
 
-A new axis is one entry here (values from the option it varies, where that option is declared).
+A new axis is one entry here, or one `register_axis` call (values from the option it varies, where
+that option is declared).
 """
 
 from __future__ import annotations
@@ -80,20 +82,35 @@ AXES: dict[str, Axis] = {
     # The paper's "independent models for each number of tokens": stage 2 at one m only (with schedule fixed).
     "fixed_tokens": Axis(int | None, None, {"stage2": ("schedule.tokens",)}, lambda v: f"fixed-m{v}", grid=False),
 }
-GRID_AXES: tuple[str, ...] = tuple(name for name, axis in AXES.items() if axis.grid)
-MQT_OPTION_AXES: tuple[str, ...] = tuple(
-    name for name, axis in AXES.items() if any(key.startswith("connector.") for key in axis.sets.get("model", ()))
-)
+
+
+def register_axis(name: str, axis: Axis) -> Axis:
+    """Adds an axis: from here on every variant has the field, and `axes:` accepts the name."""
+    if name in AXES:
+        raise ValueError(f"ablation axis {name!r} exists already")
+    if not set(axis.sets) <= set(PARTS):
+        raise ValueError(f"axis {name!r} sets parts {sorted(set(axis.sets) - set(PARTS))}; known: {', '.join(PARTS)}")
+    AXES[name] = axis
+    return axis
+
+
+def grid_axes() -> tuple[str, ...]:
+    """The axes `axes:` may vary (seed and fixed_tokens are set otherwise)."""
+    return tuple(name for name, axis in AXES.items() if axis.grid)
+
+
+def mqt_option_axes() -> tuple[str, ...]:
+    """The axes that set options inside the MQT's `connector:` section."""
+    return tuple(
+        name for name, axis in AXES.items() if any(key.startswith("connector.") for key in axis.sets.get("model", ()))
+    )
 
 
 def repeats_another_connector(values: dict[str, Any], baseline: dict[str, Any]) -> bool:
     """A variant whose connector is not the MQT, with an MQT option other than the baseline's: that
     option never reaches its connector (the section is replaced), so the trial would repeat the one
     with the baseline's options."""
-    return values["connector"] != "mqt" and any(values[n] != baseline[n] for n in MQT_OPTION_AXES)
-
-
-AxisName = Literal[GRID_AXES]  # type: ignore[valid-type]
+    return values["connector"] != "mqt" and any(values[n] != baseline[n] for n in mqt_option_axes())
 
 
 def axis_overrides(values: dict[str, Any], part: str) -> list[str]:
@@ -107,15 +124,20 @@ def axis_overrides(values: dict[str, Any], part: str) -> list[str]:
     return out
 
 
-def variant_label(values: dict[str, Any], baseline: dict[str, Any]) -> str:
-    """What differs from the baseline, by grid axis, then the seed: `log-schedule+proj-attn/seed0`.
-    A fixed training budget names the variant by its m (`fixed-m8`) instead of its schedule."""
+def variant_label(values: dict[str, Any], baseline: dict[str, Any], searched: dict[str, Any] | None = None) -> str:
+    """What differs from the baseline, by grid axis, then any values Tune drew from the search space,
+    then the seed: `log-schedule+proj-attn/seed0`, `stage2.lr=0.00123/seed0`. A fixed training budget
+    names the variant by its m (`fixed-m8`) instead of its schedule."""
     parts = []
-    for name in GRID_AXES:
+    for name in grid_axes():
         if values[name] == baseline[name]:
             continue
         if name == "schedule" and values["fixed_tokens"] is not None:
             parts.append(AXES["fixed_tokens"].label(values["fixed_tokens"]))
         else:
             parts.append(AXES[name].label(values[name]))
+    parts += [
+        f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in sorted((searched or {}).items())
+    ]
     return f"{'+'.join(parts) or 'baseline'}/{AXES['seed'].label(values['seed'])}"

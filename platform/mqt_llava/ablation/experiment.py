@@ -1,5 +1,6 @@
-"""An ablation experiment: the grid of variants as a Ray Tune run, an MLflow parent run with a child
-per trial, and the report at the end.
+"""An ablation experiment: the grid of variants (crossed with a search space, where the config
+declares one, and under its trial scheduler) as a Ray Tune run, an MLflow parent run with a child per
+trial, and the report at the end.
 
 The experiment lives at `<storage>/<name>/`: `tune/` (Tune's state, results and TensorBoard files),
 `runs/` (the stage runs, shared stage 1s included), `trials/<variant>/` (each trial's evaluation and
@@ -30,7 +31,7 @@ TRIAL_DRIVER_CPUS = 0.01  # the trial function only drives Ray Train and Ray Dat
 
 def trial_dirname(trial, spec: AblationSpec) -> str:
     """Tune's default name spells out the whole variant dict; the trial id and the label say enough."""
-    return f"{trial.trial_id}_{trial_slug(spec.variant(trial.config['variant']), spec)}"
+    return f"{trial.trial_id}_{trial_slug(spec.trial_variant(trial.config), spec)}"
 
 
 def concurrency(spec: AblationSpec) -> int:
@@ -76,13 +77,16 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
             "seeds": ",".join(map(str, spec.seeds)),
             "fixed_budgets": ",".join(map(str, spec.fixed_budgets)),
             "baseline": spec.baseline.model_dump(),
+            "search": spec.search,
+            "num_samples": spec.num_samples,
+            "scheduler": spec.scheduler,
         }
     )
     parent.log_artifact(saved)
     # Held for the whole fit: an actor whose last handle goes out of scope is killed.
     registry = Stage1Registry.options(name=registry_name(spec), get_if_exists=True).remote()
 
-    variants = spec.variants()
+    count = spec.trial_count()
     trainable = tune.with_resources(
         tune.with_parameters(trainable, spec_json=spec.model_dump_json(), parent_run_id=parent.run_id),
         {"CPU": TRIAL_DRIVER_CPUS},
@@ -95,9 +99,11 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
         tuner = tune.Tuner(
             trainable,
             # Labels, not the variants' dicts: Tune's status table shows this column, and a dict there
-            # reads `...ed_tokens': None}` for every trial.
-            param_space={"variant": tune.grid_search([v.label(spec.baseline) for v in variants])},
+            # reads `...ed_tokens': None}` for every trial. Crossed with the search space's draws.
+            param_space=spec.param_space(),
             tune_config=tune.TuneConfig(
+                num_samples=spec.num_samples,
+                scheduler=spec.trial_scheduler(),
                 max_concurrent_trials=concurrency(spec),
                 trial_dirname_creator=partial(trial_dirname, spec=spec),
             ),
@@ -106,7 +112,8 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
             ),
         )
     log(
-        f"[ablation] {spec.name}: {len(variants)} trials ({spec.design}), up to {concurrency(spec)} at once; "
+        f"[ablation] {spec.name}: {count} trials ({spec.design}{', searched' if spec.search else ''}), "
+        f"up to {concurrency(spec)} at once; "
         f"MLflow {parent.uri} experiment {spec.experiment!r} run {parent.run_id}"
     )
     # Trials keep the job's working directory (Tune would chdir each into its own trial directory), so
@@ -119,11 +126,17 @@ def run_experiment(spec: AblationSpec, log=print, trainable=run_trial) -> dict:
     report, trials = experiment_report(spec)
     parent.log_artifact(report.parent, "report")
     parent.finish("FAILED" if errors else "FINISHED")
-    log(f"[ablation] {len(trials)}/{len(variants)} trials finished; report {report}")
+    stopped = count - len(trials) - len(errors)  # by the scheduler, before their evaluation
+    log(
+        f"[ablation] {len(trials)}/{count} trials finished"
+        + (f", {stopped} stopped early by the scheduler" if spec.scheduler else "")
+        + f"; report {report}"
+    )
     return {
         "report": report,
         "trials": len(trials),
-        "variants": len(variants),
+        "variants": count,
+        "stopped": stopped,
         "errors": errors,
         "mlflow_run_id": parent.run_id,
     }

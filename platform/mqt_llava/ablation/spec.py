@@ -6,6 +6,10 @@ A variant is one point of the grid: a value for every axis declared in mqt_llava
 models for each number of tokens", a fixed training budget. The grid
 is either the full factorial of the axes or the paper's one-factor-at-a-time set: the baseline, plus
 one variant per non-baseline value of each axis with everything else at the baseline.
+
+Beside the grid, `search:` declares a Ray Tune search space over any field of the model or a stage,
+drawn `num_samples` times for every variant, and `scheduler:` a trial scheduler such as ASHA that
+stops unpromising trials early (mqt_llava.ablation.search).
 """
 
 from __future__ import annotations
@@ -13,20 +17,48 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from mqt_llava.ablation.axes import AXES, AxisName, axis_overrides, repeats_another_connector, variant_label
+from mqt_llava.ablation.axes import AXES, axis_overrides, grid_axes, repeats_another_connector, variant_label
+from mqt_llava.ablation.search import Scalar, SchedulerSpec, distribution, scheduler, search_overrides
 from mqt_llava.config import ConfigError, Spec, config_path, prefixed
 from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.model.budgets import parse_budgets
 
 
-class VariantBase(Spec):
-    """One trial's settings: a value for every axis of mqt_llava.ablation.axes (its fields are made
-    from that table). `fixed_tokens` (with schedule fixed): stage 2 trains at that m only."""
+class Variant(Spec):
+    """One trial's settings: a value for every axis of mqt_llava.ablation.axes (its fields, read from
+    that table when a variant is made, so a registered axis is a field at once; missing ones take the
+    axis's default), and the values Tune drew from `search:` for this trial (dotted field -> value).
+    `fixed_tokens` (with schedule fixed): stage 2 trains at that m only."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the axes' fields, checked by `_axes`
+
+    search: dict[str, Scalar] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _axes(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        unknown = sorted(set(data) - set(AXES) - {"search"})
+        if unknown:
+            raise ValueError(f"unknown axis {', '.join(unknown)}; known: {', '.join(AXES)}")
+        values = {}
+        for name, axis in AXES.items():
+            try:
+                values[name] = TypeAdapter(axis.annotation).validate_python(data.get(name, axis.default))
+            except ValidationError as exc:
+                reason = "; ".join(e["msg"] for e in exc.errors())
+                raise ValueError(f"{name}: {data.get(name)!r} is not a value of the axis ({reason})") from None
+        return values | {"search": data.get("search", {})}
+
+    def __hash__(self) -> int:  # the axes are extra fields, which pydantic's own hash leaves out
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
 
     @model_validator(mode="after")
     def _fixed(self):
@@ -37,20 +69,13 @@ class VariantBase(Spec):
         return self
 
     def label(self, baseline: Variant) -> str:
-        """A short name: what differs from the baseline (`baseline` when nothing does), then the seed."""
-        return variant_label(self.model_dump(), baseline.model_dump())
+        """A short name: what differs from the baseline (`baseline` when nothing does), the searched
+        values, then the seed."""
+        return variant_label(self.model_dump(), baseline.model_dump(), self.search)
 
     def overrides(self, part: str) -> list[str]:
         """This variant's `field=value` overrides of `part`: model, stage1 or stage2."""
-        return axis_overrides(self.model_dump(), part)
-
-
-Variant = create_model(
-    "Variant",
-    __base__=VariantBase,
-    __module__=__name__,
-    **{name: (axis.annotation, axis.default) for name, axis in AXES.items()},
-)
+        return axis_overrides(self.model_dump(), part) + search_overrides(self.search, part)
 
 
 class StageRef(Spec):
@@ -90,8 +115,8 @@ class AblationSpec(Spec):
     eval: EvalSpec  # every trial's sweep; its model and out are the trial's own
     heldout: HeldoutRef | None = None
     design: Literal["one_factor", "full_factorial"] = "one_factor"
-    baseline: Variant = Variant()
-    axes: dict[AxisName, list] = Field(
+    baseline: Variant = Field(default_factory=Variant)
+    axes: dict[str, list] = Field(
         default_factory=lambda: {
             "schedule": ["linear", "log"],
             "order": ["attention_then_projection", "projection_then_attention"],
@@ -110,12 +135,35 @@ class AblationSpec(Spec):
         description="non-inferiority margin (a share of questions), fixed "
         "before the run: 'no worse than' claims hold when the interval stays above -margin",
     )
+    search: dict[str, dict[str, Any]] = Field(
+        {},
+        description="a Ray Tune search space: <part>.<dotted field> -> {distribution: arguments}, "
+        "e.g. stage2.lr: {loguniform: [1.0e-4, 1.0e-2]} (mqt_llava.ablation.search)",
+    )
+    num_samples: int = Field(1, ge=1, description="draws of the search space for every variant")
+    scheduler: dict[str, Any] | None = Field(
+        None, description="a Tune trial scheduler, e.g. {kind: asha, metric: loss, mode: min, max_t: 60}"
+    )
     tracking_uri: str | None = None
     experiment: str = "mqt-llava-ablation"
 
     @model_validator(mode="after")
+    def _search(self):
+        for field, declared in self.search.items():
+            distribution(field, declared)  # an unknown distribution or a bad argument fails here
+        if self.scheduler is not None:
+            scheduler(self.scheduler)
+        if self.num_samples > 1 and not self.search:
+            raise ValueError("num_samples > 1 needs a search space (search:); without one the samples are equal")
+        if self.baseline.search:
+            raise ValueError("baseline.search: the baseline holds no searched values (they are drawn per trial)")
+        return self
+
+    @model_validator(mode="after")
     def _axes(self):
         for axis, values in self.axes.items():
+            if axis not in grid_axes():
+                raise ValueError(f"axes.{axis}: unknown axis; known: {', '.join(grid_axes())}")
             if not values:
                 raise ValueError(f"axes.{axis}: give at least one value")
             for value in values:
@@ -132,6 +180,34 @@ class AblationSpec(Spec):
         if label not in found:
             raise KeyError(f"experiment {self.name} has no variant {label!r}")
         return found[label]
+
+    def trial_variant(self, config: dict) -> Variant:
+        """A trial's variant from its Tune config: the grid's variant (`variant`, its label) with the
+        values drawn from the search space (`search`)."""
+        variant = self.variant(config["variant"])
+        searched = config.get("search") or {}
+        return Variant(**variant.model_dump(exclude={"search"}), search=searched) if searched else variant
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune's param_space: the grid's labels, crossed with the search space where there is one."""
+        from ray import tune
+
+        space: dict[str, Any] = {"variant": tune.grid_search([v.label(self.baseline) for v in self.variants()])}
+        if self.search:
+            space["search"] = {field: distribution(field, d).domain() for field, d in self.search.items()}
+        return space
+
+    def trial_scheduler(self) -> Any:
+        """The declared scheduler as a ray.tune object; None: Tune's default (every trial runs to its end)."""
+        return None if self.scheduler is None else self.scheduler_spec().build()
+
+    def scheduler_spec(self) -> SchedulerSpec | None:
+        return None if self.scheduler is None else scheduler(self.scheduler)
+
+    def trial_count(self) -> int:
+        """How many trials the experiment runs: the grid's variants x num_samples x any grid in the search."""
+        grids = [len(d["grid"]) for d in self.search.values() if "grid" in d]
+        return len(self.variants()) * self.num_samples * math.prod(grids)
 
     def variants(self) -> list[Variant]:
         """The grid, in a stable order; no duplicates."""

@@ -112,7 +112,8 @@ def shared_stage1(spec: AblationSpec, variant: Variant, trial_id: str, parent_ru
 
 
 def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
-    """The Tune trainable. `config["variant"]` is one grid point's label."""
+    """The Tune trainable. `config["variant"]` is one grid point's label, `config["search"]` (where the
+    spec declares a search space) the values drawn for this trial."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -121,7 +122,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     from mqt_llava.model.export import visual_token_range
 
     spec = AblationSpec.model_validate_json(spec_json)
-    variant = spec.variant(config["variant"])
+    variant = spec.trial_variant(config)
     label, slug = variant.label(spec.baseline), trial_slug(variant, spec)
     trial_id = tune.get_context().get_trial_id() or slug
     out = trial_dir(spec, variant)
@@ -129,7 +130,8 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     if finished.exists():
         # Done before an interrupt reached Tune's bookkeeping: report it again, redo nothing.
         summary = json.loads(finished.read_text())
-        tune.report(final_metrics([PairResult(**r) for r in summary["results"]], summary["max_tokens"]))
+        scores = final_metrics([PairResult(**r) for r in summary["results"]], summary["max_tokens"])
+        tune.report(summary.get("training", {}) | scores)
         return
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -165,12 +167,13 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
         "kinds": kinds,
         "schedule_support": trained_budgets(stage2_export),
         "results": [dataclasses.asdict(r) for r in results],
+        "training": training_metrics(spec, f"stage2-{slug}"),
         "seconds": time.perf_counter() - started,
         "pid": os.getpid(),
     }
     write_atomic(finished, json.dumps(summary, indent=2))  # the trial's last word: whole or absent
     tracker.finish()
-    tune.report(final_metrics(results, maximum))
+    tune.report(summary["training"] | final_metrics(results, maximum))
 
 
 def trained_budgets(export: str) -> list[int]:
@@ -219,11 +222,18 @@ def heldout_answers(spec: AblationSpec, export: str, budgets: list[int]) -> tupl
 
     out = Path(export).parent / "heldout"  # the trial's stage-2 run directory
     torch.set_num_threads(spec.eval.torch_threads or 1)
-    engine = load_placed_engine(export, Placement(spec.eval.use_gpu))
+    engine = load_placed_engine(export, Placement(spec.eval.use_gpu), spec.eval.engine)
     questions = heldout.heldout_questions(Path(spec.heldout.corpus).expanduser().resolve(), limit=spec.heldout.scenes)
     runs = heldout.evaluate(engine, questions, budgets, out, log=lambda _: None)  # blank image at M
     kinds = {m: {k: v.estimate for k, v in runs[f"m={m}/image"].intervals().items()} for m in budgets}
     return kinds, heldout.focus(engine, questions, budgets)
+
+
+def training_metrics(spec: AblationSpec, name: str) -> dict[str, float]:
+    """A stage run's last training metrics (loss, lr, m, step, ...), from its marker: the trial's final
+    report repeats stage 2's, so a scheduler comparing trials on them (ASHA) finds them in every report."""
+    metrics = json.loads((spec.root / "runs" / name / "done.json").read_text())["metrics"]
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def final_metrics(results, maximum: int) -> dict[str, float]:
