@@ -35,7 +35,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"override {item!r}: the value is not YAML ({exc.problem}); quote it: 'key=\"...\"'"
+        ) from None
 
 
 def split_overrides(overrides: list[str], section: str) -> tuple[list[str], list[str]]:
