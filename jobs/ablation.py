@@ -3,6 +3,8 @@
 
     python jobs/ablation.py --config tiny/ablation          # this machine, toy scale
     python jobs/ablation.py --config ... --set design=full_factorial --set 'seeds=[0,1,2]'
+    python jobs/ablation.py --config ... --set 'search={stage2.lr: {loguniform: [1.0e-4, 1.0e-2]}}' \
+        --set num_samples=4 --set 'scheduler={kind: asha, metric: loss, mode: min, max_t: 100}'
     ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- python jobs/ablation.py --config ...
 
 The same config again resumes the experiment (Tuner.restore): finished trials are not redone.
@@ -48,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for v in variants:
             print(v.label(spec.baseline))
+        if spec.search:
+            print(f"each with {', '.join(spec.search)} drawn from the search space: {spec.trial_count()} trials")
         return 0
     if args.report:
         report, trials = experiment_report(spec)
-        print(f"report from {len(trials)}/{len(variants)} finished trials: {report}")
+        print(f"report from {len(trials)}/{spec.trial_count()} trials: {report}")
         return 0
     outcome = run_experiment(spec)
     uri = tracking_uri(TrackingSpec(uri=spec.tracking_uri), str(spec.root))
