@@ -1,5 +1,7 @@
 """The ablation grid (the paper's Table 2 questions and more) on Ray Tune: every trial trains stage 1
-(shared between trials with equal stage-1 settings), stage 2, and runs the evaluation sweep.
+(shared between trials with equal stage-1 settings), stage 2, and runs the evaluation sweep, then
+answers the held-out questions of the question set the config names (`heldout.questions`; tiny/ablation
+names the toy world's, mqt_llava.toy.heldout:QUESTIONS), on which the claims are tested.
 
     python jobs/ablation.py --config tiny/ablation          # this machine, toy scale
     python jobs/ablation.py --config ... --set design=full_factorial --set 'seeds=[0,1,2]'

@@ -33,11 +33,7 @@ ROOMS: list[tuple[str, ...]] = [
 # Arrows the layering forbids that today's code still has: (from room, to room) -> who removes it.
 # The test fails on any arrow not listed here AND on a listed arrow that no longer exists, so this
 # list only shrinks; when it is empty, delete it.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # ablation/claims.py, report.py and trial.py use the toy world's held-out questions; the generic
-    # held-out evaluation moves to eval/ with the world supplying its question kinds (issue 31, item 4).
-    ("ablation", "toy"): "helper-Q2",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 LEVEL = {room: level for level, rooms in enumerate(ROOMS) for room in rooms}
 

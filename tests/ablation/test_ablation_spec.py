@@ -125,16 +125,30 @@ def test_variants_differing_in_anything_stage1_runs_with_never_share_a_stage1(tm
     assert len(set(keys.values())) == (2 * 3 * 2 + 2) * 2
 
 
+TOY_QUESTIONS = "mqt_llava.toy.heldout:QUESTIONS"
+
+
 def test_heldout_budgets_per_variant():
     from mqt_llava.ablation.spec import HeldoutRef
 
-    ref = HeldoutRef(corpus="c", curves={"baseline": "1,4,M", "log-schedule": "12,M"})
+    ref = HeldoutRef(questions=TOY_QUESTIONS, corpus="c", curves={"baseline": "1,4,M", "log-schedule": "12,M"})
     assert ref.budgets_for("baseline", 32, None) == [1, 4, 32]
     assert ref.budgets_for("log-schedule", 32, None) == [12, 32]
     assert ref.budgets_for("proj-attn", 32, None) == [32]
     assert ref.budgets_for("fixed-m8", 32, 8) == [8, 32]  # a fixed model at its own m, and at M
     with pytest.raises(ValueError, match="heldout budgets of proj-attn: 40 outside 1..32"):
-        HeldoutRef(corpus="c", budgets="40").budgets_for("proj-attn", 32, None)
+        HeldoutRef(questions=TOY_QUESTIONS, corpus="c", budgets="40").budgets_for("proj-attn", 32, None)
+
+
+def test_the_held_out_question_set_is_named_in_the_spec_and_a_wrong_name_refused_when_it_loads():
+    from mqt_llava.ablation.spec import HeldoutRef
+    from mqt_llava.toy.heldout import QUESTIONS
+
+    assert HeldoutRef(questions=TOY_QUESTIONS, corpus="c").question_set() is QUESTIONS
+    with pytest.raises(ValueError, match="question set 'mqt_llava.toy.heldout:NOPE' cannot be loaded"):
+        AblationSpec(**COMMON, heldout={"questions": "mqt_llava.toy.heldout:NOPE", "corpus": "c"})
+    with pytest.raises(ValueError, match="questions\n  Field required"):
+        AblationSpec(**COMMON, heldout={"corpus": "c"})
 
 
 def test_held_out_questions_take_a_gpu_task_exactly_when_the_sweep_runs_on_gpus():

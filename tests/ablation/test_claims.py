@@ -1,6 +1,7 @@
 """The claims on synthetic held-out answers of known truth, written where real trials keep them:
 a real effect in the paper's direction is reproduced, the opposite one contradicted, a null one
-inconclusive, a non-inferior model passes its margin, and a missing variant is "not tested"."""
+inconclusive, a non-inferior model passes its margin, and a missing variant is "not tested". The
+questions' kinds and gates come from the question set the claims are given (the toy world's here)."""
 
 import random
 
@@ -8,8 +9,9 @@ import pytest
 
 from mqt_llava.ablation.claims import check_claims, claims_markdown
 from mqt_llava.ablation.report import Trial
+from mqt_llava.eval.heldout import Answers, Question, QuestionSet
 from mqt_llava.model.export import save_export
-from mqt_llava.toy.heldout import Answers, Question
+from mqt_llava.toy.heldout import QUESTIONS as TOY
 from mqt_llava.toy.world import FINE_KINDS, KINDS
 
 SCENES = 300
@@ -89,7 +91,7 @@ def paper_like_grid(tmp_path, built):
 
 
 def test_verdicts_follow_the_truth_in_three_ways(paper_like_grid):
-    claims = check_claims(paper_like_grid, margin=MARGIN)
+    claims = check_claims(paper_like_grid, margin=MARGIN, question_set=TOY)
     got = by_statement(claims)
     assert got["tokens are nested: the first m of the M tokens are the tokens at m"].verdict == "reproduced"
     assert got["accuracy rises with m (m = M vs the smallest budget) and levels off below M"].verdict == "reproduced"
@@ -149,7 +151,8 @@ def test_the_report_draws_held_out_curves_with_bands(paper_like_grid, tmp_path):
     curve = heldout_curves(baseline)["all"]
     assert sorted(curve) == [2, 4, 7, 8, 16, 32]
     assert all(low <= mean <= high for mean, low, high in curve.values())  # a t-interval over 3 seeds
-    report = write_report(paper_like_grid, tmp_path / "report", claims=claims_markdown(check_claims(paper_like_grid)))
+    claims = claims_markdown(check_claims(paper_like_grid, question_set=TOY))
+    report = write_report(paper_like_grid, tmp_path / "report", claims=claims, kinds=TOY.kinds)
     assert (tmp_path / "report" / "heldout_variants.png").exists() and (
         tmp_path / "report" / "heldout_kinds.png"
     ).exists()
@@ -163,7 +166,7 @@ def test_each_variant_is_shown_beside_its_controls_and_one_that_ignores_the_imag
         *make_trial(tmp_path, "baseline", {}, RISING, blank=0.4),
         *make_trial(tmp_path, "blind", {}, {2: 0.6, 32: 0.6}, blank=0.6),  # answers alike without its image
     ]
-    text = controls_markdown(grid)
+    text = controls_markdown(grid, TOY)
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert rows["baseline"].endswith("| uses the image |") and "| 3 | 2100 |" in rows["baseline"]
     assert rows["blind"].endswith("| **not shown to use the image** |")
@@ -189,3 +192,25 @@ def test_a_claim_one_seed_does_not_repeat_is_shown_seed_by_seed(tmp_path):
     assert schedule[3] == "3 of 3" and schedule[4].startswith("**reproduced** +")  # the t-interval over seeds
     assert rows["content-aware keys vs the official position-only keys"][3] == "–"  # not tested: no such variant
     assert per_seed_markdown(rising[:1]) is None  # one seed: the claims table says it all
+
+
+def test_claims_take_kinds_and_gates_from_the_question_set_they_are_given(tmp_path):
+    from mqt_llava.ablation.claims import controls_markdown
+
+    grid = make_trial(tmp_path, "baseline", {}, RISING)
+
+    def fine_claim(question_set):
+        return by_statement(check_claims(grid, MARGIN, False, question_set))[
+            "fine-grained questions gain more from m than whole-image ones"
+        ]
+
+    undivided = QuestionSet("undivided", KINDS, TOY.questions)  # no fine kinds, no gates
+    for question_set in (None, undivided):
+        assert fine_claim(question_set).verdict == "not tested"
+    position = fine_claim(QuestionSet("position only", ("position", "existence"), TOY.questions, ("position",)))
+    assert position.verdict == "reproduced" and "fine-grained (position) minus whole-image (existence)" in (
+        position.evidence
+    )
+    needs = position.evidence.rsplit("per seed): ", 1)[1].split("; ")
+    assert [part.split(":")[0] for part in needs] == ["position", "existence"]  # its kinds only, in its order
+    assert "gates" not in controls_markdown(grid, undivided) and "gates" in controls_markdown(grid, TOY)

@@ -76,7 +76,12 @@ def config(tmp_path_factory, mlflow_server, ray_local):  # ray_local: prepare() 
         num_eval=6,
         name=NAME,
         eval={"benchmarks": ["pope", "vqav2"], "limit": 12},
-        heldout={"corpus": str(root / "corpus"), "scenes": 3, "curves": {"baseline": "2,M"}},
+        heldout={
+            "questions": "mqt_llava.toy.heldout:QUESTIONS",
+            "corpus": str(root / "corpus"),
+            "scenes": 3,
+            "curves": {"baseline": "2,M"},
+        },
         axes={"schedule": ["linear", "log"], "order": ["attention_then_projection", "projection_then_attention"]},
         tracking_uri=mlflow_server,
         experiment="ablation-test",

@@ -1,7 +1,7 @@
 """The paper's claims, tested on an ablation's held-out questions with three-way verdicts.
 
 Every comparison is paired: two models (or one model at two budgets) answered the same held-out
-questions, and each trial kept every answer (`toy.heldout`). Per seed, the difference is a paired
+questions, and each trial kept every answer (`eval.heldout`). Per seed, the difference is a paired
 bootstrap over scenes; across seeds, the seeds' differences give a t-interval, which carries the
 training noise too (`eval.stats.combine_seeds`). A verdict is **reproduced** (the interval lies on
 the paper's side), **contradicted** (on the other side) or **inconclusive** (it holds both), always
@@ -31,8 +31,7 @@ import torch
 
 from mqt_llava.ablation.report import Trial, groups, heldout_budgets
 from mqt_llava.eval import stats
-from mqt_llava.toy.heldout import majority_answers, pilot_gates
-from mqt_llava.toy.world import COARSE_KINDS, FINE_KINDS, KINDS
+from mqt_llava.eval.heldout import Gate, QuestionSet, majority_answers
 
 NOT_TESTED = "not tested"
 COMPARED = "compared"
@@ -151,17 +150,20 @@ def rises_and_levels_off(trials: list[Trial], margin: float) -> Claim:
     return claim
 
 
-def fine_needs_more(trials: list[Trial]) -> Claim:
+def fine_needs_more(trials: list[Trial], question_set: QuestionSet | None) -> Claim:
     statement = "fine-grained questions gain more from m than whole-image ones"
     baseline, budgets = baseline_curve(trials)
     if len(budgets) < 2:
         return Claim(3, statement, NOT_TESTED, TOO_FEW_BUDGETS)
+    if question_set is None or not question_set.fine_kinds or not question_set.coarse_kinds:
+        return Claim(3, statement, NOT_TESTED, "the question set does not divide its kinds into fine and whole-image")
+    fine_kinds, coarse_kinds = question_set.fine_kinds, question_set.coarse_kinds
     low, top = budgets[0], budgets[-1]
     effects, needs = [], []
     for trial in baseline:
         at_low, at_top = trial.answers(low), trial.answers(top)
         gains = [b - a for a, b in zip(at_low.correct, at_top.correct, strict=True)]
-        fine = [q.kind in FINE_KINDS for q in at_top.questions]
+        fine = [q.kind in fine_kinds for q in at_top.questions]
         effect, lo, hi = stats.difference_of_means(
             gains, fine, [q.scene for q in at_top.questions], seed=seed_of(trial)
         )
@@ -179,13 +181,13 @@ def fine_needs_more(trials: list[Trial]) -> Claim:
                 stats.detectable_difference(se),
             )
         )
-        needs.append(kind_budgets(trial, budgets))
+        needs.append(kind_budgets(trial, budgets, question_set.kinds))
     combined = stats.combine_seeds(effects)
     verdict = stats.direction(combined, expected=1)
-    per_kind = "; ".join(f"{k}: {', '.join(str(n.get(k, '–')) for n in needs)}" for k in KINDS)
+    per_kind = "; ".join(f"{k}: {', '.join(str(n.get(k, '–')) for n in needs)}" for k in question_set.kinds)
     context = (
-        f"gain from m = {low} to {top}, fine-grained ({', '.join(FINE_KINDS)}) minus whole-image "
-        f"({', '.join(COARSE_KINDS)}), {seeds_phrase(baseline)}"
+        f"gain from m = {low} to {top}, fine-grained ({', '.join(fine_kinds)}) minus whole-image "
+        f"({', '.join(coarse_kinds)}), {seeds_phrase(baseline)}"
     )
     claim = verdict_claim(3, statement, verdict, context, "Fig. 5: fine-detail tasks (VQAv2, GQA) need more tokens")
     claim.evidence += (
@@ -195,7 +197,7 @@ def fine_needs_more(trials: list[Trial]) -> Claim:
     return claim
 
 
-def kind_budgets(trial: Trial, budgets: list[int]) -> dict[str, int | str]:
+def kind_budgets(trial: Trial, budgets: list[int], kinds: tuple[str, ...]) -> dict[str, int | str]:
     """Per kind: the smallest budget reaching 90 % of its gain above the blank-image control at M, or
     'no gain' where the kind is not above its control (the interval of image - blank holds 0)."""
     top = budgets[-1]
@@ -203,7 +205,7 @@ def kind_budgets(trial: Trial, budgets: list[int]) -> dict[str, int | str]:
     if blank is None:
         return {}
     out: dict[str, int | str] = {}
-    for kind in KINDS:
+    for kind in kinds:
         scores, scenes = runs[top].select(kind)
         floor, _ = blank.select(kind)
         if not scores:
@@ -317,9 +319,13 @@ def keys(trials: list[Trial]) -> Claim:
     )
 
 
-def check_claims(trials: list[Trial], margin: float = 0.02, check_nesting: bool = True) -> list[Claim]:
+def check_claims(
+    trials: list[Trial], margin: float = 0.02, check_nesting: bool = True, question_set: QuestionSet | None = None
+) -> list[Claim]:
+    """Every claim on the trials' kept held-out answers; `question_set`: the set they answered (its
+    kinds for claim 3; without one, claim 3 is not tested)."""
     claims = [nested(trials)] if check_nesting else []
-    claims += [rises_and_levels_off(trials, margin), fine_needs_more(trials)]
+    claims += [rises_and_levels_off(trials, margin), fine_needs_more(trials, question_set)]
     claims += elastic_vs_fixed(trials, margin)
     claims += table2_directions(trials)
     claims += untrained_budgets(trials, margin)
@@ -339,7 +345,12 @@ def claims_markdown(claims: list[Claim]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def per_seed_markdown(trials: list[Trial], margin: float = 0.02, overall: list[Claim] | None = None) -> str | None:
+def per_seed_markdown(
+    trials: list[Trial],
+    margin: float = 0.02,
+    overall: list[Claim] | None = None,
+    question_set: QuestionSet | None = None,
+) -> str | None:
     """Each claim seed by seed (question noise only) beside its verdict over all seeds. A claim that
     one seed reproduces and another does not is not robust to the training seed; a t-interval over
     two or three seeds is too wide to show that on its own. None with fewer than two seeds.
@@ -349,7 +360,7 @@ def per_seed_markdown(trials: list[Trial], margin: float = 0.02, overall: list[C
         return None
     by_seed = {}
     for seed in seeds:
-        claims = check_claims([t for t in trials if seed_of(t) == seed], margin, check_nesting=False)
+        claims = check_claims([t for t in trials if seed_of(t) == seed], margin, False, question_set)
         by_seed[seed] = {(c.number, c.statement): c for c in claims}
     lines = [
         "Seed by seed: each seed's paired difference on the held-out questions (question noise only), and "
@@ -358,7 +369,7 @@ def per_seed_markdown(trials: list[Trial], margin: float = 0.02, overall: list[C
         f"| # | claim | {' | '.join(f'seed {s}' for s in seeds)} | seeds reproducing | all seeds |",
         "|---:|---|" + "---|" * len(seeds) + "---:|---|",
     ]
-    for claim in [c for c in overall or check_claims(trials, margin, check_nesting=False) if c.number != 1]:
+    for claim in [c for c in overall or check_claims(trials, margin, False, question_set) if c.number != 1]:
         cells = [by_seed[s].get((claim.number, claim.statement)) for s in seeds]
         tested = [c for c in cells if c is not None and c.comparison is not None]
         reproducing = sum(c.verdict == "reproduced" for c in tested)
@@ -386,11 +397,11 @@ USES_IMAGE = {
 }
 
 
-def controls_markdown(trials: list[Trial]) -> str | None:
+def controls_markdown(trials: list[Trial], question_set: QuestionSet | None = None) -> str | None:
     """Each variant at its M beside the controls that would expose it, on the same held-out
     questions: the answer prior (each kind's most common answer) and the same model with a blank
     image, image - blank paired per seed and combined across seeds. A variant whose interval holds 0
-    is reported as not shown to use the image. Then the baseline's pilot gates (toy.heldout), per
+    is reported as not shown to use the image. Then the baseline's gates (the question set's), per
     seed. None when no trial kept its blank-image answers."""
     rows = []
     for group, members in groups(trials).items():
@@ -421,10 +432,10 @@ def controls_markdown(trials: list[Trial]) -> str | None:
         *rows,
         "",
     ]
-    gates = baseline_gates(trials)
+    gates = baseline_gates(trials, question_set) if question_set else {}
     if gates:
         lines += [
-            "The baseline's pilot gates (issue 15), per seed:",
+            "The baseline's gates (its question set's), per seed:",
             "",
             "| gate | threshold | " + " | ".join(f"seed {s}" for s in gates) + " | met |",
             "|---|---:|" + "---:|" * len(gates) + "---|",
@@ -439,9 +450,9 @@ def controls_markdown(trials: list[Trial]) -> str | None:
     return "\n".join(lines)
 
 
-def baseline_gates(trials: list[Trial]) -> dict[int, list[tuple[str, float, float, bool]]]:
-    """seed -> toy.heldout.pilot_gates for the baseline's trials that kept answers at two budgets
-    or more and a blank image at M."""
+def baseline_gates(trials: list[Trial], question_set: QuestionSet) -> dict[int, list[Gate]]:
+    """seed -> the question set's gates for the baseline's trials that kept answers at two budgets
+    or more and a blank image at M (seeds without a gate left out)."""
     baseline, budgets = baseline_curve(trials)
     if len(budgets) < 2:
         return {}
@@ -457,5 +468,7 @@ def baseline_gates(trials: list[Trial]) -> dict[int, list[tuple[str, float, floa
             f"m={top}/image": x,
             f"m={top}/blank": y,
         }
-        out[seed_of(trial)] = pilot_gates(runs, [low, top])
+        gates = question_set.gates(runs, [low, top])
+        if gates:
+            out[seed_of(trial)] = gates
     return out

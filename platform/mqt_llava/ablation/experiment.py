@@ -43,14 +43,16 @@ def concurrency(spec: AblationSpec) -> int:
 def experiment_report(spec: AblationSpec) -> tuple[Path, list[Trial]]:
     """The report and claims from the trials finished so far (all of them at the end of a run)."""
     trials = load_trials(spec.root)
-    checked = check_claims(trials, spec.margin) if trials else []
+    questions = spec.heldout.question_set() if spec.heldout else None
+    checked = check_claims(trials, spec.margin, question_set=questions) if trials else []
     claims = claims_markdown(checked) if trials else None
-    per_seed = per_seed_markdown(trials, spec.margin, checked)
+    per_seed = per_seed_markdown(trials, spec.margin, checked, questions)
     if per_seed:
         claims += "\n" + per_seed
-    controls = controls_markdown(trials) if trials else None
+    controls = controls_markdown(trials, questions) if trials else None
+    kinds = questions.kinds if questions else None
     report = write_report(
-        trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims, controls
+        trials, spec.root / "report", spec.eval.advisor_points, f"Ablation {spec.name}", claims, controls, kinds
     )
     return report, trials
 

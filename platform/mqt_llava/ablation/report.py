@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mqt_llava.eval import stats
 from mqt_llava.eval.benchmarks import BENCHMARKS
+from mqt_llava.eval.heldout import Answers
 from mqt_llava.eval.report import headline, normalised_average
 from mqt_llava.eval.runner import PairResult
-from mqt_llava.toy.heldout import Answers
 
 AVERAGE = "average"
 
@@ -229,12 +230,15 @@ def heldout_budgets(members: list[Trial]) -> list[int]:
     return sorted(common or ())
 
 
-def heldout_curves(members: list[Trial]) -> dict[str, dict[int, tuple[float, float, float]]]:
-    """Per kind (and "all"): m -> (accuracy, low, high) on the held-out questions: one seed's scene
-    bootstrap interval, or with several seeds the mean with a t-interval over them."""
+def heldout_curves(
+    members: list[Trial], kinds: Sequence[str] | None = None
+) -> dict[str, dict[int, tuple[float, float, float]]]:
+    """Per kind (in `kinds`' order; default: as they first appear) and "all": m -> (accuracy, low,
+    high) on the held-out questions: one seed's scene bootstrap interval, or with several seeds the
+    mean with a t-interval over them."""
     curves: dict[str, dict[int, tuple[float, float, float]]] = defaultdict(dict)
     for m in heldout_budgets(members):
-        per_seed = [t.answers(m).intervals() for t in members]
+        per_seed = [t.answers(m).intervals(kinds) for t in members]
         for kind in per_seed[0]:
             if len(per_seed) == 1:
                 i = per_seed[0][kind]
@@ -245,15 +249,15 @@ def heldout_curves(members: list[Trial]) -> dict[str, dict[int, tuple[float, flo
     return dict(curves)
 
 
-def plot_heldout(trials: list[Trial], out: Path) -> list[Path]:
+def plot_heldout(trials: list[Trial], out: Path, kinds: Sequence[str] | None = None) -> list[Path]:
     """Held-out accuracy vs m with 95 % bands: every variant with a curve on one plot, and the
-    baseline's curve per question kind (the paper's Fig. 5, on the toy world's kinds)."""
+    baseline's curve per question kind (the paper's Fig. 5, on the question set's kinds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_group = {g: heldout_curves(ts) for g, ts in groups(trials).items()}
+    by_group = {g: heldout_curves(ts, kinds) for g, ts in groups(trials).items()}
     by_group = {g: c for g, c in by_group.items() if c and len(c["all"]) > 1}
     paths = []
     figures = [("heldout_variants", "held-out accuracy vs m, per variant", {g: c["all"] for g, c in by_group.items()})]
@@ -295,9 +299,11 @@ def write_report(
     title: str = "Ablation",
     claims: str | None = None,
     controls: str | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> Path:
     """`claims`: the claims table (ablation.claims.claims_markdown), placed first when given;
-    `controls`: each variant beside its no-image controls (ablation.claims.controls_markdown)."""
+    `controls`: each variant beside its no-image controls (ablation.claims.controls_markdown);
+    `kinds`: the held-out question kinds, in the order the per-kind plot shows them."""
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({t.variant.get("seed", 0) for t in trials})
     maxima = sorted({t.max_tokens for t in trials})
@@ -318,7 +324,7 @@ def write_report(
         f"## Budget advisor: the smallest m within {points:g} points of each variant's best\n",
         advisor(trials, points),
     ]
-    plots = plot_heldout(trials, out) + plot_curves(trials, out)
+    plots = plot_heldout(trials, out, kinds) + plot_curves(trials, out)
     sections += ["## Score vs m per variant\n", "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"]
     path = out / "ablation_report.md"
     path.write_text("\n".join(sections))

@@ -21,11 +21,12 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from mqt_llava.ablation.axes import AXES, axis_overrides, grid_axes, repeats_another_connector, variant_label
 from mqt_llava.ablation.search import Scalar, SchedulerSpec, distribution, scheduler, search_overrides
 from mqt_llava.config import ConfigError, Spec, config_path, prefixed
+from mqt_llava.eval.heldout import QuestionSet, load_question_set
 from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.model.budgets import parse_budgets
 
@@ -84,18 +85,27 @@ class StageRef(Spec):
 
 
 class HeldoutRef(Spec):
-    """A synthetic corpus (mqt_llava.toy): every trial also answers its held-out questions (one of
-    each kind per scene), keeping every answer, with a blank-image control at M. The claims compare
-    trials on these questions, paired."""
+    """Held-out questions every trial also answers (mqt_llava.eval.heldout), keeping every answer,
+    with a blank-image control at M. The claims compare trials on these questions, paired."""
 
-    corpus: str
-    scenes: int = Field(600, ge=1, description="held-out scenes (7 questions each)")
+    questions: str = Field(description="the question set (a QuestionSet), named as package.module:attribute")
+    corpus: str = Field(description="where the question set reads its held-out images")
+    scenes: int = Field(600, ge=1, description="the first N held-out images (scenes) asked about")
     budgets: str = Field("M", description="every trial's budgets (a fixed-m model adds its own m)")
     curves: dict[str, str] = Field(
         {"baseline": "1,2,4,8,16,M"},
         description="variant (its label without the "
         "seed) -> its own budgets: the baseline's curve, a schedule's never-drawn m",
     )
+
+    @field_validator("questions")
+    @classmethod
+    def _loads(cls, reference: str) -> str:
+        load_question_set(reference)  # a bad reference fails when the spec loads, not in a trial
+        return reference
+
+    def question_set(self) -> QuestionSet:
+        return load_question_set(self.questions)
 
     def budgets_for(self, group: str, maximum: int, fixed: int | None, minimum: int = 1) -> list[int]:
         """The group's budgets; a connector of fixed size (minimum = M) answers at M only."""

@@ -214,18 +214,20 @@ def heldout_task_resources(spec: AblationSpec) -> dict | None:
 
 
 def heldout_answers(spec: AblationSpec, export: str, budgets: list[int]) -> tuple[dict, dict]:
-    """(accuracy by kind at each budget, attention focus at each budget) on the held-out questions."""
+    """(accuracy by kind at each budget, attention focus at each budget) on the held-out questions,
+    answered by the sweep's inference backend (`eval.engine`)."""
     import torch
 
+    from mqt_llava.eval import heldout
     from mqt_llava.inference import load_placed_engine
-    from mqt_llava.toy import heldout
 
     out = Path(export).parent / "heldout"  # the trial's stage-2 run directory
     torch.set_num_threads(spec.eval.torch_threads or 1)
     engine = load_placed_engine(export, Placement(spec.eval.use_gpu), spec.eval.engine)
-    questions = heldout.heldout_questions(Path(spec.heldout.corpus).expanduser().resolve(), limit=spec.heldout.scenes)
-    runs = heldout.evaluate(engine, questions, budgets, out, log=lambda _: None)  # blank image at M
-    kinds = {m: {k: v.estimate for k, v in runs[f"m={m}/image"].intervals().items()} for m in budgets}
+    question_set = spec.heldout.question_set()
+    questions = question_set.questions(Path(spec.heldout.corpus).expanduser().resolve(), spec.heldout.scenes)
+    runs = heldout.evaluate(engine, questions, budgets, out, question_set.blank, log=lambda _: None)  # blank at M
+    kinds = {m: {k: v.estimate for k, v in runs[f"m={m}/image"].intervals(question_set.kinds).items()} for m in budgets}
     return kinds, heldout.focus(engine, questions, budgets)
 
 

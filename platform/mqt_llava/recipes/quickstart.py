@@ -21,19 +21,19 @@ from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.config import Spec, as_overrides, load_config, prefixed, preset_path
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
+from mqt_llava.eval import heldout
 from mqt_llava.eval.evaluate import run_evaluation
 from mqt_llava.eval.spec import EvalSpec
-from mqt_llava.inference import InferenceEngine
+from mqt_llava.inference import load_engine
 from mqt_llava.model.budgets import parse_budgets
 from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
-from mqt_llava.toy import heldout
 from mqt_llava.toy.base_models import make_base_models, preset_overrides
 from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
-from mqt_llava.toy.heldout import heldout_questions
+from mqt_llava.toy.heldout import QUESTIONS, QUESTIONS_REFERENCE, heldout_questions
 from mqt_llava.toy.spec import BaseModelsSpec
 from mqt_llava.toy.world import MAX_CELLS
 from mqt_llava.tracking import TrackingSpec
@@ -204,22 +204,22 @@ def step_stage2(ctx: Context) -> None:
 
 def step_evaluate(ctx: Context) -> None:
     """Held-out questions at each budget, with the image and with a blank one, beside the answer prior."""
-    engine = InferenceEngine.from_export(ctx.stage2_export)
+    engine = load_engine(ctx.stage2_export, ctx.evaluation().engine)
     questions = heldout_questions(ctx.corpus, limit=ctx.spec.heldout_scenes)
     budgets = parse_budgets(
         ctx.spec.heldout_budgets, engine.max_visual_tokens, "heldout_budgets", engine.min_visual_tokens
     )
-    runs = heldout.evaluate(engine, questions, budgets, ctx.run_dir / "heldout")
+    runs = heldout.evaluate(engine, questions, budgets, ctx.run_dir / "heldout", QUESTIONS.blank)
     scenes = len({q.scene for q in questions})
     print(
         f"\nheld-out exact match (%), {len(questions)} questions about {scenes} scenes; 'blank': the same model "
         f"with an empty image; 'majority': each kind's most common answer, without looking:"
     )
-    print(heldout.table(runs))
+    print(heldout.table(runs, QUESTIONS.kinds))
     top = max(budgets)
     verdict = heldout.uses_image(runs, top)
     print(f"uses the image at m = {top} (image - blank): {verdict.summary()}")
-    gates = heldout.pilot_gates(runs, budgets)
+    gates = QUESTIONS.gates(runs, budgets)
     for name, figure, threshold, passed in gates:
         print(f"  pilot gate {name}: {100 * figure:.1f} (>= {100 * threshold:g}) {'passed' if passed else 'FAILED'}")
     focus = heldout.focus(engine, questions, budgets)
@@ -227,7 +227,9 @@ def step_evaluate(ctx: Context) -> None:
         print(f"  {focus[m].summary()}")
     ctx.results["evaluate"] = dict(
         questions=len(questions),
-        scores={label: {k: v.to_dict() for k, v in run.intervals().items()} for label, run in runs.items()},
+        scores={
+            label: {k: v.to_dict() for k, v in run.intervals(QUESTIONS.kinds).items()} for label, run in runs.items()
+        },
         uses_image=verdict.verdict,
         pilot_gates={name: {"figure": f, "threshold": t, "passed": p} for name, f, t, p in gates},
         focus={m: f.to_dict() for m, f in focus.items()},
@@ -309,7 +311,11 @@ def step_ablation(ctx: Context) -> None:
                 "actors": 1,
             }
         ),
-        heldout={"corpus": str(ctx.corpus), "scenes": min(ctx.spec.heldout_scenes, 30)},
+        heldout={
+            "questions": QUESTIONS_REFERENCE,
+            "corpus": str(ctx.corpus),
+            "scenes": min(ctx.spec.heldout_scenes, 30),
+        },
         axes={"schedule": ["linear", "log"]},
         tracking_uri=ctx.tracking.uri,
         experiment="quickstart-ablation",

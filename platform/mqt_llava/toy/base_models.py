@@ -44,6 +44,7 @@ from transformers import (
 from mqt_llava.data.conversation import generation_prompt, render, tokenize, tokenize_prompt
 from mqt_llava.data.images import decode_image, preprocess_image
 from mqt_llava.data.llava_format import iter_json_records
+from mqt_llava.eval.heldout import normalise as normalise_answer
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.tokenizer import byte_level_bpe
@@ -56,7 +57,6 @@ from mqt_llava.toy.corpus import (
     scene_image,
     write_corpus,
 )
-from mqt_llava.toy.heldout import normalise as normalise_answer
 from mqt_llava.toy.spec import BaseModelsSpec
 from mqt_llava.toy.world import (
     CELL_ATTRIBUTES,

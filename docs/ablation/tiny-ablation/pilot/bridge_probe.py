@@ -10,7 +10,7 @@ not a platform path: the platform's stages are what the pilot and the grid run.
            scored by greedy captions of held-out scenes, an object counted right when its cell's
            entry ("C2 small red circle") is exactly the truth.
   qa       stage 2: connector and LLM train on the 665K-like conversations (vicuna_v1) at m = M;
-           scored on the held-out questions (toy.heldout) of the first `--scenes` scenes, by kind.
+           scored on the toy world's held-out questions (toy.heldout) of the first `--scenes` scenes, by kind.
 
 Connectors: `export` (the pilot's stage-1 MQT), `fresh` (a new MQT), `cell-pool` (an oracle bridge
 with no attention to learn: one token per toy cell, its 3 x 3 patches mean-pooled, then a linear
@@ -38,6 +38,7 @@ from transformers import AutoTokenizer, CLIPImageProcessorPil
 
 from mqt_llava.data.conversation import render, tokenize
 from mqt_llava.data.images import preprocess_image
+from mqt_llava.eval.heldout import answer
 from mqt_llava.inference import InferenceEngine
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import IGNORE_INDEX, MQTLlavaForConditionalGeneration
@@ -158,8 +159,8 @@ def caption_score(model, tokenizer, settings, corpus: Path, scenes: int) -> floa
 
 def qa_score(model, tokenizer, settings, questions) -> dict[str, float]:
     engine = InferenceEngine(model, tokenizer, settings, "pad")
-    answers = heldout.answer(engine, questions, model.max_visual_tokens, log=lambda _: None)
-    return {kind: round(100 * i.estimate, 1) for kind, i in answers.intervals().items()}
+    answers = answer(engine, questions, model.max_visual_tokens, log=lambda _: None)
+    return {kind: round(100 * i.estimate, 1) for kind, i in answers.intervals(heldout.QUESTIONS.kinds).items()}
 
 
 def main() -> None:
