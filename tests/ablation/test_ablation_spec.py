@@ -188,6 +188,7 @@ def test_a_search_space_and_a_scheduler_in_the_yaml_become_tune_objects():
     asha = spec.trial_scheduler()
     assert isinstance(asha, ASHAScheduler) and (asha.metric, asha._mode) == ("loss", "min")
     assert (asha._time_attr, asha._max_t, asha._reduction_factor) == ("step", 8, 2)
+    assert asha._stop_last_trials is False  # a trial at its last step goes on to its evaluation
     assert [rung for rung, _ in asha._brackets[0]._rungs] == [8, 4, 2]  # grace period 2, halving up to max_t
 
     # A trial's variant: the grid point plus its draws, which reach its stages and its label.

@@ -200,13 +200,14 @@ class SchedulerSpec(Spec):
 @register_scheduler
 class ASHASpec(SchedulerSpec):
     """Asynchronous successive halving (ray.tune's ASHAScheduler): at each rung (grace_period,
-    grace_period x reduction_factor, ... in `time_attr`) a trial continues only when its metric is
-    in the best 1/reduction_factor of the trials that reached the rung."""
+    grace_period x reduction_factor, ... up to max_t, in `time_attr`) a trial continues only when its
+    metric is in the best 1/reduction_factor of the trials that reached the rung. A trial that
+    reaches max_t is not stopped for it (ASHA's default would stop it there, before its evaluation)."""
 
     kind: Literal["asha"] = "asha"
     time_attr: str = Field("step", description="the progress a rung counts in: stage 2's optimizer step")
     grace_period: int = Field(1, ge=1, description="no trial is stopped before this much progress")
-    max_t: int = Field(ge=1, description="the most progress a trial makes (stage 2's steps): it stops there")
+    max_t: int = Field(ge=1, description="the most progress a trial makes (stage 2's steps): the last rung")
     reduction_factor: float = Field(4.0, gt=1)
 
     @model_validator(mode="after")
@@ -225,6 +226,7 @@ class ASHASpec(SchedulerSpec):
             max_t=self.max_t,
             grace_period=self.grace_period,
             reduction_factor=self.reduction_factor,
+            stop_last_trials=False,
         )
 
 
