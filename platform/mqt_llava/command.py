@@ -20,11 +20,12 @@ def spec_parser(
     parser = argparse.ArgumentParser(
         prog=prog, description=doc, epilog=fields_help(spec), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    packaged = f"a packaged config such as {default}" if default else f"a packaged config <preset>/<name> {presets()}"
+    packaged = f"a packaged config such as {default}" if default else "a packaged config <preset>/<name>"
+    packaged += f" (presets: {', '.join(presets())})"
     parser.add_argument(
         "--config",
         default=default,
-        help=f"a {spec.__name__}: a YAML file or {packaged}"
+        help=f"the job's {spec.__name__}: a YAML file or {packaged}"
         + ("" if default else "; without one, the fields come from --set"),
     )
     parser.add_argument(

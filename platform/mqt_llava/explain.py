@@ -124,7 +124,7 @@ class ExplainSpec(Spec):
 
     model: str = Field(description="an export directory (jobs/stage2.py writes <run>/export)")
     image: str = Field(description="the image file")
-    question: str
+    question: str = Field(description="the question, as the model is asked it")
     budgets: str | int | list[int | str] | None = Field(
         None, description="e.g. 2,8,M (M: the model's maximum); default 8,16,64,M, those the model has"
     )
