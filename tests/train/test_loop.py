@@ -114,16 +114,33 @@ def test_every_epoch_sees_every_sample_once_in_its_own_order(whole):
     assert positions[2] == {"epoch": 0, "batches_in_epoch": 4} and positions[6] == {"epoch": 1, "batches_in_epoch": 4}
 
 
-def test_rank_0_exports_once_at_the_end_with_the_strategys_weights_and_the_runs_record(
+class PartitionedStrategy(PlainTorchStrategy):
+    """As under ZeRO-3, the module's own tensors are not the weights (here: zeroed once gathered); the
+    full weights are what `export_state_dict` gathers."""
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        gathered = super().export_state_dict()
+        self.gathered = dict(gathered)  # save_pretrained empties the dict it is given
+        with torch.no_grad():
+            for parameter in self.model.parameters():
+                parameter.zero_()
+        return gathered
+
+
+def test_rank_0_exports_once_at_the_end_with_the_gathered_weights_and_the_runs_record(
     whole, tmp_path, tracking_uri, process_group
 ):
     run, _, strategy = whole
     assert strategy.exports == 1
     assert read_training_record(run.export_dir) == json.loads(json.dumps(resolved_config(run)))
-    exported, final = load_part_state(run.export_dir, CONNECTOR), strategy.model.state_dict()
-    assert exported and all(torch.equal(v, final[f"connector.{k}"]) for k, v in exported.items())
 
-    other = small_run(tmp_path, tracking_uri, len(ROWS), name="rank1", max_steps=2)
-    second = train(other, MemoryContext(tmp_path / "checkpoints", ROWS, rank=1))
+    gathering = small_run(tmp_path / "zero3", tracking_uri, len(ROWS), name="zero3", max_steps=2)
+    partitioned = PartitionedStrategy(gathering.stage, use_gpu=False)
+    train_loop(gathering, MemoryContext(tmp_path / "zero3", ROWS), partitioned)
+    exported = load_part_state(gathering.export_dir, CONNECTOR)
+    assert exported and all(torch.equal(v, partitioned.gathered[f"connector.{k}"]) for k, v in exported.items())
+
+    other = small_run(tmp_path / "rank1", tracking_uri, len(ROWS), name="rank1", max_steps=2)
+    second = train(other, MemoryContext(tmp_path / "rank1", ROWS, rank=1))
     assert second.exports == 1  # every rank takes part in gathering the weights ...
-    assert not (tmp_path / "rank1" / "export").exists()  # ... and only rank 0 writes them
+    assert not (tmp_path / "rank1" / "rank1" / "export").exists()  # ... and only rank 0 writes them
