@@ -67,7 +67,8 @@ def imported_modules(path: Path, root: Path = PACKAGE) -> list[tuple[str, int]]:
                 found += [(f"mqt_llava.{alias.name}", node.lineno) for alias in node.names]
             else:
                 found.append((base, node.lineno))
-    return sorted((name, line) for name, line in found if name == "mqt_llava" or name.startswith("mqt_llava."))
+    ours = [(name, line) for name, line in found if name == "mqt_llava" or name.startswith("mqt_llava.")]
+    return sorted(ours, key=lambda item: item[1])
 
 
 def room_arrows() -> dict[tuple[str, str], list[str]]:
