@@ -3,8 +3,7 @@ vision grid and depend on the budget, and jobs/explain.py draws them or refuses 
 attention focus tells a collapsed connector (every query looking at the same place) from one whose
 queries look at different places."""
 
-import subprocess
-import sys
+import runpy
 
 import numpy as np
 import pytest
@@ -97,24 +96,26 @@ def test_the_models_own_answer_is_explained_by_default(engine, image):
         explain(engine, image, QUESTION, 4, answer="x", token=4)
 
 
-def run_job(*args):
-    return subprocess.run(
-        [sys.executable, "jobs/explain.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture(scope="module")
+def explain_job():
+    """jobs/explain.py's main, called here with a command line instead of in a new Python (which spent
+    ~25 s importing the libraries three times); `python jobs/explain.py` parses its command line with
+    the same parser (tests/test_job_commands.py)."""
+    return runpy.run_path(str(REPO_ROOT / "jobs" / "explain.py"))["main"]
 
 
-def test_explain_job_draws_one_png_and_refuses_bad_input(built, image, tmp_path):
+def test_explain_job_draws_one_png_and_refuses_bad_input(explain_job, built, image, tmp_path, capsys):
     export = tmp_path / "export"
     save_export(built, export)
     image.save(tmp_path / "scene.png")
     common = ["--set", f"model={export}", "--set", f"question={QUESTION}"]
     scene = ["--set", f"image={tmp_path / 'scene.png'}"]
-    done = run_job(*common, *scene, "--set", "budgets=2,M", "--set", f"out={tmp_path / 'o.png'}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "m =    2:" in done.stdout and "m =    8:" in done.stdout
+    assert explain_job([*common, *scene, "--set", "budgets=2,M", "--set", f"out={tmp_path / 'o.png'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "m =    2:" in printed and "m =    8:" in printed
     assert (tmp_path / "o.png").stat().st_size > 5000
-    over = run_job(*common, *scene, "--set", "budgets=2,64")
-    assert over.returncode == 2 and "outside 1..8" in over.stderr
+    assert explain_job([*common, *scene, "--set", "budgets=2,64"]) == 2
+    assert "outside 1..8" in capsys.readouterr().err
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    broken = run_job(*common, "--set", f"image={tmp_path / 'broken.png'}")
-    assert broken.returncode == 2 and "image error" in broken.stderr
+    assert explain_job([*common, "--set", f"image={tmp_path / 'broken.png'}"]) == 2
+    assert "image error" in capsys.readouterr().err
