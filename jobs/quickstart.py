@@ -1,18 +1,20 @@
 """Quickstart: the tiny pipeline end to end, one step after another, on one machine.
 
-    python jobs/quickstart.py                                  # embedded local Ray, ~15 min on 2 cores
+    python jobs/quickstart.py                                  # embedded local Ray, ~5 min on 2 cores
     python jobs/quickstart.py --set until=shards --set world.num_eval=500   # stop early, another world
+    python jobs/quickstart.py --config tiny/reproduction       # the pilot's sizes (docs/ablation/)
     ray job submit -- python jobs/quickstart.py                # the same on a cluster
 
 Steps (mqt_llava.recipes.quickstart):
   1. data         a synthetic corpus in LLaVA's formats (558K-like captions, 665K-like instructions,
                   held-out evaluation scenes), and benchmark files in the official formats (POPE,
                   VQAv2, GQA, ScienceQA, MME, MMBench) made from the held-out scenes
-  2. base models  the tiny preset's pretrained parts from that corpus: tokenizer, CLIP, Llama LM
+  2. base models  the tiny preset's pretrained parts (tokenizer, CLIP, Llama LM): the ones the package
+                  ships (made once by jobs/base_models.py), or made here when the run asks for others
   3. shards       both sets converted to Parquet shards (rejects counted)
   4. stage 1      the connector alone, plain template, all M tokens (Ray Train + DeepSpeed ZeRO-2)
   5. stage 2      connector + LLM, vicuna_v1, m drawn each step (ZeRO-2), from stage 1's export
-  6. evaluate     held-out exact match at each budget next to the majority-answer baseline
+  6. evaluate     held-out exact match at each budget beside its controls (majority answer, blank image)
   7. benchmarks   the budget sweep over the benchmark files (jobs/evaluate.py's library)
   8. serve        serve_apps/config.yaml's application on the stage-2 export, on loopback: one chat
                   completion per model id (each tier and `auto`) over HTTP, and a refused bad request

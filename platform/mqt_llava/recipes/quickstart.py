@@ -6,9 +6,10 @@ line and runs them; this module is what they do.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,11 +31,12 @@ from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
-from mqt_llava.toy.base_models import make_base_models, preset_overrides
+from mqt_llava.toy.base_models import preset_overrides
 from mqt_llava.toy.benchmark_files import write_synthetic_benchmarks
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from mqt_llava.toy.heldout import QUESTIONS, QUESTIONS_REFERENCE, heldout_questions
-from mqt_llava.toy.spec import BaseModelsSpec
+from mqt_llava.toy.shipped import build_settings, read_manifest, ship_base_models, shipped_location
+from mqt_llava.toy.spec import BaseModelsSpec, CorpusSize
 from mqt_llava.toy.world import MAX_CELLS
 from mqt_llava.tracking import TrackingSpec
 from mqt_llava.train.launch import run_stage
@@ -99,7 +101,28 @@ class Context:
 
     @property
     def base_models(self) -> Path:
+        """Where base models made for this run go (when the shipped ones do not fit it)."""
         return self.run_dir / "base_models"
+
+    @functools.cached_property
+    def own_base_models(self) -> str | None:
+        """Why this run makes its own base models, or None: the package's shipped ones fit it."""
+        if self.spec.base_models:
+            return f"base_models settings given ({', '.join(self.spec.overrides('base_models'))})"
+        try:
+            manifest = read_manifest(self.spec.preset)
+        except FileNotFoundError as exc:
+            return str(exc)
+        settings = build_settings(
+            self.base_models_spec(), load_config(ModelSpec, self.config("model"), self.spec.overrides("model"))
+        )
+        if settings["model"] != manifest["fingerprint"]["settings"]["model"]:
+            return "the model's architectures are not the shipped parts' (model overrides)"
+        world = {k: v for k, v in manifest["world"].items() if k not in CorpusSize.model_fields or k == "seed"}
+        ours = asdict(self.corpus_spec())
+        if any(ours[k] != (tuple(v) if isinstance(v, list) else v) for k, v in world.items()):
+            return f"this world is not the shipped parts' ({world})"
+        return None
 
     @property
     def storage(self) -> Path:
@@ -107,8 +130,16 @@ class Context:
 
     @property
     def model_overrides(self) -> list[str]:
-        """The base models this run made, then the spec's own model overrides."""
-        return preset_overrides(self.base_models) + self.spec.overrides("model")
+        """The base models this run made (if it made its own), then the spec's own model overrides."""
+        own = preset_overrides(self.base_models) if self.own_base_models else []
+        return own + self.spec.overrides("model")
+
+    def corpus_spec(self) -> CorpusSpec:
+        return CorpusSpec(**self.spec.world.model_dump())
+
+    def base_models_spec(self) -> BaseModelsSpec:
+        overrides = [f"corpus={self.corpus}"] + self.spec.overrides("base_models")
+        return load_config(BaseModelsSpec, self.config("base_models"), overrides)
 
     def config(self, name: str) -> Path:
         return preset_path(self.spec.preset, name)
@@ -147,7 +178,7 @@ class Context:
 
 def step_data(ctx: Context) -> None:
     if not (ctx.corpus / "corpus.json").exists():
-        write_corpus(ctx.corpus, CorpusSpec(**ctx.spec.world.model_dump()))
+        write_corpus(ctx.corpus, ctx.corpus_spec())
     ctx.results["data"] = json.loads((ctx.corpus / "corpus.json").read_text())
     print(f"corpus: {ctx.corpus}")
     if not (ctx.benchmark_files / "synthetic.json").exists():
@@ -156,14 +187,22 @@ def step_data(ctx: Context) -> None:
 
 
 def step_base_models(ctx: Context) -> None:
-    report_path = ctx.base_models / "report.json"
-    if not report_path.exists():
-        overrides = [f"corpus={ctx.corpus}"] + ctx.spec.overrides("base_models")
-        spec = load_config(BaseModelsSpec, ctx.config("base_models"), overrides)
+    """The preset's pretrained parts: the package's shipped ones (made once by jobs/base_models.py, as
+    a user downloads CLIP and Vicuna), or, when the run asks for other ones, made for it here."""
+    if ctx.own_base_models is None:
+        manifest, where = read_manifest(ctx.spec.preset), shipped_location(ctx.spec.preset)
+        built = manifest["built"]
+        print(f"the package's base models ({where}; built {built['finished']} on {built['commit']})")
+    else:
+        print(f"base models made for this run in {ctx.base_models}: {ctx.own_base_models}")
         model = load_config(ModelSpec, ctx.config("model"), ctx.spec.overrides("model"))
-        report = make_base_models(spec, model, ctx.base_models)
-        report_path.write_text(json.dumps(report, indent=2))
-    ctx.results["base_models"] = json.loads(report_path.read_text())
+        manifest, where = ship_base_models(ctx.base_models_spec(), model, ctx.base_models), str(ctx.base_models)
+    for name, gate in manifest["gates"].items():
+        figures = ", ".join(f"{k} {v:.1%}" for k, v in gate.items() if isinstance(v, float) and k != "gate")
+        print(
+            f"  gate {name} (every figure >= {gate['gate']:.0%}): {'passed' if gate['passed'] else 'FAILED'}: {figures}"
+        )
+    ctx.results["base_models"] = {"parts": where, "gates": manifest["gates"], "built": manifest["built"]}
 
 
 def step_shards(ctx: Context) -> None:
@@ -296,25 +335,26 @@ def step_ablation(ctx: Context) -> None:
         model_overrides=ctx.model_overrides,
         stage1={
             "config": str(ctx.config("stage1")),
-            "overrides": [f"data={ctx.shards / '558k'}", "max_steps=20", *quick, *ctx.spec.overrides("stage1")],
+            "overrides": [f"data={ctx.shards / '558k'}", "max_steps=5", *quick, *ctx.spec.overrides("stage1")],
         },
         stage2={
             "config": str(ctx.config("stage2")),
-            "overrides": [f"data={ctx.shards / '665k'}", "max_steps=40", *quick, *ctx.spec.overrides("stage2")],
+            "overrides": [f"data={ctx.shards / '665k'}", "max_steps=10", *quick, *ctx.spec.overrides("stage2")],
         },
         eval=sweep.model_copy(
             update={
                 "model": None,
                 "out": None,
-                "benchmarks": ["pope", "mme"],
-                "limit": min(sweep.limit or 100, 100),
+                "benchmarks": ["pope"],
+                "budgets": "M",
+                "limit": min(sweep.limit or 20, 20),
                 "actors": 1,
             }
         ),
         heldout={
             "questions": QUESTIONS_REFERENCE,
             "corpus": str(ctx.corpus),
-            "scenes": min(ctx.spec.heldout_scenes, 30),
+            "scenes": min(ctx.spec.heldout_scenes, 20),
         },
         axes={"schedule": ["linear", "log"]},
         tracking_uri=ctx.tracking.uri,
