@@ -42,6 +42,19 @@ def train(config, storage, name, *overrides):
     return run_stage(resolve_run(config, list(overrides), name=name, storage=str(storage)))
 
 
+CHAIN_STAGE2 = ["max_steps=6"]  # with init_from=<stage 1's export>
+
+
+@pytest.fixture(scope="module")
+def chain(setup):
+    """Stage 1 (s1), then stage 2 (s2) from its export, six steps each: trained once for the module."""
+    root, configs = setup
+    storage = root / "runs"
+    one = train(configs["stage1"], storage, "s1", "max_steps=6")
+    two = train(configs["stage2"], storage, "s2", *CHAIN_STAGE2, f"init_from={one.export_dir}")
+    return storage, one, two
+
+
 def history(storage: Path, name: str, metric: str) -> list[tuple[int, float]]:
     client = mlflow.MlflowClient(f"sqlite:///{storage}/mlflow.db")
     (run,) = client.search_runs(
@@ -50,11 +63,9 @@ def history(storage: Path, name: str, metric: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
 
 
-def test_stage1_then_stage2_train_export_and_track(setup):
-    root, configs = setup
-    storage = root / "runs"
-    one = train(configs["stage1"], storage, "s1", "max_steps=6")
-    two = train(configs["stage2"], storage, "s2", "max_steps=6", f"init_from={one.export_dir}")
+def test_stage1_then_stage2_train_export_and_track(setup, chain):
+    root, _ = setup
+    storage, one, two = chain
 
     for result in (one, two):
         assert result.metrics["step"] == 6
@@ -113,21 +124,21 @@ def test_stage1_then_stage2_train_export_and_track(setup):
     assert {"config", "export"} <= artifacts
 
 
-def test_same_seed_same_losses_even_beside_a_busy_process(setup):
+def test_same_seed_same_losses_even_beside_a_busy_process(setup, chain):
     """A run is a function of its seed and worker count: stage 2 (shuffle buffer, modality grouping,
-    drawn budgets) twice under two names, the second beside a process that keeps a core busy, logs
-    the same loss and m at every step, to the bit."""
+    drawn budgets, from stage 1's export) run again under another name, beside a process that keeps a
+    core busy, logs the same loss and m at every step as the chain's s2, to the bit. (The first of the
+    two runs is the chain's: one stage-2 run fewer than training a pair of its own.)"""
     root, configs = setup
-    storage = root / "repro"
-    train(configs["stage2"], storage, "quiet", "max_steps=4")
+    storage, one, _ = chain
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        train(configs["stage2"], storage, "busy", "max_steps=4")
+        train(configs["stage2"], storage, "busy", *CHAIN_STAGE2, f"init_from={one.export_dir}")
     finally:
         hog.kill()
     for metric in ("loss", "m"):
-        quiet, busy = history(storage, "quiet", metric), history(storage, "busy", metric)
-        assert len(quiet) == 4 and quiet == busy, (metric, quiet, busy)
+        quiet, busy = history(storage, "s2", metric), history(storage, "busy", metric)
+        assert len(quiet) == 6 and quiet == busy, (metric, quiet, busy)
 
 
 def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300) -> int:
@@ -158,11 +169,14 @@ def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300
 
 
 def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(setup):
+    """Killed after step 4's checkpoint, of 24 steps (two epochs: 20 still to run when the kill comes;
+    four epochs before, the same point at twice the time): the worker is replaced, resumes at a
+    checkpoint step with trained weights, and every step is logged."""
     root, configs = setup
     storage = root / "runs"
     results = {}
     thread = threading.Thread(
-        target=lambda: results.update(run=train(configs["stage1"], storage, "killed", "epochs=4", "checkpoint_every=4"))
+        target=lambda: results.update(run=train(configs["stage1"], storage, "killed", "epochs=2", "checkpoint_every=4"))
     )
     thread.start()
     killed = kill_train_worker_after(storage / "killed", "checkpoint_0000004")
@@ -170,7 +184,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(se
     assert killed == 1 and "run" in results
 
     total = results["run"].run.plan.total_steps
-    assert total == 48 and results["run"].metrics["step"] == total
+    assert total == 24 and results["run"].metrics["step"] == total
     (resumed_at,) = [v for _, v in history(storage, "killed", "resumed_from_step")]
     assert resumed_at >= 4 and resumed_at % 4 == 0  # a checkpoint step
     losses = history(storage, "killed", "loss")
