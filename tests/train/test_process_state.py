@@ -46,7 +46,9 @@ GPU_WORKER = textwrap.dedent(
     torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(total_memory=80 * 2**30)
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 
-    from mqt_llava.config import ModelSpec, StageSpec, load_config, model_config_path
+    from mqt_llava.config import load_config, model_config_path
+    from mqt_llava.model.spec import ModelSpec
+    from mqt_llava.train.spec import StageSpec
     from mqt_llava.train.context import TorchrunContext
     from mqt_llava.train.loop import worker_setup
     from mqt_llava.train.plan import StageRun, plan_steps
@@ -104,7 +106,7 @@ def test_a_cpu_run_on_a_gpu_node_puts_deepspeed_on_the_cpu(tmp_path):
         import torch
         torch.cuda.is_available = lambda: True
         torch.cuda.device_count = lambda: 1
-        from mqt_llava.config import StageSpec
+        from mqt_llava.train.spec import StageSpec
         from mqt_llava.train.strategies.deepspeed import DeepSpeedStrategy
         from deepspeed.accelerator import get_accelerator
         assert get_accelerator().device_name() == "cuda"  # DeepSpeed's own choice on this "node"
