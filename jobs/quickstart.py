@@ -1,6 +1,6 @@
 """Quickstart: the tiny pipeline end to end, one step after another, on one machine.
 
-    python jobs/quickstart.py                                  # embedded local Ray, ~5 min on 2 cores
+    python jobs/quickstart.py                                  # embedded local Ray, ~10 min on 2 cores
     python jobs/quickstart.py --set until=shards --set world.num_eval=500   # stop early, another world
     python jobs/quickstart.py --config tiny/reproduction       # the pilot's sizes (docs/ablation/)
     ray job submit -- python jobs/quickstart.py                # the same on a cluster
