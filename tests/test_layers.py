@@ -30,11 +30,6 @@ ROOMS: list[tuple[str, ...]] = [
     ("recipes",),  # end-to-end recipes such as the quickstart
 ]
 
-# Arrows the layering forbids that today's code still has: (from room, to room) -> who removes it.
-# The test fails on any arrow not listed here AND on a listed arrow that no longer exists, so this
-# list only shrinks; when it is empty, delete it.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
-
 LEVEL = {room: level for level, rooms in enumerate(ROOMS) for room in rooms}
 
 
@@ -97,19 +92,10 @@ def test_every_room_is_placed():
 
 def test_no_room_imports_a_higher_one():
     arrows = room_arrows()
-    wrong = {
-        arrow: where
-        for arrow, where in arrows.items()
-        if set(arrow) <= set(LEVEL) and forbidden(*arrow) and arrow not in KNOWN_EXCEPTIONS
-    }
+    wrong = {arrow: where for arrow, where in arrows.items() if set(arrow) <= set(LEVEL) and forbidden(*arrow)}
     assert not wrong, "imports against the layering:\n" + "\n".join(
         f"  {a} -> {b}: {', '.join(where)}" for (a, b), where in sorted(wrong.items())
     )
-
-
-def test_every_known_exception_still_exists():
-    gone = [arrow for arrow in KNOWN_EXCEPTIONS if arrow not in room_arrows()]
-    assert not gone, f"these arrows are gone: delete them from KNOWN_EXCEPTIONS: {gone}"
 
 
 def test_the_rooms_import_each_other_in_no_loop():
