@@ -99,7 +99,7 @@ def test_no_room_imports_a_higher_one():
 
 
 def test_the_rooms_import_each_other_in_no_loop():
-    """With the exceptions too (they are temporary, a loop among them is not)."""
+    """Rooms of one line may import each other, but never both ways round, directly or through others."""
     graph: dict[str, set[str]] = defaultdict(set)
     for source, target in room_arrows():
         graph[source].add(target)
