@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report:
         report, trials = experiment_report(spec)
-        print(f"report from {len(trials)}/{spec.trial_count()} trials: {report}")
+        print(f"report from {len(trials)}/{spec.trial_count()} finished trials: {report}")
         return 0
     outcome = run_experiment(spec)
     uri = tracking_uri(TrackingSpec(uri=spec.tracking_uri), str(spec.root))

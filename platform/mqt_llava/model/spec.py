@@ -38,8 +38,6 @@ class TokenizerSpec(Spec):
     pretrained: str | None = None  # None: an untrained byte-level tokenizer (random-init LLMs)
 
 
-
-
 # A connector's options: validated by its kind's own options class (mqt_llava.model.connectors),
 # dumped with all of that class's fields.
 ConnectorOptions = Annotated[SerializeAsAny[Spec], BeforeValidator(connector_options)]
