@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch, deepspeed
-    from mqt_llava.config import StageSpec
+    from mqt_llava.train.spec import StageSpec
     from mqt_llava.train.deepspeed_config import deepspeed_config
 
     deepspeed.init_distributed("gloo")
@@ -69,7 +69,7 @@ TWO_RANKS = textwrap.dedent(
     import torch, deepspeed
     sys.path.insert(0, "tests")
     from small_model import small_spec
-    from mqt_llava.config import StageSpec
+    from mqt_llava.train.spec import StageSpec
     from mqt_llava.data.conversation import build_sample
     from mqt_llava.model.builder import build_model
     from mqt_llava.model.stages import configure_trainable
