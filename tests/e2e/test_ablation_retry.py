@@ -25,7 +25,7 @@ def evaluation_fails_once(config: dict, spec_json: str, parent_run_id: str | Non
         real = evaluate.run_evaluation
 
         def broken(sweep, *args, **kwargs):
-            stage2_done = Path(sweep.model).parent / "done.json"
+            stage2_done = Path(sweep.spec.model).parent / "done.json"
             fault.write_text(json.dumps({"stage2_done_mtime_ns": stage2_done.stat().st_mtime_ns}))
             evaluate.run_evaluation = real
             raise RuntimeError("injected fault: the evaluation's first attempt dies")
