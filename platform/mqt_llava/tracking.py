@@ -14,13 +14,17 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-from mlflow.tracking import MlflowClient
 from pydantic import Field
 
 from mqt_llava.config import Spec
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# mlflow is imported where a run is logged, not here: the specs import TrackingSpec, and the GPU
+# bundle (benchmarks/gpu_check.py) runs the training path on a device image that has no mlflow.
 
 
 class TrackingSpec(Spec):
@@ -56,6 +60,8 @@ def default_artifact_location(uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    import mlflow
+
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -85,6 +91,8 @@ class RunTracker:
     """The MLflow run of one platform run (storage, name): found by tags, or created."""
 
     def __init__(self, spec: TrackingSpec, storage: str, run_name: str) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.uri = tracking_uri(spec, storage)
         self.client = MlflowClient(self.uri)
         self.experiment_id = ensure_experiment(self.client, spec.experiment, self.uri)
@@ -111,6 +119,8 @@ class RunTracker:
         return run.info.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
         existing = self.client.get_run(self.run_id).data.params
         # A resumed run logs the same params again; MLflow refuses changed values, so only new keys go.
         fresh = {k: v for k, v in flatten(params).items() if k not in existing}
@@ -118,6 +128,8 @@ class RunTracker:
             self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in fresh.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        import mlflow
+
         now = int(1000 * time.time())
         entries = [mlflow.entities.Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=entries)
