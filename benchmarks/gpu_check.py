@@ -26,7 +26,7 @@ it had measured, and the next one still runs):
              every key consumed, shapes equal, a forward of the import on the GPU.
 "On the GPU" is read from where the parameters are and what DeepSpeed selected, never from a flag.
 
-`run --tiny` runs every part on the CPU at toy shapes (tests/e2e/test_gpu_check.py), so the script's
+`run --tiny` runs every part on the CPU at toy shapes (tests/e2e/test_gpu_check*.py), so the script's
 one shot on a GPU is not spent on a typo. `prepare` writes the bundle (wheels/: this project, the
 pinned transformers, DeepSpeed built here with no ops compiled, pydantic, hjson, ijson), whose
 completeness against the device image is tested in tests/e2e/test_gpu_check_bundle.py, and Parquet

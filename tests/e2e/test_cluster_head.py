@@ -2,7 +2,9 @@
 placed under a stand-in home directory, then its head start commands, read from the file. Only what
 needs a cloud or would touch other Ray clusters on this machine is changed: `ray stop` is not run (it
 stops every Ray process here; the test stops its own by process id), the autoscaler's config (written
-by `ray up`) is left out, and ports, temp dir and dashboard host are this test's own."""
+by `ray up`) is left out, and ports, temp dir and dashboard host are this test's own. The user's
+first job then goes to it as the docs say: `ray job submit --working-dir . --runtime-env
+configs/runtime_env.yaml -- python jobs/stage2.py ...`."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from small_stages import write_small_stages
 
 from checkout import REPO_ROOT
 
@@ -55,7 +58,7 @@ def local_start_command(command: str, temp_dir: str, ports: list[int]) -> str:
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
         f"--temp-dir={temp_dir}",
-        "--num-cpus=1",
+        "--num-cpus=2",  # a tiny stage 2: its worker, a decode actor and Ray Data's file listing
         f"--dashboard-agent-listen-port={agent}",
         f"--dashboard-agent-grpc-port={agent_grpc}",
         f"--runtime-env-agent-port={runtime_env}",
@@ -102,7 +105,20 @@ def run(command: list[str], env: dict, timeout: float = 120) -> subprocess.Compl
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
-def test_cluster_yaml_head_start_commands_bring_up_a_head_that_takes_jobs_with_the_token(tmp_path):
+def submit_when_ready(command: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while a just-started head's job agent is not up yet."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = run(command, env, timeout)
+        if "No available agent" not in done.stdout + done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(2)
+
+
+def test_cluster_yaml_head_start_commands_bring_up_a_head_that_takes_jobs_with_the_token(tmp_path, ray_local):
+    # ray_local: the shards are prepared on the session's embedded Ray, not on the head under test
+    (tmp_path / "small").mkdir()
+    write_small_stages(tmp_path / "small")
     laptop, head = tmp_path / "laptop", tmp_path / "head"  # the home directories of `ray up`'s machine and the head
     laptop.mkdir()
     head.mkdir()
@@ -131,16 +147,25 @@ def test_cluster_yaml_head_start_commands_bring_up_a_head_that_takes_jobs_with_t
             assert started.returncode == 0, f"{command}\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}"
         address = f"http://127.0.0.1:{ports[1]}"
         probe = "import ray; ray.init(); print('cluster CPUs', ray.cluster_resources()['CPU'])"
-        deadline = time.monotonic() + 60
-        while True:  # a just-started head's job agent can take seconds to come up
-            job = run([RAY, "job", "submit", "--address", address, "--", "python", "-c", probe], client)
-            if "No available agent" not in job.stdout + job.stderr or time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        job = submit_when_ready([RAY, "job", "submit", "--address", address, "--", "python", "-c", probe], client)
+        # The repository uploaded as the job's working directory, its mqt_llava imported from there.
+        stage2 = [
+            *("--config", "tiny/stage2", "--storage", str(tmp_path / "runs")),
+            *("--set", f"data={tmp_path / 'small' / '665k'}", "--set", "init_from=null"),
+            *("--set", "max_steps=2", "--set", "checkpoint_every=2"),
+            *(f"--set=model.{part}.pretrained=null" for part in ("tokenizer", "vision_tower", "llm")),
+        ]
+        upload = ["--working-dir", ".", "--runtime-env", "configs/runtime_env.yaml"]
+        trained = submit_when_ready(
+            [RAY, "job", "submit", "--address", address, *upload, "--", "python", "jobs/stage2.py", *stage2], client
+        )
         refused = run([RAY, "job", "list", "--address", address], client | {"RAY_AUTH_TOKEN": "0" * 64})
     finally:
         stop_processes_of(temp_dir, str(head))
         shutil.rmtree(temp_dir, ignore_errors=True)
     # The job's driver joined the cluster with the head's token (ray.init() inside the job).
-    assert job.returncode == 0 and "cluster CPUs 1.0" in job.stdout, job.stdout[-3000:] + job.stderr[-2000:]
+    assert job.returncode == 0 and "cluster CPUs 2.0" in job.stdout, job.stdout[-3000:] + job.stderr[-2000:]
+    assert trained.returncode == 0, trained.stdout[-4000:] + trained.stderr[-2000:]
+    assert "[tiny-stage2] done: step 2" in trained.stdout and "succeeded" in trained.stdout
+    assert (tmp_path / "runs" / "tiny-stage2" / "export" / "model.safetensors").exists()
     assert refused.returncode != 0 and "token is invalid" in refused.stdout + refused.stderr

@@ -137,7 +137,7 @@ def test_the_bundle_installs_with_no_index_and_the_check_runs_on_what_the_device
     assert not {"ray", "mlflow"} & set(loaded)
 
     # Every part but torchrun (whose imports `imports` covers; its DeepSpeed comm op would be compiled
-    # here) runs from the bundle at toy shapes.
+    # here; tests/e2e/test_gpu_check.py runs it) runs from the bundle at toy shapes, each checked.
     done = subprocess.run(
         [
             python,
@@ -160,4 +160,22 @@ def test_the_bundle_installs_with_no_index_and_the_check_runs_on_what_the_device
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     assert done.returncode == 0, done.stdout[-2000:] + log[-6000:]
     parts = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["parts"]
-    assert all(p["status"] == "ok" for p in parts.values()) and parts["env"]["versions"]["torch"].startswith("2.13.0")
+    assert list(parts) == ["env", "inference", "memory", "import"]
+    assert all(p["status"] == "ok" and p["error"] is None for p in parts.values()), parts
+    assert parts["env"]["versions"]["torch"].startswith("2.13.0")
+
+    inference = parts["inference"]
+    assert inference["model"]["parameter_dtypes"] == ["bfloat16"]
+    generated = {(r["connector"], r["visual_tokens"], r["batch"]) for r in inference["generate"]}
+    assert generated == {("MQT", 16, 1), ("MQT", 16, 8), ("MLP", 64, 1), ("MLP", 64, 8)}  # 64: the toy tower's grid
+    assert all(r["tokens_per_s"] > 0 and r["new_tokens"] == 4 for r in inference["generate"])
+    assert {(r["connector"], r["batch"]) for r in inference["prefill"]} >= {("MLP", 1), ("MQT", 8)}
+
+    steps = parts["memory"]["steps"]
+    assert [s["micro_batch"] for s in steps] == [1, 8] and all(s["loss"] > 0 for s in steps)
+
+    imported = parts["import"]
+    keys = imported["keys"]
+    assert not (keys["llama_missing"] or keys["llama_wrong_shape"] or keys["llama_unequal"])
+    assert keys["connector_consumed"] and keys["connector_values"][0] == keys["connector_values"][1]
+    assert imported["forward"]["finite"] and imported["checkpoint"]["keys"] == 3 + 2 * 9 + 13  # 2 Llama layers
