@@ -18,7 +18,7 @@ Steps (mqt_llava.recipes.quickstart):
   7. benchmarks   the budget sweep over the benchmark files (jobs/evaluate.py's library)
   8. serve        serve_apps/config.yaml's application on the stage-2 export, on loopback: one chat
                   completion per model id (each tier and `auto`) over HTTP, and a refused bad request
-  9. ablation     a two-trial Ray Tune grid (linear vs log schedule, one shared stage 1), with MLflow
+  9. ablation     a two-trial Ray Tune grid (linear vs log schedule, from step 4's stage 1), with MLflow
                   runs and ablation_report.md (the toy reproduction of Table 2 is tiny/ablation)
 
 Every step skips what an earlier run of the same run_dir finished.

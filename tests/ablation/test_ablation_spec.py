@@ -67,6 +67,20 @@ def test_trials_share_stage1_exactly_when_stage1_would_be_the_same_run():
     assert stage1_key(spec.baseline, other) != key["baseline/seed0"]
 
 
+def test_a_given_stage1_export_stands_only_for_trials_whose_stage1_is_the_same():
+    stage2_only = AblationSpec(**COMMON, axes={"schedule": ["linear", "log"]}, stage1_export="runs/s1/export")
+    assert stage2_only.stage1_export == "runs/s1/export"
+    for changes_stage1 in (
+        dict(axes={"order": AXES["order"]}),  # proj-attn trains its own stage 1
+        dict(axes={"schedule": ["linear"]}, seeds=[0, 1]),  # a seed reaches stage 1
+        dict(axes={"schedule": ["linear"]}, search={"stage1.lr": {"grid": [0.1, 0.2]}}),
+    ):
+        with pytest.raises(ValidationError, match="change stage 1, so one given stage-1 export cannot stand"):
+            AblationSpec(**COMMON, **changes_stage1, stage1_export="runs/s1/export")
+    stage2_search = dict(axes={"schedule": ["linear"]}, search={"stage2.lr": {"grid": [0.1, 0.2]}})
+    assert AblationSpec(**COMMON, **stage2_search, stage1_export="e").stage1_export == "e"  # allowed
+
+
 def test_bad_axis_values_and_fixed_tokens_without_fixed_schedule_are_refused():
     with pytest.raises(ValidationError, match="schedule"):
         AblationSpec(**COMMON, axes={"schedule": ["cubic"]})

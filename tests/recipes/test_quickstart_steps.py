@@ -13,13 +13,15 @@ import torch
 import yaml
 
 from checkout import REPO_ROOT
-from mqt_llava.config import load_config, preset_path
+from mqt_llava.ablation.spec import stage1_key, stage_run
+from mqt_llava.config import load_config, model_config_path, prefixed, preset_path, split_overrides
 from mqt_llava.model.builder import build_model, connector_token_range
 from mqt_llava.model.export import save_export
 from mqt_llava.model.spec import ModelSpec
-from mqt_llava.recipes.quickstart import STEP_NAMES, STEPS, Context, QuickstartSpec, step_evaluate
+from mqt_llava.recipes.quickstart import STEP_NAMES, STEPS, Context, QuickstartSpec, ablation_spec, step_evaluate
 from mqt_llava.serve.settings import ServeSpec
 from mqt_llava.toy.heldout import heldout_questions
+from mqt_llava.train.spec import StageSpec
 from small_model import small_spec
 
 
@@ -84,6 +86,27 @@ def test_step_6_refuses_a_budget_the_export_does_not_have(stage2_run):
     ctx = Context(stage2_run.spec.model_copy(update={"heldout_budgets": "2,16"}))  # the export's M is 8
     with pytest.raises(ValueError, match="heldout_budgets: 16 outside 1..8"):  # (the job checks the preset's)
         step_evaluate(ctx)
+
+
+def test_step_9_grid_starts_from_step_4_export_and_names_what_step_4_ran(tmp_path):
+    """The grid trains no stage 1 of its own: its trials differ in stage 2 only, start from the export
+    step 4 leaves, and its stage-1 reference resolves to the run step 4 made (same spec, same data)."""
+    ctx = Context(QuickstartSpec(run_dir=str(tmp_path), stage1={"lr": 0.002}, model={"connector": {"num_queries": 16}}))
+    spec = ablation_spec(ctx)
+    assert spec.stage1_export == str(ctx.storage / "tiny-stage1" / "export")
+    ctx.results["stage1"] = {"export": "elsewhere/export"}  # this run's step 4 ran: its own export
+    assert ablation_spec(ctx).stage1_export == "elsewhere/export"
+    assert len({stage1_key(v, spec) for v in spec.variants()}) == 1 and len(spec.variants()) == 2
+
+    def resolved(config, overrides):  # the stage and model specs a run resolves to (resolve_run, less the data)
+        model_overrides, overrides = split_overrides(overrides, "model")
+        stage = load_config(StageSpec, config, overrides)
+        return stage, load_config(ModelSpec, model_config_path(stage.model), model_overrides)
+
+    # step 4's own overrides (quickstart.train), then the grid's stage-1 reference
+    step4 = [f"data={ctx.shards / '558k'}", *ctx.spec.overrides("stage1"), *prefixed("model", ctx.model_overrides)]
+    assert resolved(*stage_run(spec.baseline, spec, "stage1")) == resolved(ctx.config("stage1"), step4)
+    assert resolved(ctx.config("stage1"), step4)[1].connector.num_queries == 16  # the run's model change is in both
 
 
 def test_the_serve_config_step_8_deploys_gives_each_tier_its_budget_on_the_tiny_preset():

@@ -122,6 +122,11 @@ class AblationSpec(Spec):
     model_overrides: list[str] = []
     stage1: StageRef
     stage2: StageRef
+    stage1_export: str | None = Field(
+        None,
+        description="an existing stage-1 export (of `stage1` as given) every trial's stage 2 starts "
+        "from: no stage 1 is trained; then no variant, seed or searched field may change stage 1",
+    )
     eval: EvalSpec  # every trial's sweep; its model and out are the trial's own
     heldout: HeldoutRef | None = None
     design: Literal["one_factor", "full_factorial"] = "one_factor"
@@ -178,6 +183,21 @@ class AblationSpec(Spec):
                 raise ValueError(f"axes.{axis}: give at least one value")
             for value in values:
                 Variant(**{axis: value})  # a bad value fails here, naming the axis
+        return self
+
+    @model_validator(mode="after")
+    def _given_stage1(self):
+        """A given stage-1 export stands for every trial's stage 1 only where no trial's differs."""
+        if self.stage1_export is None:
+            return self
+        baseline = stage1_key(self.baseline, self)
+        differ = [v.label(self.baseline) for v in self.variants() if stage1_key(v, self) != baseline]
+        searched = [field for field in self.search if field.split(".")[0] in ("model", "stage1")]
+        if differ or searched:
+            raise ValueError(
+                f"stage1_export: trials {', '.join(differ + searched)} change stage 1, so one given "
+                "stage-1 export cannot stand for theirs (leave stage1_export out to train each)"
+            )
         return self
 
     @property

@@ -5,7 +5,8 @@ Everything a trial does is resumable by name, so a retried or restored trial red
 stage runs resume from their last checkpoint (Ray Train V2, by storage and name), a finished stage
 leaves a marker and is skipped, and the sweep skips (benchmark, budget) pairs already scored.
 
-Stage 1 is shared: trials whose stage-1 settings are equal (`spec.stage1_key`) use one run. The first
+Stage 1 is shared: trials whose stage-1 settings are equal (`spec.stage1_key`) use one run (or the
+spec's `stage1_export`, made before, where no trial's stage 1 differs). The first
 trial to need it claims the key from a named registry actor and trains; the others wait for its
 marker. A retry of the owning trial (same trial id) may claim it again and resumes the run.
 """
@@ -140,7 +141,7 @@ def run_trial(config: dict, spec_json: str, parent_run_id: str | None) -> None:
     tracker.log_params(variant.model_dump() | {"label": label, "stage1_key": stage1_key(variant, spec)})
     tracker.client.set_tag(tracker.run_id, "mqt_llava.ablation", spec.name)
 
-    stage1_export = shared_stage1(spec, variant, trial_id, parent_run_id)
+    stage1_export = spec.stage1_export or shared_stage1(spec, variant, trial_id, parent_run_id)
     stage2_export = train_stage(
         spec,
         variant,

@@ -155,6 +155,11 @@ class Context:
         return TrackingSpec(uri=f"sqlite:///{self.storage / 'mlflow.db'}")
 
     @property
+    def stage1_export(self) -> str:
+        """Step 4's export (where an earlier run of this run directory left it, when step 4 was skipped)."""
+        return self.results.get("stage1", {}).get("export") or str(self.storage / f"{self.spec.preset}-stage1/export")
+
+    @property
     def stage2_export(self) -> Path:
         return self.storage / f"{self.spec.preset}-stage2" / "export"
 
@@ -237,8 +242,7 @@ def step_stage1(ctx: Context) -> None:
 
 
 def step_stage2(ctx: Context) -> None:
-    stage1_export = ctx.results.get("stage1", {}).get("export") or str(ctx.storage / f"{ctx.spec.preset}-stage1/export")
-    train(ctx, "stage2", [f"data={ctx.shards / '665k'}", f"init_from={stage1_export}"])
+    train(ctx, "stage2", [f"data={ctx.shards / '665k'}", f"init_from={ctx.stage1_export}"])
 
 
 def step_evaluate(ctx: Context) -> None:
@@ -323,24 +327,25 @@ def step_serve(ctx: Context) -> None:
         serve.shutdown()
 
 
-def step_ablation(ctx: Context) -> None:
-    """The ablation machinery on the quickstart's world, briefly: linear vs log schedule sharing one stage 1
-    (tiny/ablation is the full toy-scale reproduction)."""
+def ablation_spec(ctx: Context) -> AblationSpec:
+    """Step 9's grid: linear vs log schedule, both from step 4's stage-1 export (they differ in stage 2
+    only), its stage-1 reference saying what step 4 ran."""
     sweep = ctx.evaluation()
     quick = ["resources.worker_cpus=0.4"]
-    spec = AblationSpec(
+    return AblationSpec(
         name="quickstart",
         storage=str(ctx.run_dir / "ablation"),
         model=ctx.spec.preset,
         model_overrides=ctx.model_overrides,
         stage1={
             "config": str(ctx.config("stage1")),
-            "overrides": [f"data={ctx.shards / '558k'}", "max_steps=5", *quick, *ctx.spec.overrides("stage1")],
+            "overrides": [f"data={ctx.shards / '558k'}", *ctx.spec.overrides("stage1")],  # what step 4 ran
         },
         stage2={
             "config": str(ctx.config("stage2")),
             "overrides": [f"data={ctx.shards / '665k'}", "max_steps=10", *quick, *ctx.spec.overrides("stage2")],
         },
+        stage1_export=ctx.stage1_export,
         eval=sweep.model_copy(
             update={
                 "model": None,
@@ -360,7 +365,12 @@ def step_ablation(ctx: Context) -> None:
         tracking_uri=ctx.tracking.uri,
         experiment="quickstart-ablation",
     )
-    outcome = run_experiment(spec)
+
+
+def step_ablation(ctx: Context) -> None:
+    """The ablation machinery on the quickstart's world, briefly (tiny/ablation is the full toy-scale
+    reproduction)."""
+    outcome = run_experiment(ablation_spec(ctx))
     if outcome["errors"]:
         raise RuntimeError(f"{len(outcome['errors'])} ablation trial(s) failed:\n" + "\n".join(outcome["errors"]))
     report = Path(outcome["report"])
