@@ -5,7 +5,8 @@ Two trials over stage 2's learning rate, one at a time, on the same data in the 
 (0.1) sets the rung at step 3, its loss well down by then (4.7 against 5.6, measured); the second
 (1e-9) has not moved, so ASHA stops it there, before its evaluation. The first trial's evaluation dies
 once (a fault injected after stage 2 trained): Tune retries the trial, the retry finds stage 2 finished
-and pays only the evaluation, and its scores land in the trial's one MLflow run."""
+and pays only the evaluation, and its scores land in the trial's one MLflow run. Stage 1 is not what
+this test is about: both trials start from one export made here (`stage1_export`), none is trained."""
 
 import json
 from pathlib import Path
@@ -18,6 +19,9 @@ from small_stages import small_ablation
 from mqt_llava.ablation.experiment import run_experiment
 from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.ablation.trial import run_trial, tracking_for
+from mqt_llava.model.builder import build_model
+from mqt_llava.model.export import save_export
+from mqt_llava.model.spec import ModelSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +64,9 @@ def test_asha_stops_the_trial_that_falls_behind_and_a_failed_trial_is_retried(tm
         axes={"schedule": ["linear"]},
         **yaml.safe_load(SEARCH),
     )
+    stage1 = tmp_path / "stage1-export"  # what a stage-1 run's export holds, untrained: stage 2 starts from it
+    save_export(build_model(ModelSpec(**yaml.safe_load((tmp_path / "model.yaml").read_text())), seed=0), stage1)
+    fields["stage1_export"] = str(stage1)
     stage2 = fields["stage2"]["overrides"]  # 4 steps, each reported (the first at lr 0: one warmup step)
     fields["stage2"]["overrides"] = [o.replace("max_steps=2", "max_steps=4") for o in stage2]
     spec = AblationSpec(**fields)
@@ -72,8 +79,9 @@ def test_asha_stops_the_trial_that_falls_behind_and_a_failed_trial_is_retried(tm
     assert result["variant"]["search"] == {"stage2.lr": 0.1} and result["training"]["step"] == 4
     assert "average@M" not in result["training"] and result["results"]  # evaluated: its scores are there
     assert {r["budget"] for r in result["results"]} == {2, 8}
-    runs = {p.parent.name for p in (spec.root / "runs").glob("stage2-*/done.json")}
-    assert runs == {"stage2-stage2.lr=0.1_seed0"}  # the stopped trial's stage 2 never finished
+    runs = {p.parent.name for p in (spec.root / "runs").glob("*/done.json")}
+    assert runs == {"stage2-stage2.lr=0.1_seed0"}  # the stopped trial's stage 2 never finished; no stage 1 ran
+    assert result["stage1_export"] == str(stage1)
 
     # The retry: the first attempt did fail (Tune kept its error), and stage 2, finished before the
     # fault, was not trained again.

@@ -1,5 +1,6 @@
 """The training loop without Ray: two CPU ranks under torchrun (what a lent GPU machine runs),
-checkpointing, resuming and exporting exactly as under Ray Train."""
+checkpointing, resuming and exporting exactly as under Ray Train. (A rank count other than
+num_workers is refused by run_with_torchrun: tests/train/test_torchrun_markers.py.)"""
 
 import json
 import os
@@ -41,8 +42,13 @@ def torchrun(config, storage, *overrides, port):
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_two_ranks_train_checkpoint_resume_and_export_without_ray(tmp_path):
-    configs = write_small_stages(tmp_path, records=64)
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    """A 64-record corpus as shards and both stage configs, for the module."""
+    return write_small_stages(tmp_path_factory.mktemp("torchrun"), records=64)
+
+
+def test_two_ranks_train_checkpoint_resume_and_export_without_ray(configs, tmp_path):
     storage = tmp_path / "runs"
     first = torchrun(configs["stage1"], storage, "max_steps=3", port=29611)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -64,10 +70,9 @@ def test_two_ranks_train_checkpoint_resume_and_export_without_ray(tmp_path):
     assert torch.isfinite(engine.model.connector.queries).all()
 
 
-def test_a_run_that_fails_under_torchrun_is_failed_in_mlflow(tmp_path):
+def test_a_run_that_fails_under_torchrun_is_failed_in_mlflow(configs, tmp_path):
     """A fault on disk: a file where step 2's checkpoint directory must go. Every rank raises; rank 0
     marks its MLflow run FAILED on the way out."""
-    configs = write_small_stages(tmp_path, records=64)
     storage = tmp_path / "runs"
     blocked = storage / "tr" / "checkpoints" / "checkpoint_0000002"
     blocked.parent.mkdir(parents=True)
@@ -79,9 +84,3 @@ def test_a_run_that_fails_under_torchrun_is_failed_in_mlflow(tmp_path):
         [client.get_experiment_by_name("mqt-llava").experiment_id], f"tags.`{RUN_NAME_TAG}` = 'tr'"
     )
     assert found.info.status == "FAILED"
-
-
-def test_a_rank_count_other_than_num_workers_is_refused(tmp_path):
-    configs = write_small_stages(tmp_path, records=16)
-    done = torchrun(configs["stage1"], tmp_path / "runs", "num_workers=1", port=29613)
-    assert done.returncode != 0 and "num_workers is 1 but torchrun started 2 processes" in done.stdout + done.stderr
