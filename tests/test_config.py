@@ -21,6 +21,19 @@ def test_overrides_set_nested_fields_with_yaml_types():
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 
 
+def test_yes_and_no_are_text_where_text_is_asked_and_booleans_where_a_boolean_is():
+    from mqt_llava.explain import ExplainSpec
+    from mqt_llava.train.spec import StageSpec
+
+    assert apply_overrides({}, ["answer=Yes", "b=no", "c=On", "d=true", "e=FALSE"]) == dict(
+        answer="Yes", b="no", c="On", d=True, e=False
+    )
+    explain = load_config(ExplainSpec, None, ["model=m", "image=i.png", "question=q", "answer=Yes"])
+    assert explain.answer == "Yes"  # a toy existence answer, not YAML 1.1's True
+    stage = load_config(StageSpec, preset_path("tiny", "stage2"), ["bf16=no", "group_by_modality=on"])
+    assert stage.bf16 is False and stage.group_by_modality is True
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [

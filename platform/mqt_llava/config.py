@@ -31,16 +31,21 @@ class ConfigError(ValueError):
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """'a.b=c' -> (['a', 'b'], yaml-parsed c)."""
+    """'a.b=c' -> (['a', 'b'], yaml-parsed c). Only `true` and `false` (any case) are booleans: the
+    words YAML 1.1 also reads as ones (yes, no, on, off) stay the text typed, so `--set answer=Yes`
+    sets the answer "Yes"; a boolean field still reads them as booleans (pydantic's own parsing)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
     try:
-        return key.strip().split("."), yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"override {item!r}: the value is not YAML ({exc.problem}); quote it: 'key=\"...\"'"
         ) from None
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()
+    return key.strip().split("."), value
 
 
 def split_overrides(overrides: list[str], section: str) -> tuple[list[str], list[str]]:
