@@ -4,12 +4,14 @@ LM trained on the corpus text, each saved with save_pretrained, with a manifest 
 the fingerprint of the config and code that made them, the gates, every file's hash, the commit
 and machine; mqt_llava.toy.shipped).
 
-    python jobs/base_models.py               # tiny/base_models: rebuilds the parts the package ships
+    python jobs/base_models.py --rebuild     # tiny/base_models: rebuilds the parts the package ships
                                              # (platform/mqt_llava/pretrained/tiny), ~9 min on 2 cores
     python jobs/base_models.py --set clip.steps=100 --set model.connector.num_queries=64 --set out=/tmp/base
 
 A rerun with the same config and code keeps what is there; one interrupted resumes (each part
-made is kept); one with another config or code replaces the parts. Stage 1 and 2 then load them
+made is kept); one with another config or code replaces the parts in a directory of your own, and
+is refused in the package's (`package://` out) unless --rebuild: an experiment does not overwrite
+the parts every user of this checkout loads. Stage 1 and 2 then load them
 with from_pretrained exactly as the llava-7b preset loads hub names (the tiny preset's `pretrained`
 fields name the shipped ones as package://mqt_llava/pretrained/tiny/...).
 """
@@ -20,6 +22,7 @@ import argparse
 import sys
 
 from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
+from mqt_llava.model.builder import PACKAGED
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.toy.base_models import preset_overrides
@@ -41,7 +44,6 @@ def main() -> int:
     parser.add_argument("--rebuild", action="store_true", help="build again even when the parts there are current")
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' own logs")
     args = parser.parse_args()
-    configure_output(args.verbose)
     model_overrides, overrides = split_overrides(args.overrides, "model")
     try:
         spec = load_config(BaseModelsSpec, args.config, overrides)
@@ -50,7 +52,14 @@ def main() -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    manifest = ship_base_models(spec, model, out, rebuild=args.rebuild)
+    configure_output(args.verbose)  # after the checks: a refused command changes nothing in its process
+    try:
+        manifest = ship_base_models(
+            spec, model, out, rebuild=args.rebuild, replace_other=not spec.out.startswith(PACKAGED)
+        )
+    except ConfigError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     size = sum(f["bytes"] for f in manifest["files"].values()) / 2**20
     print(f"base models in {out} ({size:.1f} MB); manifest {out / 'manifest.json'}")
     for name, gate in manifest["gates"].items():

@@ -1,6 +1,6 @@
 """The base models the package ships (platform/mqt_llava/pretrained/tiny) are what their job would
 build today, their files are the manifest's, they load as the tiny preset names them, and a wheel
-carries them. When the first test fails: `python jobs/base_models.py` rebuilds them (about 21
+carries them. When the first test fails: `python jobs/base_models.py --rebuild` rebuilds them (about 21
 minutes on 2 cores) and rewrites the manifest; commit both."""
 
 import hashlib
@@ -17,7 +17,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, CLIPVisionModel
 
 from checkout import REPO_ROOT
-from mqt_llava.config import load_config, model_config_path, preset_path
+from mqt_llava.config import ConfigError, load_config, model_config_path, preset_path
 from mqt_llava.model.builder import build_model, packaged_path, pretrained_location
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.tokenizer import load_pretrained_tokenizer
@@ -32,7 +32,9 @@ from mqt_llava.toy.shipped import (
 )
 from mqt_llava.toy.spec import BaseModelsSpec
 
-REBUILD = "rebuild them with `python jobs/base_models.py` (tiny/base_models.yaml) and commit the parts and manifest"
+REBUILD = (
+    "rebuild them with `python jobs/base_models.py --rebuild` (tiny/base_models.yaml) and commit the parts and manifest"
+)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +205,18 @@ def test_a_finished_build_with_todays_fingerprint_is_kept(tmp_path, manifest):
     logged = []
     assert ship_base_models(spec, model, tmp_path, log=logged.append) == current
     assert "up to date" in logged[0]
+
+
+def test_parts_of_another_build_are_refused_where_they_may_not_be_replaced(tmp_path, manifest):
+    """The package's parts are not replaced by a build of another config without --rebuild: the job
+    refuses before it removes or builds anything (and in a directory of the user's own it replaces)."""
+    spec = load_config(BaseModelsSpec, preset_path("tiny", "base_models"))
+    model = load_config(ModelSpec, preset_path("tiny", "model"))
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"fingerprint": {"value": "another build"}}))
+    (tmp_path / "clip").mkdir()
+    with pytest.raises(ConfigError, match="another config or code than this build's .*--rebuild replaces them"):
+        ship_base_models(spec, model, tmp_path, log=print, replace_other=False)
+    assert (tmp_path / "clip").is_dir() and "another build" in (tmp_path / MANIFEST).read_text()  # untouched
 
 
 @pytest.mark.parametrize(

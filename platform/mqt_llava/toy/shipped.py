@@ -34,7 +34,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from mqt_llava.config import Spec
+from mqt_llava.config import ConfigError, Spec
 from mqt_llava.model.builder import PACKAGED, packaged_path
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.toy.base_models import BASE_MODEL_DIRS, make_base_models
@@ -225,12 +225,17 @@ def gates(report: dict) -> dict:
 
 
 def ship_base_models(
-    spec: BaseModelsSpec, model: ModelSpec, out: Path, log: Callable[[str], None] = print, rebuild: bool = False
+    spec: BaseModelsSpec,
+    model: ModelSpec,
+    out: Path,
+    log: Callable[[str], None] = print,
+    rebuild: bool = False,
+    replace_other: bool = True,
 ) -> dict:
     """Builds the parts into `out` and writes their manifest. A build with another fingerprint
-    left there (finished or not) is removed first; an unfinished build with this fingerprint
-    resumes (each part already made is kept); a finished one with this fingerprint is kept
-    unless `rebuild`."""
+    left there (finished or not) is removed first, or, with `replace_other` off and no `rebuild`,
+    refused (ConfigError) with nothing touched; an unfinished build with this fingerprint resumes
+    (each part already made is kept); a finished one with this fingerprint is kept unless `rebuild`."""
     made = fingerprint(spec, model)
     manifest_path, building_path = out / MANIFEST, out / BUILDING
     if manifest_path.exists() and not rebuild:
@@ -240,6 +245,11 @@ def ship_base_models(
             return manifest
     started = json.loads(building_path.read_text()) if building_path.exists() else None
     if started is None or started["fingerprint"] != made["value"]:
+        if not (replace_other or rebuild) and (manifest_path.exists() or started is not None):
+            raise ConfigError(
+                f"{out} holds parts made by another config or code than this build's (fingerprint "
+                f"{made['value'][:12]}): --rebuild replaces them; --set out=DIR makes parts of your own"
+            )
         for directory in [*BASE_MODEL_DIRS.values(), MANIFEST, BUILDING]:
             stale = out / directory
             if stale.is_dir():
