@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="keep Ray's, Tune's and the libraries' own logs")
     args = parser.parse_args(argv)
-    configure_output(args.verbose)
     try:
         spec = load_config(AblationSpec, args.config, args.overrides)
         variants = spec.variants()
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    configure_output(args.verbose)  # after the checks: a refused command changes nothing in its process
     if args.list:
         for v in variants:
             print(v.label(spec.baseline))

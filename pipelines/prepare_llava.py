@@ -30,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = spec_parser(PrepareSpec, __doc__, None, "output=shards/558k (model.<field>: the model's)")
     parser.add_argument("--verbose", action="store_true", help="keep Ray's and the libraries' own logs")
     args = parser.parse_args(argv)
-    configure_output(args.verbose)
     model_overrides, overrides = split_overrides(args.overrides, "model")
     try:
         spec = load_config(PrepareSpec, args.config, overrides)
@@ -38,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    configure_output(args.verbose)  # after the checks: a refused command changes nothing in its process
     try:  # before any work: every shard task would fail on a tokenizer that is not there
         load_tokenizer(model.tokenizer)
     except FileNotFoundError as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import re
 import runpy
 import shlex
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 
 from checkout import REPO_ROOT
 from mqt_llava.config import apply_overrides, parse_override
+from mqt_llava.output import QUIET_LOGGERS
 
 SOURCES = [
     REPO_ROOT / "README.md",
@@ -245,8 +248,12 @@ SPEC_ONLY_JOBS = [  # the jobs that took their own flags before they took one sp
 
 @pytest.mark.parametrize("script", SPEC_ONLY_JOBS)
 def test_a_job_refuses_a_field_its_spec_does_not_have_before_any_work(script, monkeypatch, capsys):
+    environment = dict(os.environ)
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     assert run_job(script, ["--set", "checkpiont=x"], monkeypatch) == 2
     assert "checkpiont: Extra inputs are not permitted" in capsys.readouterr().err
+    # nothing of the process changed: the job quiets the libraries only once its command is accepted
+    assert dict(os.environ) == environment and {n: logging.getLogger(n).level for n in QUIET_LOGGERS} == levels
 
 
 @pytest.mark.parametrize(
