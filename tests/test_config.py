@@ -21,17 +21,18 @@ def test_overrides_set_nested_fields_with_yaml_types():
     assert apply_overrides({}, ["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
 
 
-def test_yes_and_no_are_text_where_text_is_asked_and_booleans_where_a_boolean_is():
+def test_a_word_yaml_reads_as_a_boolean_where_text_is_asked_says_how_to_quote_it():
+    """`--set answer=Yes` is YAML's True (as `answer: Yes` in a file is): the refusal names the field and
+    the quoting that keeps the word; a quoted word is text, and booleans stay booleans elsewhere."""
     from mqt_llava.explain import ExplainSpec
-    from mqt_llava.train.spec import StageSpec
 
-    assert apply_overrides({}, ["answer=Yes", "b=no", "c=On", "d=true", "e=FALSE"]) == dict(
-        answer="Yes", b="no", c="On", d=True, e=False
-    )
-    explain = load_config(ExplainSpec, None, ["model=m", "image=i.png", "question=q", "answer=Yes"])
-    assert explain.answer == "Yes"  # a toy existence answer, not YAML 1.1's True
-    stage = load_config(StageSpec, preset_path("tiny", "stage2"), ["bf16=no", "group_by_modality=on"])
-    assert stage.bf16 is False and stage.group_by_modality is True
+    fields = ["model=m", "image=i.png", "question=q"]
+    with pytest.raises(
+        ConfigError, match=r"answer: Input should be a valid string; YAML read the value as True: quote"
+    ):
+        load_config(ExplainSpec, None, [*fields, "answer=Yes"])
+    assert load_config(ExplainSpec, None, [*fields, 'answer="Yes"']).answer == "Yes"
+    assert apply_overrides({}, ["options.ocr=no"]) == {"options": {"ocr": False}}  # an untyped field: a boolean
 
 
 @pytest.mark.parametrize(

@@ -31,21 +31,16 @@ class ConfigError(ValueError):
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """'a.b=c' -> (['a', 'b'], yaml-parsed c). Only `true` and `false` (any case) are booleans: the
-    words YAML 1.1 also reads as ones (yes, no, on, off) stay the text typed, so `--set answer=Yes`
-    sets the answer "Yes"; a boolean field still reads them as booleans (pydantic's own parsing)."""
+    """'a.b=c' -> (['a', 'b'], yaml-parsed c)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
     try:
-        value = yaml.safe_load(raw)
+        return key.strip().split("."), yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"override {item!r}: the value is not YAML ({exc.problem}); quote it: 'key=\"...\"'"
         ) from None
-    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-        value = raw.strip()
-    return key.strip().split("."), value
 
 
 def split_overrides(overrides: list[str], section: str) -> tuple[list[str], list[str]]:
@@ -112,6 +107,9 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | No
 def problem(cls: type[BaseModel], err: dict[str, Any]) -> str:
     """One validation error as `a.b: what is wrong`; a missing field says what it is and how to set it."""
     where = ".".join(str(p) for p in err["loc"]) or "<root>"
+    if err["type"] == "string_type" and isinstance(err.get("input"), bool):
+        # YAML (1.1, as PyYAML reads it) takes yes/no/on/off/true/false for booleans, in a file and in --set
+        return f"{where}: {err['msg']}; YAML read the value as {err['input']}: quote it (--set '{where}=\"Yes\"')"
     if err["type"] != "missing":
         return f"{where}: {err['msg']}"
     field, node = None, cls
