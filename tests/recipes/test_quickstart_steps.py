@@ -88,10 +88,15 @@ def test_step_6_refuses_a_budget_the_export_does_not_have(stage2_run):
         step_evaluate(ctx)
 
 
-def test_step_9_grid_starts_from_step_4_export_and_names_what_step_4_ran(tmp_path):
+@pytest.mark.parametrize(
+    "connector",
+    [{"num_queries": 16}, {"order": "projection_then_attention", "keys": "position_only"}],  # the grid's axes too
+)
+def test_step_9_grid_starts_from_step_4_export_and_names_what_step_4_ran(tmp_path, connector):
     """The grid trains no stage 1 of its own: its trials differ in stage 2 only, start from the export
-    step 4 leaves, and its stage-1 reference resolves to the run step 4 made (same spec, same data)."""
-    ctx = Context(QuickstartSpec(run_dir=str(tmp_path), stage1={"lr": 0.002}, model={"connector": {"num_queries": 16}}))
+    step 4 leaves, and its stage-1 reference resolves to the run step 4 made (same spec, same data),
+    also where the run's connector sets what a grid axis sets (the baseline takes the run's values)."""
+    ctx = Context(QuickstartSpec(run_dir=str(tmp_path), stage1={"lr": 0.002}, model={"connector": connector}))
     spec = ablation_spec(ctx)
     assert spec.stage1_export == str(ctx.storage / "tiny-stage1" / "export")
     ctx.results["stage1"] = {"export": "elsewhere/export"}  # this run's step 4 ran: its own export
@@ -106,7 +111,8 @@ def test_step_9_grid_starts_from_step_4_export_and_names_what_step_4_ran(tmp_pat
     # step 4's own overrides (quickstart.train), then the grid's stage-1 reference
     step4 = [f"data={ctx.shards / '558k'}", *ctx.spec.overrides("stage1"), *prefixed("model", ctx.model_overrides)]
     assert resolved(*stage_run(spec.baseline, spec, "stage1")) == resolved(ctx.config("stage1"), step4)
-    assert resolved(ctx.config("stage1"), step4)[1].connector.num_queries == 16  # the run's model change is in both
+    model = resolved(ctx.config("stage1"), step4)[1].connector
+    assert {k: getattr(model, k) for k in connector} == connector  # the run's model change is in both
 
 
 def test_the_serve_config_step_8_deploys_gives_each_tier_its_budget_on_the_tiny_preset():

@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field
 from ray import serve
 
+from mqt_llava.ablation.axes import AXES, mqt_option_axes
 from mqt_llava.ablation.experiment import run_experiment
 from mqt_llava.ablation.spec import AblationSpec
 from mqt_llava.config import Spec, as_overrides, load_config, prefixed, preset_path
@@ -329,14 +330,24 @@ def step_serve(ctx: Context) -> None:
 
 def ablation_spec(ctx: Context) -> AblationSpec:
     """Step 9's grid: linear vs log schedule, both from step 4's stage-1 export (they differ in stage 2
-    only), its stage-1 reference saying what step 4 ran."""
+    only), its stage-1 reference saying what step 4 ran. The grid's baseline is the run's own model:
+    a variant sets every axis it has (the MQT's order and keys included), so the baseline takes the
+    values the run's connector has, not the axes' defaults."""
     sweep = ctx.evaluation()
     quick = ["resources.worker_cpus=0.4"]
+    connector = ctx.model_spec().connector
+    options = {name: AXES[name].sets["model"][0].removeprefix("connector.") for name in mqt_option_axes()}
+    baseline = (
+        {name: getattr(connector, option) for name, option in options.items()}
+        if connector.kind == "mqt"
+        else {"connector": connector.kind}
+    )
     return AblationSpec(
         name="quickstart",
         storage=str(ctx.run_dir / "ablation"),
         model=ctx.spec.preset,
         model_overrides=ctx.model_overrides,
+        baseline=baseline,
         stage1={
             "config": str(ctx.config("stage1")),
             "overrides": [f"data={ctx.shards / '558k'}", *ctx.spec.overrides("stage1")],  # what step 4 ran
