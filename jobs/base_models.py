@@ -22,11 +22,10 @@ import argparse
 import sys
 
 from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
-from mqt_llava.model.builder import PACKAGED
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.output import configure_output
 from mqt_llava.toy.base_models import preset_overrides
-from mqt_llava.toy.shipped import resolve_out, ship_base_models
+from mqt_llava.toy.shipped import resolve_out, ship_base_models, ships_parts
 from mqt_llava.toy.spec import BaseModelsSpec
 
 
@@ -41,7 +40,11 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override a field, e.g. clip.steps=100 (model.<field>: the model preset)",
     )
-    parser.add_argument("--rebuild", action="store_true", help="build again even when the parts there are current")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build again even when the parts there are current; needed to replace the package's own parts",
+    )
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' own logs")
     args = parser.parse_args()
     model_overrides, overrides = split_overrides(args.overrides, "model")
@@ -54,9 +57,7 @@ def main() -> int:
         return 2
     configure_output(args.verbose)  # after the checks: a refused command changes nothing in its process
     try:
-        manifest = ship_base_models(
-            spec, model, out, rebuild=args.rebuild, replace_other=not spec.out.startswith(PACKAGED)
-        )
+        manifest = ship_base_models(spec, model, out, rebuild=args.rebuild, replace_other=not ships_parts(out))
     except ConfigError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ minutes on 2 cores) and rewrites the manifest; commit both."""
 import hashlib
 import importlib
 import json
+import os
 import sys
 import textwrap
 import tomllib
@@ -29,6 +30,7 @@ from mqt_llava.toy.shipped import (
     resolve_out,
     ship_base_models,
     shipped_location,
+    ships_parts,
 )
 from mqt_llava.toy.spec import BaseModelsSpec
 
@@ -217,6 +219,10 @@ def test_parts_of_another_build_are_refused_where_they_may_not_be_replaced(tmp_p
     with pytest.raises(ConfigError, match="another config or code than this build's .*--rebuild replaces them"):
         ship_base_models(spec, model, tmp_path, log=print, replace_other=False)
     assert (tmp_path / "clip").is_dir() and "another build" in (tmp_path / MANIFEST).read_text()  # untouched
+    # the job refuses in the package's place however it is named, and replaces in any other
+    shipped = resolve_out(shipped_location("tiny"))
+    assert ships_parts(shipped) and ships_parts(Path(os.path.relpath(shipped)))
+    assert not ships_parts(tmp_path) and not ships_parts(shipped.parent.parent / "configs")
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,13 @@ def shipped_location(preset: str = "tiny") -> str:
     return f"{PACKAGED}{PACKAGE}/pretrained/{preset}"
 
 
+def ships_parts(out: Path) -> bool:
+    """Whether `out` is the package's own place for a preset's parts, however it is spelt
+    (`package://...` or a path into the checkout or the installed package)."""
+    root = packaged_path(f"{PACKAGED}{PACKAGE}/pretrained").resolve()
+    return out.expanduser().resolve().is_relative_to(root)
+
+
 def resolve_out(out: str) -> Path:
     """The job's `out`: a directory, or a `package://` one (the shipped parts' own place)."""
     return packaged_path(out) if out.startswith(PACKAGED) else Path(out).expanduser()
