@@ -120,7 +120,7 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
     os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
     first.communicate(timeout=180)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("trials/*/result.json")}
-    assert len(finished) == 1
+    assert 1 <= len(finished) <= 2  # on a machine with 4 CPUs or more both trials run at once
     partial = subprocess.run(
         [sys.executable, "jobs/ablation.py", "--config", str(path), "--report"],
         cwd=REPO_ROOT,
@@ -128,8 +128,11 @@ def test_an_interrupted_ablation_resumes_without_redoing_finished_trials(config,
         text=True,
         timeout=300,
     )
-    assert partial.returncode == 0 and "report from 1/2 finished trials" in partial.stdout, partial.stderr
-    assert "| baseline | 1 |" in (root / "report" / "ablation_report.md").read_text()
+    assert partial.returncode == 0 and f"report from {len(finished)}/2 finished trials" in partial.stdout, (
+        partial.stderr
+    )
+    partial_report = (root / "report" / "ablation_report.md").read_text()
+    assert all(f"| {name.removesuffix('_seed0')} | 1 |" in partial_report for name in finished)
 
     second = ablation(path)
     out, _ = second.communicate(timeout=900)

@@ -2,8 +2,8 @@
 trial retried by Tune (FailureConfig) without redoing what it had finished.
 
 Two trials over stage 2's learning rate, one at a time, on the same data in the same order. The first
-(0.1) sets the rung at step 3, its loss well down by then (4.7 against 5.6, measured); the second
-(1e-9) has not moved, so ASHA stops it there, before its evaluation. The first trial's evaluation dies
+(0.1) sets the rung at step 3, its loss well down by then; the second (1e-9) has not moved, so ASHA
+stops it there, before its evaluation. The first trial's evaluation dies
 once (a fault injected after stage 2 trained): Tune retries the trial, the retry finds stage 2 finished
 and pays only the evaluation, and its scores land in the trial's one MLflow run. Stage 1 is not what
 this test is about: both trials start from one export made here (`stage1_export`), none is trained."""

@@ -156,8 +156,11 @@ def test_cluster_yaml_head_start_commands_bring_up_a_head_that_takes_jobs_with_t
             *(f"--set=model.{part}.pretrained=null" for part in ("tokenizer", "vision_tower", "llm")),
         ]
         upload = ["--working-dir", ".", "--runtime-env", "configs/runtime_env.yaml"]
+        # From a machine without the token file, with the token in RAY_AUTH_TOKEN (docs/install.md's way).
+        token = (laptop / ".ray" / "auth_token").read_text().strip()
+        elsewhere = clean | {"HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
         trained = submit_when_ready(
-            [RAY, "job", "submit", "--address", address, *upload, "--", "python", "jobs/stage2.py", *stage2], client
+            [RAY, "job", "submit", "--address", address, *upload, "--", "python", "jobs/stage2.py", *stage2], elsewhere
         )
         refused = run([RAY, "job", "list", "--address", address], client | {"RAY_AUTH_TOKEN": "0" * 64})
     finally:
