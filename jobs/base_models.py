@@ -10,7 +10,7 @@ and machine; mqt_llava.toy.shipped).
 
 A rerun with the same config and code keeps what is there; one interrupted resumes (each part
 made is kept); one with another config or code replaces the parts in a directory of your own, and
-is refused in the package's (`package://` out) unless --rebuild: an experiment does not overwrite
+is refused in the package's own place (however `out` names it) unless --rebuild: an experiment does not overwrite
 the parts every user of this checkout loads. Stage 1 and 2 then load them
 with from_pretrained exactly as the llava-7b preset loads hub names (the tiny preset's `pretrained`
 fields name the shipped ones as package://mqt_llava/pretrained/tiny/...).
