@@ -46,12 +46,13 @@ import numpy as np
 from cpu_account import CpuSampler
 from torch.utils.data import DataLoader, Dataset
 
+from mqt_llava.data.batches import LlavaCollate
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import read_shards, training_dataset
 from mqt_llava.data.images import decode_image, preprocess_image
 from mqt_llava.data.llava_format import RecordRules, iter_json_records
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.samples import LlavaCollate, ragged
+from mqt_llava.data.samples import ragged
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.spec import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.model.tokenizer import byte_level_tokenizer

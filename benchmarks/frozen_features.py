@@ -28,8 +28,8 @@ from ray.data import DataContext
 from synthetic_shards import RANDOM_INIT, synthetic_shards
 
 from mqt_llava.config import load_config, preset_path
+from mqt_llava.data.batches import LlavaCollate
 from mqt_llava.data.datasets import read_shards, training_dataset
-from mqt_llava.data.samples import LlavaCollate
 from mqt_llava.model.builder import build_model, image_settings_for
 from mqt_llava.model.spec import ModelSpec
 from mqt_llava.model.stages import configure_trainable

@@ -54,9 +54,9 @@ from synthetic_shards import RANDOM_INIT, prepared_shards, synthetic_shards
 from transformers import get_cosine_schedule_with_warmup
 
 from mqt_llava.config import load_config, prefixed, preset_path
-from mqt_llava.data.samples import LlavaCollate
-from mqt_llava.model.builder import load_tokenizer
+from mqt_llava.data.batches import LlavaCollate
 from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.tokenizer import load_tokenizer
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.toy.corpus import INSTRUCT_JSON
 from mqt_llava.tracking import RUN_NAME_TAG

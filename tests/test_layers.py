@@ -21,7 +21,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("config", "output"),  # the strict spec base, overrides, loading; what jobs print
     ("tracking", "ray_runtime", "devices", "command"),  # MLflow; Ray start-up; placement; the jobs' command line
     ("model",),  # the model, its specs, its export format (image settings included)
-    ("__init__",),  # the package itself: importing it registers the model with transformers
+    ("__init__",),  # the package itself (it imports nothing)
     ("data",),  # LLaVA's files, the shard format, the training samples
     ("inference",),  # engines that answer questions
     ("train", "eval", "explain"),

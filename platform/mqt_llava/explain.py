@@ -25,7 +25,7 @@ from mqt_llava.config import Spec
 from mqt_llava.data.images import preprocess_image
 from mqt_llava.inference import InferenceEngine, Request
 from mqt_llava.model.connectors.mqt import grid_side
-from mqt_llava.model.modeling import IGNORE_INDEX
+from mqt_llava.model.constants import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from mqt_llava.data.samples import LlavaCollate, modality_grouped_batches, ragged
+from mqt_llava.data.batches import LlavaCollate
+from mqt_llava.data.samples import modality_grouped_batches, ragged
 from mqt_llava.model.modeling import IGNORE_INDEX
 
 

@@ -27,11 +27,10 @@ from mqt_llava.data.conversation import IMAGE_PLACEHOLDER, VICUNA_V1, build_samp
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.samples import tokenize_conversations
 from mqt_llava.inference import InferenceEngine, Request
-from mqt_llava.model.builder import build_model, cached_tokenizer, load_tokenizer
+from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import save_export
 from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from mqt_llava.model.spec import TokenizerSpec
-from mqt_llava.model.tokenizer import load_pretrained_tokenizer
+from mqt_llava.model.tokenizer import TokenizerSpec, cached_tokenizer, load_pretrained_tokenizer, load_tokenizer
 from small_model import small_spec
 
 CORPUS = [
@@ -171,8 +170,8 @@ def test_the_hub_layout_loads_through_every_path_that_loads_the_7b_tokenizer(vic
     spec = TokenizerSpec(pretrained=str(vicuna))
     tokenizers = {
         "load_pretrained_tokenizer": load_pretrained_tokenizer(str(vicuna)),
-        "builder.load_tokenizer (training workers, prepare_llava)": load_tokenizer(spec),
-        "builder.cached_tokenizer (Ray Data tasks)": cached_tokenizer(spec),
+        "tokenizer.load_tokenizer (training workers, prepare_llava)": load_tokenizer(spec),
+        "tokenizer.cached_tokenizer (Ray Data tasks)": cached_tokenizer(spec),
     }
     for where, tokenizer in tokenizers.items():
         assert tokenizer.is_fast, where

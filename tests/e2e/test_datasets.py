@@ -8,11 +8,11 @@ from ray.data import DataContext
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from mqt_llava.data.batches import LlavaCollate
 from mqt_llava.data.conversation import build_sample
 from mqt_llava.data.datasets import read_llava_json, read_shards, training_dataset
 from mqt_llava.data.images import decode_image, preprocess_image
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.data.samples import LlavaCollate
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.spec import LLMSpec, ModelSpec, TokenizerSpec, VisionTowerSpec
 from mqt_llava.model.tokenizer import byte_level_tokenizer

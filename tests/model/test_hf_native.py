@@ -7,9 +7,9 @@ from mqt_llava.model.export import save_export
 
 LOAD = """
 import sys, torch
-import mqt_llava
+from mqt_llava.model import MQTLlavaForConditionalGeneration  # registers the Auto classes
 from transformers import AutoConfig, AutoModelForImageTextToText
-from mqt_llava.model import MQTLlavaForConditionalGeneration, MatryoshkaQueryTransformer, TokenSchedule
+from mqt_llava.model import MatryoshkaQueryTransformer, TokenSchedule
 
 path = sys.argv[1]
 config = AutoConfig.from_pretrained(path)
@@ -24,9 +24,9 @@ print(config.model_type, config.max_visual_tokens)
 """
 
 
-def test_an_export_loads_through_the_auto_classes_after_import_mqt_llava(built, tmp_path):
+def test_an_export_loads_through_the_auto_classes_once_the_model_class_is_imported(built, tmp_path):
     save_export(built, tmp_path / "export")
-    # A fresh process: nothing but `import mqt_llava` may have registered the model.
+    # A fresh process: nothing but importing the model class may have registered it.
     done = subprocess.run(
         [sys.executable, "-c", LOAD, str(tmp_path / "export"), str(tmp_path / "logits.pt")],
         capture_output=True,

@@ -19,8 +19,9 @@ from transformers import AutoModelForCausalLM, CLIPVisionModel
 
 from checkout import REPO_ROOT
 from mqt_llava.config import ConfigError, load_config, model_config_path, preset_path
-from mqt_llava.model.builder import build_model, packaged_path, pretrained_location
+from mqt_llava.model.builder import build_model
 from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.storage import packaged_path, pretrained_location
 from mqt_llava.model.tokenizer import load_pretrained_tokenizer
 from mqt_llava.toy.shipped import (
     MANIFEST,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mqt_llava.model.modeling import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from mqt_llava.model.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 IMAGE_PLACEHOLDER = "<image>"
 # LLaVA-1.5's prompt conventions: what follows a question in training data and in every benchmark.

@@ -6,7 +6,8 @@
     -> TorchTrainer(datasets=...)     equal streaming splits, one per worker
     -> iter_torch_batches(collate_fn=LlavaCollate(pad_id))   right-padded to the batch's longest
 
-The transforms and the collate themselves are Ray-free (mqt_llava.data.samples).
+The transforms themselves are Ray-free and torch-free (mqt_llava.data.samples); the collate runs in
+the training worker (mqt_llava.data.batches).
 
 Tokenizing first means a row the template or the context length refuses is never decoded.
 Shuffling is file order (seeded) plus `iter_torch_batches`'s local shuffle buffer (seeded); no

@@ -35,9 +35,8 @@ from mqt_llava.data.llava_format import (
     json_size,
 )
 from mqt_llava.data.shards import shard_name, write_shard
-from mqt_llava.model.builder import cached_tokenizer
-from mqt_llava.model.spec import TokenizerSpec
 from mqt_llava.model.storage import resolve_location
+from mqt_llava.model.tokenizer import TokenizerSpec, cached_tokenizer
 from mqt_llava.output import Progress
 
 

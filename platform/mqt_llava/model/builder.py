@@ -7,10 +7,7 @@ built with random weights. `device="meta"` sizes any preset without weights or d
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import (
@@ -25,8 +22,9 @@ from transformers.utils import logging as hf_logging
 
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.spec import ModelSpec, TokenizerSpec
-from mqt_llava.model.tokenizer import byte_level_tokenizer, load_pretrained_tokenizer
+from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.storage import pretrained_location
+from mqt_llava.model.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -35,57 +33,6 @@ class BuiltModel:
     tokenizer: PreTrainedTokenizerBase | None  # None on the meta device
     image_settings: ImageSettings
     spec: ModelSpec
-
-
-PACKAGED = "package://"
-
-
-def is_local_path(name: str) -> bool:
-    """`./x`, `../x`, `/x`, `~/x` are directories; anything else may be a hub name."""
-    return name.startswith(("./", "../", "/", "~"))
-
-
-def packaged_path(name: str) -> Path:
-    """`package://<package>/<path>`: a directory shipped inside an installed Python package, found
-    where that package is imported from (a checkout, a wheel's site-packages, a Ray worker's
-    environment), so a preset can name parts it ships, as the tiny preset names its base models."""
-    package, _, inside = name.removeprefix(PACKAGED).partition("/")
-    try:
-        root = importlib.resources.files(package)
-    except ModuleNotFoundError:
-        raise FileNotFoundError(f"{name}: no installed package {package!r}") from None
-    if not isinstance(root, Path):
-        raise FileNotFoundError(f"{name}: package {package!r} is not installed as files on disk ({root})")
-    return root / inside
-
-
-def pretrained_location(name: str) -> str:
-    """A hub name as is, or a local or packaged directory that must exist (a clear error instead of
-    a failed hub lookup when, say, a base model was never made)."""
-    if name.startswith(PACKAGED):
-        path = packaged_path(name)
-    elif is_local_path(name):
-        path = Path(name).expanduser()
-    else:
-        return name
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"pretrained directory {name} does not exist ({path}); the tiny preset's base models are "
-            "made by `python jobs/base_models.py`"
-        )
-    return str(path)
-
-
-def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
-    if spec.pretrained is None:
-        return byte_level_tokenizer()
-    return load_pretrained_tokenizer(pretrained_location(spec.pretrained))
-
-
-@functools.lru_cache(maxsize=4)
-def cached_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
-    """One tokenizer per spec and process: data tasks and actors call this for every batch."""
-    return load_tokenizer(spec)
 
 
 def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from mqt_llava.model.modeling import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from mqt_llava.model.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from mqt_llava.model.budgets import check_budget
 from mqt_llava.model.connectors import Connector, build_connector, connector_options
-
-IGNORE_INDEX = -100
-IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id: outside every vocabulary, so no tokenizer change
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from mqt_llava.model.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 @dataclass(repr=False)

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
 
 from mqt_llava.config import Spec
 from mqt_llava.model.connectors import connector_options
+from mqt_llava.model.tokenizer import TokenizerSpec
 
 
 class PretrainedPart(Spec):
@@ -32,10 +33,6 @@ class VisionTowerSpec(PretrainedPart):
 
 class LLMSpec(PretrainedPart):
     pass
-
-
-class TokenizerSpec(Spec):
-    pretrained: str | None = None  # None: an untrained byte-level tokenizer (random-init LLMs)
 
 
 # A connector's options: validated by its kind's own options class (mqt_llava.model.connectors),

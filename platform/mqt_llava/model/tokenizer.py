@@ -3,11 +3,15 @@ can make itself (no hub access needed)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from mqt_llava.config import Spec
+from mqt_llava.model.storage import pretrained_location
 
 # </s> is deliberately not id 2: CLIP's text tower treats eos_token_id == 2 as a legacy config and
 # pools at the highest token id instead of at </s>.
@@ -50,6 +54,11 @@ def load_pretrained_tokenizer(location: str) -> PreTrainedTokenizerBase:
       `pad_token = unk_token`), and so does this one: padded positions are outside the attention mask
       and the loss, so the id that fills them never reaches the model. Exports save the choice.
     """
+    # Imported here: AutoTokenizer imports torch (through transformers' configuration code), and the
+    # processes that import this module only to name a tokenizer (Ray Data's decode actors and split
+    # coordinator) should not pay for it. Those that load one do.
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except (ValueError, ImportError) as exc:
@@ -66,3 +75,19 @@ def load_pretrained_tokenizer(location: str) -> PreTrainedTokenizerBase:
             raise ValueError(f"{location}: the tokenizer has neither a pad nor an unk token to pad with")
         tokenizer.pad_token = tokenizer.unk_token
     return tokenizer
+
+
+class TokenizerSpec(Spec):
+    pretrained: str | None = None  # None: an untrained byte-level tokenizer (random-init LLMs)
+
+
+def load_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
+    if spec.pretrained is None:
+        return byte_level_tokenizer()
+    return load_pretrained_tokenizer(pretrained_location(spec.pretrained))
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerBase:
+    """One tokenizer per spec and process: data tasks and actors call this for every batch."""
+    return load_tokenizer(spec)

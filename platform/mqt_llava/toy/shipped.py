@@ -35,8 +35,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from mqt_llava.config import ConfigError, Spec
-from mqt_llava.model.builder import PACKAGED, packaged_path
 from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.storage import PACKAGED, packaged_path
 from mqt_llava.toy.base_models import BASE_MODEL_DIRS, make_base_models
 from mqt_llava.toy.spec import BaseModelsSpec
 

@@ -24,10 +24,11 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from mqt_llava.data.samples import LlavaCollate, modality_grouped_batches
+from mqt_llava.data.batches import LlavaCollate
+from mqt_llava.data.samples import modality_grouped_batches
 from mqt_llava.model.builder import BuiltModel, build_model
+from mqt_llava.model.constants import IMAGE_TOKEN_INDEX
 from mqt_llava.model.export import load_part_state, save_export
-from mqt_llava.model.modeling import IMAGE_TOKEN_INDEX
 from mqt_llava.model.stages import CONNECTOR, configure_trainable, format_parameter_report, parameter_report
 from mqt_llava.model.storage import resolve_location
 from mqt_llava.output import Progress

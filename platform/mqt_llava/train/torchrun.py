@@ -4,7 +4,7 @@ machine (or several with a shared disk). What a lent GPU machine without Ray run
     torchrun --nproc-per-node 2 jobs/stage1.py --config tiny/stage1 --set data=... --storage runs/train
 
 Every rank resolves the run itself (the same config gives the same plan), reads its equal share of
-the shards in-process (mqt_llava.data.samples.LocalShard), and checkpoints under
+the shards in-process (mqt_llava.data.batches.LocalShard), and checkpoints under
 `<storage>/<name>/checkpoints`; the same command again resumes from the newest complete checkpoint.
 """
 
@@ -16,7 +16,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from mqt_llava.data.samples import LocalShard
+from mqt_llava.data.batches import LocalShard
 from mqt_llava.model.builder import image_settings_for
 from mqt_llava.train.context import TorchrunContext
 from mqt_llava.train.loop import train_loop, worker_setup
