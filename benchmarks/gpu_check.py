@@ -192,8 +192,7 @@ def prepare_shards(out: Path) -> None:
     from mqt_llava.data.llava_format import RecordRules
     from mqt_llava.data.prepare import PrepareJob
     from mqt_llava.data.prepare import prepare as prepare_records
-    from mqt_llava.model.builder import max_visual_tokens
-    from mqt_llava.model.spec import ModelSpec
+    from mqt_llava.model.spec import ModelSpec, max_visual_tokens
     from mqt_llava.ray_runtime import init_ray
     from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 

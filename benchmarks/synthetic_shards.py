@@ -10,8 +10,7 @@ from pathlib import Path
 
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.model.builder import max_visual_tokens
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, max_visual_tokens
 from mqt_llava.toy.corpus import INSTRUCT_JSON, CorpusSpec, write_corpus
 
 RANDOM_INIT = ["tokenizer.pretrained=null", "vision_tower.pretrained=null", "llm.pretrained=null"]

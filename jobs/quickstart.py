@@ -35,8 +35,7 @@ import ray
 
 from mqt_llava.config import ConfigError, load_config
 from mqt_llava.model.budgets import BudgetError, parse_budgets
-from mqt_llava.model.builder import connector_token_range
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, connector_token_range
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.recipes.quickstart import STEPS, Context, QuickstartSpec

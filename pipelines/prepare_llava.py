@@ -20,8 +20,7 @@ from mqt_llava.config import ConfigError, load_config, model_config_path, split_
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
 from mqt_llava.data.spec import PrepareSpec
-from mqt_llava.model.builder import max_visual_tokens
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, max_visual_tokens
 from mqt_llava.model.tokenizer import load_tokenizer
 from mqt_llava.output import configure_output
 from mqt_llava.ray_runtime import init_ray

@@ -7,7 +7,7 @@ import yaml
 
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.prepare import PrepareJob, prepare
-from mqt_llava.model.builder import max_visual_tokens
+from mqt_llava.model.spec import max_visual_tokens
 from mqt_llava.toy.corpus import INSTRUCT_JSON, PRETRAIN_IMAGES, PRETRAIN_JSON, CorpusSpec, write_corpus
 from small_model import small_spec
 

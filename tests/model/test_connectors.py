@@ -9,12 +9,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mqt_llava.model.builder import build_model, max_visual_tokens
+from mqt_llava.model.builder import build_model
 from mqt_llava.model.connectors import CONNECTORS, Connector, ConnectorOptions, register_connector
 from mqt_llava.model.export import max_visual_tokens as export_max_visual_tokens
 from mqt_llava.model.export import save_export
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, max_visual_tokens
 from mqt_llava.model.stages import configure_trainable
 from small_model import small_spec
 

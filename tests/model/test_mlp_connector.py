@@ -11,11 +11,11 @@ from mqt_llava.ablation.spec import Variant
 from mqt_llava.config import load_config
 from mqt_llava.eval.flops import FlopsModel
 from mqt_llava.model.budgets import BudgetError, default_budgets, parse_budgets
-from mqt_llava.model.builder import build_model, connector_token_range
+from mqt_llava.model.builder import build_model
 from mqt_llava.model.connectors.mlp import MLPProjector
 from mqt_llava.model.export import save_export, visual_token_range
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, connector_token_range
 from mqt_llava.train.plan import token_schedule
 from mqt_llava.train.spec import StageSpec
 from small_model import small_spec

@@ -15,9 +15,9 @@ import yaml
 from checkout import REPO_ROOT
 from mqt_llava.ablation.spec import stage1_key, stage_run
 from mqt_llava.config import load_config, model_config_path, prefixed, preset_path, split_overrides
-from mqt_llava.model.builder import build_model, connector_token_range
+from mqt_llava.model.builder import build_model
 from mqt_llava.model.export import save_export
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, connector_token_range
 from mqt_llava.recipes.quickstart import STEP_NAMES, STEPS, Context, QuickstartSpec, ablation_spec, step_evaluate
 from mqt_llava.serve.settings import ServeSpec
 from mqt_llava.toy.heldout import heldout_questions

@@ -12,10 +12,9 @@ import torch
 from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.samples import DecodeImages, stack_rows, tokenize_conversations
 from mqt_llava.data.shards import count_rows, read_shard, shard_files
-from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.model.constants import IGNORE_INDEX
 from mqt_llava.model.image_settings import ImageSettings
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, max_visual_tokens
 
 
 class LlavaCollate:

@@ -23,9 +23,8 @@ from ray.data import FileShuffleConfig
 from mqt_llava.data.llava_format import RecordRules, Rejected, check_record, iter_json_records
 from mqt_llava.data.samples import DecodeImages, tokenize_conversations
 from mqt_llava.data.shards import SHARD_SCHEMA, shard_files
-from mqt_llava.model.builder import max_visual_tokens
 from mqt_llava.model.image_settings import ImageSettings
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, max_visual_tokens
 
 
 def read_shards(uri: str | list[str], seed: int | None = 0, num_cpus: float = 0.25) -> ray.data.Dataset:

@@ -5,7 +5,7 @@ them in-process (mqt_llava.data.batches.LocalShard).
 
 This module and what it imports stay free of torch and of transformers' model code: the Ray Data
 processes (tokenize tasks, decode actors, the split coordinator) import it, and each of them pays
-every import on the critical path of a run's first batch. tests/data/test_light_imports.py holds it
+every import on the critical path of a run's first batch. tests/test_light_imports.py holds it
 to that.
 """
 

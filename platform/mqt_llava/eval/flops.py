@@ -20,9 +20,9 @@ from transformers import DynamicCache
 
 from mqt_llava.config import load_config, model_config_path, split_overrides
 from mqt_llava.model.budgets import parse_budgets
-from mqt_llava.model.builder import build_model, connector_token_range
+from mqt_llava.model.builder import build_model
 from mqt_llava.model.connectors import build_connector
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, connector_token_range
 
 
 @dataclass(frozen=True)

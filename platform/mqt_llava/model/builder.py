@@ -14,7 +14,6 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     CLIPImageProcessorPil,
-    CLIPVisionConfig,
     CLIPVisionModel,
     PreTrainedTokenizerBase,
 )
@@ -22,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.modeling import MQTLlavaForConditionalGeneration
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, vision_architecture
 from mqt_llava.model.storage import pretrained_location
 from mqt_llava.model.tokenizer import load_tokenizer
 
@@ -33,27 +32,6 @@ class BuiltModel:
     tokenizer: PreTrainedTokenizerBase | None  # None on the meta device
     image_settings: ImageSettings
     spec: ModelSpec
-
-
-def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
-    part = spec.vision_tower
-    if part.architecture is not None:
-        return CLIPVisionConfig(**part.architecture)
-    return CLIPVisionConfig.from_pretrained(pretrained_location(part.pretrained))
-
-
-def max_visual_tokens(spec: ModelSpec) -> int:
-    """M, the largest budget the spec's connector gives over its vision tower's grid."""
-    return connector_token_range(spec)[1]
-
-
-def connector_token_range(spec: ModelSpec) -> tuple[int, int]:
-    """(smallest, largest) budget the spec's connector gives over its vision tower's grid: (1, M)
-    for the MQT, (N, N) for LLaVA-1.5's MLP. An export's range, read from its config alone:
-    mqt_llava.model.export.visual_token_range."""
-    vision = vision_architecture(spec)
-    grid = (vision.image_size // vision.patch_size) ** 2
-    return spec.connector.min_tokens(grid), spec.connector.max_tokens(grid)
 
 
 def image_settings_for(spec: ModelSpec) -> ImageSettings:

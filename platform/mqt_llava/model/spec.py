@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
+from transformers import CLIPVisionConfig
 
 from mqt_llava.config import Spec
 from mqt_llava.model.connectors import connector_options
+from mqt_llava.model.storage import pretrained_location
 from mqt_llava.model.tokenizer import TokenizerSpec
 
 
@@ -52,3 +54,24 @@ class ModelSpec(Spec):
     connector: ConnectorOptions = Field(default_factory=lambda: connector_options({"kind": "mqt"}))
     image: ImageSpec = ImageSpec()
     max_length: int = Field(2048, ge=8, description="LLM context, visual tokens included")
+
+
+def vision_architecture(spec: ModelSpec) -> CLIPVisionConfig:
+    part = spec.vision_tower
+    if part.architecture is not None:
+        return CLIPVisionConfig(**part.architecture)
+    return CLIPVisionConfig.from_pretrained(pretrained_location(part.pretrained))
+
+
+def max_visual_tokens(spec: ModelSpec) -> int:
+    """M, the largest budget the spec's connector gives over its vision tower's grid."""
+    return connector_token_range(spec)[1]
+
+
+def connector_token_range(spec: ModelSpec) -> tuple[int, int]:
+    """(smallest, largest) budget the spec's connector gives over its vision tower's grid: (1, M)
+    for the MQT, (N, N) for LLaVA-1.5's MLP. An export's range, read from its config alone:
+    mqt_llava.model.export.visual_token_range."""
+    vision = vision_architecture(spec)
+    grid = (vision.image_size // vision.patch_size) ** 2
+    return spec.connector.min_tokens(grid), spec.connector.max_tokens(grid)

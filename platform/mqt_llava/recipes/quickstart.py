@@ -28,8 +28,7 @@ from mqt_llava.eval.evaluate import run_evaluation
 from mqt_llava.eval.spec import EvalSpec
 from mqt_llava.inference import load_engine
 from mqt_llava.model.budgets import parse_budgets
-from mqt_llava.model.builder import max_visual_tokens
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, max_visual_tokens
 from mqt_llava.serve.app import run_on_loopback
 from mqt_llava.serve.client import ServeClient
 from mqt_llava.toy.base_models import preset_overrides

@@ -22,10 +22,9 @@ from mqt_llava.model.builder import image_settings_for
 from mqt_llava.output import train_log_level
 from mqt_llava.ray_runtime import init_ray
 from mqt_llava.tracking import RunTracker, tracking_uri
-from mqt_llava.train.context import RayTrainContext
-from mqt_llava.train.loop import train_loop, worker_setup
 from mqt_llava.train.memory import check_fits
 from mqt_llava.train.plan import StageRun
+from mqt_llava.train.worker import ray_train_worker
 
 
 def ingest_options() -> ExecutionOptions:
@@ -37,13 +36,6 @@ def ingest_options() -> ExecutionOptions:
     return ExecutionOptions(
         resource_limits=current.resource_limits, preserve_order=True, verbose_progress=current.verbose_progress
     )
-
-
-def ray_train_worker(config: dict) -> None:
-    """What every Ray Train worker runs: the training loop, in Ray Train's worker context, with the
-    stage's strategy built in the worker (for DeepSpeed, that is where its accelerator is chosen)."""
-    run, context = config["run"], RayTrainContext()
-    train_loop(run, context, worker_setup(run, context))
 
 
 def check_cpus(run: StageRun) -> None:

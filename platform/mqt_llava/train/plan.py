@@ -25,11 +25,10 @@ from pathlib import Path
 
 from mqt_llava.config import ConfigError, load_config, model_config_path, split_overrides
 from mqt_llava.data.shards import count_rows
-from mqt_llava.model.builder import connector_token_range, max_visual_tokens
 from mqt_llava.model.connectors import connector_options
 from mqt_llava.model.export import NotAnExport, load_part_state, read_config
 from mqt_llava.model.schedules import TokenSchedule
-from mqt_llava.model.spec import ModelSpec
+from mqt_llava.model.spec import ModelSpec, connector_token_range, max_visual_tokens
 from mqt_llava.model.stages import CONNECTOR
 from mqt_llava.model.storage import is_local_path, pretrained_location
 from mqt_llava.train.spec import StageSpec

@@ -1,4 +1,4 @@
-"""The Ray Data processes of a training run start light. Every run starts fresh tokenize tasks, decode
+"""The Ray processes of a training run start light. Every run starts fresh tokenize tasks, decode
 actors and a split coordinator, one after the other before the first batch, and each imports what
 the pipeline's functions and arguments name: once that was torch and transformers' model code, about
 5 CPU-s a process. Here the pipeline's pieces are pickled as Ray pickles them (cloudpickle: functions
@@ -58,6 +58,18 @@ def test_the_data_pipelines_transforms_run_in_a_process_without_torch():
 def test_the_package_and_its_light_modules_import_without_torch():
     modules = ["mqt_llava", "mqt_llava.model", "mqt_llava.data.samples", "mqt_llava.data.llava_format"]
     script = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(n for n in {HEAVY!r} if n in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_ray_trains_controller_unpickles_the_run_without_the_model_code_or_deepspeed():
+    """The controller unpickles the trainer: `ray_train_worker` and the `StageRun` (its module, the
+    specs and the connector options inside). It needs torch (Ray Train's torch backend imports it),
+    not transformers' model code or DeepSpeed, which only the workers use."""
+    modules = ["mqt_llava.train.worker", "mqt_llava.train.plan", "mqt_llava.model.spec"]
+    heavy = ("transformers.modeling_utils", "deepspeed", "mqt_llava.model.modeling", "mqt_llava.train.loop")
+    script = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(n for n in {heavy!r} if n in sys.modules))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
