@@ -106,6 +106,7 @@ GPU_PATH_MODULES = [
     "mqt_llava.model.builder",
     "mqt_llava.model.stages",
     "mqt_llava.model.tokenizer",
+    "transformers.models.auto.tokenization_auto",  # imported by load_pretrained_tokenizer when it runs
     "mqt_llava.eval.flops",
     "deepspeed",
     "deepspeed.runtime.zero.stage3",

@@ -168,38 +168,39 @@ def kill_train_worker_after(run_dir: Path, checkpoint: str, timeout: float = 300
 
 
 def test_killed_workers_are_replaced_and_a_resubmitted_run_goes_on_on_two_workers(setup):
-    """Two workers, killed after step 4's checkpoint of 16 (12 steps still to run when the kill comes):
+    """Two workers, killed after step 4's checkpoint of 20 (16 steps still to run when the kill comes):
     the worker group is replaced and resumes at a checkpoint step with trained weights, and every step
     is logged. Every rank wrote its own ZeRO optimizer shard and worker state into each checkpoint.
-    Then the same run name is submitted again with more steps: it resumes from its last checkpoint.
-    (One run where two used to be: a killed run and a resubmitted one each paid Ray Train's start.)"""
+    Then the same run name is submitted again with more steps: it resumes from its last checkpoint
+    and logs exactly the steps that follow. (One run where two used to be: a killed run and a
+    resubmitted one each paid Ray Train's start.)"""
     root, configs = setup
     storage = root / "runs"
     two_workers = ["num_workers=2", "resources.worker_cpus=0.25", "checkpoint_every=4", "epochs=2"]
     results = {}
     thread = threading.Thread(
-        target=lambda: results.update(run=train(configs["stage1"], storage, "killed", "max_steps=16", *two_workers))
+        target=lambda: results.update(run=train(configs["stage1"], storage, "killed", "max_steps=20", *two_workers))
     )
     thread.start()
     killed = kill_train_worker_after(storage / "killed", "checkpoint_0000004")
     thread.join(timeout=600)
-    assert killed == 2 and "run" in results
+    assert killed >= 1 and "run" in results  # both, unless Ray tore the second down first
     first = results["run"]
-    assert first.metrics["step"] == 16 and first.run.stage.gradient_accumulation_steps == 1
+    assert first.metrics["step"] == 20 and first.run.stage.gradient_accumulation_steps == 1
     (resumed_at,) = [v for _, v in history(storage, "killed", "resumed_from_step")]
-    assert resumed_at >= 4 and resumed_at % 4 == 0  # a checkpoint step
+    assert 4 <= resumed_at < 20 and resumed_at % 4 == 0  # a checkpoint step, before the end
     losses = history(storage, "killed", "loss")
-    assert {s for s, _ in losses} == set(range(1, 17))  # no step missing
+    assert {s for s, _ in losses} == set(range(1, 21))  # no step missing
     latest = dict(losses)  # the resumed attempt's value where a step was logged twice
     assert latest[int(resumed_at) + 1] < latest[1]  # resumed from trained weights, not from scratch
-    checkpoint = storage / "killed" / "checkpoint_0000016"
+    checkpoint = storage / "killed" / "checkpoint_0000020"
     assert {p.name for p in checkpoint.glob("worker_rank*.pt")} == {"worker_rank0.pt", "worker_rank1.pt"}
     assert len(list(checkpoint.glob("ckpt/*optim_states.pt"))) == 2
 
-    again = train(configs["stage1"], storage, "killed", "max_steps=20", *two_workers)
-    assert again.metrics["step"] == 20
-    assert [v for _, v in history(storage, "killed", "resumed_from_step")] == [resumed_at, 16.0]
-    assert {s for s, _ in history(storage, "killed", "loss")} == set(range(1, 21))
+    again = train(configs["stage1"], storage, "killed", "max_steps=24", *two_workers)
+    assert again.metrics["step"] == 24
+    assert [v for _, v in history(storage, "killed", "resumed_from_step")] == [resumed_at, 20.0]
+    assert [s for s, _ in history(storage, "killed", "loss")][len(losses) :] == [21, 22, 23, 24]
 
 
 def test_a_gpu_run_that_does_not_fit_its_gpus_is_refused_before_any_worker_starts(setup):

@@ -41,3 +41,19 @@ def test_an_export_loads_through_the_auto_classes_once_the_model_class_is_import
             input_ids=ids, pixel_values=torch.zeros(1, 3, 32, 32, dtype=torch.uint8), num_visual_tokens=3
         ).logits
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+
+
+def test_a_tokenizer_loads_from_an_export_in_a_process_that_never_imported_the_model(built, tmp_path):
+    """Ray Data's tokenize tasks load a tokenizer without having imported the model class. From an
+    export, transformers also reads its config.json, whose model type must then be registered: without
+    that it warns of a config "of type ``" (and would build any config it needed wrongly)."""
+    save_export(built, tmp_path / "export")
+    script = (
+        "import sys\nfrom mqt_llava.model.tokenizer import load_pretrained_tokenizer\n"
+        "print(len(load_pretrained_tokenizer(sys.argv[1])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "export")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(len(built.tokenizer)) and "model of type" not in done.stderr, done.stderr

@@ -28,7 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from mqt_llava.model.budgets import check_budget
 from mqt_llava.model.connectors import Connector, build_connector, connector_options
-from mqt_llava.model.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from mqt_llava.model.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, MODEL_TYPE, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 @dataclass(repr=False)
@@ -43,7 +43,7 @@ class MQTLlavaConfig(PreTrainedConfig):
     its config too).
     """
 
-    model_type = "mqt_llava"
+    model_type = MODEL_TYPE
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from mqt_llava.config import Spec
+from mqt_llava.model.constants import MODEL_TYPE
 from mqt_llava.model.storage import pretrained_location
 
 # </s> is deliberately not id 2: CLIP's text tower treats eos_token_id == 2 as a legacy config and
@@ -59,6 +62,12 @@ def load_pretrained_tokenizer(location: str) -> PreTrainedTokenizerBase:
     # coordinator) should not pay for it. Those that load one do.
     from transformers import AutoTokenizer
 
+    if is_export(location):
+        # AutoTokenizer reads the export's config.json too; its model type must be registered (else
+        # transformers warns that it instantiates a config of another type). Registering imports the
+        # model class: a cost paid only where a tokenizer is loaded from an export.
+        import mqt_llava.model.modeling  # noqa: F401
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except (ValueError, ImportError) as exc:
@@ -75,6 +84,15 @@ def load_pretrained_tokenizer(location: str) -> PreTrainedTokenizerBase:
             raise ValueError(f"{location}: the tokenizer has neither a pad nor an unk token to pad with")
         tokenizer.pad_token = tokenizer.unk_token
     return tokenizer
+
+
+def is_export(location: str) -> bool:
+    """Whether a local directory holds an MQT-LLaVA export (its config.json names the model type)."""
+    config = Path(location) / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE
+    except (OSError, ValueError):
+        return False
 
 
 class TokenizerSpec(Spec):
