@@ -1,9 +1,9 @@
-"""The Ray processes of a training run start light. Every run starts fresh tokenize tasks, decode
-actors and a split coordinator, one after the other before the first batch, and each imports what
-the pipeline's functions and arguments name: once that was torch and transformers' model code, about
-5 CPU-s a process. Here the pipeline's pieces are pickled as Ray pickles them (cloudpickle: functions
-and classes by reference) and used in a fresh process, which must not import torch, transformers'
-model code, DeepSpeed or Ray Train."""
+"""The Ray Data processes of a training run start light. Every run starts fresh tokenize tasks,
+decode actors and a split coordinator, one after the other before the first batch, and each imports
+what the pipeline's functions and arguments name: once that was torch and transformers' model code,
+about 5 CPU-s a process. Here the pipeline's pieces are pickled as Ray pickles them (cloudpickle:
+functions and classes by reference) and used in a fresh process, which must not import torch,
+transformers' model code, DeepSpeed or Ray Train. (Ray Train's controller: tests/train/test_plan.py.)"""
 
 import io
 import subprocess
@@ -17,10 +17,6 @@ from mqt_llava.data.llava_format import RecordRules
 from mqt_llava.data.samples import DecodeImages, tokenize_conversations
 from mqt_llava.model.image_settings import ImageSettings
 from mqt_llava.model.tokenizer import TokenizerSpec
-from mqt_llava.train.plan import StageRun, plan_steps
-from mqt_llava.train.spec import StageSpec
-from mqt_llava.train.worker import ray_train_worker
-from small_model import small_spec
 
 HEAVY = ("torch", "transformers.modeling_utils", "deepspeed", "ray.train")
 
@@ -65,35 +61,3 @@ def test_the_package_and_its_light_modules_import_without_torch():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
-
-
-def test_ray_trains_controller_unpickles_the_run_without_the_model_code_or_deepspeed(tmp_path):
-    """The controller unpickles the trainer: `ray_train_worker` and its config, the `StageRun` (the
-    specs and the connector options inside). It needs torch (Ray Train's torch backend imports it),
-    not transformers' model code or DeepSpeed, which only the workers use."""
-    stage = StageSpec(
-        model="small",
-        stage="stage2",
-        template="vicuna_v1",
-        data="in memory",
-        global_batch_size=4,
-        micro_batch_size=2,
-        lr=1e-3,
-    )
-    model = small_spec()
-    run = StageRun(stage, model, "light", str(tmp_path), plan_steps(stage, model, 16), use_gpu=False)
-    heavy = ("transformers.modeling_utils", "deepspeed", "mqt_llava.model.modeling", "mqt_llava.train.loop")
-    script = f"""
-import pickle, sys
-worker, config = pickle.load(sys.stdin.buffer)
-assert worker.__name__ == "ray_train_worker" and config["run"].plan.total_steps == 4, config
-print(sorted(n for n in {heavy!r} if n in sys.modules))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        input=cloudpickle.dumps((ray_train_worker, {"run": run})),
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    assert done.stdout.decode().strip() == "[]"

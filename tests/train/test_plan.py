@@ -1,3 +1,7 @@
+import subprocess
+import sys
+
+import cloudpickle
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -9,6 +13,7 @@ from mqt_llava.model.schedules import schedule_support
 from mqt_llava.train import plan as plan_module
 from mqt_llava.train.plan import StageRun, plan_steps, resolve_run
 from mqt_llava.train.spec import StageSpec
+from mqt_llava.train.worker import ray_train_worker
 from small_model import small_spec
 
 
@@ -150,3 +155,26 @@ def test_relative_paths_reach_workers_absolute(configs, tmp_path, monkeypatch):
     assert run.stage.data == str(tmp_path / "shards") and run.storage == str(tmp_path / "runs")
     assert run.model.tokenizer.pretrained == str(tmp_path / "tok")
     assert run.model.llm.pretrained is None  # unset stays unset; hub names stay names
+
+
+def test_ray_trains_controller_unpickles_the_run_without_the_model_code_or_deepspeed():
+    """The controller unpickles the trainer: `ray_train_worker` and its config, the `StageRun` (the
+    specs and the connector options inside), in a process that never trains and whose start is on
+    the critical path of every run. It needs torch (Ray Train's torch backend imports it), not
+    transformers' model code or DeepSpeed, which only the workers use (about 5 CPU-s more)."""
+    run = run_of(stage())
+    heavy = ("transformers.modeling_utils", "deepspeed", "mqt_llava.model.modeling", "mqt_llava.train.loop")
+    script = f"""
+import pickle, sys
+worker, config = pickle.load(sys.stdin.buffer)
+assert worker.__name__ == "ray_train_worker" and config["run"].plan.total_steps == {run.plan.total_steps}
+print(sorted(n for n in {heavy!r} if n in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=cloudpickle.dumps((ray_train_worker, {"run": run})),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert done.stdout.decode().strip() == "[]"
